@@ -111,7 +111,8 @@ export class Checker {
 
   // ---- models ----------------------------------------------------------------------
 
-  model(m: A.ModelDecl, config: string): CheckedModel | null {
+  /** Instantiates a model for one size, optionally overriding hyper parameters by value. */
+  model(m: A.ModelDecl, config: string, overrides: ReadonlyMap<string, HyperValue> = new Map()): CheckedModel | null {
     try {
       const hypers = new Map<string, HyperValue>();
       const sizes = m.items.filter((i): i is A.SizeDecl => i.kind === 'size');
@@ -127,8 +128,18 @@ export class Checker {
           if (!hyperDecls.some((h) => h.name === v.name)) throw new CheckError(v.span, `size '${cfg.name}' sets '${v.name}', which is not a hyper parameter of ${m.name}`);
         }
       }
+      if (config !== 'default' && !cfg) throw new CheckError(m.nameSpan, `model '${m.name}' has no size '${config}' (sizes: ${['default', ...sizeNames].join(', ')})`);
+      for (const name of overrides.keys()) {
+        if (!hyperDecls.some((h) => h.name === name)) throw new CheckError(m.nameSpan, `model '${m.name}' has no hyper parameter '${name}'`);
+      }
       for (const h of hyperDecls) {
         if (hypers.has(h.name)) throw new CheckError(h.span, `hyper parameter '${h.name}' is defined twice`);
+        const given = overrides.get(h.name);
+        if (given !== undefined) {
+          if (typeof given === 'string' && !UNARY_BUILTINS.has(given)) throw new CheckError(h.span, `'${given}' given for '${h.name}' is not a builtin function`);
+          hypers.set(h.name, given);
+          continue;
+        }
         const override = cfg?.values.find((v) => v.name === h.name);
         hypers.set(h.name, evalConst(override?.value ?? h.value, hypers, true));
       }

@@ -2,8 +2,10 @@
 // are recognised by their shape (`name[...] =`, `let`, `if`), so formulas may span lines.
 import { createToken, Lexer, type TokenType } from 'chevrotain';
 
-export const Ident = createToken({ name: 'Ident', pattern: /[A-Za-z_][A-Za-z0-9_]*/ });
-const kw = (name: string) => createToken({ name: name[0]!.toUpperCase() + name.slice(1), pattern: new RegExp(name), longer_alt: Ident });
+/** Any word, keywords included: the parts of a dotted path after the first (ffn.fc1.weight). */
+export const AnyWord = createToken({ name: 'AnyWord', pattern: Lexer.NA });
+export const Ident = createToken({ name: 'Ident', pattern: /[A-Za-z_][A-Za-z0-9_]*/, categories: [AnyWord] });
+const kw = (name: string) => createToken({ name: name[0]!.toUpperCase() + name.slice(1), pattern: new RegExp(name), longer_alt: Ident, categories: [AnyWord] });
 
 export const Fn = kw('fn');
 export const Model = kw('model');
@@ -53,7 +55,7 @@ export const WhiteSpace = createToken({ name: 'WhiteSpace', pattern: /[ \t\r\n\f
 export const Comment = createToken({ name: 'Comment', pattern: /#[^\n]*/, group: Lexer.SKIPPED });
 
 export const allTokens: TokenType[] = [
-  WhiteSpace, Comment,
+  WhiteSpace, Comment, AnyWord,
   Fn, Model, Import, Let, Hyper, Size, Weight, Layer, If, Else, Sum,
   Ident, Float, Int, Str,
   Arrow, EqEq, NotEq, LtEq, GtEq, Lt, Gt, Assign, Plus, Minus, Star, SlashSlash, Slash, Percent, Caret, Tilde,

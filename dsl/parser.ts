@@ -296,7 +296,7 @@ class RetParser extends EmbeddedActionsParser {
   private namedExpr = this.RULE('namedExpr', (): A.Expr => {
     const first = this.CONSUME(T.Ident);
     let name = first.image;
-    this.MANY(() => { this.CONSUME(T.Dot); const part = this.CONSUME2(T.Ident); name += '.' + part.image; });
+    this.MANY(() => { this.CONSUME(T.Dot); const part = this.CONSUME2(T.AnyWord); name += '.' + part.image; });
     let bracket: A.Arg[] | undefined;
     let args: A.Arg[] | undefined;
     this.OPTION(() => {
@@ -363,7 +363,22 @@ class RetParser extends EmbeddedActionsParser {
 
   private sizeDecl = this.RULE('sizeDecl', (): A.SizeDecl => {
     const kw = this.CONSUME(T.Size);
-    const name = this.OR([{ ALT: () => this.CONSUME(T.Ident) }, { ALT: () => this.CONSUME(T.Int) }]);
+    // Size names may start with a digit (torchscale's 3b, 7b, 65b): Int directly followed by Ident.
+    let nameText = '';
+    this.OR([
+      { ALT: () => { const t = this.CONSUME(T.Ident); nameText = t.image; } },
+      { ALT: () => {
+        const t = this.CONSUME(T.Int);
+        nameText = t.image;
+        this.OPTION3(() => {
+          const rest = this.CONSUME3(T.Ident);
+          this.ACTION(() => {
+            if (rest.startOffset !== t.startOffset + t.image.length) throw new TypeNameError(rest, 'a size name is one word, such as 7b');
+            nameText += rest.image;
+          });
+        });
+      } },
+    ]);
     this.CONSUME(T.LBrace);
     const values: A.SizeDecl['values'] = [];
     this.MANY(() => {
@@ -374,14 +389,14 @@ class RetParser extends EmbeddedActionsParser {
       this.ACTION(() => values.push({ name: n.image, value, span: this.sp(n, this.last()) }));
     });
     this.CONSUME(T.RBrace);
-    return this.ACTION(() => ({ kind: 'size' as const, name: name.image, values, span: this.sp(kw, this.last()) }));
+    return this.ACTION(() => ({ kind: 'size' as const, name: nameText, values, span: this.sp(kw, this.last()) }));
   });
 
   private weightDecl = this.RULE('weightDecl', (): A.WeightDecl => {
     const kw = this.CONSUME(T.Weight);
     const first = this.CONSUME(T.Ident);
     let name = first.image;
-    this.MANY(() => { this.CONSUME(T.Dot); const p = this.CONSUME2(T.Ident); name += '.' + p.image; });
+    this.MANY(() => { this.CONSUME(T.Dot); const p = this.CONSUME2(T.AnyWord); name += '.' + p.image; });
     this.CONSUME(T.Colon);
     const type = this.SUBRULE(this.typeRef);
     let init: A.WeightDecl['init'];

@@ -3,9 +3,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { FileAst } from './ast.js';
-import { type CheckResult, checkFiles } from './checker.js';
+import type { CheckedModel } from './checked.js';
+import { type CheckResult, Checker, checkFiles } from './checker.js';
 import { parseSource } from './parser.js';
-import { type Diagnostic, type Span, fileSpan, SourceFile } from './source.js';
+import { type Diagnostic, DiagnosticError, type Span, fileSpan, SourceFile } from './source.js';
 
 export const MAX_SOURCE_BYTES = 16 * 1024 * 1024;
 
@@ -99,4 +100,18 @@ export function loadProgram(entry: string, opts: { check?: boolean } = {}): Prog
 /** Source for a diagnostic's file, for printing the line and caret. */
 export function sourceFor(program: Program, d: Diagnostic): SourceFile | undefined {
   return program.sources.get(path.resolve(d.span.file));
+}
+
+/**
+ * A model of a checked program for one size, with hyper parameters overridden by value
+ * (for example from a torchscale config). Throws DiagnosticError for a bad override.
+ */
+export function instantiateModel(program: Program, name: string, config = 'default', overrides: Record<string, number | string> = {}): CheckedModel {
+  const info = program.checked?.models.get(name);
+  if (!info) throw new DiagnosticError([{ span: fileSpan(program.entry), message: `no model '${name}'` }]);
+  if (Object.keys(overrides).length === 0 && info.instances.has(config)) return info.instances.get(config)!;
+  const checker = new Checker(program.files);
+  const m = checker.model(info.decl, config, new Map(Object.entries(overrides)));
+  if (!m) throw new DiagnosticError(checker.diagnostics);
+  return m;
 }
