@@ -25,7 +25,7 @@ export function makeValue(shape: number[], data?: ArrayLike<number>): Value {
 const RT = { erf, sigmoid };
 
 /** Size symbols of `fn` from its inputs' shapes: direct symbols first, then linear solves. */
-export function bindSizes(fn: CheckedFn, shapes: Map<string, readonly number[]>, explicit: ReadonlyMap<string, number> = new Map()): Map<string, number> {
+export function bindSizes(fn: Pick<CheckedFn, "name" | "params" | "sizes">, shapes: Map<string, readonly number[]>, explicit: ReadonlyMap<string, number> = new Map()): Map<string, number> {
   const env = new Map<string, number>(explicit);
   for (const p of fn.params) {
     const s = shapes.get(p.name);

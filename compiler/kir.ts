@@ -1,0 +1,86 @@
+// Kernel IR: target-neutral SIMT code. A kernel runs on a grid of workgroups; each workgroup
+// has `workgroup` threads that share `shared` arrays and meet at barriers. Printers for CUDA
+// and WGSL and the CPU executor (targets/cpu) all give these nodes the same meaning:
+//   - f32 arithmetic rounds to float32 after every operation; i32 wraps modulo 2^32;
+//   - integer '/' truncates toward zero and '%' takes the sign of the dividend (C, WGSL);
+//   - a `for` runs var = start, start+step, ... while var < end (step > 0) or var > end (step < 0);
+//   - every thread of a workgroup reaches the same barriers in the same order.
+
+export type KType = 'f32' | 'i32' | 'bool';
+
+export type KBuiltin = 'tid.x' | 'tid.y' | 'tid.z' | 'wg.x' | 'wg.y' | 'wg.z';
+
+export type KUnOp = 'neg' | 'not' | 'exp' | 'exp2' | 'log' | 'log2' | 'log1p' | 'sqrt' | 'rsqrt' | 'sin' | 'cos' | 'tanh' | 'abs' | 'floor' | 'ceil' | 'erf';
+export type KBinOp = '+' | '-' | '*' | '/' | '%' | 'min' | 'max' | 'pow' | '<' | '<=' | '>' | '>=' | '==' | '!=' | '&&' | '||';
+
+export type KExpr =
+  | { k: 'const'; type: KType; value: number }
+  /** A local variable (decl) or a scalar parameter. */
+  | { k: 'var'; name: string; type: KType }
+  | { k: 'builtin'; name: KBuiltin; type: 'i32' }
+  /** Element `index` of a buffer, shared array or local array. */
+  | { k: 'load'; array: string; index: KExpr; type: KType }
+  | { k: 'un'; op: KUnOp; a: KExpr; type: KType }
+  | { k: 'bin'; op: KBinOp; a: KExpr; b: KExpr; type: KType }
+  | { k: 'select'; cond: KExpr; a: KExpr; b: KExpr; type: KType }
+  | { k: 'cast'; a: KExpr; type: KType };
+
+export type KStmt =
+  | { k: 'decl'; name: string; type: KType; init: KExpr }
+  | { k: 'assign'; name: string; value: KExpr }
+  /** A per-thread array of static size (registers or local memory). */
+  | { k: 'local'; name: string; type: KType; size: number }
+  | { k: 'store'; array: string; index: KExpr; value: KExpr }
+  | { k: 'if'; cond: KExpr; then: KStmt[]; else: KStmt[] }
+  | { k: 'for'; v: string; start: KExpr; end: KExpr; step: number; body: KStmt[] }
+  | { k: 'barrier' }
+  | { k: 'comment'; text: string };
+
+export interface KBuffer { name: string; type: KType; access: 'read' | 'read_write' }
+export interface KScalar { name: string; type: 'i32' | 'f32' }
+export interface KShared { name: string; type: KType; size: number }
+
+export interface Kernel {
+  name: string;
+  /** Threads per workgroup in x, y, z. */
+  workgroup: [number, number, number];
+  /** Workgroups per dimension, as expressions over the scalar parameters. */
+  grid: [KExpr, KExpr, KExpr];
+  buffers: KBuffer[];
+  scalars: KScalar[];
+  shared: KShared[];
+  body: KStmt[];
+}
+
+// ---- builders: short names keep the lowering code readable ----------------------------
+
+export const f32 = (value: number): KExpr => ({ k: 'const', type: 'f32', value: Math.fround(value) });
+export const i32 = (value: number): KExpr => ({ k: 'const', type: 'i32', value: value | 0 });
+export const bool = (value: boolean): KExpr => ({ k: 'const', type: 'bool', value: value ? 1 : 0 });
+export const v = (name: string, type: KType = 'i32'): KExpr => ({ k: 'var', name, type });
+export const tid = (axis: 'x' | 'y' | 'z' = 'x'): KExpr => ({ k: 'builtin', name: `tid.${axis}`, type: 'i32' });
+export const wg = (axis: 'x' | 'y' | 'z' = 'x'): KExpr => ({ k: 'builtin', name: `wg.${axis}`, type: 'i32' });
+export const load = (array: string, index: KExpr, type: KType = 'f32'): KExpr => ({ k: 'load', array, index, type });
+export const un = (op: KUnOp, a: KExpr): KExpr => ({ k: 'un', op, a, type: op === 'not' ? 'bool' : a.type });
+export const cast = (a: KExpr, type: KType): KExpr => (a.type === type ? a : { k: 'cast', a, type });
+
+const CMP = new Set<KBinOp>(['<', '<=', '>', '>=', '==', '!=', '&&', '||']);
+export function bin(op: KBinOp, a: KExpr, b: KExpr): KExpr {
+  if (a.type !== b.type && !CMP.has(op)) throw new Error(`kernel IR: '${op}' on ${a.type} and ${b.type}`);
+  return { k: 'bin', op, a, b, type: CMP.has(op) ? 'bool' : a.type };
+}
+export const add = (a: KExpr, b: KExpr): KExpr => bin('+', a, b);
+export const sub = (a: KExpr, b: KExpr): KExpr => bin('-', a, b);
+export const mul = (a: KExpr, b: KExpr): KExpr => bin('*', a, b);
+export const div = (a: KExpr, b: KExpr): KExpr => bin('/', a, b);
+export const lt = (a: KExpr, b: KExpr): KExpr => bin('<', a, b);
+export const and = (a: KExpr, b: KExpr): KExpr => bin('&&', a, b);
+export const select = (cond: KExpr, a: KExpr, b: KExpr): KExpr => ({ k: 'select', cond, a, b, type: a.type });
+
+export const decl = (name: string, type: KType, init: KExpr): KStmt => ({ k: 'decl', name, type, init });
+export const assign = (name: string, value: KExpr): KStmt => ({ k: 'assign', name, value });
+export const store = (array: string, index: KExpr, value: KExpr): KStmt => ({ k: 'store', array, index, value });
+export const iff = (cond: KExpr, then: KStmt[], els: KStmt[] = []): KStmt => ({ k: 'if', cond, then, else: els });
+export const loop = (name: string, start: KExpr, end: KExpr, body: KStmt[], step = 1): KStmt => ({ k: 'for', v: name, start, end, step, body });
+export const barrier = (): KStmt => ({ k: 'barrier' });
+export const comment = (text: string): KStmt => ({ k: 'comment', text });

@@ -1,0 +1,265 @@
+// The three schedules of a recognised contraction (analysis.ts), in either direction:
+//   y[t, j] = scale * sum_{s before t in scan order} w(t, s) (a[t, :] . b[s, :]) c[s, j]
+// Causal sums scan positions forward, anti-causal ones (gradients) backward; in scan terms
+// both read the same, so each form is written once. A workgroup owns one batch entry and
+// a tile of value columns; each thread owns one column j and its K-long slice of the state.
+// Decay weights are exp(L(later) - L(earlier)) computed from differences, never from L alone,
+// so only non-positive numbers are exponentiated.
+import type { Contraction } from '../analysis.js';
+import { POS } from '../analysis.js';
+import { idx, type IrStmt, type Node, substIndex } from '../ir.js';
+import * as K from '../kir.js';
+import type { Kernel, KExpr, KStmt } from '../kir.js';
+import type { Schedule } from '../schedule.js';
+import { type Binding, dimExpr, type ExprLowering, fold, LowerError } from './expr.js';
+
+interface Ctx {
+  c: Contraction;
+  s: IrStmt;
+  L: ExprLowering;
+  T: KExpr;
+  Kc: number;
+  WG: number;
+  batch: Map<string, Binding>;
+}
+
+const pow2AtLeast = (n: number, cap: number): number => { let p = 1; while (p < n && p < cap) p *= 2; return p; };
+
+/** Position of scan step `k`: forward for causal sums, backward for anti-causal ones. */
+const posOf = (x: Ctx, k: KExpr): KExpr => (x.c.direction === 'causal' ? k : fold(K.sub(K.sub(x.T, K.i32(1)), k)));
+
+/** Exponent of the weight between scan-later position `p` and scan-earlier position `q` (<= 0). */
+function exponent(x: Ctx, p: KExpr, q: KExpr, out: KStmt[]): KExpr {
+  const [later, earlier] = x.c.direction === 'causal' ? [p, q] : [q, p];
+  let e: KExpr = K.f32(0);
+  let first = true;
+  for (const term of x.c.decay) {
+    let part: KExpr;
+    if (term.kind === 'fixed') {
+      const lam = x.L.expr(term.lambda, x.batch, out);
+      part = K.mul(K.cast(K.sub(later, earlier), 'f32'), lam);
+    } else {
+      const at = (pos: KExpr) => x.L.expr(term.G, new Map([...x.batch, [POS, { expr: pos }]]), out);
+      part = K.sub(at(later), at(earlier));
+    }
+    e = first ? part : K.add(e, part);
+    first = false;
+  }
+  return e;
+}
+
+function weight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[]): KExpr {
+  return x.c.decay.length === 0 ? K.f32(1) : K.un('exp', exponent(x, p, q, out));
+}
+
+/** a(row = p, inner = i), b(col = p, inner = i), c(col = p, value = j). */
+function factor(x: Ctx, which: 'a' | 'b' | 'c', p: KExpr, k: KExpr, out: KStmt[]): KExpr {
+  const n: Node = x.c[which];
+  const posName = which === 'a' ? x.c.row : x.c.col;
+  const kName = which === 'c' ? x.c.value : x.c.inner;
+  const kExtent = which === 'c' ? x.c.V : x.c.K;
+  const bind = new Map<string, Binding>([...x.batch, [posName, { expr: p, extent: x.c.T }], [kName, { expr: k, extent: kExtent }]]);
+  return K.cast(x.L.expr(n, bind, out), 'f32');
+}
+
+function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): { x: Ctx; body: KStmt[]; grid: [KExpr, KExpr, KExpr]; Vc: number } {
+  const Kd = L.sizes.constants;
+  const constOf = (d: typeof c.K, what: string): number => {
+    const e = dimExpr(d, L.sizes);
+    if (e.k !== 'const') throw new LowerError(`${name}: the ${what} size must be known when compiling a ${sched.form} kernel`);
+    return e.value;
+  };
+  void Kd;
+  const Kc = constOf(c.K, 'key');
+  const Vc = constOf(c.V, 'value');
+  const WG = pow2AtLeast(Vc, sched.workgroup.contraction);
+  const body: KStmt[] = [];
+  // wg.y enumerates batch entries, last batch index fastest.
+  const batch = new Map<string, Binding>();
+  let rest: KExpr = K.wg('y');
+  for (let k = c.batch.length - 1; k >= 0; k--) {
+    const v = c.batch[k]!;
+    const ext = dimExpr(v.extent, L.sizes);
+    const nm = `b_${v.name.replace(/[^A-Za-z0-9_]/g, '_')}`;
+    body.push(K.decl(nm, 'i32', k === 0 ? rest : K.bin('%', rest, ext)));
+    if (k > 0) rest = K.bin('/', rest, ext);
+    batch.set(v.name, { expr: K.v(nm), extent: v.extent });
+  }
+  body.push(K.decl('j', 'i32', K.add(K.mul(K.wg('x'), K.i32(WG)), K.tid('x'))));
+  const nb = c.batch.reduce<KExpr>((a, v) => K.mul(a, dimExpr(v.extent, L.sizes)), K.i32(1));
+  const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), Kc, WG, batch };
+  return { x, body, grid: [K.i32(Math.ceil(Vc / WG)), fold(nb), K.i32(1)], Vc };
+}
+
+function storeOut(x: Ctx, p: KExpr, j: KExpr, value: KExpr, out: KStmt[]): void {
+  const idxs = x.s.indices.map((v) => (v.name === x.c.row ? p : v.name === x.c.value ? j : x.batch.get(v.name)!.expr));
+  const scale = x.L.expr(x.c.scale, x.batch, out);
+  const buf = x.L.buffer(x.s.target, true);
+  out.push(K.store(buf, x.L.offset(x.s.target, idxs), scale.k === 'const' && scale.value === 1 ? value : K.mul(value, K.cast(scale, 'f32'))));
+}
+
+const jv = K.v('j');
+const inV = (Vc: number) => K.lt(jv, K.i32(Vc));
+
+/** One step per position; the state slice S[K] of column j lives in registers. */
+export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): Kernel {
+  const { x, body, grid, Vc } = setup(name, s, c, L, sched);
+  const { Kc, WG } = x;
+  body.push({ k: 'local', name: 'S', type: 'f32', size: Kc });
+  body.push(K.loop('i', K.i32(0), K.i32(Kc), [K.store('S', K.v('i'), K.f32(0))]));
+  const step: KStmt[] = [];
+  body.push(K.loop('n', K.i32(0), x.T, step));
+  step.push(K.decl('p', 'i32', posOf(x, K.v('n'))));
+  const p = K.v('p');
+  // Stage a[p, :] and b[p, :] in shared memory once for all columns.
+  const stage: KStmt[] = [];
+  step.push(K.loop('i', K.tid('x'), K.i32(Kc), stage, WG));
+  stage.push(K.store('sa', K.v('i'), factor(x, 'a', p, K.v('i'), stage)));
+  stage.push(K.store('sb', K.v('i'), factor(x, 'b', p, K.v('i'), stage)));
+  step.push(K.barrier());
+  const col: KStmt[] = [];
+  step.push(K.iff(inV(Vc), col));
+  // Decay from the previous position (none before the first).
+  const decay: KStmt[] = [];
+  const prev = posOf(x, K.sub(K.v('n'), K.i32(1)));
+  col.push(K.decl('dec', 'f32', K.f32(1)));
+  decay.push(K.assign('dec', weight(x, p, prev, decay)));
+  if (c.decay.length) col.push(K.iff(K.bin('>', K.v('n'), K.i32(0)), decay));
+  col.push(K.decl('cj', 'f32', factor(x, 'c', p, jv, col)));
+  col.push(K.decl('acc', 'f32', K.f32(0)));
+  const inner: KStmt[] = [];
+  col.push(K.loop('i', K.i32(0), K.i32(Kc), inner));
+  const Si = K.load('S', K.v('i'));
+  const sa = K.load('sa', K.v('i'));
+  const kv = K.mul(K.load('sb', K.v('i')), K.v('cj', 'f32'));
+  inner.push(K.decl('sd', 'f32', c.decay.length ? K.mul(K.v('dec', 'f32'), Si) : Si));
+  if (c.strict) {
+    inner.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(sa, K.v('sd', 'f32')))));
+    inner.push(K.store('S', K.v('i'), K.add(K.v('sd', 'f32'), kv)));
+  } else {
+    inner.push(K.store('S', K.v('i'), K.add(K.v('sd', 'f32'), kv)));
+    inner.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(sa, Si))));
+  }
+  storeOut(x, p, jv, K.v('acc', 'f32'), col);
+  step.push(K.barrier());
+  return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'sa', type: 'f32', size: Kc }, { name: 'sb', type: 'f32', size: Kc }], body };
+}
+
+/**
+ * Chunks of C positions: inside a chunk the parallel form (scores P in shared memory),
+ * across chunks the state carries: S <- w(end, prev end) S + sum_m w(end, m) b[m]^T c[m].
+ */
+export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): Kernel {
+  const { x, body, grid, Vc } = setup(name, s, c, L, sched);
+  const { Kc, WG } = x;
+  const C = sched.chunk;
+  body.push({ k: 'local', name: 'S', type: 'f32', size: Kc });
+  body.push(K.loop('i', K.i32(0), K.i32(Kc), [K.store('S', K.v('i'), K.f32(0))]));
+  const chunk: KStmt[] = [];
+  body.push(K.loop('c0', K.i32(0), x.T, chunk, C));
+  const c0 = K.v('c0');
+  chunk.push(K.decl('len', 'i32', K.bin('min', K.i32(C), K.sub(x.T, c0))));
+  const len = K.v('len');
+  const at = (m: KExpr) => posOf(x, K.add(c0, m));
+  // Phase 1: P[m][m2] = w(m, m2) a[m] . b[m2] for m2 before m in the chunk.
+  const ph1: KStmt[] = [];
+  chunk.push(K.loop('e', K.tid('x'), K.i32(C * C), ph1, WG));
+  ph1.push(K.decl('m', 'i32', K.bin('/', K.v('e'), K.i32(C))), K.decl('m2', 'i32', K.bin('%', K.v('e'), K.i32(C))));
+  const valid = K.and(K.lt(K.v('m'), len), K.bin(c.strict ? '<' : '<=', K.v('m2'), K.v('m')));
+  const score: KStmt[] = [];
+  ph1.push(K.store('P', K.v('e'), K.f32(0)));
+  ph1.push(K.iff(valid, score));
+  score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
+  score.push(K.decl('dot', 'f32', K.f32(0)));
+  const dotBody: KStmt[] = [];
+  score.push(K.loop('i', K.i32(0), K.i32(Kc), dotBody));
+  dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), dotBody), factor(x, 'b', K.v('pm2'), K.v('i'), dotBody)))));
+  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), weight(x, K.v('pm'), K.v('pm2'), score))));
+  chunk.push(K.barrier());
+  const col: KStmt[] = [];
+  chunk.push(K.iff(inV(Vc), col));
+  // Phase 2: outputs = intra-chunk part + decayed state of the previous chunks.
+  col.push(K.decl('pe', 'i32', at(K.i32(-1))));
+  const rows: KStmt[] = [];
+  col.push(K.loop('m', K.i32(0), len, rows));
+  rows.push(K.decl('pm', 'i32', at(K.v('m'))));
+  rows.push(K.decl('acc', 'f32', K.f32(0)));
+  const intra: KStmt[] = [];
+  rows.push(K.loop('m2', K.i32(0), K.add(K.v('m'), K.i32(c.strict ? 0 : 1)), intra));
+  intra.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.load('P', K.add(K.mul(K.v('m'), K.i32(C)), K.v('m2'))), factor(x, 'c', at(K.v('m2')), jv, intra)))));
+  const cross: KStmt[] = [];
+  rows.push(K.iff(K.bin('>', c0, K.i32(0)), cross));
+  cross.push(K.decl('qs', 'f32', K.f32(0)));
+  const qsBody: KStmt[] = [];
+  cross.push(K.loop('i', K.i32(0), K.i32(Kc), qsBody));
+  qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), qsBody), K.load('S', K.v('i'))))));
+  cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.v('qs', 'f32'), weight(x, K.v('pm'), K.v('pe'), cross)))));
+  storeOut(x, K.v('pm'), jv, K.v('acc', 'f32'), rows);
+  // Phase 3: carry the state to the end of this chunk.
+  col.push(K.decl('pl', 'i32', at(K.sub(len, K.i32(1)))));
+  col.push(K.decl('carry', 'f32', K.f32(0)));
+  const carry: KStmt[] = [];
+  col.push(K.iff(K.bin('>', c0, K.i32(0)), carry));
+  carry.push(K.assign('carry', weight(x, K.v('pl'), K.v('pe'), carry)));
+  const upd: KStmt[] = [];
+  col.push(K.loop('i', K.i32(0), K.i32(Kc), upd));
+  upd.push(K.decl('acc2', 'f32', K.mul(K.v('carry', 'f32'), K.load('S', K.v('i')))));
+  const sum: KStmt[] = [];
+  upd.push(K.loop('m2', K.i32(0), len, sum));
+  sum.push(K.decl('q2', 'i32', at(K.v('m2'))));
+  sum.push(K.assign('acc2', K.add(K.v('acc2', 'f32'), K.mul(K.mul(weight(x, K.v('pl'), K.v('q2'), sum), factor(x, 'b', K.v('q2'), K.v('i'), sum)), factor(x, 'c', K.v('q2'), jv, sum)))));
+  upd.push(K.store('S', K.v('i'), K.v('acc2', 'f32')));
+  chunk.push(K.barrier());
+  return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'P', type: 'f32', size: C * C }], body };
+}
+
+/**
+ * Tiled parallel form (as FlashAttention tiles softmax): a workgroup owns a tile of R rows;
+ * key tiles of R positions are scored into shared memory; the T x T matrix never exists.
+ */
+export function lowerParallel(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): Kernel {
+  const { x, body, grid, Vc } = setup(name, s, c, L, sched);
+  const { Kc, WG } = x;
+  const R = sched.chunk;
+  const Cc = sched.tiles.cols;
+  grid[2] = fold(K.div(K.add(x.T, K.i32(R - 1)), K.i32(R)));
+  body.push(K.decl('r0', 'i32', K.mul(K.wg('z'), K.i32(R))));
+  const r0 = K.v('r0');
+  body.push({ k: 'local', name: 'acc', type: 'f32', size: R });
+  body.push(K.loop('m', K.i32(0), K.i32(R), [K.store('acc', K.v('m'), K.f32(0))]));
+  // Key tiles up to and including the row tile (in scan order).
+  const tile: KStmt[] = [];
+  body.push(K.loop('c0', K.i32(0), K.bin('min', x.T, K.add(r0, K.i32(R))), tile, Cc));
+  const c0 = K.v('c0');
+  const ph1: KStmt[] = [];
+  tile.push(K.loop('e', K.tid('x'), K.i32(R * Cc), ph1, WG));
+  ph1.push(K.decl('m', 'i32', K.bin('/', K.v('e'), K.i32(Cc))), K.decl('m2', 'i32', K.bin('%', K.v('e'), K.i32(Cc))));
+  ph1.push(K.decl('ri', 'i32', K.add(r0, K.v('m'))), K.decl('ci', 'i32', K.add(c0, K.v('m2'))));
+  ph1.push(K.store('P', K.v('e'), K.f32(0)));
+  const score: KStmt[] = [];
+  ph1.push(K.iff(K.and(K.and(K.lt(K.v('ri'), x.T), K.lt(K.v('ci'), x.T)), K.bin(c.strict ? '<' : '<=', K.v('ci'), K.v('ri'))), score));
+  score.push(K.decl('pr', 'i32', posOf(x, K.v('ri'))), K.decl('pc', 'i32', posOf(x, K.v('ci'))));
+  score.push(K.decl('dot', 'f32', K.f32(0)));
+  const dotBody: KStmt[] = [];
+  score.push(K.loop('i', K.i32(0), K.i32(Kc), dotBody));
+  dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', K.v('pr'), K.v('i'), dotBody), factor(x, 'b', K.v('pc'), K.v('i'), dotBody)))));
+  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), weight(x, K.v('pr'), K.v('pc'), score))));
+  tile.push(K.barrier());
+  const col: KStmt[] = [];
+  tile.push(K.iff(inV(Vc), col));
+  const cols: KStmt[] = [];
+  col.push(K.loop('m2', K.i32(0), K.bin('min', K.i32(Cc), K.sub(x.T, c0)), cols));
+  cols.push(K.decl('cv', 'f32', factor(x, 'c', posOf(x, K.add(c0, K.v('m2'))), jv, cols)));
+  const rows: KStmt[] = [];
+  cols.push(K.loop('m', K.i32(0), K.i32(R), rows));
+  rows.push(K.store('acc', K.v('m'), K.add(K.load('acc', K.v('m')), K.mul(K.load('P', K.add(K.mul(K.v('m'), K.i32(Cc)), K.v('m2'))), K.v('cv', 'f32')))));
+  tile.push(K.barrier());
+  const fin: KStmt[] = [];
+  body.push(K.iff(inV(Vc), fin));
+  const outRows: KStmt[] = [];
+  fin.push(K.loop('m', K.i32(0), K.bin('min', K.i32(R), K.sub(x.T, r0)), outRows));
+  storeOut(x, posOf(x, K.add(r0, K.v('m'))), jv, K.load('acc', K.v('m')), outRows);
+  return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'P', type: 'f32', size: R * Cc }], body };
+}
+
+export { idx, substIndex };

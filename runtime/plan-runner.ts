@@ -1,0 +1,54 @@
+// Executes a compiled plan on the CPU target: binds sizes from the inputs, allocates every
+// tensor the plan writes, and runs its kernels in order through the kernel IR executor.
+import { devaluate } from '../dsl/dims.js';
+import { bindSizes, RunError, shapeStr, type Value } from '../dsl/reference/interpreter.js';
+import type { Plan } from '../compiler/plan.js';
+import { planBuffers } from '../compiler/plan.js';
+import { runKernel } from '../targets/cpu/executor.js';
+
+export interface HostTensor { shape: number[]; data: Float32Array | Int32Array }
+
+const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+
+/** Sizes of a plan's function from its inputs; checks the kernels' specialised sizes. */
+export function planSizes(plan: Plan, inputs: ReadonlyMap<string, { shape: number[] }>): Map<string, number> {
+  for (const p of plan.fn.params) if (!inputs.has(p.name) && p.default === undefined) throw new RunError(`missing input '${p.name}' of '${plan.fn.name}' (expected ${p.dtype}${p.shape.length ? `[${p.shape.length} dims]` : ''})`);
+  const sizes = bindSizes(plan.fn, new Map([...inputs].map(([k, v]) => [k, v.shape] as const)));
+  for (const [k, v] of plan.constants) {
+    if (sizes.has(k) && sizes.get(k) !== v) throw new RunError(`the kernels were compiled for ${k} = ${v}, but the inputs have ${k} = ${sizes.get(k)}`);
+  }
+  return sizes;
+}
+
+export function runPlanCpu(plan: Plan, inputs: ReadonlyMap<string, Value>): Map<string, HostTensor> {
+  const sizes = planSizes(plan, inputs);
+  const arrays = new Map<string, Float32Array | Int32Array>();
+  const shapes = new Map<string, number[]>();
+  for (const p of plan.fn.params) {
+    const v = inputs.get(p.name) ?? { shape: [], data: Float64Array.of(p.default!) };
+    const data = p.dtype === 'i32' || p.dtype === 'i64' ? Int32Array.from(v.data) : Float32Array.from(v.data);
+    arrays.set(p.v, data);
+    shapes.set(p.v, p.shape.length === 0 ? [] : v.shape);
+  }
+  for (const cv of planBuffers(plan)) {
+    const shape = cv.shape.map((d) => {
+      const n = devaluate(d, sizes);
+      if (n === undefined || !Number.isInteger(n) || n < 0) throw new RunError(`cannot size '${cv.name}'`);
+      return n;
+    });
+    arrays.set(cv.id, cv.dtype === 'i32' || cv.dtype === 'i64' ? new Int32Array(numel(shape)) : new Float32Array(numel(shape)));
+    shapes.set(cv.id, shape);
+  }
+  for (const l of plan.launches) {
+    const buffers: Record<string, Float32Array | Int32Array> = {};
+    for (const [name, id] of Object.entries(l.buffers)) buffers[name] = arrays.get(id)!;
+    const scalars: Record<string, number> = {};
+    for (const [name, atom] of Object.entries(l.scalars)) scalars[name] = sizes.get(atom)!;
+    runKernel(l.kernel, { buffers, scalars });
+  }
+  const out = new Map<string, HostTensor>();
+  for (const o of plan.fn.outputs) out.set(o.name, { shape: shapes.get(o.v)!, data: arrays.get(o.v)! });
+  return out;
+}
+
+export { shapeStr };

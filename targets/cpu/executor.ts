@@ -1,0 +1,460 @@
+// The CPU executor: the executable definition of Kernel IR semantics (compiler/kir.ts).
+//
+// A kernel is translated once into JavaScript source (new Function) and cached per Kernel
+// object. Decisions the IR header leaves open, fixed here (and expected of the printers):
+//   - f32 values are doubles that always hold a float32: every f32 operation computes in double
+//     and rounds with Math.fround (for + - * / sqrt this is the correctly rounded f32 result;
+//     neg, abs, floor, ceil, min, max are exact and need no rounding). Transcendentals are the
+//     float64 function rounded once, i.e. a 0.5-ulp reference, tighter than any GPU.
+//   - i32: + - wrap via |0, * via Math.imul; '/' truncates toward zero and '%' takes the sign of
+//     the dividend; x / 0 and x % 0 are 0 (the executor must not crash; WGSL defines x / 0 = x,
+//     CUDA leaves it undefined, so kernels must not rely on either). INT_MIN / -1 = INT_MIN.
+//   - f32 -> i32 truncates toward zero, saturating at the i32 range, NaN -> 0 (as WGSL and
+//     CUDA's cvt.rzi). i32 -> f32 rounds to nearest. bool -> number is 0/1; number -> bool is != 0.
+//   - min/max of f32 propagate NaN (Math.min); select and && / || evaluate lazily like C's ?:,
+//     so `select(i < n, x[i], 0)` is a legal guarded load.
+//   - A `for` re-evaluates `end` before every iteration (like C); `start` once.
+//   - decl scopes are blocks; a decl may shadow an outer name; its initialiser sees the outer one.
+//   - Memory the kernel has not written is poisoned, as real GPUs leave it undefined: shared
+//     arrays (per workgroup) and local arrays (at each execution of their `local` statement) are
+//     filled with NaN (f32), INT_MIN (i32, which makes a stray index fail the bounds check) or
+//     true (bool), so a kernel reading before writing fails tests visibly.
+//   - Every load and store is bounds-checked; an out-of-range index throws, naming the kernel,
+//     the array, the index, the length, the workgroup and the thread.
+//   - Barriers: a workgroup's threads are generators yielding at each barrier; the scheduler
+//     runs each thread to its next barrier and requires all threads to wait at the same barrier
+//     statement, or all to have finished. Kernels without barriers run threads in sequence.
+//   - IR errors (type mismatches, unknown names, stores to read-only buffers) throw at compile.
+import type { Kernel, KExpr, KStmt, KType } from '../../compiler/kir.js';
+import { erf } from '../../dsl/math.js';
+
+export interface KernelArgs {
+  buffers: Record<string, Float32Array | Int32Array>;
+  scalars: Record<string, number>;
+}
+
+export interface CompiledKernel {
+  readonly kernel: Kernel;
+  /** The generated JavaScript, for debugging. */
+  readonly source: string;
+  /** True when the kernel has barriers and its threads run as generators. */
+  readonly usesBarriers: boolean;
+  run(args: KernelArgs): void;
+}
+
+const cache = new WeakMap<Kernel, CompiledKernel>();
+
+export function compileKernel(k: Kernel): CompiledKernel {
+  let c = cache.get(k);
+  if (!c) cache.set(k, (c = compile(k)));
+  return c;
+}
+
+export function runKernel(k: Kernel, args: KernelArgs): void {
+  compileKernel(k).run(args);
+}
+
+// ---- runtime helpers handed to the generated code ------------------------------------
+
+const idiv = (a: number, b: number): number => (b === 0 ? 0 : (a / b) | 0);
+const imod = (a: number, b: number): number => (b === 0 ? 0 : (a % b) | 0);
+const f2i = (x: number): number =>
+  x !== x ? 0 : x >= 2147483647 ? 2147483647 : x <= -2147483648 ? -2147483648 : x | 0;
+
+const POISON: Record<KType, string> = { f32: 'NaN', i32: '-2147483648', bool: '1' };
+const ARRAY: Record<KType, string> = { f32: 'Float32Array', i32: 'Int32Array', bool: 'Uint8Array' };
+
+// ---- code generation -----------------------------------------------------------------
+
+interface VarSym { kind: 'var'; js: string; type: KType; param: boolean }
+interface ArrSym { kind: 'buffer' | 'shared' | 'local'; name: string; js: string; len: string; type: KType; writable: boolean }
+type Sym = VarSym | ArrSym;
+interface Site { op: 'load' | 'store'; kind: ArrSym['kind']; array: string }
+
+const FMATH: Partial<Record<string, string>> = {
+  exp: 'Math.exp', log: 'Math.log', log2: 'Math.log2', log1p: 'Math.log1p', sqrt: 'Math.sqrt',
+  sin: 'Math.sin', cos: 'Math.cos', tanh: 'Math.tanh', erf: 'erf',
+};
+
+function lit(x: number): string {
+  return Object.is(x, -0) ? '(-0)' : x < 0 ? `(${x})` : String(x);
+}
+
+const isSimple = (code: string): boolean => /^(?:[\w$]+|\(-?\d+\))$/.test(code);
+
+class Gen {
+  readonly sites: Site[] = [];
+  temps = 0;
+  /** `local` arrays: [js name, type, size]; allocated in a prologue, poisoned where declared. */
+  readonly locals: [string, KType, number][] = [];
+  private ids = 0;
+  private barriers = 0;
+  private scopes: Map<string, Sym>[];
+  /** Grid expressions may only use scalars. */
+  gridMode = false;
+
+  constructor(readonly k: Kernel, globals: Map<string, Sym>) {
+    this.scopes = [globals];
+  }
+
+  err(msg: string): never {
+    throw new Error(`kernel IR error in kernel ${this.k.name}: ${msg}`);
+  }
+
+  private lookup(name: string): Sym | undefined {
+    for (let i = this.scopes.length - 1; i >= 0; i--) {
+      const s = this.scopes[i]!.get(name);
+      if (s) return s;
+    }
+    return undefined;
+  }
+
+  private declare(name: string, sym: Sym): void {
+    const top = this.scopes[this.scopes.length - 1]!;
+    if (top.has(name)) this.err(`'${name}' declared twice in one scope`);
+    top.set(name, sym);
+  }
+
+  private js(prefix: string, name: string): string {
+    return `${prefix}${this.ids++}_${name.replace(/[^\w]/g, '_')}`;
+  }
+
+  private array(name: string): ArrSym {
+    const s = this.lookup(name);
+    if (!s || s.kind === 'var') this.err(`unknown array '${name}'`);
+    return s;
+  }
+
+  /** JS for an expression, after checking that e.type is what its operands give. */
+  expr(e: KExpr): string {
+    const want = (got: KType, what: string): void => {
+      if (got !== e.type) this.err(`${what} has type ${got} but is marked ${e.type}`);
+    };
+    switch (e.k) {
+      case 'const':
+        return e.type === 'f32' ? lit(Math.fround(e.value)) : e.type === 'i32' ? lit(e.value | 0) : e.value ? 'true' : 'false';
+      case 'var': {
+        const s = this.lookup(e.name);
+        if (!s || s.kind !== 'var') this.err(`unknown variable '${e.name}'`);
+        if (this.gridMode && !s.param) this.err(`grid uses '${e.name}', which is not a scalar parameter`);
+        want(s.type, `variable '${e.name}'`);
+        return s.js;
+      }
+      case 'builtin':
+        if (this.gridMode) this.err(`grid uses builtin ${e.name}`);
+        return e.name.replace('.', '_');
+      case 'load': {
+        if (this.gridMode) this.err(`grid loads from '${e.array}'`);
+        const a = this.array(e.array);
+        want(a.type, `load from '${e.array}'`);
+        const idx = this.index(e.index);
+        const site = this.site('load', a);
+        const bool = a.type === 'bool' ? ' !== 0' : '';
+        if (isSimple(idx)) return `((${idx} >>> 0) < ${a.len} ? ${a.js}[${idx}]${bool} : oob(${site}, ${idx}, ${a.len}, ${CTX}))`;
+        const t = `t${this.temps++}`;
+        return `(((${t} = ${idx}) >>> 0) < ${a.len} ? ${a.js}[${t}]${bool} : oob(${site}, ${t}, ${a.len}, ${CTX}))`;
+      }
+      case 'un': {
+        const a = this.expr(e.a);
+        const t = e.a.type;
+        if (e.op === 'not') {
+          if (t !== 'bool') this.err(`'not' on ${t}`);
+          want('bool', "'not'");
+          return `(!${a})`;
+        }
+        want(t, `'${e.op}'`);
+        if (t === 'i32' && e.op === 'neg') return `((-${a}) | 0)`;
+        if (t === 'i32' && e.op === 'abs') return `(Math.abs(${a}) | 0)`;
+        if (t !== 'f32') this.err(`'${e.op}' on ${t}`);
+        switch (e.op) {
+          case 'neg': return `(-${a})`;
+          case 'abs': case 'floor': case 'ceil': return `Math.${e.op}(${a})`;
+          case 'exp2': return `fr(2 ** ${a})`;
+          case 'rsqrt': return `fr(1 / Math.sqrt(${a}))`;
+          default: return `fr(${FMATH[e.op]!}(${a}))`;
+        }
+      }
+      case 'bin': {
+        const a = this.expr(e.a), b = this.expr(e.b);
+        const ta = e.a.type, tb = e.b.type;
+        if (ta !== tb) this.err(`'${e.op}' on ${ta} and ${tb}`);
+        switch (e.op) {
+          case '&&': case '||':
+            if (ta !== 'bool') this.err(`'${e.op}' on ${ta}`);
+            want('bool', `'${e.op}'`);
+            return `(${a} ${e.op} ${b})`;
+          case '==': case '!=':
+            want('bool', `'${e.op}'`);
+            return `(${a} ${e.op}= ${b})`;
+          case '<': case '<=': case '>': case '>=':
+            if (ta === 'bool') this.err(`'${e.op}' on bool`);
+            want('bool', `'${e.op}'`);
+            return `(${a} ${e.op} ${b})`;
+        }
+        want(ta, `'${e.op}'`);
+        if (ta === 'bool') this.err(`'${e.op}' on bool`);
+        if (e.op === 'min' || e.op === 'max') return `Math.${e.op}(${a}, ${b})`;
+        if (ta === 'f32') return e.op === 'pow' ? `fr(Math.pow(${a}, ${b}))` : `fr(${a} ${e.op} ${b})`;
+        switch (e.op) {
+          case '+': case '-': return `((${a} ${e.op} ${b}) | 0)`;
+          case '*': return `Math.imul(${a}, ${b})`;
+          case '/': case '%': {
+            // A non-zero constant divisor needs no zero test.
+            const constB = e.b.k === 'const' && (e.b.value | 0) !== 0;
+            return constB ? `((${a} ${e.op} ${b}) | 0)` : `${e.op === '/' ? 'idiv' : 'imod'}(${a}, ${b})`;
+          }
+          default: this.err(`'${e.op}' on i32`);
+        }
+      }
+      case 'select': {
+        if (e.cond.type !== 'bool') this.err(`select condition is ${e.cond.type}`);
+        if (e.a.type !== e.b.type) this.err(`select of ${e.a.type} and ${e.b.type}`);
+        want(e.a.type, 'select');
+        return `(${this.expr(e.cond)} ? ${this.expr(e.a)} : ${this.expr(e.b)})`;
+      }
+      case 'cast': {
+        const a = this.expr(e.a);
+        const from = e.a.type;
+        if (from === e.type) return a;
+        if (e.type === 'bool') return `(${a} !== 0)`;
+        if (from === 'bool') return `(${a} ? 1 : 0)`;
+        return e.type === 'f32' ? `fr(${a})` : `f2i(${a})`;
+      }
+    }
+  }
+
+  private index(e: KExpr): string {
+    if (e.type !== 'i32') this.err(`array index has type ${e.type}`);
+    return this.expr(e);
+  }
+
+  private site(op: Site['op'], a: ArrSym): number {
+    this.sites.push({ op, kind: a.kind, array: a.name });
+    return this.sites.length - 1;
+  }
+
+  stmts(ss: KStmt[], out: string[], ind: string): void {
+    for (const s of ss) this.stmt(s, out, ind);
+  }
+
+  private block(ss: KStmt[], out: string[], ind: string): void {
+    this.scopes.push(new Map());
+    this.stmts(ss, out, ind);
+    this.scopes.pop();
+  }
+
+  private stmt(s: KStmt, out: string[], ind: string): void {
+    switch (s.k) {
+      case 'decl': {
+        const init = this.expr(s.init); // before declaring: the initialiser sees outer names
+        if (s.init.type !== s.type) this.err(`'${s.name}' is ${s.type} but initialised with ${s.init.type}`);
+        const js = this.js('v', s.name);
+        this.declare(s.name, { kind: 'var', js, type: s.type, param: false });
+        out.push(`${ind}let ${js} = ${init};`);
+        return;
+      }
+      case 'assign': {
+        const v = this.lookup(s.name);
+        if (!v || v.kind !== 'var') this.err(`assignment to unknown variable '${s.name}'`);
+        if (v.param) this.err(`assignment to scalar parameter '${s.name}'`);
+        if (s.value.type !== v.type) this.err(`'${s.name}' is ${v.type} but assigned ${s.value.type}`);
+        out.push(`${ind}${v.js} = ${this.expr(s.value)};`);
+        return;
+      }
+      case 'local': {
+        if (!Number.isInteger(s.size) || s.size <= 0) this.err(`local array '${s.name}' has size ${s.size}`);
+        const js = this.js('l', s.name);
+        this.declare(s.name, { kind: 'local', name: s.name, js, len: String(s.size), type: s.type, writable: true });
+        this.locals.push([js, s.type, s.size]);
+        out.push(`${ind}${js}.fill(${POISON[s.type]});`);
+        return;
+      }
+      case 'store': {
+        const a = this.array(s.array);
+        if (!a.writable) this.err(`store to read-only buffer '${s.array}'`);
+        if (s.value.type !== a.type) this.err(`store of ${s.value.type} into ${a.type} array '${s.array}'`);
+        let idx = this.index(s.index);
+        const site = this.site('store', a);
+        if (!isSimple(idx)) {
+          const t = `t${this.temps++}`;
+          out.push(`${ind}${t} = ${idx};`);
+          idx = t;
+        }
+        const value = this.expr(s.value);
+        out.push(`${ind}if ((${idx} >>> 0) >= ${a.len}) oob(${site}, ${idx}, ${a.len}, ${CTX});`);
+        out.push(`${ind}${a.js}[${idx}] = ${a.type === 'bool' ? `${value} ? 1 : 0` : value};`);
+        return;
+      }
+      case 'if': {
+        if (s.cond.type !== 'bool') this.err(`if condition is ${s.cond.type}`);
+        out.push(`${ind}if (${this.expr(s.cond)}) {`);
+        this.block(s.then, out, ind + '  ');
+        if (s.else.length) {
+          out.push(`${ind}} else {`);
+          this.block(s.else, out, ind + '  ');
+        }
+        out.push(`${ind}}`);
+        return;
+      }
+      case 'for': {
+        if (s.start.type !== 'i32' || s.end.type !== 'i32') this.err(`loop '${s.v}' bounds must be i32`);
+        if (!Number.isInteger(s.step) || s.step === 0 || (s.step | 0) !== s.step) this.err(`loop '${s.v}' has step ${s.step}`);
+        const start = this.expr(s.start);
+        this.scopes.push(new Map());
+        const js = this.js('v', s.v);
+        this.declare(s.v, { kind: 'var', js, type: 'i32', param: false });
+        const end = this.expr(s.end);
+        out.push(`${ind}for (let ${js} = ${start}; ${js} ${s.step > 0 ? '<' : '>'} ${end}; ${js} = (${js} + ${lit(s.step)}) | 0) {`);
+        this.block(s.body, out, ind + '  ');
+        out.push(`${ind}}`);
+        this.scopes.pop();
+        return;
+      }
+      case 'barrier':
+        out.push(`${ind}yield ${this.barriers++};`);
+        return;
+      case 'comment':
+        out.push(`${ind}// ${s.text.replace(/[\r\n\u2028\u2029]/g, ' ')}`);
+        return;
+    }
+  }
+}
+
+/** Identifiers the generated code passes to `oob` so that errors can name the thread. */
+const CTX = 'tid_x, tid_y, tid_z, wg_x, wg_y, wg_z';
+
+function hasBarrier(ss: KStmt[]): boolean {
+  return ss.some((s) =>
+    s.k === 'barrier' || (s.k === 'if' && (hasBarrier(s.then) || hasBarrier(s.else))) || (s.k === 'for' && hasBarrier(s.body)));
+}
+
+function compile(k: Kernel): CompiledKernel {
+  const [TX, TY, TZ] = k.workgroup;
+  const T = TX * TY * TZ;
+  const fail = (msg: string): never => { throw new Error(`kernel IR error in kernel ${k.name}: ${msg}`); };
+  if (![TX, TY, TZ].every((n) => Number.isInteger(n) && n > 0)) fail(`workgroup size ${k.workgroup.join('x')}`);
+
+  const globals = new Map<string, Sym>();
+  const pro: string[] = []; // prologue of run(B, S)
+  const add = (name: string, sym: Sym): void => {
+    if (globals.has(name)) fail(`parameter '${name}' declared twice`);
+    globals.set(name, sym);
+  };
+  k.buffers.forEach((b, i) => {
+    const js = `b${i}`;
+    add(b.name, { kind: 'buffer', name: b.name, js, len: `n${i}`, type: b.type, writable: b.access === 'read_write' });
+    pro.push(`const ${js} = B[${JSON.stringify(b.name)}], n${i} = ${js}.length;`);
+  });
+  k.scalars.forEach((s, i) => {
+    add(s.name, { kind: 'var', js: `p${i}`, type: s.type, param: true });
+    const v = `S[${JSON.stringify(s.name)}]`;
+    pro.push(`const p${i} = ${s.type === 'f32' ? `fr(${v})` : `${v} | 0`};`);
+  });
+  k.shared.forEach((s, i) => {
+    if (!Number.isInteger(s.size) || s.size <= 0) fail(`shared array '${s.name}' has size ${s.size}`);
+    add(s.name, { kind: 'shared', name: s.name, js: `s${i}`, len: String(s.size), type: s.type, writable: true });
+    pro.push(`const s${i} = new ${ARRAY[s.type]}(${s.size});`);
+  });
+  const poisonShared = k.shared.map((s, i) => `s${i}.fill(${POISON[s.type]}); `).join('');
+
+  const g = new Gen(k, globals);
+  g.gridMode = true;
+  const grid = k.grid.map((e, i) => {
+    if (e.type !== 'i32') fail(`grid[${i}] has type ${e.type}`);
+    return g.expr(e);
+  });
+  g.gridMode = false;
+  pro.push(`const GX = ${grid[0]}, GY = ${grid[1]}, GZ = ${grid[2]};`);
+  pro.push(`if (GX < 0 || GY < 0 || GZ < 0) badGrid(GX, GY, GZ);`);
+
+  const barriers = hasBarrier(k.body);
+  const body: string[] = [];
+  g.stmts(k.body, body, barriers ? '    ' : '          ');
+  const temps = g.temps ? `let ${Array.from({ length: g.temps }, (_, i) => `t${i} = 0`).join(', ')};` : '';
+  const wgLoops = 'for (let wg_z = 0; wg_z < GZ; wg_z++) for (let wg_y = 0; wg_y < GY; wg_y++) for (let wg_x = 0; wg_x < GX; wg_x++) {';
+  const tidLoops = `for (let tid_z = 0; tid_z < ${TZ}; tid_z++) for (let tid_y = 0; tid_y < ${TY}; tid_y++) for (let tid_x = 0; tid_x < ${TX}; tid_x++) {`;
+
+  let src: string[];
+  if (!barriers) {
+    // Threads run one after another: locals and temps are allocated once per run.
+    src = [
+      ...pro.map((l) => '  ' + l),
+      '  ' + temps,
+      ...g.locals.map(([js, t, n]) => `  const ${js} = new ${ARRAY[t]}(${n});`),
+      '  ' + wgLoops,
+      '    ' + poisonShared,
+      '    ' + tidLoops,
+      ...body,
+      '    }',
+      '  }',
+    ];
+  } else {
+    // One generator per thread; per-thread local arrays come from pools indexed by slot.
+    src = [
+      ...pro.map((l) => '  ' + l),
+      ...g.locals.map(([js, t, n]) => `  const ${js}_pool = []; for (let i = 0; i < ${T}; i++) ${js}_pool.push(new ${ARRAY[t]}(${n}));`),
+      '  function* thread(slot, tid_x, tid_y, tid_z, wg_x, wg_y, wg_z) {',
+      '    ' + temps,
+      ...g.locals.map(([js]) => `    const ${js} = ${js}_pool[slot];`),
+      ...body,
+      '  }',
+      `  const gens = new Array(${T});`,
+      '  ' + wgLoops,
+      '    ' + poisonShared,
+      '    let slot = 0;',
+      '    ' + tidLoops,
+      '      gens[slot] = thread(slot, tid_x, tid_y, tid_z, wg_x, wg_y, wg_z); slot++;',
+      '    }',
+      '    schedule(gens, wg_x, wg_y, wg_z);',
+      '  }',
+    ];
+  }
+  const source = `"use strict";\nconst fr = Math.fround;\nreturn function run(B, S) {\n${src.join('\n')}\n};\n`;
+
+  const thread = (i: number): string => `(${i % TX},${Math.floor(i / TX) % TY},${Math.floor(i / (TX * TY))})`;
+  const sites = g.sites;
+  const oob = (site: number, i: number, len: number, tx: number, ty: number, tz: number, wx: number, wy: number, wz: number): never => {
+    const s = sites[site]!;
+    throw new Error(`out-of-bounds ${s.op} in kernel ${k.name}: ${s.kind} '${s.array}' index ${i}, length ${len} (workgroup (${wx},${wy},${wz}), thread (${tx},${ty},${tz}))`);
+  };
+  const badGrid = (x: number, y: number, z: number): never => fail(`negative grid (${x}, ${y}, ${z})`);
+  const schedule = (gens: Generator<number, void>[], wx: number, wy: number, wz: number): void => {
+    for (;;) {
+      let finished = -1, waiting = -1, at = -1;
+      for (let i = 0; i < T; i++) {
+        const r = gens[i]!.next();
+        if (r.done) finished = i;
+        else if (waiting < 0) { waiting = i; at = r.value; }
+        else if (r.value !== at) {
+          throw new Error(`barrier divergence in kernel ${k.name}: thread ${thread(i)} waits at barrier #${r.value} while thread ${thread(waiting)} waits at barrier #${at} (workgroup (${wx},${wy},${wz}))`);
+        }
+      }
+      if (waiting < 0) return;
+      if (finished >= 0) {
+        throw new Error(`barrier divergence in kernel ${k.name}: thread ${thread(finished)} finished while thread ${thread(waiting)} waits at a barrier (workgroup (${wx},${wy},${wz}))`);
+      }
+    }
+  };
+
+  let fn: (B: KernelArgs['buffers'], S: KernelArgs['scalars']) => void;
+  try {
+    fn = new Function('erf', 'idiv', 'imod', 'f2i', 'oob', 'badGrid', 'schedule', source)(erf, idiv, imod, f2i, oob, badGrid, schedule);
+  } catch (e) {
+    throw new Error(`internal error: generated code for kernel ${k.name} does not compile: ${(e as Error).message}\n${source}`);
+  }
+
+  const run = (args: KernelArgs): void => {
+    for (const b of k.buffers) {
+      const a = args.buffers[b.name];
+      const ok = b.type === 'f32' ? a instanceof Float32Array : a instanceof Int32Array; // bool buffers are Int32Array, 0/1
+      if (!ok) throw new Error(`kernel ${k.name}: buffer '${b.name}' must be a ${b.type === 'f32' ? 'Float32Array' : 'Int32Array'}, got ${a === undefined ? 'nothing' : a.constructor.name}`);
+    }
+    for (const s of k.scalars) {
+      const x = args.scalars[s.name];
+      if (typeof x !== 'number') throw new Error(`kernel ${k.name}: scalar '${s.name}' missing`);
+      if (s.type === 'i32' && (x | 0) !== x) throw new Error(`kernel ${k.name}: scalar '${s.name}' = ${x} is not an i32`);
+    }
+    fn(args.buffers, args.scalars);
+  };
+  return { kernel: k, source, usesBarriers: barriers, run };
+}
