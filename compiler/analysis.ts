@@ -139,13 +139,35 @@ export function recognise(indices: readonly ReduceVar[], value: Node): Recogniti
   };
 }
 
-/** Why a statement has only the parallel schedule, or undefined if it has none to explain. */
+/**
+ * Why a statement that is not a contraction has no recurrent form, or undefined when it has
+ * nothing to explain. A sum over positions s <= t whose body has a factor depending on both
+ * t and s that is not a decay exp(L(t) - L(s)) does not factorise (softmax attention); a
+ * running max has no state form here. Sums with no such factor (a cumulative sum) are
+ * evaluated elementwise in every schedule.
+ */
 export function explain(s: IrStmt): string | undefined {
   let reason: string | undefined;
   walk(s.value, (n) => {
-    if (reason || n.op !== 'reduce' || (n.arg as ReduceArg).cons.length === 0) return;
-    const r = recognise(s.indices, n);
-    if (!r.ok) reason = `'${s.target}' sums over positions, but ${r.reason}`;
+    if (reason || n.op !== 'reduce') return;
+    const r = n.arg as ReduceArg;
+    const bound = new Set(r.vars.map((v) => v.name));
+    r.cons.forEach((c, k) => {
+      const rhs = n.src[k + 1]!;
+      if (reason || rhs.op !== 'index' || bound.has(rhs.arg as string)) return;
+      const row = rhs.arg as string;
+      const col = c.name;
+      if (r.op === 'max') { reason = `'${s.target}' takes a running max over ${col} ${c.op} ${row}, which has no recurrent form here`; return; }
+      const outer = new Set([...freeIndices(n)].filter((v) => v !== row));
+      for (const f of factorsOf(n.src[0]!)) {
+        const fi = freeIndices(f);
+        if (!fi.has(row) || !fi.has(col)) continue;
+        const causal = c.op === '<' || c.op === '<=';
+        if (parseDecay(f, causal ? row : col, causal ? col : row, outer)) continue;
+        reason = `in '${s.target}' the weight ${nodeToString(f)} depends on both ${row} and ${col} and does not factorise as exp(L(${row}) - L(${col}))`;
+        return;
+      }
+    });
   });
   return reason;
 }

@@ -4,7 +4,12 @@
 //   - f32 arithmetic rounds to float32 after every operation; i32 wraps modulo 2^32;
 //   - integer '/' truncates toward zero and '%' takes the sign of the dividend (C, WGSL);
 //   - a `for` runs var = start, start+step, ... while var < end (step > 0) or var > end (step < 0);
-//   - every thread of a workgroup reaches the same barriers in the same order.
+//   - every thread of a workgroup reaches the same barriers in the same order;
+//   - integer x / 0 and x % 0 are 0; f32 -> i32 truncates toward zero, saturates, NaN -> 0;
+//   - select, && and || evaluate lazily (C's ?:), so select(i < n, x[i], 0) is a guarded load;
+//   - a loop's end is evaluated before every iteration; a decl is scoped to its block;
+//   - min/max propagate NaN; shared and local arrays start undefined (the CPU executor
+//     fills them with poison: NaN, INT_MIN) and buffers hold f32 or i32 (bool as 0/1 i32).
 
 export type KType = 'f32' | 'i32' | 'bool';
 
@@ -66,18 +71,23 @@ export const cast = (a: KExpr, type: KType): KExpr => (a.type === type ? a : { k
 
 const CMP = new Set<KBinOp>(['<', '<=', '>', '>=', '==', '!=', '&&', '||']);
 export function bin(op: KBinOp, a: KExpr, b: KExpr): KExpr {
-  if (a.type !== b.type && !CMP.has(op)) throw new Error(`kernel IR: '${op}' on ${a.type} and ${b.type}`);
+  if (a.type !== b.type) throw new Error(`kernel IR: '${op}' on ${a.type} and ${b.type}`);
+  if ((op === '&&' || op === '||') && a.type !== 'bool') throw new Error(`kernel IR: '${op}' needs bool operands`);
   return { k: 'bin', op, a, b, type: CMP.has(op) ? 'bool' : a.type };
 }
-export const add = (a: KExpr, b: KExpr): KExpr => bin('+', a, b);
+const isConst = (e: KExpr, x: number): boolean => e.k === 'const' && e.value === x;
+/** a + b; adding a negative integer constant reads as a subtraction. */
+export const add = (a: KExpr, b: KExpr): KExpr => (b.k === 'const' && b.type === 'i32' && b.value < 0 ? bin('-', a, i32(-b.value)) : bin('+', a, b));
 export const sub = (a: KExpr, b: KExpr): KExpr => bin('-', a, b);
-export const mul = (a: KExpr, b: KExpr): KExpr => bin('*', a, b);
+/** a * b; multiplying by the constant 1 is dropped (exact in every type). */
+export const mul = (a: KExpr, b: KExpr): KExpr => (isConst(b, 1) && a.type === b.type ? a : isConst(a, 1) && a.type === b.type ? b : bin('*', a, b));
 export const div = (a: KExpr, b: KExpr): KExpr => bin('/', a, b);
 export const lt = (a: KExpr, b: KExpr): KExpr => bin('<', a, b);
 export const and = (a: KExpr, b: KExpr): KExpr => bin('&&', a, b);
 export const select = (cond: KExpr, a: KExpr, b: KExpr): KExpr => ({ k: 'select', cond, a, b, type: a.type });
 
 export const decl = (name: string, type: KType, init: KExpr): KStmt => ({ k: 'decl', name, type, init });
+export const local = (name: string, type: KType, size: number): KStmt => ({ k: 'local', name, type, size });
 export const assign = (name: string, value: KExpr): KStmt => ({ k: 'assign', name, value });
 export const store = (array: string, index: KExpr, value: KExpr): KStmt => ({ k: 'store', array, index, value });
 export const iff = (cond: KExpr, then: KStmt[], els: KStmt[] = []): KStmt => ({ k: 'if', cond, then, else: els });

@@ -61,11 +61,10 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?
   const base = opts.backward ? toGradientIr(fn) : toIr(fn);
   const { fn: ir, contractions } = analyse(base);
   if (schedule.form !== 'parallel') {
-    for (const s of ir.body) {
-      if (contractions.has(s.target)) continue;
-      const why = explain(s);
-      if (why) throw new ScheduleError(`'${fn.name}' has no ${schedule.form} schedule: ${why}; only the parallel schedule exists for it`);
-    }
+    const reasons = ir.body.filter((s) => !contractions.has(s.target)).map(explain).filter((r): r is string => r !== undefined);
+    // A weight that does not factorise is the root cause; a running max usually comes with it.
+    const why = reasons.find((r) => r.includes('does not factorise')) ?? reasons[0];
+    if (why) throw new ScheduleError(`'${fn.name}' has no ${schedule.form} schedule: ${why}; only the parallel schedule exists for it`);
   }
   const constants = new Map(opts.constants ?? []);
   const launches: Launch[] = [];
