@@ -127,7 +127,7 @@ function writeInputs(name: string, tensors: Map<string, Tensor>): string {
 
 // ---- check --------------------------------------------------------------------------------
 
-describe.concurrent('retnetc check', () => {
+describe.concurrent('retnetc check', { timeout: 60_000 }, () => {
   it('models/retention.ret: exit 0 and both signatures on stdout', async () => {
     const r = await cli('check', 'models/retention.ret');
     expect(r.code, r.stderr).toBe(0);
@@ -188,7 +188,7 @@ describe.concurrent('retnetc check', () => {
 
 // ---- run ----------------------------------------------------------------------------------
 
-describe.concurrent('retnetc run', () => {
+describe.concurrent('retnetc run', { timeout: 60_000 }, () => {
   const runArgs = (inFile: string, out: string, ...extra: string[]): string[] =>
     ['run', 'models/retention.ret', '--fn', 'retention', '--inputs', inFile, '--out', out, ...extra];
 
@@ -267,7 +267,7 @@ describe.concurrent('retnetc run', () => {
   it('an unknown --fn: exit 1, lists the functions', async () => {
     const inFile = writeInputs('in2.safetensors', inputs());
     const r = await cli('run', 'models/retention.ret', '--fn', 'nosuch', '--inputs', inFile, '--out', path.join(dir, 'o6.safetensors'));
-    expectUserError(r, /^models\/retention\.ret: error: no function 'nosuch' \(functions: retention, retention_state\)/);
+    expectUserError(r, /^models\/retention\.ret(:1:1)?: error: no function 'nosuch' \(functions: retention, retention_state\)/);
   });
 
   it('a missing or broken .ret for run: exit 1 with diagnostics', async () => {
@@ -292,7 +292,7 @@ describe.concurrent('retnetc run', () => {
 
 // ---- general ------------------------------------------------------------------------------
 
-describe.concurrent('retnetc usage', () => {
+describe.concurrent('retnetc usage', { timeout: 60_000 }, () => {
   it('an unknown command: exit 1, names it, no stack trace', async () => {
     expectUserError(await cli('frobnicate'), /^retnetc: error: unknown command 'frobnicate'/);
   });

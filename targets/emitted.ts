@@ -1,0 +1,44 @@
+// What a target printer produces for one kernel, and what its runtime needs to launch it.
+// The printers (targets/cuda, targets/wgsl) and the runtimes (runtime/webgpu, runtime/cuda)
+// meet here.
+import type { KExpr, KType } from '../compiler/kir.js';
+
+export type TargetName = 'cuda' | 'wgsl';
+
+export interface EmittedBuffer {
+  name: string;
+  /** Element type in memory. */
+  type: KType;
+  access: 'read' | 'read_write';
+  /** WGSL: @group(0) @binding(binding). CUDA: parameter position. */
+  binding: number;
+}
+
+export interface EmittedScalar {
+  name: string;
+  type: 'i32' | 'f32';
+  /** WGSL: byte offset in the uniform struct; CUDA: parameter position. */
+  offset: number;
+}
+
+export interface EmittedKernel {
+  target: TargetName;
+  /** Entry point name (CUDA: extern "C" symbol; WGSL: the @compute fn). */
+  entry: string;
+  /** The whole module's source: one kernel per module. */
+  code: string;
+  workgroup: [number, number, number];
+  buffers: EmittedBuffer[];
+  scalars: EmittedScalar[];
+  /** WGSL: binding of the uniform struct holding the scalars (absent when there are none); its byte size. */
+  uniform?: { binding: number; size: number };
+  /** Workgroups per dimension, over the scalars (before any folding). */
+  grid: [KExpr, KExpr, KExpr];
+  /**
+   * WGSL dispatches at most 65535 workgroups per dimension: the x count is dispatched as
+   * (min(x, 65535), ceil(x / 65535) * y, z) and the kernel rebuilds its ids; `foldX` says so.
+   */
+  foldX: boolean;
+  /** CUDA: bytes of dynamic shared memory to request at launch (0 when static). */
+  dynamicSharedBytes: number;
+}
