@@ -183,11 +183,17 @@ export function gradient(f: IrFn, hook?: GradHook): IrFn {
       const x = n.arg as string;
       const cv = vars.get(x)!;
       const all = new Map<string, Dim>([...stmt.indices.map((v) => [v.name, v.extent] as const), ...st.vars.map((v) => [v.name, v.extent] as const)]);
-      const names = n.src.map((s) => (s.op === 'index' && all.has(s.arg as string) ? (s.arg as string) : undefined));
-      if (names.some((nm) => nm === undefined) || new Set(names).size !== names.length) {
-        throw new GradError(`gradient through the index [${n.src.length}] of '${cv.name}' in '${stmt.target}' needs a scatter; only plain indices are differentiated so far`);
-      }
-      const outIdx = names as string[];
+      // Plain indices name the gradient's own indices; any other index (t - 1, h*K + i, a
+      // gather tokens[b, t]) gets a fresh output index u and the mask e == u under the sum.
+      const seen = new Set<string>();
+      const eqMasks: Node[] = [];
+      const outIdx = n.src.map((s) => {
+        const nm = s.op === 'index' ? (s.arg as string) : undefined;
+        if (nm && all.has(nm) && !seen.has(nm)) { seen.add(nm); return nm; }
+        const u = fresh('u');
+        eqMasks.push(binary('==', s, idx(u)));
+        return u;
+      });
       const sumVars: ReduceVar[] = [...all].filter(([nm]) => !outIdx.includes(nm)).map(([name, extent]) => ({ name, extent }));
       const sumNames = new Set(sumVars.map((v) => v.name));
       // Constraints on variables that are now output indices are flipped onto a summed one
@@ -201,9 +207,10 @@ export function gradient(f: IrFn, hook?: GradHook): IrFn {
         else masks.push(binary(c.op, idx(c.name), c.rhs));
       }
       let value = st.factors.reduce((a, b) => mulN(a, b), dyLoad);
-      for (const m of masks) value = select(m, value, cnst(0));
+      for (const m of [...masks, ...eqMasks]) value = select(m, value, cnst(0));
       if (sumVars.length) value = reduce({ op: 'sum', vars: sumVars, cons: cons.map((c) => ({ name: c.name, op: c.op })) }, value, cons.map((c) => c.rhs));
       const indices = outIdx.map((nm, i) => ({ name: nm, extent: cv.shape[i]! }));
+      void GradError;
       ctx.contribute(x, { target: '', indices, value });
     };
     visit(stmt.value, { factors: [], vars: [], cons: [] });

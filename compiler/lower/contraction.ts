@@ -201,14 +201,17 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   const carry: KStmt[] = [];
   col.push(K.iff(K.bin('>', c0, K.i32(0)), carry));
   carry.push(K.assign('carry', weight(x, K.v('pl'), K.v('pe'), carry)));
-  const upd: KStmt[] = [];
-  col.push(K.loop('i', K.i32(0), K.i32(Kc), upd));
-  upd.push(K.decl('acc2', 'f32', K.mul(K.v('carry', 'f32'), K.load('S', K.v('i')))));
+  const decayState: KStmt[] = [];
+  col.push(K.loop('i', K.i32(0), K.i32(Kc), decayState));
+  decayState.push(K.store('S', K.v('i'), K.mul(K.v('carry', 'f32'), K.load('S', K.v('i')))));
+  // One weight per position (not per state entry): S[i] += w(end, m2) c[m2, j] b[m2, i].
   const sum: KStmt[] = [];
-  upd.push(K.loop('m2', K.i32(0), len, sum));
+  col.push(K.loop('m2', K.i32(0), len, sum));
   sum.push(K.decl('q2', 'i32', at(K.v('m2'))));
-  sum.push(K.assign('acc2', K.add(K.v('acc2', 'f32'), K.mul(K.mul(weight(x, K.v('pl'), K.v('q2'), sum), factor(x, 'b', K.v('q2'), K.v('i'), sum)), factor(x, 'c', K.v('q2'), jv, sum)))));
-  upd.push(K.store('S', K.v('i'), K.v('acc2', 'f32')));
+  sum.push(K.decl('wc', 'f32', K.mul(weight(x, K.v('pl'), K.v('q2'), sum), factor(x, 'c', K.v('q2'), jv, sum))));
+  const upd: KStmt[] = [];
+  sum.push(K.loop('i', K.i32(0), K.i32(Kc), upd));
+  upd.push(K.store('S', K.v('i'), K.add(K.load('S', K.v('i')), K.mul(K.v('wc', 'f32'), factor(x, 'b', K.v('q2'), K.v('i'), upd)))));
   chunk.push(K.barrier());
   return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'P', type: 'f32', size: C * C }], body };
 }
