@@ -444,6 +444,46 @@ function parserInstance(): RetParser {
 
 export interface ParseResult { ast: A.FileAst; diagnostics: Diagnostic[] }
 
+/** Tokens after which a '-' is binary (they end an operand). */
+function isOperandEnd(ty: TokenType): boolean {
+  return ty === T.Ident || ty === T.Int || ty === T.Float || ty === T.RParen || ty === T.RBracket || ty === T.Sum || ty.CATEGORIES?.includes(T.AnyWord) === true;
+}
+
+const MAX_EXPR_DEPTH = 2000;
+
+/** Depth of the deepest expression (iteratively, so that a long a + b + ... cannot overflow). */
+function tooDeep(ast: A.FileAst): A.Expr | undefined {
+  const stack: [A.Expr, number, A.Expr][] = [];
+  const pushStmts = (ss: A.Stmt[]): void => {
+    for (const st of ss) {
+      if (st.kind === 'if') { stack.push([st.cond, 1, st.cond]); pushStmts(st.then); pushStmts(st.else); } else stack.push([st.value, 1, st.value]);
+    }
+  };
+  for (const f of ast.fns) pushStmts(f.body);
+  for (const m of ast.models) {
+    const items = [...m.items];
+    while (items.length) {
+      const it = items.pop()!;
+      if (it.kind === 'fn') pushStmts(it.body);
+      else if (it.kind === 'layer') items.push(...it.items);
+      else if (it.kind === 'hyper') stack.push([it.value, 1, it.value]);
+    }
+  }
+  while (stack.length) {
+    const [e, d, root] = stack.pop()!;
+    if (d > MAX_EXPR_DEPTH) return root;
+    switch (e.kind) {
+      case 'neg': stack.push([e.operand, d + 1, root]); break;
+      case 'bin': stack.push([e.left, d + 1, root], [e.right, d + 1, root]); break;
+      case 'reduce': stack.push([e.body, d + 1, root]); for (const b of e.binders) if (b.cmp) stack.push([b.cmp.rhs, d + 1, root]); break;
+      case 'index': for (const x of e.indices) stack.push([x, d + 1, root]); break;
+      case 'call': for (const a of [...e.args, ...e.sizeArgs]) stack.push([a.value, d + 1, root]); break;
+      default: break;
+    }
+  }
+  return undefined;
+}
+
 function describe(t: IToken): string {
   if (t.tokenType.name === 'EOF') return 'end of file';
   return `'${t.image.length > 30 ? t.image.slice(0, 30) + '...' : t.image}'`;
@@ -471,6 +511,19 @@ export function parseSource(src: SourceFile): ParseResult {
         return { ast, diagnostics };
       }
     } else if (ty === T.RParen || ty === T.RBracket || ty === T.RBrace) depth = Math.max(0, depth - 1);
+  }
+  // Prefix minus and '^' recurse in the parser too: bound their runs the same way.
+  let run = 0;
+  let carets = 0;
+  for (let i = 0; i < tokens.length; i++) {
+    const ty = tokens[i]!.tokenType;
+    run = ty === T.Minus && (i === 0 || !isOperandEnd(tokens[i - 1]!.tokenType)) ? run + 1 : 0;
+    if (ty === T.Caret) carets++;
+    else if (ty === T.Assign || ty === T.LBrace || ty === T.RBrace || ty === T.Semi) carets = 0;
+    if (run > MAX_NESTING || carets > MAX_NESTING) {
+      diagnostics.push({ span: src.span(tokens[i]!.startOffset, 1), message: `expression nested more than ${MAX_NESTING} deep` });
+      return { ast, diagnostics };
+    }
   }
 
   // Split at top-level `fn`, `model` and `import` keywords (outside braces).
@@ -521,6 +574,8 @@ export function parseSource(src: SourceFile): ParseResult {
       } else throw e;
     }
   }
+  const deep = diagnostics.length === 0 ? tooDeep(ast) : undefined;
+  if (deep) diagnostics.push({ span: deep.span, message: `expression nested more than ${MAX_EXPR_DEPTH} deep; split it with let` });
   return { ast, diagnostics };
 }
 

@@ -18,16 +18,23 @@ export interface Program {
   checked: CheckResult | undefined;
 }
 
-/** Offset of the first byte that is not valid UTF-8 (or a NUL), or -1. */
+/** The first NUL or byte that is not well-formed UTF-8 (RFC 3629: no overlongs, no surrogates). */
 function firstBadByte(b: Uint8Array): { offset: number; nul: boolean } | undefined {
+  const cont = (i: number, lo = 0x80, hi = 0xbf) => i < b.length && b[i]! >= lo && b[i]! <= hi;
   for (let i = 0; i < b.length;) {
     const c = b[i]!;
     if (c === 0) return { offset: i, nul: true };
     if (c < 0x80) { i++; continue; }
-    const n = c >= 0xf0 && c <= 0xf4 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 && c < 0xe0 ? 1 : -1;
-    if (n < 0 || i + n >= b.length) return { offset: i, nul: false };
-    for (let k = 1; k <= n; k++) if ((b[i + k]! & 0xc0) !== 0x80) return { offset: i, nul: false };
-    i += n + 1;
+    let n = 0;
+    if (c >= 0xc2 && c <= 0xdf) n = cont(i + 1) ? 2 : 0;
+    else if (c === 0xe0) n = cont(i + 1, 0xa0) && cont(i + 2) ? 3 : 0;
+    else if (c === 0xed) n = cont(i + 1, 0x80, 0x9f) && cont(i + 2) ? 3 : 0;
+    else if (c >= 0xe1 && c <= 0xef) n = cont(i + 1) && cont(i + 2) ? 3 : 0;
+    else if (c === 0xf0) n = cont(i + 1, 0x90) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+    else if (c >= 0xf1 && c <= 0xf3) n = cont(i + 1) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+    else if (c === 0xf4) n = cont(i + 1, 0x80, 0x8f) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+    if (n === 0) return { offset: i, nul: false };
+    i += n;
   }
   return undefined;
 }

@@ -45,7 +45,9 @@ export function bindSizes(fn: Pick<CheckedFn, "name" | "params" | "sizes">, shap
         const at = (x: number) => devaluate(d, new Map([...env, [u, x]]));
         const b = at(0);
         const a1 = at(1);
-        if (b === undefined || a1 === undefined || a1 - b === 0) return;
+        const a2 = at(2);
+        // Only a dimension linear in u (checked at a third point) determines u.
+        if (b === undefined || a1 === undefined || a2 === undefined || a1 - b === 0 || a2 - a1 !== a1 - b) return;
         const x = (s[j]! - b) / (a1 - b);
         env.set(u, x);
         changed = true;
