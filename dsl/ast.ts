@@ -71,6 +71,7 @@ export interface LayerDecl {
   count?: DimExpr;
   items: ModelItem[];
   span: Span;
+  nameSpan: Span;
 }
 
 export type ModelItem = HyperDecl | SizeDecl | WeightDecl | LayerDecl | FnDecl;

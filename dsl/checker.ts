@@ -38,7 +38,7 @@ export class Checker {
   readonly diagnostics: Diagnostic[] = [];
   private readonly globalFns = new Map<string, A.FnDecl>();
   private readonly cache = new Map<A.FnDecl, Map<Scope, CheckedFn | null>>();
-  private readonly inProgress = new Set<A.FnDecl>();
+  private readonly inProgress: A.FnDecl[] = [];
 
   constructor(files: A.FileAst[]) {
     const seen = new Map<string, Span>();
@@ -87,13 +87,17 @@ export class Checker {
     let perScope = this.cache.get(decl);
     if (!perScope) this.cache.set(decl, (perScope = new Map()));
     if (perScope.has(scope)) return perScope.get(scope)!;
-    if (this.inProgress.has(decl)) throw new CheckError(decl.nameSpan, `'${decl.name}' calls itself; recursion is not supported`);
-    this.inProgress.add(decl);
+    const at = this.inProgress.indexOf(decl);
+    if (at >= 0) {
+      const cycle = [...this.inProgress.slice(at), decl].map((d) => d.name);
+      throw new CheckError(decl.nameSpan, cycle.length === 2 ? `'${decl.name}' calls itself; recursion is not supported` : `recursive calls ${cycle.join(' -> ')} are not supported`);
+    }
+    this.inProgress.push(decl);
     let result: CheckedFn | null = null;
     try {
       result = new FnChecker(this, decl, scope).run();
     } finally {
-      this.inProgress.delete(decl);
+      this.inProgress.pop();
     }
     perScope.set(scope, result);
     return result;
@@ -167,8 +171,12 @@ export class Checker {
       if (!forward) return null;
       return { name: m.name, config, hypers, weights, forward };
     } catch (e) {
-      if (e instanceof CheckError) this.report(e.span, config === 'default' ? e.message : `${e.message} (size ${config})`);
-      else if (!(e instanceof Silent)) throw e;
+      // The same mistake in every size is reported once; a size-specific one names its size.
+      if (e instanceof CheckError) {
+        if (!this.diagnostics.some((d) => d.span.offset === e.span.offset && d.span.file === e.span.file && d.message.startsWith(e.message))) {
+          this.report(e.span, config === 'default' || e.message.includes(`size '${config}'`) ? e.message : `${e.message} (size ${config})`);
+        }
+      } else if (!(e instanceof Silent)) throw e;
       return null;
     }
   }
@@ -222,7 +230,7 @@ export class Checker {
       else throw new CheckError(item.span, `a layer may hold only weights and functions, not ${item.kind === 'layer' ? 'layers' : `'${item.kind}'`}`);
     }
     const fwd = scope.fns.get('forward');
-    if (!fwd) throw new CheckError(l.span, `layer '${l.name}' has no 'fn forward'`);
+    if (!fwd) throw new CheckError(l.nameSpan, `layer '${l.name}' has no 'fn forward'`);
     const forward = this.fn(fwd, scope);
     if (!forward) return null;
     if (count !== undefined) {
@@ -382,6 +390,15 @@ class FnChecker {
         this.vars.set(p.name, { id: p.name, name: p.name, dtype: p.type.dtype, shape, role: 'input' });
         this.names.set(p.name, p.name);
         params.push({ name: p.name, dtype: p.type.dtype, shape, v: p.name, ...(def !== undefined ? { default: def } : {}) });
+      }
+      // Every size must be readable from some parameter dimension that is linear in it.
+      for (const sym of paramSyms) {
+        if (d.sizeParams.some((sp) => sp.name === sym) || sym.startsWith('(')) continue;
+        const linear = d.params.some((p) => p.type.dims.some((x) => {
+          const dim = dimFromAst(x, this.scope.hypers);
+          return [...dim.keys()].some((k) => k.split('*').includes(sym)) && [...dim.keys()].every((k) => k.split('*').filter((a) => a === sym).length <= 1);
+        }));
+        if (!linear) this.err(d.params.find((p) => p.type.dims.some((x) => dimSymbols(dimFromAst(x, this.scope.hypers)).has(sym)))!.span, `size '${sym}' appears only non-linearly (as in ${sym}*${sym}), so no input shape determines it; declare it as fn ${d.name}[${sym}](...)`);
       }
       for (const o of d.outputs) {
         if (seen.has(o.name)) this.err(o.span, `output '${o.name}' has the same name as a parameter or another output`);
@@ -712,7 +729,7 @@ class FnChecker {
         i = fn.params.findIndex((p) => p.name === a.name);
         if (i < 0) this.err(a.span, `'${calleeName}' has no parameter '${a.name}'`);
       } else {
-        if (given.size > pos || pos >= fn.params.length) this.err(a.span, pos >= fn.params.length ? `'${calleeName}' takes ${fn.params.length} argument${fn.params.length === 1 ? '' : 's'}` : 'positional arguments must come before named ones');
+        if (given.size > pos || pos >= fn.params.length) this.err(a.span, pos >= fn.params.length ? `'${calleeName}' takes ${fn.params.length} argument${fn.params.length === 1 ? '' : 's'}, got ${e.args.length}` : 'positional arguments must come before named ones');
         i = pos++;
       }
       if (given.has(i)) this.err(a.span, `parameter '${fn.params[i]!.name}' is given twice`);
@@ -742,6 +759,7 @@ class FnChecker {
       const got = argShapes[i]!;
       if (got.length !== p.shape.length) this.err(given.get(i)?.span ?? e.span, `argument '${p.name}' of '${calleeName}' must have ${p.shape.length} dimension${p.shape.length === 1 ? '' : 's'} ${shapeToString(p.shape)}, got ${shapeToString(got)}`);
     });
+    const origin = new Map<string, string>();
     for (let changed = true; changed;) {
       changed = false;
       fn.params.forEach((p, i) => p.shape.forEach((pd, j) => {
@@ -750,14 +768,16 @@ class FnChecker {
         if (unknown.length !== 1) return;
         const direct = isSimpleSym(sub);
         const solved = direct ? argShapes[i]![j]! : solveLinear(sub, argShapes[i]![j]!, unknown[0]!);
-        if (solved) { bind.set(unknown[0]!, solved); changed = true; }
+        if (solved) { bind.set(unknown[0]!, solved); origin.set(unknown[0]!, p.name); changed = true; }
       }));
     }
     fn.params.forEach((p, i) => p.shape.forEach((pd, j) => {
       const want = dsubst(pd, bind);
       const got = argShapes[i]![j]!;
       if (!deq(want, got) && !hasOpaque(want) && !hasOpaque(got) && [...dimSymbols(want)].every((s) => !fn!.sizes.includes(s) || bind.has(s))) {
-        this.err(given.get(i)?.span ?? e.span, `argument '${p.name}' of '${calleeName}' must have shape ${shapeToString(p.shape)} = ${shapeToString(p.shape.map((d) => dsubst(d, bind)))}, got ${shapeToString(argShapes[i]!)}`);
+        // Say where each of the callee's sizes got its value, so that equal names don't confuse.
+        const from = [...dimSymbols(pd)].filter((x) => origin.has(x) && origin.get(x) !== p.name).map((x) => `${x} = ${dimToString(bind.get(x)!)} from argument '${origin.get(x)}'`);
+        this.err(given.get(i)?.span ?? e.span, `argument '${p.name}' of '${calleeName}' must have shape ${shapeToString(p.shape)}${from.length ? ` with ${from.join(', ')}` : ` = ${shapeToString(p.shape.map((d) => dsubst(d, bind)))}`}, got ${shapeToString(argShapes[i]!)}`);
       }
     }));
     for (const s of fn.sizes) {

@@ -425,7 +425,7 @@ class RetParser extends EmbeddedActionsParser {
     const items: A.ModelItem[] = [];
     this.MANY(() => { const it = this.SUBRULE(this.modelItem); this.ACTION(() => items.push(it)); });
     this.CONSUME(T.RBrace);
-    return this.ACTION(() => ({ kind: 'layer' as const, name: name.image, ...(count ? { count } : {}), items, span: this.sp(kw, this.last()) }));
+    return this.ACTION(() => ({ kind: 'layer' as const, name: name.image, ...(count ? { count } : {}), items, span: this.sp(kw, this.last()), nameSpan: this.sp(name) }));
   });
 }
 
@@ -495,8 +495,8 @@ export function parseSource(src: SourceFile): ParseResult {
   const diagnostics: Diagnostic[] = [];
   const lexed = T.retLexer.tokenize(src.text);
   for (const e of lexed.errors.slice(0, MAX_DIAGNOSTICS)) {
-    const ch = src.text.slice(e.offset, e.offset + 1);
-    diagnostics.push({ span: src.span(e.offset, e.length), message: `unexpected character '${ch}'` });
+    const ch = String.fromCodePoint(src.text.codePointAt(e.offset) ?? 0xfffd);
+    diagnostics.push({ span: src.span(e.offset, ch.length), message: ch === '"' ? 'unterminated string (strings end on the same line)' : `unexpected character '${ch}'` });
   }
   if (diagnostics.length > 0) return { ast, diagnostics };
   const tokens = lexed.tokens;
@@ -545,9 +545,11 @@ export function parseSource(src: SourceFile): ParseResult {
     if (diagnostics.length >= MAX_DIAGNOSTICS) break;
     const head = chunk[0]!;
     let rule: () => unknown;
-    if (head.tokenType === T.Fn) rule = () => ast.fns.push(p.fnDecl());
-    else if (head.tokenType === T.Model) rule = () => ast.models.push(p.modelDecl());
-    else if (head.tokenType === T.Import) rule = () => ast.imports.push(p.importDecl());
+    // A rule that fails returns undefined: only complete declarations reach the AST.
+    const keep = <X>(list: X[], x: X | undefined) => { if (x !== undefined && p.errors.length === 0) list.push(x); };
+    if (head.tokenType === T.Fn) rule = () => keep(ast.fns, p.fnDecl());
+    else if (head.tokenType === T.Model) rule = () => keep(ast.models, p.modelDecl());
+    else if (head.tokenType === T.Import) rule = () => keep(ast.imports, p.importDecl());
     else {
       diagnostics.push({ span: src.span(head.startOffset, head.image.length), message: `expected 'fn', 'model' or 'import' at top level, found ${describe(head)}` });
       continue;
@@ -560,7 +562,7 @@ export function parseSource(src: SourceFile): ParseResult {
         const t = err.token;
         const at = t.tokenType.name === 'EOF' ? chunk[chunk.length - 1]! : t;
         const offset = t.tokenType.name === 'EOF' ? (at.endOffset ?? at.startOffset) + 1 : at.startOffset;
-        diagnostics.push({ span: src.span(offset, t.tokenType.name === 'EOF' ? 1 : t.image.length), message: syntaxMessage(err.message, t) });
+        diagnostics.push({ span: src.span(offset, t.tokenType.name === 'EOF' ? 1 : t.image.length), message: syntaxMessage(err.message, t, err.name === 'NoViableAltException' ? err.context?.ruleStack ?? [] : []) });
       } else if (p.input.length > 0 && (p as unknown as { currIdx: number }).currIdx < chunk.length - 1) {
         const rest = chunk[(p as unknown as { currIdx: number }).currIdx + 1]!;
         diagnostics.push({ span: src.span(rest.startOffset, rest.image.length), message: `unexpected ${describe(rest)} after declaration` });
@@ -575,11 +577,15 @@ export function parseSource(src: SourceFile): ParseResult {
     }
   }
   const deep = diagnostics.length === 0 ? tooDeep(ast) : undefined;
-  if (deep) diagnostics.push({ span: deep.span, message: `expression nested more than ${MAX_EXPR_DEPTH} deep; split it with let` });
+  if (deep) diagnostics.push({ span: deep.span, message: `expression too long or too deeply nested (over ${MAX_EXPR_DEPTH} levels); split it with let` });
+  diagnostics.sort((a, b) => a.span.offset - b.span.offset);
   return { ast, diagnostics };
 }
 
-function syntaxMessage(raw: string, t: IToken): string {
+function syntaxMessage(raw: string, t: IToken, ruleStack: string[] = []): string {
+  if (/^Redundant input/.test(raw)) return `unexpected ${describe(t)} after the declaration`;
+  const rule = ruleStack[ruleStack.length - 1];
+  if (rule === 'primary' || rule === 'unaryExpr' || rule === 'powExpr' || rule === 'namedExpr') return `expected an expression, found ${describe(t)}`;
   // chevrotain says e.g. "Expecting token of type --> RParen <-- but found --> ']' <--".
   const m = /Expecting token of type --> (\w+) <--/.exec(raw);
   if (m) return `expected ${tokenLabel(m[1]!)}, found ${describe(t)}`;

@@ -8,7 +8,8 @@ import { type CheckResult, Checker, checkFiles } from './checker.js';
 import { parseSource } from './parser.js';
 import { type Diagnostic, DiagnosticError, type Span, fileSpan, SourceFile } from './source.js';
 
-export const MAX_SOURCE_BYTES = 16 * 1024 * 1024;
+/** Real .ret files are a few KiB; the cap keeps every input answered within a second or two. */
+export const MAX_SOURCE_BYTES = 1024 * 1024;
 
 export interface Program {
   entry: string;
@@ -51,7 +52,7 @@ export function readSource(file: string, from?: Span): SourceFile | Diagnostic {
   }
   if (st.isDirectory()) return { span: at, message: `cannot read '${file}': it is a directory` };
   if (!st.isFile()) return { span: at, message: `cannot read '${file}': not a regular file` };
-  if (st.size > MAX_SOURCE_BYTES) return { span: at, message: `'${file}' is ${st.size} bytes; source files are limited to ${MAX_SOURCE_BYTES} bytes` };
+  if (st.size > MAX_SOURCE_BYTES) return { span: at, message: `'${file}' is ${st.size} bytes; source files are limited to ${MAX_SOURCE_BYTES} bytes (1 MiB)` };
   let bytes: Uint8Array;
   try {
     bytes = fs.readFileSync(file);

@@ -285,7 +285,7 @@ export function runFunction(fn: CheckedFn, inputs: ReadonlyMap<string, Value>, o
   for (const p of fn.params) {
     let v = inputs.get(p.name);
     if (!v) {
-      if (p.default === undefined) throw new RunError(`missing input '${p.name}' of '${fn.name}' (expected ${p.dtype}${shapeOf(p.shape)})`);
+      if (p.default === undefined) throw new RunError(`missing input '${p.name}' of '${fn.name}' (expected ${p.dtype}${p.shape.length ? shapeOf(p.shape) : ''})`);
       v = makeValue([], [p.default]);
     }
     if (p.shape.length === 0 && v.shape.length === 1 && v.shape[0] === 1) v = { shape: [], data: v.data };

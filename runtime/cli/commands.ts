@@ -45,9 +45,12 @@ export async function main(argv: string[]): Promise<number> {
       case 'check': return cmdCheck(rest);
       case 'run': return await cmdRun(rest);
       case 'compile': return await cmdCompile(rest);
-      case undefined: case 'help': case '--help': case '-h':
+      case undefined:
+        process.stderr.write(USAGE + '\n');
+        return 1;
+      case 'help': case '--help': case '-h':
         process.stdout.write(USAGE + '\n');
-        return cmd === undefined ? 1 : 0;
+        return 0;
       default:
         return fail('retnetc', `unknown command '${cmd}'\n${USAGE}`);
     }
