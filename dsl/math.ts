@@ -45,13 +45,19 @@ export function applyUnary(op: UnaryFn, a: number): number {
     case 'tanh': return Math.tanh(a);
     case 'sigmoid': return sigmoid(a);
     case 'swish': return a * sigmoid(a);
-    case 'gelu': return 0.5 * a * (1 + erf(a / Math.SQRT2));
+    case 'gelu': return gelu(a);
     case 'erf': return erf(a);
     case 'abs': return Math.abs(a);
     case 'float': return a;
     case 'floor': return Math.floor(a);
     case 'ceil': return Math.ceil(a);
   }
+}
+
+/** x Phi(x); far on the negative side through erfc, so tiny values keep their precision. */
+export function gelu(a: number): number {
+  const z = -a / Math.SQRT2;
+  return z >= 3 ? 0.5 * a * erfcLarge(z) : 0.5 * a * (1 + erf(a / Math.SQRT2));
 }
 
 /** Logistic function without overflow for large |a|. */

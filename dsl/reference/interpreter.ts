@@ -6,7 +6,7 @@
 // literal evaluation is fast enough for T = 256 in tests. Reads outside a tensor give 0.
 import type { CExpr, CheckedFn, CheckedModel, CStmt, CVar } from '../checked.js';
 import { type Dim, dimToString, devaluate } from '../dims.js';
-import { erf, sigmoid } from '../math.js';
+import { erf, gelu, sigmoid } from '../math.js';
 
 export interface Value { shape: number[]; data: Float64Array }
 
@@ -22,7 +22,7 @@ export function makeValue(shape: number[], data?: ArrayLike<number>): Value {
   return { shape, data: d };
 }
 
-const RT = { erf, sigmoid };
+const RT = { erf, gelu, sigmoid };
 
 /** Size symbols of `fn` from its inputs' shapes: direct symbols first, then linear solves. */
 export function bindSizes(fn: Pick<CheckedFn, "name" | "params" | "sizes">, shapes: Map<string, readonly number[]>, explicit: ReadonlyMap<string, number> = new Map()): Map<string, number> {
@@ -146,7 +146,7 @@ function genExpr(g: Gen, e: CExpr, indent: string): string {
         case 'tanh': return `Math.tanh(${a})`;
         case 'sigmoid': return `RT.sigmoid(${a})`;
         case 'swish': { const t = `_v${g.temps++}`; g.lines.push(`${indent}const ${t} = ${a};`); return `(${t} * RT.sigmoid(${t}))`; }
-        case 'gelu': { const t = `_v${g.temps++}`; g.lines.push(`${indent}const ${t} = ${a};`); return `(0.5 * ${t} * (1 + RT.erf(${t} / Math.SQRT2)))`; }
+        case 'gelu': return `RT.gelu(${a})`;
         case 'erf': return `RT.erf(${a})`;
         case 'abs': return `Math.abs(${a})`;
         case 'float': return `(${a})`;
