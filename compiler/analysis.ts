@@ -35,6 +35,11 @@ export interface Contraction {
   decay: DecayTerm[];
   /** The decay factor nodes of the body (exp(...)), for the gradient hook. */
   decayNodes: Node[];
+  /**
+   * 1 when the weight also carries the distance |row - col| (the derivative of a decay
+   * gamma^(t - s) with respect to log gamma): w(t, s) (t - s). Schedules keep a second state.
+   */
+  order: 0 | 1;
   T: Dim;
   K: Dim;
   V: Dim;
@@ -84,6 +89,12 @@ function parseExponent(e: Node, row: string, col: string, batch: Set<string>): D
 
 const isIdx = (n: Node, name: string) => n.op === 'index' && n.arg === name;
 
+/** float(later - earlier) or later - earlier: the distance between the two positions. */
+function isDistance(f: Node, later: string, earlier: string): boolean {
+  const d = f.op === 'unary' && f.arg === 'float' ? f.src[0]! : f;
+  return d.op === 'binary' && d.arg === '-' && isIdx(d.src[0]!, later) && isIdx(d.src[1]!, earlier);
+}
+
 /** Recognises `value` (a reduction) of a statement over `indices` as a contraction. */
 export function recognise(indices: readonly ReduceVar[], value: Node): Recognition {
   if (value.op !== 'reduce') return { ok: false, reason: 'it is not a sum over positions' };
@@ -110,6 +121,7 @@ export function recognise(indices: readonly ReduceVar[], value: Node): Recogniti
   const batch = indices.filter((v) => v.name !== row && v.name !== valueVar.name);
   const batchNames = new Set(batch.map((v) => v.name));
   const a: Node[] = [], b: Node[] = [], c: Node[] = [], scale: Node[] = [], decayNodes: Node[] = [];
+  let order: 0 | 1 = 0;
   const decay: DecayTerm[] = [];
   const direction = con.op === '<=' || con.op === '<' ? 'causal' : 'anticausal';
   // The weight is exp(L(later) - L(earlier)): later is the row for causal sums, the column otherwise.
@@ -124,7 +136,10 @@ export function recognise(indices: readonly ReduceVar[], value: Node): Recogniti
     else if (only(col, inner.name) && has(col)) b.push(f);
     else if (only(col, inner.name)) a.push(f);
     else if (only(col, valueVar.name)) c.push(f);
-    else if (only(row, col) && has(row) && has(col)) {
+    else if (only(row, col) && has(row) && has(col) && isDistance(f, later, earlier)) {
+      if (order === 1) return { ok: false, reason: `its weight has the distance ${later} - ${earlier} twice; only w(t, s) and (t - s) w(t, s) have state forms here` };
+      order = 1;
+    } else if (only(row, col) && has(row) && has(col)) {
       const terms = parseDecay(f, later, earlier, batchNames);
       if (!terms) return { ok: false, reason: `its weight ${nodeToString(f)} depends on ${row} and ${col} but is not exp(L(${later}) - L(${earlier})) or gamma^(${later} - ${earlier})` };
       decay.push(...terms);
@@ -135,7 +150,7 @@ export function recognise(indices: readonly ReduceVar[], value: Node): Recogniti
   }
   return {
     ok: true,
-    c: { row, col, inner: inner.name, value: valueVar.name, batch, direction, strict: con.op === '<' || con.op === '>', a: product(a), b: product(b), c: product(c), scale: product(scale), decay, decayNodes, T: rowVar.extent, K: inner.extent, V: valueVar.extent },
+    c: { row, col, inner: inner.name, value: valueVar.name, batch, direction, strict: con.op === '<' || con.op === '>', a: product(a), b: product(b), c: product(c), scale: product(scale), decay, decayNodes, order, T: rowVar.extent, K: inner.extent, V: valueVar.extent },
   };
 }
 
@@ -163,7 +178,7 @@ export function explain(s: IrStmt): string | undefined {
         const fi = freeIndices(f);
         if (!fi.has(row) || !fi.has(col)) continue;
         const causal = c.op === '<' || c.op === '<=';
-        if (parseDecay(f, causal ? row : col, causal ? col : row, outer)) continue;
+        if (parseDecay(f, causal ? row : col, causal ? col : row, outer) || isDistance(f, causal ? row : col, causal ? col : row)) continue;
         reason = `in '${s.target}' the weight ${nodeToString(f)} depends on both ${row} and ${col} and does not factorise as exp(L(${row}) - L(${col}))`;
         return;
       }

@@ -1,8 +1,10 @@
 // The gradient of a contraction's decay, derived from its factorised form instead of
-// literally. With w(t, s) = exp(L(t) - L(s)) and y the contraction,
-//   dL(p) = sum_j dy[p, j] y[p, j] - sum_j c[p, j] dc[p, j]      (dc: gradient of the c factor)
-// which costs two contractions instead of a T x T sum per decay parameter; then
-//   fixed L(p) = p * lambda:  dlambda = sum_p p dL(p)        gated L(p) = G[p]:  dG[p] = dL(p).
+// literally (a T x T sum per decay parameter). With w(t, s) = exp(L(t) - L(s)) and y the
+// contraction:
+//   fixed  L(p) = p lambda:  dlambda = sum_{t, j} dy[t, j] y1[t, j], where y1 is the same
+//          contraction with weight (t - s) w(t, s): an order-1 contraction with its own state
+//          form, whose terms never cancel (sum_p p dL(p) would lose float32 accuracy with T);
+//   gated  L(p) = G[p]:      dG[p] = dy[p] . y[p] - c[p] . dc[p]   (dc: gradient of the c factor).
 // The literal gradient (autodiff of the weight) is what the tests check this against.
 import type { ReduceVar } from '../dsl/checked.js';
 import { analyse, type Contraction, POS } from './analysis.js';
@@ -66,23 +68,39 @@ function emitDecayGrad(s: IrStmt, c: Contraction, dy: string, ctx: GradContext):
   const weightRC = c.decayNodes.map((d) => sub(d, [[c.row, rowN], [c.col, colN]])).reduce((a, b) => mulN(a, b));
   const dyAt = (row: string, val: string) => ld(dy, s.indices.map((v) => idx(v.name === c.row ? row : v.name === c.value ? val : v.name)));
   const batchIdx = c.batch.map((b) => idx(b.name));
-  // dc[batch, col, j] = sum over rows after col (in the contraction's order) of w a.b dy.
-  const dcIndices: ReduceVar[] = [...c.batch, { name: colN, extent: c.T }, { name: valN, extent: c.V }];
-  const dc = ctx.newVar('dc.', { dtype: 'f32', shape: dcIndices.map((v) => v.extent) });
-  const op = causal ? (c.strict ? '>' : '>=') : (c.strict ? '<' : '<=');
-  const body = [weightRC, sub(c.a, [[c.row, rowN], [c.inner, innerN]]), sub(c.b, [[c.col, colN], [c.inner, innerN]]), dyAt(rowN, valN), c.scale].reduce((a, b) => mulN(a, b));
-  ctx.push({ target: dc, indices: dcIndices, value: reduce({ op: 'sum', vars: [{ name: rowN, extent: c.T }, { name: innerN, extent: c.K }], cons: [{ name: rowN, op }] }, body, [idx(colN)]) });
-  // dL[batch, p] = sign * (sum_j dy[p, j] y[p, j] - sum_j c[p, j] dc[p, j]).
+  const gated = c.decay.filter((d) => d.kind === 'gated');
+  const fixed = c.decay.filter((d) => d.kind === 'fixed');
+  let dLAt: ((pos: Node) => Node) | undefined;
   const p = ctx.fresh('p');
-  const yAt = ld(s.target, s.indices.map((v) => idx(v.name === c.row ? p : v.name === c.value ? valN : v.name)));
-  const cAt = sub(c.c, [[c.col, p], [c.value, valN]]);
-  const dcAt = ld(dc, [...batchIdx, idx(p), idx(valN)]);
-  const inner = subN(mulN(dyAt(p, valN), yAt), mulN(cAt, dcAt));
-  const dLIndices: ReduceVar[] = [...c.batch, { name: p, extent: c.T }];
-  const dL = ctx.newVar('dL.', { dtype: 'f32', shape: dLIndices.map((v) => v.extent) });
-  const summed = reduce({ op: 'sum', vars: [{ name: valN, extent: c.V }], cons: [] }, inner, []);
-  ctx.push({ target: dL, indices: dLIndices, value: causal ? summed : unary('neg', summed) });
-  const dLAt = (pos: Node) => ld(dL, [...batchIdx, pos]);
+  if (gated.length) {
+    // dc[batch, col, j] = sum over rows after col (in the contraction's order) of w a.b dy.
+    const dcIndices: ReduceVar[] = [...c.batch, { name: colN, extent: c.T }, { name: valN, extent: c.V }];
+    const dc = ctx.newVar('dc.', { dtype: 'f32', shape: dcIndices.map((v) => v.extent) });
+    const op = causal ? (c.strict ? '>' : '>=') : (c.strict ? '<' : '<=');
+    const body = [weightRC, sub(c.a, [[c.row, rowN], [c.inner, innerN]]), sub(c.b, [[c.col, colN], [c.inner, innerN]]), dyAt(rowN, valN), c.scale].reduce((a, b) => mulN(a, b));
+    ctx.push({ target: dc, indices: dcIndices, value: reduce({ op: 'sum', vars: [{ name: rowN, extent: c.T }, { name: innerN, extent: c.K }], cons: [{ name: rowN, op }] }, body, [idx(colN)]) });
+    // dL[batch, p] = sign * (sum_j dy[p, j] y[p, j] - sum_j c[p, j] dc[p, j]).
+    const yAt = ld(s.target, s.indices.map((v) => idx(v.name === c.row ? p : v.name === c.value ? valN : v.name)));
+    const cAt = sub(c.c, [[c.col, p], [c.value, valN]]);
+    const dcAt = ld(dc, [...batchIdx, idx(p), idx(valN)]);
+    const inner = subN(mulN(dyAt(p, valN), yAt), mulN(cAt, dcAt));
+    const dLIndices: ReduceVar[] = [...c.batch, { name: p, extent: c.T }];
+    const dL = ctx.newVar('dL.', { dtype: 'f32', shape: dLIndices.map((v) => v.extent) });
+    const summed = reduce({ op: 'sum', vars: [{ name: valN, extent: c.V }], cons: [] }, inner, []);
+    ctx.push({ target: dL, indices: dLIndices, value: causal ? summed : unary('neg', summed) });
+    dLAt = (pos: Node) => ld(dL, [...batchIdx, pos]);
+  }
+  let y1: string | undefined;
+  if (fixed.length) {
+    // y1 = the same contraction with weight (t - s) w(t, s): an order-1 contraction with a
+    // state form, every term non-negative in the weight, so no cancellation over long T.
+    const dist = unary('float', causal ? subN(idx(c.row), idx(colN)) : subN(idx(colN), idx(c.row)));
+    const weight = c.decayNodes.map((d) => sub(d, [[c.col, colN]])).reduce((a, b) => mulN(a, b));
+    const body = [dist, weight, sub(c.a, [[c.inner, innerN]]), sub(c.b, [[c.col, colN], [c.inner, innerN]]), sub(c.c, [[c.col, colN]]), c.scale].reduce((a, b) => mulN(a, b));
+    const op = causal ? (c.strict ? '<' : '<=') : (c.strict ? '>' : '>=');
+    y1 = ctx.newVar('y1.', { dtype: 'f32', shape: s.indices.map((v) => v.extent) });
+    ctx.push({ target: y1, indices: s.indices, value: reduce({ op: 'sum', vars: [{ name: colN, extent: c.T }, { name: innerN, extent: c.K }], cons: [{ name: colN, op }] }, body, [idx(c.row)]) });
+  }
   for (const term of c.decay) {
     const leaf = term.kind === 'fixed' ? term.lambda : term.G;
     if (leaf.op !== 'load' || !ctx.vars.has(leaf.arg as string)) continue;
@@ -93,13 +111,13 @@ function emitDecayGrad(s: IrStmt, c: Contraction, dy: string, ctx: GradContext):
     const outIdx = names.map((nm, k) => ({ name: nm === POS ? p : nm, extent: cv.shape[k]! }));
     const outNames = new Set(outIdx.map((v) => v.name));
     if (term.kind === 'fixed') {
-      // dlambda = sum over positions (and batch indices lambda does not vary with) of p dL(p).
-      const sumVars = [...c.batch.filter((b) => !outNames.has(b.name)), { name: p, extent: c.T }];
-      const value = reduce({ op: 'sum', vars: sumVars, cons: [] }, mulN(unary('float', idx(p)), dLAt(idx(p))), []);
-      ctx.contribute(x, { target: '', indices: outIdx, value });
+      // dlambda = sum over rows, values (and batch indices lambda does not vary with) of dy y1.
+      const sumVars = s.indices.filter((v) => !outNames.has(v.name));
+      const term1 = mulN(ld(dy, s.indices.map((v) => idx(v.name))), ld(y1!, s.indices.map((v) => idx(v.name))));
+      ctx.contribute(x, { target: '', indices: outIdx, value: reduce({ op: 'sum', vars: sumVars, cons: [] }, term1, []) });
     } else {
       const sumVars = c.batch.filter((b) => !outNames.has(b.name));
-      const v = dLAt(idx(p));
+      const v = dLAt!(idx(p));
       ctx.contribute(x, { target: '', indices: outIdx, value: sumVars.length ? reduce({ op: 'sum', vars: sumVars, cons: [] }, v, []) : v });
     }
   }

@@ -48,8 +48,18 @@ function exponent(x: Ctx, p: KExpr, q: KExpr, out: KStmt[]): KExpr {
   return e;
 }
 
+/** The decay between scan-later p and scan-earlier q. */
 function weight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[]): KExpr {
   return x.c.decay.length === 0 ? K.f32(1) : K.un('exp', exponent(x, p, q, out));
+}
+
+/** Scan distance from q to p (>= 0). */
+const distance = (x: Ctx, p: KExpr, q: KExpr): KExpr => K.cast(x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), 'f32');
+
+/** The whole pairwise weight: the decay, times the distance for order-1 contractions. */
+function pairWeight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[]): KExpr {
+  const w = weight(x, p, q, out);
+  return x.c.order === 1 ? K.mul(w, distance(x, p, q)) : w;
 }
 
 /** a(row = p, inner = i), b(col = p, inner = i), c(col = p, value = j). */
@@ -99,14 +109,20 @@ function storeOut(x: Ctx, p: KExpr, j: KExpr, value: KExpr, out: KStmt[]): void 
 }
 
 const jv = K.v('j');
+
+/** The state slice S[K] of column j, and S1[K] (distance-weighted) for order-1 contractions. */
+function initState(body: KStmt[], Kc: number, order: 0 | 1): void {
+  const names = order === 1 ? ['S', 'S1'] : ['S'];
+  for (const n of names) body.push(K.local(n, 'f32', Kc));
+  body.push(K.loop('i', K.i32(0), K.i32(Kc), names.map((n) => K.store(n, K.v('i'), K.f32(0)))));
+}
 const inV = (Vc: number) => K.lt(jv, K.i32(Vc));
 
 /** One step per position; the state slice S[K] of column j lives in registers. */
 export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): Kernel {
   const { x, body, grid, Vc } = setup(name, s, c, L, sched);
   const { Kc, WG } = x;
-  body.push({ k: 'local', name: 'S', type: 'f32', size: Kc });
-  body.push(K.loop('i', K.i32(0), K.i32(Kc), [K.store('S', K.v('i'), K.f32(0))]));
+  initState(body, Kc, c.order);
   const step: KStmt[] = [];
   body.push(K.loop('n', K.i32(0), x.T, step));
   step.push(K.decl('p', 'i32', posOf(x, K.v('n'))));
@@ -132,13 +148,21 @@ export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprL
   const Si = K.load('S', K.v('i'));
   const sa = K.load('sa', K.v('i'));
   const kv = K.mul(K.load('sb', K.v('i')), K.v('cj', 'f32'));
-  inner.push(K.decl('sd', 'f32', c.decay.length ? K.mul(K.v('dec', 'f32'), Si) : Si));
-  if (c.strict) {
-    inner.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(sa, K.v('sd', 'f32')))));
-    inner.push(K.store('S', K.v('i'), K.add(K.v('sd', 'f32'), kv)));
+  const decayed = (e: KExpr) => (c.decay.length ? K.mul(K.v('dec', 'f32'), e) : e);
+  if (c.order === 1) {
+    // S1[t] = sum_s (t - s) w(t, s) b[s] c[s] = dec (S1[t-1] + S[t-1]); the s = t term has weight 0.
+    inner.push(K.store('S1', K.v('i'), decayed(K.add(K.load('S1', K.v('i')), Si))));
+    inner.push(K.store('S', K.v('i'), K.add(decayed(Si), kv)));
+    inner.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(sa, K.load('S1', K.v('i'))))));
   } else {
-    inner.push(K.store('S', K.v('i'), K.add(K.v('sd', 'f32'), kv)));
-    inner.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(sa, Si))));
+    inner.push(K.decl('sd', 'f32', decayed(Si)));
+    if (c.strict) {
+      inner.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(sa, K.v('sd', 'f32')))));
+      inner.push(K.store('S', K.v('i'), K.add(K.v('sd', 'f32'), kv)));
+    } else {
+      inner.push(K.store('S', K.v('i'), K.add(K.v('sd', 'f32'), kv)));
+      inner.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(sa, Si))));
+    }
   }
   storeOut(x, p, jv, K.v('acc', 'f32'), col);
   step.push(K.barrier());
@@ -153,8 +177,7 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   const { x, body, grid, Vc } = setup(name, s, c, L, sched);
   const { Kc, WG } = x;
   const C = sched.chunk;
-  body.push({ k: 'local', name: 'S', type: 'f32', size: Kc });
-  body.push(K.loop('i', K.i32(0), K.i32(Kc), [K.store('S', K.v('i'), K.f32(0))]));
+  initState(body, Kc, c.order);
   const chunk: KStmt[] = [];
   body.push(K.loop('c0', K.i32(0), x.T, chunk, C));
   const c0 = K.v('c0');
@@ -174,7 +197,7 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   const dotBody: KStmt[] = [];
   score.push(K.loop('i', K.i32(0), K.i32(Kc), dotBody));
   dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), dotBody), factor(x, 'b', K.v('pm2'), K.v('i'), dotBody)))));
-  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), weight(x, K.v('pm'), K.v('pm2'), score))));
+  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), pairWeight(x, K.v('pm'), K.v('pm2'), score))));
   chunk.push(K.barrier());
   const col: KStmt[] = [];
   chunk.push(K.iff(inV(Vc), col));
@@ -192,8 +215,18 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   cross.push(K.decl('qs', 'f32', K.f32(0)));
   const qsBody: KStmt[] = [];
   cross.push(K.loop('i', K.i32(0), K.i32(Kc), qsBody));
-  qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), qsBody), K.load('S', K.v('i'))))));
-  cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.v('qs', 'f32'), weight(x, K.v('pm'), K.v('pe'), cross)))));
+  if (c.order === 1) {
+    // sum_{s <= pe} (pm - s) w b c = w(pm, pe) ((pm - pe) S + S1); qs1 is declared before the loop.
+    cross.splice(cross.length - 1, 0, K.decl('qs1', 'f32', K.f32(0)));
+    qsBody.push(K.decl('ai', 'f32', factor(x, 'a', K.v('pm'), K.v('i'), qsBody)));
+    qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(K.v('ai', 'f32'), K.load('S', K.v('i'))))));
+    qsBody.push(K.assign('qs1', K.add(K.v('qs1', 'f32'), K.mul(K.v('ai', 'f32'), K.load('S1', K.v('i'))))));
+    const both = K.add(K.mul(distance(x, K.v('pm'), K.v('pe')), K.v('qs', 'f32')), K.v('qs1', 'f32'));
+    cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(both, weight(x, K.v('pm'), K.v('pe'), cross)))));
+  } else {
+    qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), qsBody), K.load('S', K.v('i'))))));
+    cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.v('qs', 'f32'), weight(x, K.v('pm'), K.v('pe'), cross)))));
+  }
   storeOut(x, K.v('pm'), jv, K.v('acc', 'f32'), rows);
   // Phase 3: carry the state to the end of this chunk.
   col.push(K.decl('pl', 'i32', at(K.sub(len, K.i32(1)))));
@@ -203,6 +236,10 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   carry.push(K.assign('carry', weight(x, K.v('pl'), K.v('pe'), carry)));
   const decayState: KStmt[] = [];
   col.push(K.loop('i', K.i32(0), K.i32(Kc), decayState));
+  if (c.order === 1) {
+    // S1 <- w(pl, pe) (S1 + (pl - pe) S), before S itself moves on.
+    decayState.push(K.store('S1', K.v('i'), K.mul(K.v('carry', 'f32'), K.add(K.load('S1', K.v('i')), K.mul(distance(x, K.v('pl'), K.v('pe')), K.load('S', K.v('i')))))));
+  }
   decayState.push(K.store('S', K.v('i'), K.mul(K.v('carry', 'f32'), K.load('S', K.v('i')))));
   // One weight per position (not per state entry): S[i] += w(end, m2) c[m2, j] b[m2, i].
   const sum: KStmt[] = [];
@@ -211,7 +248,9 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   sum.push(K.decl('wc', 'f32', K.mul(weight(x, K.v('pl'), K.v('q2'), sum), factor(x, 'c', K.v('q2'), jv, sum))));
   const upd: KStmt[] = [];
   sum.push(K.loop('i', K.i32(0), K.i32(Kc), upd));
-  upd.push(K.store('S', K.v('i'), K.add(K.load('S', K.v('i')), K.mul(K.v('wc', 'f32'), factor(x, 'b', K.v('q2'), K.v('i'), upd)))));
+  upd.push(K.decl('bi', 'f32', factor(x, 'b', K.v('q2'), K.v('i'), upd)));
+  upd.push(K.store('S', K.v('i'), K.add(K.load('S', K.v('i')), K.mul(K.v('wc', 'f32'), K.v('bi', 'f32')))));
+  if (c.order === 1) upd.push(K.store('S1', K.v('i'), K.add(K.load('S1', K.v('i')), K.mul(K.mul(K.v('wc', 'f32'), distance(x, K.v('pl'), K.v('q2'))), K.v('bi', 'f32')))));
   chunk.push(K.barrier());
   return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'P', type: 'f32', size: C * C }], body };
 }
@@ -246,7 +285,7 @@ export function lowerParallel(name: string, s: IrStmt, c: Contraction, L: ExprLo
   const dotBody: KStmt[] = [];
   score.push(K.loop('i', K.i32(0), K.i32(Kc), dotBody));
   dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', K.v('pr'), K.v('i'), dotBody), factor(x, 'b', K.v('pc'), K.v('i'), dotBody)))));
-  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), weight(x, K.v('pr'), K.v('pc'), score))));
+  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), pairWeight(x, K.v('pr'), K.v('pc'), score))));
   tile.push(K.barrier());
   const col: KStmt[] = [];
   tile.push(K.iff(inV(Vc), col));

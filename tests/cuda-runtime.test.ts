@@ -1,0 +1,250 @@
+// The CUDA runtime (runtime/cuda) on a machine without a GPU: the addon loads and says in one
+// line why CUDA cannot run; runPlanCuda rejects with that line; nvcc builds real kernels; and,
+// against a mock libcuda (runtime/cuda/mock/libcuda_mock.c), the runner's whole host side:
+// allocation, uploads, parameter order, grids, dynamic shared memory, synchronisation errors.
+// Running kernels needs a GPU: scripts/gpu-check.sh does that.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Kernel } from '../compiler/kir.js';
+import { add, div, i32, v } from '../compiler/kir.js';
+import { compilePlan } from '../compiler/plan.js';
+import { makeSchedule } from '../compiler/schedule.js';
+import { loadProgram } from '../dsl/program.js';
+import type { EmittedKernel } from '../targets/emitted.js';
+import { fromFloat64, writeSafetensorsFile } from '../runtime/io/safetensors.js';
+import { addonCandidates, loadCudaAddon } from '../runtime/cuda/addon.js';
+import { compileCuda, findNvcc, NvccError, type NvccInfo, targetFor } from '../runtime/cuda/nvcc.js';
+import { CudaUnavailableError, cudaStatus, evalGridExpr, runPlanCuda } from '../runtime/cuda/runner.js';
+import { SMOKE_KERNEL } from '../runtime/cuda/smoke.js';
+
+const ROOT = path.resolve(fileURLToPath(new URL('..', import.meta.url)));
+const ADDON = path.join(ROOT, 'runtime', 'cuda', 'addon', 'build', 'Release', 'retnetc_cuda.node');
+const which = (cmd: string): string | undefined =>
+  (process.env['PATH'] ?? '').split(path.delimiter).map((d) => path.join(d, cmd)).find((p) => fs.existsSync(p));
+const CC = which('cc') ?? which('gcc');
+const CXX = which('g++') ?? which('c++');
+
+let tmp = '';
+let addonNote = '';
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'retnetc-cuda-'));
+  // `npm ci` builds the addon; build it here when a compiler exists but it was not built.
+  if (!fs.existsSync(ADDON) && CXX) {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'build-cuda-addon.mjs')], { encoding: 'utf8' });
+    addonNote = `${r.stderr}`.trim();
+  }
+}, 120_000);
+afterAll(() => {
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const retention = () => loadProgram(path.join(ROOT, 'models', 'retention.ret')).checked!.fns.get('retention')!;
+const nvcc = findNvcc();
+const noNvcc = typeof nvcc === 'string' ? nvcc : undefined;
+
+describe('the CUDA addon', () => {
+  it('loads without a driver and reports why CUDA is unavailable in one line', (ctx) => {
+    if (!fs.existsSync(ADDON)) {
+      if (CXX) throw new Error(`the addon was not built although ${CXX} exists: ${addonNote}`);
+      console.warn(`[cuda-runtime] skipping: no C++ compiler, the addon is not built`);
+      ctx.skip();
+    }
+    const a = loadCudaAddon();
+    if ('error' in a) throw new Error(a.error);
+    const s = a.addon.available();
+    if (s.ok) {
+      console.warn(`[cuda-runtime] a CUDA driver is present: ${a.addon.deviceInfo().name}`);
+      ctx.skip();
+    }
+    expect(s.reason).toBeTypeOf('string');
+    expect(s.reason).not.toMatch(/\n/);
+    if (!fs.existsSync('/usr/lib/x86_64-linux-gnu/libcuda.so.1') && !process.env['RETNETC_LIBCUDA']) {
+      expect(s.reason).toBe('no CUDA driver: libcuda.so.1 not found');
+    }
+    // Every other call throws that same line.
+    expect(() => a.addon.alloc(16)).toThrow(s.reason!);
+    expect(() => a.addon.deviceInfo()).toThrow(s.reason!);
+    // Argument errors are still argument errors.
+    expect(() => a.addon.launch(1n, [1, 1] as unknown as [number, number, number], [1, 1, 1], 0, [])).toThrow(/grid must be an array of 3 numbers/);
+  });
+
+  it('is looked for next to the sources, in dist and beside a bundle', () => {
+    const c = addonCandidates();
+    expect(c).toContain(ADDON);
+  });
+});
+
+describe('runPlanCuda without a GPU', () => {
+  it('cudaStatus() gives one line and runPlanCuda rejects with it', async (ctx) => {
+    const status = cudaStatus();
+    if (status === undefined) {
+      console.warn('[cuda-runtime] CUDA is available here; the unavailable path is not tested');
+      ctx.skip();
+    }
+    expect(status).not.toMatch(/\n/);
+    expect(status!.length).toBeLessThan(300);
+    const fn = retention();
+    const plan = compilePlan(fn, makeSchedule('chunkwise', 4), { constants: new Map([['K', 2], ['V', 2]]) });
+    const x = { shape: [1, 1, 3, 2], data: new Float64Array(6) };
+    const run = runPlanCuda(plan, new Map([['q', x], ['k', x], ['v', x], ['gamma', { shape: [1], data: Float64Array.of(0.9) }]]));
+    await expect(run).rejects.toBeInstanceOf(CudaUnavailableError);
+    await expect(run).rejects.toThrow(status!);
+    // As the CLI prints it: one line.
+    const line = await run.catch((e: Error) => `retnetc: error: ${e.message}`);
+    expect(String(line).split('\n')).toHaveLength(1);
+  });
+
+  it('retnetc run --target cuda fails with that one line (once the CLI has the target)', async (ctx) => {
+    const main = path.join(ROOT, 'dist', 'runtime', 'cli', 'main.js');
+    const status = cudaStatus();
+    if (!fs.existsSync(main) || status === undefined) ctx.skip();
+    const x = fromFloat64(new Float64Array(12), [1, 2, 3, 2], 'F32');
+    const inputs = path.join(tmp, 'in.safetensors');
+    await writeSafetensorsFile(inputs, new Map([['q', x], ['k', x], ['v', x], ['gamma', fromFloat64([0.9, 0.8], [2], 'F32')]]));
+    const r = spawnSync(process.execPath, [main, 'run', path.join(ROOT, 'models', 'retention.ret'), '--fn', 'retention', '--inputs', inputs,
+      '--out', path.join(tmp, 'out.safetensors'), '--target', 'cuda', '--schedule', 'chunkwise'], { encoding: 'utf8' });
+    if (/unknown target 'cuda'/.test(r.stderr)) {
+      console.warn('[cuda-runtime] the CLI has no cuda target yet; skipping');
+      ctx.skip();
+    }
+    expect(r.status).toBe(1);
+    expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(status!);
+    expect(r.stderr).not.toMatch(/\bat .*\.js:\d+/);
+  });
+});
+
+describe('building kernels with nvcc', () => {
+  it('compiles the contract kernel to PTX and cubin, and caches it', async (ctx) => {
+    if (noNvcc) { console.warn(`[cuda-runtime] skipping: ${noNvcc}`); ctx.skip(); }
+    const cacheDir = path.join(tmp, 'cache');
+    const ptx = await compileCuda(SMOKE_KERNEL.code, { arch: 'sm_90', format: 'ptx', name: SMOKE_KERNEL.entry, cacheDir });
+    const text = ptx.image.toString('utf8');
+    expect(text).toMatch(/\.target sm_90/);
+    expect(text).toContain(`.entry ${SMOKE_KERNEL.entry}(`);
+    expect(text.match(/\.param \.(u64|u32|f32|b32|s32)/g)).toHaveLength(4);
+    expect(ptx.cached).toBe(false);
+    const again = await compileCuda(SMOKE_KERNEL.code, { arch: 'sm_90', format: 'ptx', name: SMOKE_KERNEL.entry, cacheDir });
+    expect(again.cached).toBe(true);
+    expect(again.image.equals(ptx.image)).toBe(true);
+    const cubin = await compileCuda(SMOKE_KERNEL.code, { arch: 'sm_80', format: 'cubin', cacheDir });
+    expect(cubin.image.subarray(0, 4).toString('latin1')).toBe('\x7fELF');
+  }, 120_000);
+
+  it('reports a compile error in one line naming the kernel', async (ctx) => {
+    if (noNvcc) ctx.skip();
+    const bad = 'extern "C" __global__ void broken(float* x) { x[0] = undeclared_name; }\n';
+    const err = await compileCuda(bad, { arch: 'sm_90', format: 'ptx', name: 'broken', cacheDir: null }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NvccError);
+    const msg = (err as Error).message;
+    expect(msg).not.toMatch(/\n/);
+    expect(msg).toMatch(/^nvcc failed on broken \(ptx, sm_90\): .*undeclared_name/);
+    expect((err as NvccError).log).toContain('undeclared_name');
+  }, 60_000);
+
+  it('compiles every kernel of a real plan printed by targets/emit.ts to PTX (sm_90; sm_80 forward)', async (ctx) => {
+    if (noNvcc) ctx.skip();
+    let emitKernel: ((k: Kernel, t: 'cuda') => EmittedKernel) | undefined;
+    try {
+      const spec = '../targets/emit.js';
+      emitKernel = ((await import(spec)) as { emitKernel: typeof emitKernel }).emitKernel;
+    } catch { /* below */ }
+    if (!emitKernel) {
+      console.warn('[cuda-runtime] skipping: targets/emit.ts (the CUDA printer) does not exist yet');
+      ctx.skip();
+      return;
+    }
+    const fn = retention();
+    const constants = new Map([['K', 64], ['V', 64]]);
+    const jobs: Promise<void>[] = [];
+    for (const backward of [false, true]) {
+      const plan = compilePlan(fn, makeSchedule('chunkwise', 64), { backward, constants });
+      for (const l of plan.launches) {
+        const ek = emitKernel(l.kernel, 'cuda');
+        for (const arch of backward ? ['sm_90'] : ['sm_90', 'sm_80']) {
+          jobs.push(compileCuda(ek.code, { arch, format: 'ptx', name: ek.entry, cacheDir: null }).then((img) => {
+            const text = img.image.toString('utf8');
+            const entry = new RegExp(`\\.entry ${ek.entry}\\(([^)]*)\\)`).exec(text);
+            expect(entry, `${ek.entry} in its PTX`).not.toBeNull();
+            expect(entry![1]!.match(/\.param/g) ?? []).toHaveLength(ek.buffers.length + ek.scalars.length);
+          }));
+        }
+      }
+    }
+    await Promise.all(jobs);
+  }, 300_000);
+
+  it('picks cubin for a target nvcc has, else PTX for the newest older one', () => {
+    const info: NvccInfo = { path: 'nvcc', version: '13.0.88', codes: ['sm_75', 'sm_80', 'sm_86', 'sm_89', 'sm_90', 'sm_100', 'sm_120'], archs: ['compute_75', 'compute_80', 'compute_86', 'compute_89', 'compute_90', 'compute_100', 'compute_120'] };
+    expect(targetFor(9, 0, info)).toEqual({ arch: 'sm_90', format: 'cubin' });
+    expect(targetFor(8, 0, info)).toEqual({ arch: 'sm_80', format: 'cubin' });
+    expect(targetFor(12, 1, info)).toEqual({ arch: 'sm_120', format: 'ptx' });
+    expect(() => targetFor(6, 0, info)).toThrow(/cannot build for compute capability 6.0/);
+  });
+});
+
+describe('grid expressions', () => {
+  it('evaluate with kernel IR i32 semantics', () => {
+    const ceil = div(add(v('n'), i32(255)), i32(256));
+    expect(evalGridExpr(ceil, { n: 1000 })).toBe(4);
+    expect(evalGridExpr(ceil, { n: 1024 })).toBe(4);
+    expect(evalGridExpr(ceil, { n: 0 })).toBe(0);
+    expect(evalGridExpr(div(v('n'), v('m')), { n: 5, m: 0 })).toBe(0);
+    expect(() => evalGridExpr(v('missing'), {})).toThrow(/not a scalar/);
+  });
+});
+
+describe('the runner against a mock driver', () => {
+  let harness = '';
+  let mockLib = '';
+  let skipWhy = '';
+  beforeAll(async () => {
+    if (!fs.existsSync(ADDON)) { skipWhy = 'the addon is not built'; return; }
+    if (!CC) { skipWhy = 'no C compiler for the mock driver'; return; }
+    if (noNvcc) { skipWhy = noNvcc; return; }
+    mockLib = path.join(tmp, 'libcuda_mock.so');
+    const cc = spawnSync(CC, ['-shared', '-fPIC', '-O1', '-o', mockLib, path.join(ROOT, 'runtime', 'cuda', 'mock', 'libcuda_mock.c')], { encoding: 'utf8' });
+    if (cc.status !== 0) throw new Error(`building the mock driver failed: ${cc.stderr}`);
+    const esbuild = await import('esbuild');
+    harness = path.join(tmp, 'harness.mjs');
+    await esbuild.build({ entryPoints: [path.join(ROOT, 'runtime', 'cuda', 'mock', 'harness.ts')], bundle: true, platform: 'node', format: 'esm', target: 'node20', outfile: harness, logLevel: 'error' });
+  }, 120_000);
+
+  const run = (mode: string, env: Record<string, string>, ...args: string[]): Record<string, unknown> => {
+    const r = spawnSync(process.execPath, [harness, mode, ROOT, ...args], {
+      encoding: 'utf8', timeout: 240_000,
+      env: { ...process.env, RETNETC_CUDA_ADDON: ADDON, RETNETC_LIBCUDA: mockLib, RETNETC_CUDA_CACHE: path.join(tmp, 'mock-cache'), ...env },
+    });
+    if (r.status !== 0) throw new Error(`harness ${mode} exited ${r.status}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as Record<string, unknown>;
+  };
+
+  it('reports the driver state in one line', (ctx) => {
+    if (skipWhy) { console.warn(`[cuda-runtime] skipping: ${skipWhy}`); ctx.skip(); }
+    expect(run('status', {})).toEqual({ status: null });
+    expect(run('status', { MOCK_CUDA_DEVICES: '0' })).toEqual({ status: 'no CUDA device: the driver reports none' });
+    expect(run('status', { MOCK_CUDA_INIT_FAIL: '1' })).toEqual({ status: 'no CUDA device: cuInit: CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected' });
+    expect(run('status', { RETNETC_LIBCUDA: path.join(tmp, 'nonexistent', 'libcuda.so.1') })).toEqual({ status: `no CUDA driver: ${path.join(tmp, 'nonexistent', 'libcuda.so.1')} not found` });
+  }, 60_000);
+
+  it('launches every kernel of real plans in order with the right buffers, scalars, grids and blocks', (ctx) => {
+    if (skipWhy) ctx.skip();
+    const log = path.join(tmp, 'launches.log');
+    const r = run('plumbing', { RETNETC_CUDA_FORMAT: 'ptx', MOCK_CUDA_LOG: log }, log);
+    expect(r['crashed']).toBeUndefined();
+    expect(r['problems']).toEqual([]);
+    expect(r['launches']).toBeGreaterThan(5); // every launch of a chunkwise forward and a recurrent backward plan
+    expect(r['target']).toEqual({ arch: 'sm_90', format: 'ptx' });
+  }, 240_000);
+
+  it('turns a failing kernel into a one-line error naming the driver error', (ctx) => {
+    if (skipWhy) ctx.skip();
+    const r = run('run-error', { MOCK_CUDA_SYNC_FAIL: '1' });
+    expect(r['name']).toBe('CudaRunError');
+    expect(r['error']).toBe('running linear_attention on Mock CUDA Device: cuCtxSynchronize: CUDA_ERROR_ILLEGAL_ADDRESS: an illegal memory access was encountered');
+  }, 120_000);
+});
