@@ -116,10 +116,19 @@ export const LOG_DOMAIN: readonly Rule[] = [
   [bin('^', X('base'), X('e')), (m) => {
     const { base, e } = m as { base: Node; e: Node };
     if (base.dtype !== 'float' || e.dtype !== 'int' || freeIndices(e).size === 0) return undefined;
-    return unary('exp', binary('*', unary('float', e), unary('log', base)));
+    return unary('exp', binary('*', unary('float', e), logNearOne(base)));
   }],
   [{ op: 'unary', arg: 'float', src: [{ name: 'x', pred: (n) => n.dtype === 'float' }] }, (m) => m.x],
 ];
+
+/**
+ * log(x) for a decay base: near 1 as log1p(x - 1), where x - 1 is exact in float32 (GPU logs
+ * lose their relative accuracy there: gamma = 1 - 2^-20 would get lambda wrong by percent).
+ */
+function logNearOne(x: Node): Node {
+  const d = binary('-', x, cnst(1));
+  return mk('select', 'float', [binary('<', unary('abs', d), cnst(0.5)), unary('log1p', d), unary('log', x)], null);
+}
 
 export const canonicalise = (n: Node): Node => rewriteToFixpoint(rewriteToFixpoint(n, LOG_DOMAIN), SIMPLIFY);
 export const simplify = (n: Node): Node => rewriteToFixpoint(n, SIMPLIFY);

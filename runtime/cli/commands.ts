@@ -13,7 +13,8 @@ import { fnToString, lowerFn, nodeToString, toChecked } from '../../compiler/ir.
 import { kernelToString } from '../../compiler/kir-print.js';
 import { compilePlan, type Plan, ScheduleError, specialisedSizes } from '../../compiler/plan.js';
 import { DEFAULT_CHUNK, type Form, FORMS, makeSchedule, type Schedule } from '../../compiler/schedule.js';
-import { runPlanCpu } from '../plan-runner.js';
+import { type HostTensor, runPlanCpu } from '../plan-runner.js';
+import type { TargetName } from '../../targets/emitted.js';
 import { readSafetensorsFile, SafetensorsError, type DType, type Tensor, fromFloat64, toFloat64, writeSafetensorsFile } from '../io/safetensors.js';
 
 export class UsageError extends Error {}
@@ -23,12 +24,13 @@ const USAGE = `usage: retnetc <command> [options]
 commands:
   check FILE.ret                      check a file; print every function and model signature
   run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors
-      [--target reference|cpu] [--schedule parallel|recurrent|chunkwise] [--chunk N]
+      [--target reference|cpu|webgpu|cuda] [--schedule parallel|recurrent|chunkwise] [--chunk N]
       [--grad DOUT.safetensors]       run a function on named inputs; write outputs by name and,
                                       with --grad, the gradient of every input as grad.NAME
   compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward]
-      --emit ir|kernel-ir --out DIR [--size K=64 ...]
-                                      write each stage of the compilation readably
+      [--target cuda|wgsl] [--emit ir|kernel-ir|ts] --out DIR [--size K=64 ...]
+                                      write a stage of the compilation readably, or the kernels
+                                      for a target with a manifest (and, --emit ts, typed bindings)
   help                                this text`;
 
 const at = (span: { file: string; line: number; col: number }): string => `${span.file}:${span.line}:${span.col}`;
@@ -132,11 +134,11 @@ async function cmdRun(args: string[]): Promise<number> {
     },
   });
   if (positionals.length !== 1 || !values.fn || !values.inputs || !values.out) {
-    throw new UsageError('usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu] [--schedule S] [--chunk N] [--grad DOUT.safetensors]');
+    throw new UsageError('usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu|webgpu|cuda] [--schedule S] [--chunk N] [--grad DOUT.safetensors]');
   }
   const target = values.target!;
-  if (target !== 'reference' && target !== 'cpu') {
-    return fail('retnetc', `unknown target '${target}' (available here: reference, cpu)`);
+  if (!RUN_TARGETS.includes(target)) {
+    return fail('retnetc', `unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})`);
   }
   const schedule = parseSchedule(values, false);
   if (target === 'reference' && values.schedule !== undefined) return fail('retnetc', '--schedule applies to compiled targets; the reference target evaluates the definition directly (use --target cpu)');
@@ -177,27 +179,50 @@ async function cmdRun(args: string[]): Promise<number> {
         return new Map(specialisedSizes(fn, backward).map((s) => [s, sizes.get(s)!] as const));
       };
       const plan = compilePlan(fn, schedule, { constants: constantsFor(false) });
-      for (const [name, t] of runPlanCpu(plan, inputs)) results.set(name, { ...t, dtype: t.data instanceof Int32Array ? 'I32' : 'F32' });
+      for (const [name, t] of await execute(plan, inputs, target)) results.set(name, { ...t, dtype: t.data instanceof Int32Array ? 'I32' : 'F32' });
       if (upstream) {
         const gplan = compilePlan(fn, schedule, { backward: true, constants: constantsFor(true) });
-        for (const [name, t] of runPlanCpu(gplan, withUpstream(fn, inputs, upstream, outs))) results.set(name, { ...t, dtype: 'F32' });
+        for (const [name, t] of await execute(gplan, withUpstream(fn, inputs, upstream, outs), target)) results.set(name, { ...t, dtype: 'F32' });
       }
     }
   } catch (e) {
     const msg = where(e);
     if (msg) return fail(inPath, msg);
     if (e instanceof ScheduleError || e instanceof GradError) return fail(at(fn.span), e.message);
+    const device = deviceError(e);
+    if (device) return fail('retnetc', device);
     throw e;
+  } finally {
+    if (target === 'webgpu') await (await import('../webgpu/runner.js')).releaseRuntimeDevice();
   }
   const tensors = new Map<string, Tensor>();
   for (const [name, r] of results) tensors.set(name, fromFloat64(r.data, r.shape, outDtype ? DTYPE_MAP[outDtype]! : r.dtype));
   try {
-    await writeSafetensorsFile(values.out, tensors, { fn: fn.name, source: path.basename(positionals[0]!), target, ...(target === 'cpu' ? { schedule: JSON.stringify(schedule) } : {}) });
+    await writeSafetensorsFile(values.out, tensors, { fn: fn.name, source: path.basename(positionals[0]!), target, ...(target !== 'reference' ? { schedule: JSON.stringify(schedule) } : {}) });
   } catch (e) {
     if (e instanceof SafetensorsError) return fail(values.out, e.message.replace(`${values.out}: `, ''));
     throw e;
   }
   return 0;
+}
+
+const RUN_TARGETS = ['reference', 'cpu', 'webgpu', 'cuda'];
+
+/** Runs a compiled plan on a device target. The GPU runtimes load only when asked for. */
+async function execute(plan: Plan, inputs: Map<string, Value>, target: string): Promise<Map<string, HostTensor>> {
+  if (target === 'cpu') return runPlanCpu(plan, inputs);
+  if (target === 'webgpu') return (await import('../webgpu/runner.js')).runPlanWebGPU(plan, inputs);
+  const cuda = await import('../cuda/runner.js');
+  const why = cuda.cudaStatus();
+  if (why) throw new cuda.CudaUnavailableError(why);
+  return cuda.runPlanCuda(plan, inputs);
+}
+
+/** One line for a device that is missing or failed (no adapter, no driver, a launch error). */
+function deviceError(e: unknown): string | undefined {
+  if (!(e instanceof Error)) return undefined;
+  const names = ['WebGPUUnavailableError', 'WebGPURunError', 'CudaUnavailableError', 'CudaRunError', 'NvccError'];
+  return names.includes(e.name) || names.includes(e.constructor.name) ? e.message.split('\n')[0] : undefined;
 }
 
 /** Gradient inputs: the forward inputs plus grad.OUT for every output (zeros where not given). */
@@ -219,15 +244,19 @@ async function cmdCompile(args: string[]): Promise<number> {
     args, allowPositionals: true,
     options: {
       fn: { type: 'string' }, schedule: { type: 'string' }, chunk: { type: 'string' }, backward: { type: 'boolean', default: false },
-      emit: { type: 'string', default: 'kernel-ir' }, out: { type: 'string' }, size: { type: 'string', multiple: true },
+      emit: { type: 'string' }, out: { type: 'string' }, size: { type: 'string', multiple: true },
+      target: { type: 'string' },
     },
   });
   if (positionals.length !== 1 || !values.fn || !values.out) {
-    throw new UsageError('usage: retnetc compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward] --emit ir|kernel-ir --out DIR [--size K=64 ...]');
+    throw new UsageError('usage: retnetc compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward] [--target cuda|wgsl] [--emit ir|kernel-ir|ts] --out DIR [--size K=64 ...]');
   }
   const schedule = parseSchedule(values, true);
-  const emit = values.emit!;
-  if (emit !== 'ir' && emit !== 'kernel-ir') return fail('retnetc', `unknown --emit '${emit}' (expected ir or kernel-ir)`);
+  const target = values.target as TargetName | undefined;
+  if (target !== undefined && target !== 'cuda' && target !== 'wgsl') return fail('retnetc', `unknown --target '${values.target}' (expected cuda or wgsl)`);
+  const emit = values.emit ?? (target ? 'code' : 'kernel-ir');
+  const emits = target ? ['code', 'ts'] : ['ir', 'kernel-ir'];
+  if (!emits.includes(emit)) return fail('retnetc', `--emit ${emit} does not go with ${target ? `--target ${target}` : 'no --target'} (expected ${emits.join(' or ')})`);
   const sizes = new Map<string, number>();
   for (const s of values.size ?? []) {
     const m = /^([A-Za-z_][A-Za-z0-9_]*)=(\d+)$/.exec(s);
@@ -247,7 +276,17 @@ async function cmdCompile(args: string[]): Promise<number> {
     if (missing.length) return fail(at(fn.span), `the ${schedule.form} kernels of '${fn.name}' are specialised on ${needed.join(', ')}; give ${missing.map((m) => `--size ${m}=N`).join(' ')}`);
     const plan = compilePlan(fn, schedule, { backward, constants: new Map(needed.map((s) => [s, sizes.get(s)!] as const)) });
     await fs.mkdir(outDir, { recursive: true });
-    if (emit === 'ir') {
+    if (target) {
+      // Kernels in the target's language, a manifest, and with --emit ts typed bindings.
+      const { emitPlan, targetExtension } = await import('../../targets/emit.js');
+      const emitted = emitPlan(plan, target);
+      for (const k of emitted.kernels) await fs.writeFile(path.join(outDir, `${k.entry}.${targetExtension(target)}`), k.code);
+      await fs.writeFile(path.join(outDir, `${base}.${target}.json`), JSON.stringify(emitted.manifest, null, 2) + '\n');
+      if (emit === 'ts') {
+        const { generateBindings } = await import('../../targets/ts-bindings.js');
+        await fs.writeFile(path.join(outDir, `${base}.${target}.ts`), generateBindings(emitted));
+      }
+    } else if (emit === 'ir') {
       await fs.writeFile(path.join(outDir, `${base}.ir`), describePlanIr(plan) + '\n');
     } else {
       for (const l of plan.launches) await fs.writeFile(path.join(outDir, `${l.kernel.name}.kir`), kernelToString(l.kernel) + '\n');

@@ -3,6 +3,17 @@
 fn rn_idiv(a: i32, b: i32) -> i32 { if (b == 0) { return 0; } return a / b; }
 // Kernel IR integer remainder: the sign of the dividend; x % 0 = 0.
 fn rn_imod(a: i32, b: i32) -> i32 { if (b == 0) { return 0; } return a % b; }
+// log(1 + x): WGSL's log is only accurate to 2^-21 absolute near 1, so on [-0.5, 1]
+// log1p(x) = 2 atanh(s), s = x / (2 + x), |s| <= 1/3, by its series (1.9 ulp in f32).
+fn rn_log1p(x: f32) -> f32 {
+  if (x >= -0.5f && x <= 1.0f) {
+    let s = x / (2.0f + x);
+    let z = s * s;
+    let p = ((((((0.05882353f * z + 0.06666667f) * z + 0.07692308f) * z + 0.09090909f) * z + 0.11111111f) * z + 0.14285715f) * z + 0.2f) * z + 0.33333334f;
+    return 2.0f * (s + s * z * p);
+  }
+  return log(1.0f + x);
+}
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
@@ -45,7 +56,13 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
         for (var i: i32 = 0; i < 64; i += 1) {
           dot_ = dot_ + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot_ * exp(f32(pm - pm2) * log(gamma[b_h]));
+        var sel: f32 = 0.0f;
+        if (abs(gamma[b_h] - 1.0f) < 0.5f) {
+          sel = rn_log1p(gamma[b_h] - 1.0f);
+        } else {
+          sel = log(gamma[b_h]);
+        }
+        P[e] = dot_ * exp(f32(pm - pm2) * sel);
       }
     }
     workgroupBarrier();
@@ -62,23 +79,42 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
           for (var i: i32 = 0; i < 64; i += 1) {
             qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
           }
-          acc = acc + qs * exp(f32(pm - pe) * log(gamma[b_h]));
+          var sel1: f32 = 0.0f;
+          if (abs(gamma[b_h] - 1.0f) < 0.5f) {
+            sel1 = rn_log1p(gamma[b_h] - 1.0f);
+          } else {
+            sel1 = log(gamma[b_h]);
+          }
+          acc = acc + qs * exp(f32(pm - pe) * sel1);
         }
         o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       let pl: i32 = c0 + (len - 1);
       var carry: f32 = 0.0f;
       if (c0 > 0) {
-        carry = exp(f32(pl - pe) * log(gamma[b_h]));
+        var sel2: f32 = 0.0f;
+        if (abs(gamma[b_h] - 1.0f) < 0.5f) {
+          sel2 = rn_log1p(gamma[b_h] - 1.0f);
+        } else {
+          sel2 = log(gamma[b_h]);
+        }
+        carry = exp(f32(pl - pe) * sel2);
       }
       for (var i: i32 = 0; i < 64; i += 1) {
         S[i] = carry * S[i];
       }
       for (var m2: i32 = 0; m2 < len; m2 += 1) {
         let q2: i32 = c0 + m2;
-        let wc: f32 = exp(f32(pl - q2) * log(gamma[b_h])) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        var sel3: f32 = 0.0f;
+        if (abs(gamma[b_h] - 1.0f) < 0.5f) {
+          sel3 = rn_log1p(gamma[b_h] - 1.0f);
+        } else {
+          sel3 = log(gamma[b_h]);
+        }
+        let wc: f32 = exp(f32(pl - q2) * sel3) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         for (var i: i32 = 0; i < 64; i += 1) {
-          S[i] = S[i] + wc * k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          S[i] = S[i] + wc * bi;
         }
       }
     }

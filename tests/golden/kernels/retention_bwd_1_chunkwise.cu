@@ -80,7 +80,8 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
         float wc = expf(float(pl - q2) * _decay1_o[b_h]) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         #pragma unroll
         for (int i = 0; i < 64; i += 1) {
-          S[i] = S[i] + wc * k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          S[i] = S[i] + wc * bi;
         }
       }
     }

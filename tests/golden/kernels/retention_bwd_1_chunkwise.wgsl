@@ -78,7 +78,8 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         let q2: i32 = c0 + m2;
         let wc: f32 = exp(f32(pl - q2) * _decay1_o[b_h]) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         for (var i: i32 = 0; i < 64; i += 1) {
-          S[i] = S[i] + wc * k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          S[i] = S[i] + wc * bi;
         }
       }
     }

@@ -11,11 +11,11 @@ static __device__ __forceinline__ int rn_imod(int a, int b) { return (b == 0 || 
 #endif
 
 extern "C" __global__ void __launch_bounds__(64) retention_bwd_2_chunkwise(
-    const float* __restrict__ k,
     const float* __restrict__ q,
+    const float* __restrict__ k,
     const float* __restrict__ _decay1_o,
-    const float* __restrict__ grad_o,
-    float* __restrict__ _dc_5,
+    const float* __restrict__ v,
+    float* __restrict__ _y1_6,
     int size_B,
     int size_H,
     int size_T) {
@@ -27,9 +27,11 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_2_chunkwise(
   int b_b = rn_idiv(wg_y, size_H);
   int j = wg_x * 64 + tid_x;
   float S[64];
+  float S1[64];
   #pragma unroll
   for (int i = 0; i < 64; i += 1) {
     S[i] = 0.0f;
+    S1[i] = 0.0f;
   }
   for (int c0 = 0; c0 < size_T; c0 += 64) {
     int len = min(64, size_T - c0);
@@ -38,49 +40,55 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_2_chunkwise(
       int m2 = e % 64;
       P[e] = 0.0f;
       if (m < len && m2 <= m) {
-        int pm = size_T - 1 - (c0 + m);
-        int pm2 = size_T - 1 - (c0 + m2);
+        int pm = c0 + m;
+        int pm2 = c0 + m2;
         float dot = 0.0f;
         for (int i = 0; i < 64; i += 1) {
-          dot = dot + k[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * q[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+          dot = dot + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot * expf(float(pm2 - pm) * _decay1_o[b_h]);
+        P[e] = dot * (expf(float(pm - pm2) * _decay1_o[b_h]) * float(pm - pm2));
       }
     }
     __syncthreads();
     if (j < 64) {
-      int pe = size_T - 1 - (c0 - 1);
+      int pe = c0 - 1;
       for (int m = 0; m < len; m += 1) {
-        int pm = size_T - 1 - (c0 + m);
+        int pm = c0 + m;
         float acc = 0.0f;
         for (int m2 = 0; m2 < m + 1; m2 += 1) {
-          acc = acc + P[m * 64 + m2] * grad_o[((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + m2))) * 64 + j];
+          acc = acc + P[m * 64 + m2] * v[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
         }
         if (c0 > 0) {
           float qs = 0.0f;
+          float qs1 = 0.0f;
           #pragma unroll
           for (int i = 0; i < 64; i += 1) {
-            qs = qs + k[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
+            float ai = q[((b_b * size_H + b_h) * size_T + pm) * 64 + i];
+            qs = qs + ai * S[i];
+            qs1 = qs1 + ai * S1[i];
           }
-          acc = acc + qs * expf(float(pe - pm) * _decay1_o[b_h]);
+          acc = acc + (float(pm - pe) * qs + qs1) * expf(float(pm - pe) * _decay1_o[b_h]);
         }
-        _dc_5[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
+        _y1_6[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
-      int pl = size_T - 1 - (c0 + (len - 1));
+      int pl = c0 + (len - 1);
       float carry = 0.0f;
       if (c0 > 0) {
-        carry = expf(float(pe - pl) * _decay1_o[b_h]);
+        carry = expf(float(pl - pe) * _decay1_o[b_h]);
       }
       #pragma unroll
       for (int i = 0; i < 64; i += 1) {
+        S1[i] = carry * (S1[i] + float(pl - pe) * S[i]);
         S[i] = carry * S[i];
       }
       for (int m2 = 0; m2 < len; m2 += 1) {
-        int q2 = size_T - 1 - (c0 + m2);
-        float wc = expf(float(q2 - pl) * _decay1_o[b_h]) * grad_o[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        int q2 = c0 + m2;
+        float wc = expf(float(pl - q2) * _decay1_o[b_h]) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         #pragma unroll
         for (int i = 0; i < 64; i += 1) {
-          S[i] = S[i] + wc * q[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          S[i] = S[i] + wc * bi;
+          S1[i] = S1[i] + wc * float(pl - q2) * bi;
         }
       }
     }

@@ -1,0 +1,175 @@
+// Kernel IR -> CUDA C++: one `extern "C" __global__` kernel per module, f32 only (every
+// literal has the f suffix, every math function is the accurate float one: expf, logf,
+// log1pf, erff, rsqrtf, powf, tanhf, ...). Kernel IR semantics that C leaves undefined get
+// tiny inline helpers: integer x / 0 = x % 0 = 0 and INT_MIN / -1 = INT_MIN (rn_idiv,
+// rn_imod), min/max of f32 propagating NaN (rn_fminf, rn_fmaxf); f32 -> i32 is
+// __float2int_rz (truncates, saturates, NaN -> 0, as cvt.rzi does). Helpers are guarded by
+// macros so that several modules can be concatenated into one translation unit.
+// Names come from targets/cuda/legalise.ts.
+// Compiling: kernel IR rounds after every f32 operation, and nvcc by default contracts
+// a * b + c into one fma (--fmad=true), which rounds once: pass --fmad=false (nvcc and NVRTC)
+// for bit-exact agreement with the CPU executor, keep the default for speed. Never use
+// --use_fast_math: it makes expf/logf/division approximate and flushes subnormals.
+import { CPrinter, f32Bits, f32Text, type Fmt, prim, PRIMARY, UNARY } from '../../compiler/c-printer.js';
+import type { KBinOp, KBuiltin, Kernel, KExpr, KStmt, KType, KUnOp } from '../../compiler/kir.js';
+import { type CudaLegalised, type CudaLegaliseOptions, legaliseCuda } from './legalise.js';
+
+const TYPE: Record<KType, string> = { f32: 'float', i32: 'int', bool: 'bool' };
+
+const F32_FN: Partial<Record<KUnOp, string>> = {
+  exp: 'expf', exp2: 'exp2f', log: 'logf', log2: 'log2f', log1p: 'log1pf', sqrt: 'sqrtf', rsqrt: 'rsqrtf',
+  sin: 'sinf', cos: 'cosf', tanh: 'tanhf', abs: 'fabsf', floor: 'floorf', ceil: 'ceilf', erf: 'erff',
+};
+
+const HELPERS: Record<string, string[]> = {
+  rn_idiv: [
+    '// Kernel IR integer division: truncates toward zero; x / 0 = 0; INT_MIN / -1 = INT_MIN.',
+    'static __device__ __forceinline__ int rn_idiv(int a, int b) { return b == 0 ? 0 : b == -1 ? (int)(0u - (unsigned)a) : a / b; }',
+  ],
+  rn_imod: [
+    '// Kernel IR integer remainder: the sign of the dividend; x % 0 = 0; x % -1 = 0.',
+    'static __device__ __forceinline__ int rn_imod(int a, int b) { return (b == 0 || b == -1) ? 0 : a % b; }',
+  ],
+  rn_fminf: [
+    '// min and max of f32 propagate NaN (fminf and fmaxf return the other operand).',
+    'static __device__ __forceinline__ float rn_fminf(float a, float b) { return a != a ? a : b != b ? b : fminf(a, b); }',
+  ],
+  rn_fmaxf: [
+    'static __device__ __forceinline__ float rn_fmaxf(float a, float b) { return a != a ? a : b != b ? b : fmaxf(a, b); }',
+  ],
+};
+const HELPER_ORDER = ['rn_idiv', 'rn_imod', 'rn_fminf', 'rn_fmaxf'];
+
+export class CudaPrinter extends CPrinter {
+  private readonly helpers = new Set<string>();
+  private readonly ids = new Set<KBuiltin>();
+  private readonly buffers: Map<string, { type: KType }>;
+
+  constructor(readonly L: CudaLegalised) {
+    super();
+    this.buffers = new Map(L.kernel.buffers.map((b) => [b.name, b]));
+  }
+
+  override typeName(t: KType): string { return TYPE[t]; }
+
+  override builtin(name: KBuiltin): Fmt {
+    this.ids.add(name);
+    return prim(name.replace('.', '_'));
+  }
+
+  override constant(type: KType, value: number): Fmt {
+    if (type === 'bool') return prim(value ? 'true' : 'false');
+    if (type === 'i32') {
+      const v = value | 0;
+      if (v === -2147483648) return prim('(-2147483647 - 1)');
+      return { s: String(v), p: v < 0 ? UNARY : PRIMARY };
+    }
+    if (!Number.isFinite(value)) return prim(`__uint_as_float(0x${f32Bits(value)}u)`);
+    const s = `${f32Text(value)}f`;
+    return { s, p: s.startsWith('-') ? UNARY : PRIMARY };
+  }
+
+  override load(array: string, index: KExpr, type: KType): Fmt {
+    const s = `${array}[${this.expr(index)}]`;
+    // bool buffers hold 0/1 ints
+    return this.buffers.has(array) && type === 'bool' ? { s: `${s} != 0`, p: 3 } : prim(s);
+  }
+
+  override store(array: string, index: KExpr, value: KExpr): string {
+    const b = this.buffers.get(array);
+    const v = b && b.type === 'bool' ? `int(${this.expr(value)})` : this.expr(value);
+    return `${array}[${this.expr(index)}] = ${v};`;
+  }
+
+  override unaryFn(op: KUnOp, type: KType): string {
+    if (type === 'i32' && op === 'abs') return 'abs';
+    const f = F32_FN[op];
+    if (!f) throw new Error(`CUDA printer: no function for '${op}' on ${type}`);
+    return f;
+  }
+
+  override binary(op: KBinOp, a: KExpr, b: KExpr, type: KType): Fmt {
+    if ((op === '/' || op === '%') && type === 'i32') {
+      // A constant divisor other than 0 and -1 needs no guard.
+      if (b.k === 'const' && b.value !== 0 && b.value !== -1) return this.infix(op, a, b);
+      const h = op === '/' ? 'rn_idiv' : 'rn_imod';
+      this.helpers.add(h);
+      return this.call(h, a, b);
+    }
+    if (op === 'min' || op === 'max') {
+      if (type === 'i32') return this.call(op, a, b);
+      const h = op === 'min' ? 'rn_fminf' : 'rn_fmaxf';
+      this.helpers.add(h);
+      return this.call(h, a, b);
+    }
+    if (op === 'pow') return this.call('powf', a, b);
+    return super.binary(op, a, b, type);
+  }
+
+  override cast(a: KExpr, to: KType): Fmt {
+    const from = a.type;
+    if (from === to) return this.fmt(a);
+    if (to === 'bool') return { s: `${this.expr(a, 4)} != ${from === 'f32' ? '0.0f' : '0'}`, p: 3 };
+    if (to === 'i32' && from === 'f32') return this.call('__float2int_rz', a);
+    return this.call(TYPE[to], a); // i32 -> f32 rounds to nearest; bool -> 0/1
+  }
+
+  override localArray(name: string, type: KType, size: number): string { return `${TYPE[type]} ${name}[${size}];`; }
+  override sharedArray(name: string, type: KType, size: number): string { return `__shared__ ${TYPE[type]} ${name}[${size}];`; }
+  override barrier(): string { return '__syncthreads();'; }
+  override beforeFor(s: Extract<KStmt, { k: 'for' }>): string[] { return this.L.unroll.has(s) ? ['#pragma unroll'] : []; }
+
+  override header(k: Kernel): string[] {
+    const params = [
+      ...k.buffers.map((b) => `${b.access === 'read' ? 'const ' : ''}${TYPE[b.type === 'bool' ? 'i32' : b.type]}* __restrict__ ${b.name}`),
+      ...k.scalars.map((s) => `${TYPE[s.type]} ${s.name}`),
+    ];
+    const out: string[] = [];
+    for (const h of HELPER_ORDER) {
+      if (!this.helpers.has(h)) continue;
+      const g = `RETNETC_${h.toUpperCase()}`;
+      out.push(`#ifndef ${g}`, `#define ${g}`, ...HELPERS[h]!, '#endif');
+    }
+    if (out.length) out.push('');
+    out.push(`extern "C" __global__ void __launch_bounds__(${this.L.threads}) ${k.name}(${params.length ? '' : ') {'}`);
+    params.forEach((p, i) => out.push(`    ${p}${i === params.length - 1 ? ') {' : ','}`));
+    return out;
+  }
+
+  override prologue(k: Kernel): string[] {
+    const out: string[] = [];
+    for (const b of ['tid.x', 'tid.y', 'tid.z', 'wg.x', 'wg.y', 'wg.z'] as const) {
+      if (!this.ids.has(b)) continue;
+      const [kind, axis] = b.split('.');
+      out.push(`const int ${kind}_${axis} = ${kind === 'tid' ? 'threadIdx' : 'blockIdx'}.${axis!};`);
+    }
+    if (this.L.dynamicShared) {
+      out.push(`extern __shared__ __align__(16) unsigned char rn_smem[]; // ${this.L.sharedBytes} bytes, passed at launch`);
+      for (const s of this.L.shared) out.push(`${TYPE[s.type]}* const ${s.name} = reinterpret_cast<${TYPE[s.type]}*>(rn_smem + ${s.offset});`);
+    } else {
+      for (const s of k.shared) out.push(this.sharedArray(s.name, s.type, s.size));
+    }
+    return out;
+  }
+
+  override kernel(k: Kernel): string {
+    // The body first: it decides which helpers and ids the header and prologue declare.
+    const body: string[] = [];
+    this.stmts(k.body, this.indentUnit, body);
+    const out = [...this.header(k), ...this.prologue(k).map((l) => this.indentUnit + l), ...body, '}'];
+    return out.join('\n') + '\n';
+  }
+}
+
+export interface CudaModule {
+  code: string;
+  legalised: CudaLegalised;
+}
+
+/** Legalises and prints one kernel as a CUDA module. */
+export function printCuda(k: Kernel, opts: CudaLegaliseOptions = {}): CudaModule {
+  const L = legaliseCuda(k, opts);
+  const code = `// Generated by retnetc from kernel IR '${k.name}'. Launch: ${L.threads} threads per block; f32 only.\n` +
+    new CudaPrinter(L).kernel(L.kernel);
+  return { code, legalised: L };
+}

@@ -1,0 +1,173 @@
+// Kernel IR -> target source, and a plan -> every kernel plus a JSON manifest a runtime (or
+// another language) can launch from: entry points, bindings, uniform layout, workgroup sizes,
+// grid formulas, the schedule, dtypes and shapes of the tensors, and the launch order with
+// each kernel buffer and scalar mapped to its tensor or size.
+import { exprToString } from '../compiler/kir-print.js';
+import type { Kernel, KExpr } from '../compiler/kir.js';
+import type { Plan } from '../compiler/plan.js';
+import { planBuffers } from '../compiler/plan.js';
+import type { Schedule } from '../compiler/schedule.js';
+import { dimToString } from '../dsl/dims.js';
+import { printCuda } from './cuda/printer.js';
+import type { EmittedKernel, TargetName } from './emitted.js';
+import { printWgsl } from './wgsl/printer.js';
+
+export const TARGETS: readonly TargetName[] = ['cuda', 'wgsl'];
+
+/** File extension of a target's modules. */
+export const targetExtension = (t: TargetName): string => (t === 'cuda' ? 'cu' : 'wgsl');
+
+export function emitKernel(kernel: Kernel, target: TargetName): EmittedKernel {
+  if (target === 'cuda') {
+    const { code, legalised: L } = printCuda(kernel);
+    const nb = kernel.buffers.length;
+    return {
+      target, entry: L.kernel.name, code, workgroup: [...kernel.workgroup],
+      buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, access: b.access, binding: i })),
+      scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: nb + i })),
+      grid: kernel.grid, foldX: false, dynamicSharedBytes: L.dynamicShared ? L.sharedBytes : 0,
+    };
+  }
+  if (target === 'wgsl') {
+    const { code, legalised: L } = printWgsl(kernel);
+    return {
+      target, entry: L.kernel.name, code, workgroup: [...kernel.workgroup],
+      buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, access: b.access, binding: L.bindings[i]!.binding })),
+      scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: L.uniform!.fields[i]!.offset })),
+      ...(L.uniform ? { uniform: { binding: L.uniform.binding, size: L.uniform.size } } : {}),
+      grid: kernel.grid, foldX: L.foldX, dynamicSharedBytes: 0,
+    };
+  }
+  throw new Error(`unknown target '${String(target)}'`);
+}
+
+// ---- the plan manifest -------------------------------------------------------------------
+
+export interface ManifestTensor {
+  /** Tensor variable id (what launches refer to). */
+  id: string;
+  /** The user's name. */
+  name: string;
+  dtype: string;
+  /** Element type of its buffer. */
+  type: 'f32' | 'i32';
+  /** Symbolic shape, one size expression per dimension (e.g. "B", "H*K"). */
+  shape: string[];
+  role: 'input' | 'output' | 'intermediate';
+}
+
+export interface ManifestKernel {
+  entry: string;
+  /** Suggested file name of the module. */
+  file: string;
+  workgroup: [number, number, number];
+  /** Workgroups per dimension as C-like formulas over the scalars (before any fold). */
+  grid: [string, string, string];
+  /** The same as kernel IR expression trees (JSON). */
+  gridExpr: [KExpr, KExpr, KExpr];
+  foldX: boolean;
+  dynamicSharedBytes: number;
+  /** Shared memory the kernel declares, in bytes. */
+  sharedBytes: number;
+  buffers: { name: string; binding: number; type: string; access: 'read' | 'read_write' }[];
+  scalars: { name: string; type: 'i32' | 'f32'; offset: number }[];
+  uniform?: { binding: number; size: number };
+}
+
+export interface ManifestLaunch {
+  kernel: string;
+  /** The tensor this launch computes, and how. */
+  computes: string;
+  how: 'elementwise' | 'contraction';
+  /** Each kernel buffer (binding or parameter position) -> tensor id. */
+  buffers: { name: string; binding: number; tensor: string; access: 'read' | 'read_write' }[];
+  /** Each scalar -> the size symbol whose value it takes. */
+  scalars: { name: string; offset: number; size: string }[];
+}
+
+export interface PlanManifest {
+  format: 'retnetc-plan';
+  version: 1;
+  target: TargetName;
+  fn: string;
+  schedule: Schedule;
+  /** Sizes baked into the kernels. */
+  constants: Record<string, number>;
+  /** Size symbols the runtime binds from the inputs. */
+  sizes: string[];
+  inputs: string[];
+  outputs: string[];
+  tensors: ManifestTensor[];
+  kernels: ManifestKernel[];
+  launches: ManifestLaunch[];
+}
+
+export interface EmittedPlan {
+  kernels: EmittedKernel[];
+  manifest: PlanManifest;
+}
+
+const elemType = (dtype: string): 'f32' | 'i32' => (dtype === 'i32' || dtype === 'i64' ? 'i32' : 'f32');
+const sharedBytes = (k: Kernel): number => k.shared.reduce((a, s) => a + s.size * (s.type === 'bool' ? 1 : 4), 0);
+
+export function emitPlan(plan: Plan, target: TargetName): EmittedPlan {
+  // One module per distinct kernel (a plan launches each kernel once today, but need not).
+  const byKernel = new Map<Kernel, EmittedKernel>();
+  for (const l of plan.launches) if (!byKernel.has(l.kernel)) byKernel.set(l.kernel, emitKernel(l.kernel, target));
+  const kernels = [...byKernel.values()];
+  const entries = new Set<string>();
+  for (const k of kernels) {
+    if (entries.has(k.entry)) throw new Error(`emitPlan: two kernels share the entry point '${k.entry}'`);
+    entries.add(k.entry);
+  }
+
+  const fn = plan.fn;
+  const inputs = new Set(fn.params.map((p) => p.v));
+  const outputs = new Set(fn.outputs.map((p) => p.v));
+  const used = new Set<string>();
+  for (const l of plan.launches) for (const id of Object.values(l.buffers)) used.add(id);
+  const tensorIds = [...fn.params.map((p) => p.v), ...planBuffers(plan).map((v) => v.id)].filter((id, i, a) => a.indexOf(id) === i && (used.has(id) || inputs.has(id) || outputs.has(id)));
+  const tensors: ManifestTensor[] = tensorIds.map((id) => {
+    const cv = fn.vars.get(id);
+    const p = [...fn.params, ...fn.outputs].find((x) => x.v === id);
+    const dtype = cv?.dtype ?? p?.dtype ?? 'f32';
+    return {
+      id, name: p?.name ?? cv?.name ?? id, dtype, type: elemType(dtype),
+      shape: (cv?.shape ?? p?.shape ?? []).map(dimToString),
+      role: outputs.has(id) ? 'output' : inputs.has(id) ? 'input' : 'intermediate',
+    };
+  });
+  const sizes = new Set<string>();
+  for (const l of plan.launches) for (const a of Object.values(l.scalars)) sizes.add(a);
+
+  const manifest: PlanManifest = {
+    format: 'retnetc-plan', version: 1, target, fn: fn.name, schedule: plan.schedule,
+    constants: Object.fromEntries(plan.constants), sizes: [...sizes].sort(),
+    inputs: fn.params.map((p) => p.v), outputs: fn.outputs.map((p) => p.v), tensors,
+    kernels: [...byKernel].map(([k, e]) => ({
+      entry: e.entry, file: `${e.entry}.${targetExtension(target)}`, workgroup: e.workgroup,
+      grid: e.grid.map((g) => exprToString(g)) as [string, string, string], gridExpr: e.grid,
+      foldX: e.foldX, dynamicSharedBytes: e.dynamicSharedBytes, sharedBytes: sharedBytes(k),
+      buffers: e.buffers.map((b) => ({ name: b.name, binding: b.binding, type: b.type, access: b.access })),
+      scalars: e.scalars.map((s) => ({ name: s.name, type: s.type, offset: s.offset })),
+      ...(e.uniform ? { uniform: e.uniform } : {}),
+    })),
+    launches: plan.launches.map((l) => {
+      const e = byKernel.get(l.kernel)!;
+      return {
+        kernel: e.entry, computes: l.target, how: l.how,
+        buffers: e.buffers.map((b) => {
+          const tensor = l.buffers[b.name];
+          if (tensor === undefined) throw new Error(`emitPlan: launch of ${e.entry} binds no tensor to buffer '${b.name}'`);
+          return { name: b.name, binding: b.binding, tensor, access: b.access };
+        }),
+        scalars: e.scalars.map((s) => {
+          const size = l.scalars[s.name];
+          if (size === undefined) throw new Error(`emitPlan: launch of ${e.entry} gives no size for scalar '${s.name}'`);
+          return { name: s.name, offset: s.offset, size };
+        }),
+      };
+    }),
+  };
+  return { kernels, manifest };
+}
