@@ -1,6 +1,6 @@
 # Independent cross-check (not part of npm test): numpy float64 retention, its gradients by
 # hand, against `retnetc run` for the reference and every CPU schedule. Needs python3-numpy.
-# Run from any directory after `npm ci`:  python3 tests/independent/retention_numpy.py
+# Run from any directory after `npm ci`:  python3 tests/independent/retention_numpy.py [cpu] [webgpu] [cuda]
 import json, os, struct, subprocess, sys, tempfile, numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.chdir(tempfile.mkdtemp())
@@ -33,8 +33,8 @@ dgamma = np.einsum('bhts,bhts,hts->h', S, np.einsum('bhtj,bhsj->bhts', dO, v), d
 write_st('in.safetensors', {'q': q, 'k': k, 'v': v, 'gamma': gamma}); write_st('dout.safetensors', {'o': dO})
 rel = lambda a, b: float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b ** 2)))
 cli = ['node', os.path.join(ROOT, 'dist/runtime/cli/main.js'), 'run', os.path.join(ROOT, 'models/retention.ret'), '--fn', 'retention', '--inputs', 'in.safetensors', '--grad', 'dout.safetensors']
-runs = [('reference', [])] + [(f'cpu {s} chunk {c}', ['--target', 'cpu', '--schedule', s, '--chunk', str(c)]) for s, c in [('parallel', 16), ('recurrent', 64), ('chunkwise', 16), ('chunkwise', 64), ('chunkwise', 5)]]
+runs = [('reference', [])] + [(f'{t} {s} chunk {c}', ['--target', t, '--schedule', s, '--chunk', str(c)]) for t in sys.argv[1:] or ['cpu', 'webgpu'] for s, c in [('parallel', 16), ('recurrent', 64), ('chunkwise', 16), ('chunkwise', 64), ('chunkwise', 5)]]
 for name, extra in runs:
-    subprocess.run(cli + ['--out', 'out.safetensors'] + extra, check=True)
+    subprocess.run(cli + ['--out', 'out.safetensors'] + extra, check=True, stderr=subprocess.DEVNULL)
     r = read_st('out.safetensors')
     print(f"{name:26s} o {rel(r['o'], o):.2e}  dq {rel(r['grad.q'], dq):.2e}  dk {rel(r['grad.k'], dk):.2e}  dv {rel(r['grad.v'], dv):.2e}  dgamma {rel(r['grad.gamma'], dgamma):.2e}")
