@@ -9,7 +9,12 @@
 //   - select, && and || evaluate lazily (C's ?:), so select(i < n, x[i], 0) is a guarded load;
 //   - a loop's end is evaluated before every iteration; a decl is scoped to its block;
 //   - min/max propagate NaN; shared and local arrays start undefined (the CPU executor
-//     fills them with poison: NaN, INT_MIN) and buffers hold f32 or i32 (bool as 0/1 i32).
+//     fills them with poison: NaN, INT_MIN) and buffers hold f32 or i32 (bool as 0/1 i32);
+//   - half-precision storage: an f32 buffer may be stored as f16 (IEEE binary16) or bf16
+//     (bfloat16), 2 bytes an element (KBuffer.storage). Its loads are f32 values (the
+//     conversion is exact) and its stores round the f32 value to the storage type, to nearest
+//     even, past the largest finite value to +-inf, NaN to NaN (bf16 keeps f32's range).
+//     Nothing else changes: variables, shared and local arrays and all arithmetic stay f32.
 
 export type KType = 'f32' | 'i32' | 'bool';
 
@@ -41,7 +46,24 @@ export type KStmt =
   | { k: 'barrier' }
   | { k: 'comment'; text: string };
 
-export interface KBuffer { name: string; type: KType; access: 'read' | 'read_write' }
+/** Half-precision storage of an f32 buffer (see the header). */
+export type KHalf = 'f16' | 'bf16';
+/** What a buffer's elements are in memory: f32, i32 (also bool, as 0/1) or a half type. */
+export type KStorage = 'f32' | 'i32' | KHalf;
+
+export interface KBuffer {
+  name: string;
+  /** The type of its loads and stores. */
+  type: KType;
+  access: 'read' | 'read_write';
+  /** f32 buffers only: stored in half precision (absent: 4-byte f32 or i32 elements). */
+  storage?: KHalf;
+}
+
+/** The element type of a buffer in memory. */
+export const bufferStorage = (b: Pick<KBuffer, 'type' | 'storage'>): KStorage => b.storage ?? (b.type === 'f32' ? 'f32' : 'i32');
+/** Bytes of one element in memory. */
+export const storageBytes = (s: KStorage): number => (s === 'f16' || s === 'bf16' ? 2 : 4);
 export interface KScalar { name: string; type: 'i32' | 'f32' }
 export interface KShared { name: string; type: KType; size: number }
 

@@ -110,6 +110,15 @@ function storeOut(x: Ctx, p: KExpr, j: KExpr, value: KExpr, out: KStmt[]): void 
 
 const jv = K.v('j');
 
+/** P[e] = w(row, col) a[row] . b[col]: one entry of a score tile. */
+function storeScore(x: Ctx, out: KStmt[], row: KExpr, col: KExpr): void {
+  out.push(K.decl('dot', 'f32', K.f32(0)));
+  const dotBody: KStmt[] = [];
+  out.push(K.loop('i', K.i32(0), K.i32(x.Kc), dotBody));
+  dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', row, K.v('i'), dotBody), factor(x, 'b', col, K.v('i'), dotBody)))));
+  out.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), pairWeight(x, row, col, out))));
+}
+
 /** The state slice S[K] of column j, and S1[K] (distance-weighted) for order-1 contractions. */
 function initState(body: KStmt[], Kc: number, order: 0 | 1): void {
   const names = order === 1 ? ['S', 'S1'] : ['S'];
@@ -138,9 +147,11 @@ export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprL
   // Decay from the previous position (none before the first).
   const decay: KStmt[] = [];
   const prev = posOf(x, K.sub(K.v('n'), K.i32(1)));
-  col.push(K.decl('dec', 'f32', K.f32(1)));
-  decay.push(K.assign('dec', weight(x, p, prev, decay)));
-  if (c.decay.length) col.push(K.iff(K.bin('>', K.v('n'), K.i32(0)), decay));
+  if (c.decay.length) {
+    col.push(K.decl('dec', 'f32', K.f32(1)));
+    decay.push(K.assign('dec', weight(x, p, prev, decay)));
+    col.push(K.iff(K.bin('>', K.v('n'), K.i32(0)), decay));
+  }
   col.push(K.decl('cj', 'f32', factor(x, 'c', p, jv, col)));
   col.push(K.decl('acc', 'f32', K.f32(0)));
   const inner: KStmt[] = [];
@@ -193,11 +204,7 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   ph1.push(K.store('P', K.v('e'), K.f32(0)));
   ph1.push(K.iff(valid, score));
   score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
-  score.push(K.decl('dot', 'f32', K.f32(0)));
-  const dotBody: KStmt[] = [];
-  score.push(K.loop('i', K.i32(0), K.i32(Kc), dotBody));
-  dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), dotBody), factor(x, 'b', K.v('pm2'), K.v('i'), dotBody)))));
-  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), pairWeight(x, K.v('pm'), K.v('pm2'), score))));
+  storeScore(x, score, K.v('pm'), K.v('pm2'));
   chunk.push(K.barrier());
   const col: KStmt[] = [];
   chunk.push(K.iff(inV(Vc), col));
@@ -281,11 +288,7 @@ export function lowerParallel(name: string, s: IrStmt, c: Contraction, L: ExprLo
   const score: KStmt[] = [];
   ph1.push(K.iff(K.and(K.and(K.lt(K.v('ri'), x.T), K.lt(K.v('ci'), x.T)), K.bin(c.strict ? '<' : '<=', K.v('ci'), K.v('ri'))), score));
   score.push(K.decl('pr', 'i32', posOf(x, K.v('ri'))), K.decl('pc', 'i32', posOf(x, K.v('ci'))));
-  score.push(K.decl('dot', 'f32', K.f32(0)));
-  const dotBody: KStmt[] = [];
-  score.push(K.loop('i', K.i32(0), K.i32(Kc), dotBody));
-  dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', K.v('pr'), K.v('i'), dotBody), factor(x, 'b', K.v('pc'), K.v('i'), dotBody)))));
-  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), pairWeight(x, K.v('pr'), K.v('pc'), score))));
+  storeScore(x, score, K.v('pr'), K.v('pc'));
   tile.push(K.barrier());
   const col: KStmt[] = [];
   tile.push(K.iff(inV(Vc), col));

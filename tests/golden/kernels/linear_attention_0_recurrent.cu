@@ -39,7 +39,6 @@ extern "C" __global__ void __launch_bounds__(64) linear_attention_0_recurrent(
     }
     __syncthreads();
     if (j < 64) {
-      float dec = 1.0f;
       float cj = v[((b_b * size_H + b_h) * size_T + p) * 64 + j];
       float acc = 0.0f;
       #pragma unroll

@@ -40,7 +40,6 @@ fn linear_attention_0_recurrent(@builtin(local_invocation_id) lid: vec3<u32>, @b
     }
     workgroupBarrier();
     if (j < 64) {
-      let dec: f32 = 1.0f;
       let cj: f32 = v[((b_b * size_H + b_h) * size_T + p) * 64 + j];
       var acc: f32 = 0.0f;
       for (var i: i32 = 0; i < 64; i += 1) {
