@@ -7,7 +7,7 @@
 // schedules exist. Anything else (softmax attention) gets the parallel schedule only, and
 // `explain` says why.
 import type { ReduceVar } from '../dsl/checked.js';
-import { type Dim, deq, dimToString } from '../dsl/dims.js';
+import { type Dim, dconst, deq, dimToString } from '../dsl/dims.js';
 import { add, binary, cnst, divN, freeIndices, idx, type IrFn, type IrStmt, ld, mulN, type Node, nodeToString, type ReduceArg, substIndex, unary, walk } from './ir.js';
 
 export type DecayTerm =
@@ -18,6 +18,9 @@ export type DecayTerm =
 
 /** The placeholder position index in gated decay terms. */
 export const POS = '%p';
+/** Stand-ins for an absent contracted or value index (extent 1): no user name can clash. */
+const UNIT_INNER = '%i';
+const UNIT_VALUE = '%j';
 
 export interface Contraction {
   row: string;
@@ -107,8 +110,9 @@ export function recognise(indices: readonly ReduceVar[], value: Node): Recogniti
   const { c: con, rhs } = timed[0]!;
   const col = con.name;
   const row = rhs.arg as string;
-  if (r.vars.length !== 2) return { ok: false, reason: `it sums over ${r.vars.length} indices; a contraction sums over one position and one feature index` };
-  const inner = r.vars.find((v) => v.name !== col)!;
+  if (r.vars.length > 2) return { ok: false, reason: `it sums over ${r.vars.length} indices; a contraction sums over one position and at most one feature index` };
+  // A sum over the position alone (a cumulative sum, a scan) is a contraction with K = 1.
+  const inner = r.vars.find((v) => v.name !== col) ?? { name: UNIT_INNER, extent: dconst(1) };
   const colVar = r.vars.find((v) => v.name === col)!;
   const rowVar = indices.find((v) => v.name === row)!;
   if (!deq(rowVar.extent, colVar.extent)) return { ok: false, reason: `positions ${row} and ${col} range over ${dimToString(rowVar.extent)} and ${dimToString(colVar.extent)}` };
@@ -116,8 +120,11 @@ export function recognise(indices: readonly ReduceVar[], value: Node): Recogniti
   const fv = factors.map((f) => freeIndices(f));
   // The value index goes with the key position and never with the row; batch indices go anywhere.
   const valueCands = indices.filter((v) => v.name !== row && fv.some((s) => s.has(v.name) && s.has(col)) && !fv.some((s) => s.has(v.name) && s.has(row)));
-  if (valueCands.length !== 1) return { ok: false, reason: `no single output feature index goes with ${col}` };
-  const valueVar = valueCands[0]!;
+  // Without a value index (V = 1), and in a pure scan (nothing depends on the row), every
+  // other output index is a batch index.
+  const pureScan = !fv.some((s) => s.has(row));
+  if (valueCands.length > 1 && !pureScan) return { ok: false, reason: `no single output feature index goes with ${col}` };
+  const valueVar: ReduceVar = valueCands.length === 1 ? valueCands[0]! : { name: UNIT_VALUE, extent: dconst(1) };
   const batch = indices.filter((v) => v.name !== row && v.name !== valueVar.name);
   const batchNames = new Set(batch.map((v) => v.name));
   const a: Node[] = [], b: Node[] = [], c: Node[] = [], scale: Node[] = [], decayNodes: Node[] = [];

@@ -4,7 +4,7 @@
 //     for recurrent or chunkwise throws a ScheduleError that says the weight does not factorise;
 //   - the chunkwise kernels of retention evaluate the decay (exp of position differences times
 //     log gamma), linear attention's have no decay at all, and gated retention's read the
-//     cumulative log gate G computed from g by an earlier launch.
+//     cumulative log gate G computed from g by an earlier scan launch.
 import { describe, expect, test } from 'vitest';
 import { compilePlan, ScheduleError, type Plan } from '../compiler/plan.js';
 import { FORMS, makeSchedule } from '../compiler/schedule.js';
@@ -83,18 +83,21 @@ describe('the derived kernels follow the decay', () => {
       const p = plan(gated, 'chunkwise', 16, backward, sizes);
       const cs = contractionLaunches(p);
       expect(cs.length).toBeGreaterThan(0);
-      // The first contraction (the forward o, or its recomputation) reads G, not g, and takes exp of differences.
-      const first = cs[0]!;
+      // G = cumsum(g) is itself a scan (a contraction with K = V = 1 and no decay); the first
+      // contraction that reads G (the forward o, or its recomputation) takes exp of differences.
+      const first = cs.find((l) => Object.values(l.buffers).some((id) => tensorName(p, id) === 'G') && tensorName(p, l.target) !== 'G')!;
+      expect(first).toBeDefined();
       const reads = Object.values(first.buffers).map((id) => tensorName(p, id));
       expect(reads).toContain('G');
       expect(reads).not.toContain('g');
       const text = kernelToString(first.kernel);
       expect(text).toMatch(/exp\(.*G\[.*\] .*- .*G\[/);
-      // G is written by an elementwise launch that reads g, before the contraction runs.
+      // G is written by a scan launch (chunkwise, O(T C)) that reads g, before the contraction runs.
       const gIndex = p.launches.findIndex((l) => tensorName(p, l.target) === 'G');
       expect(gIndex).toBeGreaterThanOrEqual(0);
       expect(gIndex).toBeLessThan(p.launches.indexOf(first));
-      expect(p.launches[gIndex]!.how).toBe('elementwise');
+      expect(p.launches[gIndex]!.how).toBe('contraction');
+      expect(kernelToString(p.launches[gIndex]!.kernel)).not.toMatch(/exp\(/);
       expect(Object.values(p.launches[gIndex]!.buffers).map((id) => tensorName(p, id))).toContain('g');
     });
   }
