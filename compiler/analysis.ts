@@ -13,8 +13,12 @@ import { add, binary, cnst, divN, freeIndices, idx, type IrFn, type IrStmt, ld, 
 export type DecayTerm =
   /** L(p) = p * lambda; lambda's free indices are batch indices. */
   | { kind: 'fixed'; lambda: Node }
-  /** L(p) = G with the index POS standing for p. */
-  | { kind: 'gated'; G: Node };
+  /**
+   * L(p) = G with the index POS standing for p. When G is the cumulative sum of a per-step
+   * gate g (G[p] = sum_{u <= p} g[u]), `step` is g at POS: schedules then build the weights
+   * from chunk-local sums of g instead of differences of the large G (float32 keeps them exact).
+   */
+  | { kind: 'gated'; G: Node; step?: Node };
 
 /** The placeholder position index in gated decay terms. */
 export const POS = '%p';
@@ -228,7 +232,25 @@ export function analyse(f: IrFn): Analysed {
     }
     body.push({ ...s, value: rebuilt.reduce((a, b) => add(a, b)) });
   }
+  for (const c of contractions.values()) {
+    c.decay = c.decay.map((t) => (t.kind === 'gated' ? { ...t, ...stepOf(t.G, body, contractions) } : t));
+  }
   return { fn: { ...f, vars, body }, contractions };
+}
+
+/** For G = X[.., POS, ..] where X is a plain inclusive cumulative sum, the summand at POS. */
+function stepOf(G: Node, body: readonly IrStmt[], contractions: ReadonlyMap<string, Contraction>): { step?: Node } {
+  if (G.op !== 'load' || !G.src.every((x) => x.op === 'index')) return {};
+  const def = body.find((st) => st.target === G.arg);
+  const scan = def && contractions.get(def.target);
+  const one = (n: Node) => n.op === 'const' && n.arg === 1;
+  if (!def || !scan || scan.decay.length || scan.order || scan.strict || scan.direction !== 'causal' || !one(scan.a) || !one(scan.c) || !one(scan.scale)) return {};
+  if (scan.inner !== UNIT_INNER || scan.value !== UNIT_VALUE) return {};
+  const map = new Map<string, Node>(def.indices.map((v, k) => [v.name, G.src[k]!] as const));
+  if (map.get(scan.row) !== idx(POS)) return {};
+  map.delete(scan.row);
+  map.set(scan.col, idx(POS));
+  return { step: substIndex(scan.b, map) };
 }
 
 function additiveTerms(n: Node, sign = 1): { sign: number; term: Node }[] {

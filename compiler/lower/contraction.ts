@@ -21,6 +21,8 @@ interface Ctx {
   Kc: number;
   WG: number;
   batch: Map<string, Binding>;
+  /** Shared arrays of chunk-local cumulative gates, per decay term (chunkwise only). */
+  local?: (string | undefined)[];
 }
 
 const pow2AtLeast = (n: number, cap: number): number => { let p = 1; while (p < n && p < cap) p *= 2; return p; };
@@ -28,38 +30,79 @@ const pow2AtLeast = (n: number, cap: number): number => { let p = 1; while (p < 
 /** Position of scan step `k`: forward for causal sums, backward for anti-causal ones. */
 const posOf = (x: Ctx, k: KExpr): KExpr => (x.c.direction === 'causal' ? k : fold(K.sub(K.sub(x.T, K.i32(1)), k)));
 
-/** Exponent of the weight between scan-later position `p` and scan-earlier position `q` (<= 0). */
-function exponent(x: Ctx, p: KExpr, q: KExpr, out: KStmt[]): KExpr {
+/**
+ * Exponent of the weight between scan-later position `p` and scan-earlier position `q` (<= 0).
+ * Inside a chunk, `scan` gives their scan indices in the chunk (-1 for the previous chunk's
+ * last position): gated terms with a per-step gate then read the chunk-local sums Lc.
+ */
+function exponent(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr {
   const [later, earlier] = x.c.direction === 'causal' ? [p, q] : [q, p];
-  let e: KExpr = K.f32(0);
-  let first = true;
-  for (const term of x.c.decay) {
-    let part: KExpr;
-    if (term.kind === 'fixed') {
-      const lam = x.L.expr(term.lambda, x.batch, out);
-      part = K.mul(K.cast(K.sub(later, earlier), 'f32'), lam);
-    } else {
-      const at = (pos: KExpr) => x.L.expr(term.G, new Map([...x.batch, [POS, { expr: pos }]]), out);
-      part = K.sub(at(later), at(earlier));
-    }
-    e = first ? part : K.add(e, part);
-    first = false;
-  }
-  return e;
+  const parts = x.c.decay.map((term, k): KExpr => {
+    if (term.kind === 'fixed') return K.mul(K.cast(K.sub(later, earlier), 'f32'), x.L.expr(term.lambda, x.batch, out));
+    const lc = x.local?.[k];
+    if (lc && scan) return K.sub(K.load(lc, K.add(scan[0], K.i32(1))), K.load(lc, K.add(scan[1], K.i32(1))));
+    const at = (pos: KExpr) => x.L.expr(term.G, new Map([...x.batch, [POS, { expr: pos }]]), out);
+    return K.sub(at(later), at(earlier));
+  });
+  return parts.length ? parts.reduce((a, b) => K.add(a, b)) : K.f32(0);
 }
 
 /** The decay between scan-later p and scan-earlier q. */
-function weight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[]): KExpr {
-  return x.c.decay.length === 0 ? K.f32(1) : K.un('exp', exponent(x, p, q, out));
+function weight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr {
+  return x.c.decay.length === 0 ? K.f32(1) : K.un('exp', exponent(x, p, q, out, scan));
+}
+
+/** The decay of one scan step, arriving at position p: the gate itself where there is one. */
+function stepWeight(x: Ctx, p: KExpr, out: KStmt[]): KExpr {
+  const prev = posOf(x, K.sub(K.v('n'), K.i32(1)));
+  const parts = x.c.decay.map((term): KExpr => {
+    if (term.kind === 'fixed') return x.L.expr(term.lambda, x.batch, out);
+    // Causal: L(p) - L(p-1) = g[p]; anti-causal: L(p+1) - L(p) = g[p+1].
+    if (term.step) return x.L.expr(term.step, new Map([...x.batch, [POS, { expr: x.c.direction === 'causal' ? p : K.add(p, K.i32(1)) }]]), out);
+    return exponent({ ...x, c: { ...x.c, decay: [term] } }, p, prev, out);
+  });
+  return K.un('exp', parts.reduce((a, b) => K.add(a, b)));
 }
 
 /** Scan distance from q to p (>= 0). */
 const distance = (x: Ctx, p: KExpr, q: KExpr): KExpr => K.cast(x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), 'f32');
 
 /** The whole pairwise weight: the decay, times the distance for order-1 contractions. */
-function pairWeight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[]): KExpr {
-  const w = weight(x, p, q, out);
+function pairWeight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr {
+  const w = weight(x, p, q, out, scan);
   return x.c.order === 1 ? K.mul(w, distance(x, p, q)) : w;
+}
+
+/**
+ * Chunk-local cumulative gates: Lc[0] = 0, Lc[m + 1] = sum of the gate steps of scan steps
+ * 0..m of this chunk (one thread writes them; a barrier follows).
+ */
+function localGates(x: Ctx, C: number, c0: KExpr, len: KExpr, out: KStmt[]): { shared: { name: string; type: 'f32'; size: number }[] } {
+  const shared: { name: string; type: 'f32'; size: number }[] = [];
+  const names: (string | undefined)[] = x.c.decay.map((term, k) => (term.kind === 'gated' && term.step ? `Lc${k}` : undefined));
+  if (!names.some((n) => n)) return { shared };
+  x.local = names;
+  const fill: KStmt[] = [];
+  out.push(K.iff(K.bin('==', K.tid('x'), K.i32(0)), fill));
+  names.forEach((nm, k) => {
+    const term = x.c.decay[k]!;
+    if (!nm || term.kind !== 'gated' || !term.step) return;
+    shared.push({ name: nm, type: 'f32', size: C + 1 });
+    fill.push(K.store(nm, K.i32(0), K.f32(0)));
+    // Compensated (Kahan) running sum: each Lc entry is within half an ulp of the exact sum.
+    fill.push(K.decl(`${nm}s`, 'f32', K.f32(0)), K.decl(`${nm}e`, 'f32', K.f32(0)));
+    const body: KStmt[] = [];
+    fill.push(K.loop('m', K.i32(0), len, body));
+    const pos = posOf(x, K.add(c0, K.v('m')));
+    const at = x.c.direction === 'causal' ? pos : K.add(pos, K.i32(1));
+    const g = K.cast(x.L.expr(term.step, new Map([...x.batch, [POS, { expr: at }]]), body), 'f32');
+    const [sum, err] = [K.v(`${nm}s`, 'f32'), K.v(`${nm}e`, 'f32')];
+    body.push(K.decl('y', 'f32', K.sub(g, err)), K.decl('t', 'f32', K.add(sum, K.v('y', 'f32'))));
+    body.push(K.assign(`${nm}e`, K.sub(K.sub(K.v('t', 'f32'), sum), K.v('y', 'f32'))), K.assign(`${nm}s`, K.v('t', 'f32')));
+    body.push(K.store(nm, K.add(K.v('m'), K.i32(1)), sum));
+  });
+  out.push(K.barrier());
+  return { shared };
 }
 
 /** a(row = p, inner = i), b(col = p, inner = i), c(col = p, value = j). */
@@ -111,12 +154,12 @@ function storeOut(x: Ctx, p: KExpr, j: KExpr, value: KExpr, out: KStmt[]): void 
 const jv = K.v('j');
 
 /** P[e] = w(row, col) a[row] . b[col]: one entry of a score tile. */
-function storeScore(x: Ctx, out: KStmt[], row: KExpr, col: KExpr): void {
+function storeScore(x: Ctx, out: KStmt[], row: KExpr, col: KExpr, scan?: [KExpr, KExpr]): void {
   out.push(K.decl('dot', 'f32', K.f32(0)));
   const dotBody: KStmt[] = [];
   out.push(K.loop('i', K.i32(0), K.i32(x.Kc), dotBody));
   dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', row, K.v('i'), dotBody), factor(x, 'b', col, K.v('i'), dotBody)))));
-  out.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), pairWeight(x, row, col, out))));
+  out.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), pairWeight(x, row, col, out, scan))));
 }
 
 /** The state slice S[K] of column j, and S1[K] (distance-weighted) for order-1 contractions. */
@@ -146,10 +189,9 @@ export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprL
   step.push(K.iff(inV(Vc), col));
   // Decay from the previous position (none before the first).
   const decay: KStmt[] = [];
-  const prev = posOf(x, K.sub(K.v('n'), K.i32(1)));
   if (c.decay.length) {
     col.push(K.decl('dec', 'f32', K.f32(1)));
-    decay.push(K.assign('dec', weight(x, p, prev, decay)));
+    decay.push(K.assign('dec', stepWeight(x, p, decay)));
     col.push(K.iff(K.bin('>', K.v('n'), K.i32(0)), decay));
   }
   col.push(K.decl('cj', 'f32', factor(x, 'c', p, jv, col)));
@@ -195,6 +237,7 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   chunk.push(K.decl('len', 'i32', K.bin('min', K.i32(C), K.sub(x.T, c0))));
   const len = K.v('len');
   const at = (m: KExpr) => posOf(x, K.add(c0, m));
+  const gates = localGates(x, C, c0, len, chunk);
   // Phase 1: P[m][m2] = w(m, m2) a[m] . b[m2] for m2 before m in the chunk.
   const ph1: KStmt[] = [];
   chunk.push(K.loop('e', K.tid('x'), K.i32(C * C), ph1, WG));
@@ -204,7 +247,7 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   ph1.push(K.store('P', K.v('e'), K.f32(0)));
   ph1.push(K.iff(valid, score));
   score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
-  storeScore(x, score, K.v('pm'), K.v('pm2'));
+  storeScore(x, score, K.v('pm'), K.v('pm2'), [K.v('m'), K.v('m2')]);
   chunk.push(K.barrier());
   const col: KStmt[] = [];
   chunk.push(K.iff(inV(Vc), col));
@@ -229,10 +272,10 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
     qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(K.v('ai', 'f32'), K.load('S', K.v('i'))))));
     qsBody.push(K.assign('qs1', K.add(K.v('qs1', 'f32'), K.mul(K.v('ai', 'f32'), K.load('S1', K.v('i'))))));
     const both = K.add(K.mul(distance(x, K.v('pm'), K.v('pe')), K.v('qs', 'f32')), K.v('qs1', 'f32'));
-    cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(both, weight(x, K.v('pm'), K.v('pe'), cross)))));
+    cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(both, weight(x, K.v('pm'), K.v('pe'), cross, [K.v('m'), K.i32(-1)])))));
   } else {
     qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), qsBody), K.load('S', K.v('i'))))));
-    cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.v('qs', 'f32'), weight(x, K.v('pm'), K.v('pe'), cross)))));
+    cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.v('qs', 'f32'), weight(x, K.v('pm'), K.v('pe'), cross, [K.v('m'), K.i32(-1)])))));
   }
   storeOut(x, K.v('pm'), jv, K.v('acc', 'f32'), rows);
   // Phase 3: carry the state to the end of this chunk.
@@ -240,7 +283,7 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   col.push(K.decl('carry', 'f32', K.f32(0)));
   const carry: KStmt[] = [];
   col.push(K.iff(K.bin('>', c0, K.i32(0)), carry));
-  carry.push(K.assign('carry', weight(x, K.v('pl'), K.v('pe'), carry)));
+  carry.push(K.assign('carry', weight(x, K.v('pl'), K.v('pe'), carry, [K.sub(len, K.i32(1)), K.i32(-1)])));
   const decayState: KStmt[] = [];
   col.push(K.loop('i', K.i32(0), K.i32(Kc), decayState));
   if (c.order === 1) {
@@ -252,14 +295,14 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   const sum: KStmt[] = [];
   col.push(K.loop('m2', K.i32(0), len, sum));
   sum.push(K.decl('q2', 'i32', at(K.v('m2'))));
-  sum.push(K.decl('wc', 'f32', K.mul(weight(x, K.v('pl'), K.v('q2'), sum), factor(x, 'c', K.v('q2'), jv, sum))));
+  sum.push(K.decl('wc', 'f32', K.mul(weight(x, K.v('pl'), K.v('q2'), sum, [K.sub(len, K.i32(1)), K.v('m2')]), factor(x, 'c', K.v('q2'), jv, sum))));
   const upd: KStmt[] = [];
   sum.push(K.loop('i', K.i32(0), K.i32(Kc), upd));
   upd.push(K.decl('bi', 'f32', factor(x, 'b', K.v('q2'), K.v('i'), upd)));
   upd.push(K.store('S', K.v('i'), K.add(K.load('S', K.v('i')), K.mul(K.v('wc', 'f32'), K.v('bi', 'f32')))));
   if (c.order === 1) upd.push(K.store('S1', K.v('i'), K.add(K.load('S1', K.v('i')), K.mul(K.mul(K.v('wc', 'f32'), distance(x, K.v('pl'), K.v('q2'))), K.v('bi', 'f32')))));
   chunk.push(K.barrier());
-  return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'P', type: 'f32', size: C * C }], body };
+  return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'P', type: 'f32', size: C * C }, ...gates.shared], body };
 }
 
 /**
