@@ -259,4 +259,3 @@ function additiveTerms(n: Node, sign = 1): { sign: number; term: Node }[] {
   return [{ sign, term: n }];
 }
 
-export { binary };

@@ -210,7 +210,6 @@ export function gradient(f: IrFn, hook?: GradHook): IrFn {
       for (const m of [...masks, ...eqMasks]) value = select(m, value, cnst(0));
       if (sumVars.length) value = reduce({ op: 'sum', vars: sumVars, cons: cons.map((c) => ({ name: c.name, op: c.op })) }, value, cons.map((c) => c.rhs));
       const indices = outIdx.map((nm, i) => ({ name: nm, extent: cv.shape[i]! }));
-      void GradError;
       ctx.contribute(x, { target: '', indices, value });
     };
     visit(stmt.value, { factors: [], vars: [], cons: [] });

@@ -123,4 +123,3 @@ function emitDecayGrad(s: IrStmt, c: Contraction, dy: string, ctx: GradContext):
   }
 }
 
-export { cnst };

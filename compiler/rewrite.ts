@@ -132,4 +132,3 @@ function logNearOne(x: Node): Node {
 
 export const canonicalise = (n: Node): Node => rewriteToFixpoint(rewriteToFixpoint(n, LOG_DOMAIN), SIMPLIFY);
 export const simplify = (n: Node): Node => rewriteToFixpoint(n, SIMPLIFY);
-export { mk };

@@ -116,13 +116,11 @@ function factor(x: Ctx, which: 'a' | 'b' | 'c', p: KExpr, k: KExpr, out: KStmt[]
 }
 
 function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): { x: Ctx; body: KStmt[]; grid: [KExpr, KExpr, KExpr]; Vc: number } {
-  const Kd = L.sizes.constants;
   const constOf = (d: typeof c.K, what: string): number => {
     const e = dimExpr(d, L.sizes);
     if (e.k !== 'const') throw new LowerError(`${name}: the ${what} size must be known when compiling a ${sched.form} kernel`);
     return e.value;
   };
-  void Kd;
   const Kc = constOf(c.K, 'key');
   const Vc = constOf(c.V, 'value');
   const WG = pow2AtLeast(Vc, sched.workgroup.contraction);
@@ -350,4 +348,3 @@ export function lowerParallel(name: string, s: IrStmt, c: Contraction, L: ExprLo
   return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'P', type: 'f32', size: R * Cc }], body };
 }
 
-export { idx, substIndex };
