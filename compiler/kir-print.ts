@@ -8,7 +8,7 @@ import type { Kernel, KExpr } from './kir.js';
 export class KirPrinter extends CPrinter {
   override header(k: Kernel): string[] {
     const out = [`kernel ${k.name} workgroup(${k.workgroup.join(', ')}) grid(${k.grid.map((e) => this.expr(e)).join(', ')})`];
-    for (const b of k.buffers) out.push(`  buffer ${b.type} ${b.name}[] ${b.access}`);
+    for (const b of k.buffers) out.push(`  buffer ${b.type} ${b.name}[] ${b.access}${b.storage ? ` stored as ${b.storage}` : ''}`);
     for (const s of k.scalars) out.push(`  scalar ${s.type} ${s.name}`);
     for (const s of k.shared) out.push(`  ${this.sharedArray(s.name, s.type, s.size)}`);
     out.push('{');

@@ -3,10 +3,10 @@
 import type { CheckedFn, CVar } from '../dsl/checked.js';
 import { type Dim, dimSymbols } from '../dsl/dims.js';
 import { analyse, type Contraction, explain } from './analysis.js';
-import { gradient } from './autodiff.js';
+import { gradient, gradName } from './autodiff.js';
 import { decayGradHook, hoistDecayParams } from './decay-grad.js';
-import { type IrFn, lowerFn } from './ir.js';
-import type { Kernel } from './kir.js';
+import { type IrFn, lowerFn, type Node, walk } from './ir.js';
+import type { KHalf, Kernel, KStorage } from './kir.js';
 import { lowerChunkwise, lowerParallel, lowerRecurrent } from './lower/contraction.js';
 import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.js';
 import { lowerElementwise } from './lower/generic.js';
@@ -33,6 +33,56 @@ export interface Plan {
   /** Sizes baked into the kernels. */
   constants: Map<string, number>;
   contractions: Map<string, Contraction>;
+  /** Tensors stored in half precision (schedule.dtype), by id; every other one is f32 or i32. */
+  half: Map<string, KHalf>;
+}
+
+/** How tensor `id` of a plan is stored. */
+export function tensorStorage(plan: Pick<Plan, 'fn' | 'half'>, id: string): KStorage {
+  const h = plan.half.get(id);
+  if (h) return h;
+  const dtype = plan.fn.vars.get(id)?.dtype ?? [...plan.fn.params, ...plan.fn.outputs].find((p) => p.v === id)?.dtype;
+  return dtype === 'i32' || dtype === 'i64' ? 'i32' : 'f32';
+}
+
+/**
+ * Tensors that stay f32 under half storage: decay tensors, those a contraction's decay terms
+ * read and (transitively) those read by the statements computing them, since an error d in a
+ * log-decay is an error (t - s) d in the weight (gamma = 0.99 rounded to f16 moves gamma^200
+ * by 5%, to bf16 by 30%); and in a gradient function the tensors that serve only the gradients
+ * of decay tensors (`decayGrads`, output ids): sums of O(T^2) terms that cancel and can pass
+ * f16's largest value (65504). Parameters are never among the latter.
+ */
+export function f32Tensors(ir: IrFn, contractions: ReadonlyMap<string, Contraction>, decayGrads: ReadonlySet<string> = new Set()): Set<string> {
+  const out = new Set<string>();
+  const readBy = (n: Node): Set<string> => { const r = new Set<string>(); walk(n, (m) => { if (m.op === 'load') r.add(m.arg as string); }); return r; };
+  const reads = new Map(ir.body.map((s) => [s.target, readBy(s.value)] as const));
+  for (const c of contractions.values()) for (const t of c.decay) for (const x of readBy(t.kind === 'fixed' ? t.lambda : t.G)) out.add(x);
+  for (let size = -1; size !== out.size;) {
+    size = out.size;
+    for (const s of ir.body) if (out.has(s.target)) for (const x of reads.get(s.target)!) out.add(x);
+  }
+  if (decayGrads.size) {
+    // The outputs each tensor contributes to.
+    const outputs = new Set(ir.outputs.map((o) => o.v));
+    const feeds = new Map<string, Set<string>>();
+    const feedsOf = (x: string): Set<string> => { let f = feeds.get(x); if (!f) feeds.set(x, (f = new Set(outputs.has(x) ? [x] : []))); return f; };
+    for (let changed = true; changed;) {
+      changed = false;
+      for (const s of ir.body) for (const x of reads.get(s.target)!) {
+        const f = feedsOf(x);
+        const n = f.size;
+        for (const o of feedsOf(s.target)) f.add(o);
+        if (f.size !== n) changed = true;
+      }
+    }
+    const params = new Set(ir.params.map((p) => p.v));
+    for (const s of ir.body) {
+      const f = feedsOf(s.target);
+      if (!params.has(s.target) && f.size > 0 && [...f].every((o) => decayGrads.has(o))) out.add(s.target);
+    }
+  }
+  return out;
 }
 
 /** The IR of a function, canonicalised (decays in the log domain). */
@@ -67,6 +117,18 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?
     if (why) throw new ScheduleError(`'${fn.name}' has no ${schedule.form} schedule: ${why}; only the parallel schedule exists for it`);
   }
   const constants = new Map(opts.constants ?? []);
+  const half = new Map<string, KHalf>();
+  if (schedule.dtype !== 'f32') {
+    const decay = f32Tensors(ir, contractions);
+    // In a gradient: the outputs grad.P (autodiff's names) of decay parameters P.
+    const decayGrads = new Set<string>();
+    for (const p of opts.backward ? fn.params : []) {
+      const g = decay.has(p.v) ? ir.outputs.find((o) => o.name === gradName(p.name)) : undefined;
+      if (g) decayGrads.add(g.v);
+    }
+    const keep = decayGrads.size ? f32Tensors(ir, contractions, decayGrads) : decay;
+    for (const cv of ir.vars.values()) if (cv.dtype !== 'i32' && cv.dtype !== 'i64' && !keep.has(cv.id)) half.set(cv.id, schedule.dtype);
+  }
   const launches: Launch[] = [];
   let k = 0;
   for (const s of ir.body) {
@@ -85,12 +147,16 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?
       throw e;
     }
     const buffers: Record<string, string> = {};
-    kernel.buffers = [...L.buffers].map(([id, b]) => { buffers[b.name] = id; return { name: b.name, type: b.type, access: b.written ? 'read_write' as const : 'read' as const }; });
+    kernel.buffers = [...L.buffers].map(([id, b]) => {
+      buffers[b.name] = id;
+      const h = b.type === 'f32' ? half.get(id) : undefined;
+      return { name: b.name, type: b.type, access: b.written ? 'read_write' as const : 'read' as const, ...(h ? { storage: h } : {}) };
+    });
     const scalars: Record<string, string> = {};
     kernel.scalars = [...sizes.runtime].sort().map((a) => { scalars[sizeParam(a)] = a; return { name: sizeParam(a), type: 'i32' as const }; });
     launches.push({ kernel, buffers, scalars, target: s.target, how: c ? 'contraction' : 'elementwise' });
   }
-  return { fn: ir, schedule, launches, constants, contractions };
+  return { fn: ir, schedule, launches, constants, contractions, half };
 }
 
 /** Variables a plan must allocate (everything it writes), with their shapes. */

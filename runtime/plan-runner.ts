@@ -1,10 +1,13 @@
 // Executes a compiled plan on the CPU target: binds sizes from the inputs, allocates every
 // tensor the plan writes, and runs its kernels in order through the kernel IR executor.
+// Tensors the plan stores in half precision (plan.half) are Uint16Arrays of bits: inputs are
+// rounded to them (nearest even, from the given numbers), outputs come back as f32 values.
 import { devaluate } from '../dsl/dims.js';
 import { bindSizes, RunError, shapeStr, type Value } from '../dsl/reference/interpreter.js';
 import type { Plan } from '../compiler/plan.js';
 import { planBuffers } from '../compiler/plan.js';
 import { runKernel } from '../targets/cpu/executor.js';
+import { fromHalfArray, toHalfArray } from '../targets/half.js';
 
 export interface HostTensor { shape: number[]; data: Float32Array | Int32Array }
 
@@ -22,11 +25,12 @@ export function planSizes(plan: Plan, inputs: ReadonlyMap<string, { shape: numbe
 
 export function runPlanCpu(plan: Plan, inputs: ReadonlyMap<string, Value>): Map<string, HostTensor> {
   const sizes = planSizes(plan, inputs);
-  const arrays = new Map<string, Float32Array | Int32Array>();
+  const arrays = new Map<string, Float32Array | Int32Array | Uint16Array>();
   const shapes = new Map<string, number[]>();
   for (const p of plan.fn.params) {
     const v = inputs.get(p.name) ?? { shape: [], data: Float64Array.of(p.default!) };
-    const data = p.dtype === 'i32' || p.dtype === 'i64' ? Int32Array.from(v.data) : Float32Array.from(v.data);
+    const half = plan.half.get(p.v);
+    const data = p.dtype === 'i32' || p.dtype === 'i64' ? Int32Array.from(v.data) : half ? toHalfArray(v.data, half) : Float32Array.from(v.data);
     arrays.set(p.v, data);
     shapes.set(p.v, p.shape.length === 0 ? [] : v.shape);
   }
@@ -36,18 +40,22 @@ export function runPlanCpu(plan: Plan, inputs: ReadonlyMap<string, Value>): Map<
       if (n === undefined || !Number.isInteger(n) || n < 0) throw new RunError(`cannot size '${cv.name}'`);
       return n;
     });
-    arrays.set(cv.id, cv.dtype === 'i32' || cv.dtype === 'i64' ? new Int32Array(numel(shape)) : new Float32Array(numel(shape)));
+    arrays.set(cv.id, cv.dtype === 'i32' || cv.dtype === 'i64' ? new Int32Array(numel(shape)) : plan.half.has(cv.id) ? new Uint16Array(numel(shape)) : new Float32Array(numel(shape)));
     shapes.set(cv.id, shape);
   }
   for (const l of plan.launches) {
-    const buffers: Record<string, Float32Array | Int32Array> = {};
+    const buffers: Record<string, Float32Array | Int32Array | Uint16Array> = {};
     for (const [name, id] of Object.entries(l.buffers)) buffers[name] = arrays.get(id)!;
     const scalars: Record<string, number> = {};
     for (const [name, atom] of Object.entries(l.scalars)) scalars[name] = sizes.get(atom)!;
     runKernel(l.kernel, { buffers, scalars });
   }
   const out = new Map<string, HostTensor>();
-  for (const o of plan.fn.outputs) out.set(o.name, { shape: shapes.get(o.v)!, data: arrays.get(o.v)! });
+  for (const o of plan.fn.outputs) {
+    const data = arrays.get(o.v)!;
+    const half = plan.half.get(o.v);
+    out.set(o.name, { shape: shapes.get(o.v)!, data: data instanceof Uint16Array ? fromHalfArray(data, half!) : data });
+  }
   return out;
 }
 

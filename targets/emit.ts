@@ -1,11 +1,13 @@
 // Kernel IR -> target source, and a plan -> every kernel plus a JSON manifest a runtime (or
 // another language) can launch from: entry points, bindings, uniform layout, workgroup sizes,
 // grid formulas, the schedule, dtypes and shapes of the tensors, and the launch order with
-// each kernel buffer and scalar mapped to its tensor or size.
+// each kernel buffer and scalar mapped to its tensor or size. Tensors and buffers stored in
+// half precision (schedule dtype f16 / bf16) say so: ManifestTensor.type is the element type
+// in memory, kernel buffers carry `storage`.
 import { exprToString } from '../compiler/kir-print.js';
-import type { Kernel, KExpr } from '../compiler/kir.js';
+import type { Kernel, KExpr, KHalf, KStorage } from '../compiler/kir.js';
 import type { Plan } from '../compiler/plan.js';
-import { planBuffers } from '../compiler/plan.js';
+import { planBuffers, tensorStorage } from '../compiler/plan.js';
 import type { Schedule } from '../compiler/schedule.js';
 import { dimToString } from '../dsl/dims.js';
 import { printCuda } from './cuda/printer.js';
@@ -23,7 +25,7 @@ export function emitKernel(kernel: Kernel, target: TargetName): EmittedKernel {
     const nb = kernel.buffers.length;
     return {
       target, entry: L.kernel.name, code, workgroup: [...kernel.workgroup],
-      buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, access: b.access, binding: i })),
+      buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access, binding: i })),
       scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: nb + i })),
       grid: kernel.grid, foldX: false, dynamicSharedBytes: L.dynamicShared ? L.sharedBytes : 0,
     };
@@ -32,7 +34,7 @@ export function emitKernel(kernel: Kernel, target: TargetName): EmittedKernel {
     const { code, legalised: L } = printWgsl(kernel);
     return {
       target, entry: L.kernel.name, code, workgroup: [...kernel.workgroup],
-      buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, access: b.access, binding: L.bindings[i]!.binding })),
+      buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access, binding: L.bindings[i]!.binding })),
       scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: L.uniform!.fields[i]!.offset })),
       ...(L.uniform ? { uniform: { binding: L.uniform.binding, size: L.uniform.size } } : {}),
       grid: kernel.grid, foldX: L.foldX, dynamicSharedBytes: 0,
@@ -49,8 +51,8 @@ export interface ManifestTensor {
   /** The user's name. */
   name: string;
   dtype: string;
-  /** Element type of its buffer. */
-  type: 'f32' | 'i32';
+  /** Element type of its buffer: f32 or i32, or f16 / bf16 for half storage (2 bytes). */
+  type: KStorage;
   /** Symbolic shape, one size expression per dimension (e.g. "B", "H*K"). */
   shape: string[];
   role: 'input' | 'output' | 'intermediate';
@@ -69,7 +71,8 @@ export interface ManifestKernel {
   dynamicSharedBytes: number;
   /** Shared memory the kernel declares, in bytes. */
   sharedBytes: number;
-  buffers: { name: string; binding: number; type: string; access: 'read' | 'read_write' }[];
+  /** `type` is what loads and stores see; `storage` the half type the buffer holds, if any. */
+  buffers: { name: string; binding: number; type: string; storage?: KHalf; access: 'read' | 'read_write' }[];
   scalars: { name: string; type: 'i32' | 'f32'; offset: number }[];
   uniform?: { binding: number; size: number };
 }
@@ -107,7 +110,6 @@ export interface EmittedPlan {
   manifest: PlanManifest;
 }
 
-const elemType = (dtype: string): 'f32' | 'i32' => (dtype === 'i32' || dtype === 'i64' ? 'i32' : 'f32');
 const sharedBytes = (k: Kernel): number => k.shared.reduce((a, s) => a + s.size * (s.type === 'bool' ? 1 : 4), 0);
 
 export function emitPlan(plan: Plan, target: TargetName): EmittedPlan {
@@ -132,7 +134,7 @@ export function emitPlan(plan: Plan, target: TargetName): EmittedPlan {
     const p = [...fn.params, ...fn.outputs].find((x) => x.v === id);
     const dtype = cv?.dtype ?? p?.dtype ?? 'f32';
     return {
-      id, name: p?.name ?? cv?.name ?? id, dtype, type: elemType(dtype),
+      id, name: p?.name ?? cv?.name ?? id, dtype, type: tensorStorage(plan, id),
       shape: (cv?.shape ?? p?.shape ?? []).map(dimToString),
       role: outputs.has(id) ? 'output' : inputs.has(id) ? 'input' : 'intermediate',
     };
@@ -148,7 +150,7 @@ export function emitPlan(plan: Plan, target: TargetName): EmittedPlan {
       entry: e.entry, file: `${e.entry}.${targetExtension(target)}`, workgroup: e.workgroup,
       grid: e.grid.map((g) => exprToString(g)) as [string, string, string], gridExpr: e.grid,
       foldX: e.foldX, dynamicSharedBytes: e.dynamicSharedBytes, sharedBytes: sharedBytes(k),
-      buffers: e.buffers.map((b) => ({ name: b.name, binding: b.binding, type: b.type, access: b.access })),
+      buffers: e.buffers.map((b) => ({ name: b.name, binding: b.binding, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access })),
       scalars: e.scalars.map((s) => ({ name: s.name, type: s.type, offset: s.offset })),
       ...(e.uniform ? { uniform: e.uniform } : {}),
     })),

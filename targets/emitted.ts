@@ -1,14 +1,16 @@
 // What a target printer produces for one kernel, and what its runtime needs to launch it.
 // The printers (targets/cuda, targets/wgsl) and the runtimes (runtime/webgpu, runtime/cuda)
 // meet here.
-import type { KExpr, KType } from '../compiler/kir.js';
+import type { KExpr, KHalf, KType } from '../compiler/kir.js';
 
 export type TargetName = 'cuda' | 'wgsl';
 
 export interface EmittedBuffer {
   name: string;
-  /** Element type in memory. */
+  /** Element type in memory (bool as 0/1 i32), unless `storage` says otherwise. */
   type: KType;
+  /** f32 buffers stored in half precision: 2-byte f16 or bf16 elements (compiler/kir.ts). */
+  storage?: KHalf;
   access: 'read' | 'read_write';
   /** WGSL: @group(0) @binding(binding). CUDA: parameter position. */
   binding: number;

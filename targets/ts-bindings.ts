@@ -33,7 +33,7 @@ export function generateBindings(emitted: EmittedPlan, opts: BindingsOptions = {
   const tensors = new Map<string, ManifestTensor>(m.tensors.map((t) => [t.id, t]));
   const shapeOf = (id: string): string => {
     const t = tensors.get(id);
-    return t ? `${t.dtype}[${t.shape.join(', ')}]` : '?';
+    return t ? `${t.dtype}[${t.shape.join(', ')}]${t.type === 'f16' || t.type === 'bf16' ? ` stored as ${t.type}` : ''}` : '?';
   };
   const constants = Object.entries(m.constants).map(([k, v]) => `${k} = ${v}`).join(', ');
 

@@ -3,7 +3,8 @@
 // K = V = 64), plus a chunk-128 kernel with dynamic shared memory, compiles with nvcc for
 // sm_80 and sm_90, and ptxas -v reports no spills; the PTX has no f64. All kernels go into
 // one translation unit per architecture (the modules' helpers are include-guarded), and
-// the two architectures compile in parallel.
+// the two architectures compile in parallel. The retention kernels also go in with f16 and
+// bf16 storage (schedule dtype; names suffixed _f16 and _bf16).
 // Without nvcc the suite is skipped with the reason printed, unless CI is set.
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -48,6 +49,11 @@ function modules(): Unit[] {
     }
   }
   const fn = loadProgram('models/retention.ret').checked!.fns.get('retention')!;
+  for (const dtype of ['f16', 'bf16'] as const) for (const form of FORMS) for (const backward of [false, true]) {
+    for (const l of compilePlan(fn, makeSchedule(form, 64, { dtype }), { backward, constants: K64 }).launches) {
+      push(`retention ${form}${backward ? ' backward' : ''} ${dtype}`, { ...l.kernel, name: `${l.kernel.name}_${dtype}` });
+    }
+  }
   const big = compilePlan(fn, makeSchedule('chunkwise', 128), { constants: K64 }).launches[0]!.kernel;
   push('retention chunkwise chunk 128', { ...big, name: `${big.name}_c128` });
   return out;
@@ -121,6 +127,7 @@ describe('CUDA kernels compile with nvcc without spills', { timeout: 900_000 }, 
     }
     expect(units.length).toBeGreaterThan(50);
     expect(units.some((u) => u.dynamicSharedBytes > 48 * 1024)).toBe(true);
+    for (const h of ['__half', '__nv_bfloat16']) expect(units.filter((u) => u.code.includes(`${h}* __restrict__`)).length, h).toBeGreaterThan(10);
   });
 
   for (const arch of ARCHS) {

@@ -9,12 +9,17 @@
 //
 // Where CUDA cannot run, cudaStatus() gives the reason in one line and runPlanCuda rejects with
 // a CudaUnavailableError carrying that line.
+//
+// Tensors a plan stores in half precision (plan.half: schedule dtype f16 or bf16) take 2 bytes
+// an element on the device: inputs are rounded to them on upload (nearest even, targets/half.ts)
+// and outputs read back as f32 values.
 import { createHash } from 'node:crypto';
 import { devaluate } from '../../dsl/dims.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
-import type { Kernel, KExpr } from '../../compiler/kir.js';
+import type { KHalf, Kernel, KExpr } from '../../compiler/kir.js';
 import { type Launch, type Plan, planBuffers } from '../../compiler/plan.js';
 import type { EmittedKernel } from '../../targets/emitted.js';
+import { fromHalfArray, toHalfArray } from '../../targets/half.js';
 import { type HostTensor, planSizes } from '../plan-runner.js';
 import { type CuArg, type CudaAddon, type CudaDeviceInfo, type CudaFuncAttributes, type CuHandle, loadCudaAddon } from './addon.js';
 import { compileCuda, type CudaImageFormat, findNvcc, type NvccInfo, targetFor } from './nvcc.js';
@@ -280,7 +285,7 @@ export interface CudaInput { shape: number[]; data: ArrayLike<number> }
  * (asynchronously); read() waits and downloads the outputs; dispose() frees the device memory.
  */
 export class CudaPlanRun {
-  private readonly ptrs = new Map<string, { ptr: CuHandle; bytes: number; int: boolean; shape: number[] }>();
+  private readonly ptrs = new Map<string, { ptr: CuHandle; bytes: number; int: boolean; half?: KHalf; shape: number[] }>();
   readonly launches: PreparedLaunch[] = [];
   private disposed = false;
 
@@ -304,9 +309,10 @@ export class CudaPlanRun {
   private allocate(inputs: ReadonlyMap<string, CudaInput>, sizes: Map<string, number>): void {
     const { addon } = this.ctx;
     const alloc = (id: string, shape: number[], int: boolean) => {
-      const bytes = numel(shape) * 4;
+      const half = int ? undefined : this.plan.half.get(id);
+      const bytes = numel(shape) * (half ? 2 : 4);
       const ptr = addon.alloc(bytes);
-      this.ptrs.set(id, { ptr, bytes, int, shape });
+      this.ptrs.set(id, { ptr, bytes, int, ...(half ? { half } : {}), shape });
       return ptr;
     };
     for (const p of this.plan.fn.params) {
@@ -316,8 +322,10 @@ export class CudaPlanRun {
       const n = numel(shape);
       if (v.data.length < n) throw new RunError(`input '${p.name}' has ${v.data.length} values for shape [${shape.join(', ')}]`);
       const d = v.data;
+      const half = int ? undefined : this.plan.half.get(p.v);
       const host = int
         ? (d instanceof Int32Array && d.length === n ? d : Int32Array.from({ length: n }, (_, i) => d[i]!))
+        : half ? toHalfArray(d, half, n)
         : (d instanceof Float32Array && d.length === n ? d : Float32Array.from({ length: n }, (_, i) => d[i]!));
       addon.upload(alloc(p.v, shape, int), host);
     }
@@ -330,7 +338,7 @@ export class CudaPlanRun {
       const old = this.ptrs.get(cv.id);
       if (old) addon.free(old.ptr);
       const ptr = alloc(cv.id, shape, isInt(cv.dtype));
-      addon.memsetZero(ptr, numel(shape) * 4);
+      addon.memsetZero(ptr, this.ptrs.get(cv.id)!.bytes);
     }
   }
 
@@ -347,6 +355,8 @@ export class CudaPlanRun {
     // Buffers by name (or, where the printer renamed one, by position), then scalars.
     ebufs.forEach((eb, i) => {
       const kname = eb.name in l.buffers ? eb.name : kbufs[i]!.name;
+      const kb = kbufs.find((b) => b.name === kname);
+      if (kb && eb.storage !== kb.storage) throw new CudaRunError(`kernel ${name}: buffer '${eb.name}' is stored as ${kb.storage ?? kb.type} but the printer gave ${eb.storage ?? eb.type}`);
       const id = l.buffers[kname];
       const b = id === undefined ? undefined : this.ptrs.get(id);
       if (!b) throw new CudaRunError(`kernel ${name}: buffer '${eb.name}' is bound to no tensor`);
@@ -403,6 +413,12 @@ export class CudaPlanRun {
     for (const o of this.plan.fn.outputs) {
       const b = this.ptrs.get(o.v);
       if (!b) throw new CudaRunError(`output '${o.name}' was never allocated`);
+      if (b.half) {
+        const bits = new Uint16Array(b.bytes / 2);
+        addon.download(b.ptr, bits);
+        out.set(o.name, { shape: b.shape, data: fromHalfArray(bits, b.half) });
+        continue;
+      }
       const data = b.int ? new Int32Array(b.bytes / 4) : new Float32Array(b.bytes / 4);
       addon.download(b.ptr, data);
       out.set(o.name, { shape: b.shape, data });

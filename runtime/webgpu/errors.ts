@@ -4,6 +4,8 @@
 export type WebGPURunErrorKind =
   /** A kernel or tensor of the plan does not fit the adapter's limits (chunk too big, ...). */
   | 'limits'
+  /** The plan needs what the device or WGSL lacks: f16 storage without shader-f16, bf16 storage. */
+  | 'feature'
   /** The WGSL of a kernel did not compile or its pipeline was rejected. */
   | 'shader'
   /** Some other WebGPU validation error while encoding or submitting. */

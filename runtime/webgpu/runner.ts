@@ -13,14 +13,18 @@
 //     followed by copies of the outputs (only) into one staging buffer (more only past
 //     maxBufferSize) that is mapped once; runs on one device are serialised;
 //   - a launch with an empty grid is skipped; zero-element tensors bind a 4-byte placeholder;
+//   - tensors the plan stores as f16 (schedule dtype f16) are rounded to f16 on upload and read
+//     back as f32 values; their buffers hold 2-byte elements (sizes rounded up to 4 bytes). They
+//     need the device feature shader-f16; bf16 storage does not exist in WGSL;
 //   - failures are one-line errors: WebGPUUnavailableError (no adapter), WebGPURunError with
-//     kind 'limits' | 'shader' | 'validation' | 'out-of-memory' | 'device-lost' | 'input' | 'contract'.
-import type { Kernel } from '../../compiler/kir.js';
+//     kind 'limits' | 'feature' | 'shader' | 'validation' | 'out-of-memory' | 'device-lost' | 'input' | 'contract'.
+import type { KHalf, Kernel } from '../../compiler/kir.js';
 import type { Plan } from '../../compiler/plan.js';
 import { planBuffers } from '../../compiler/plan.js';
 import { devaluate } from '../../dsl/dims.js';
 import { emitKernel } from '../../targets/emit.js';
 import type { EmittedKernel } from '../../targets/emitted.js';
+import { fromHalfArray, toHalfArray } from '../../targets/half.js';
 import { planSizes, type HostTensor } from '../plan-runner.js';
 import { BufferPool, type PoolStats } from './buffer-pool.js';
 import { acquireWebGPU, type AcquiredWebGPU, type DeviceLoss } from './device.js';
@@ -160,6 +164,7 @@ function checkContract(k: Kernel, e: EmittedKernel): void {
     const eb = e.buffers.find((x) => x.name === b.name);
     if (!eb) bad(`buffer '${b.name}' has no binding`);
     else if (b.access === 'read_write' && eb.access !== 'read_write') bad(`buffer '${b.name}' is written but bound read-only`);
+    else if (eb.storage !== b.storage) bad(`buffer '${b.name}' is stored as ${b.storage ?? b.type} but printed as ${eb.storage ?? eb.type}`);
   }
   for (const b of e.buffers) {
     if (bindings.has(b.binding)) bad(`binding ${b.binding} used twice`);
@@ -183,9 +188,13 @@ interface Tensor {
   dtype: string;
   shape: number[];
   numel: number;
+  /** Bytes of its GPU buffer (at least 4, a multiple of 4). */
+  bytes: number;
   int: boolean;
-  /** Host data for parameters. */
-  host?: Float32Array | Int32Array;
+  /** Stored as f16 (plan.half). */
+  half?: KHalf;
+  /** Host data for parameters (the f16 bits for half tensors, padded to a multiple of 4 bytes). */
+  host?: Float32Array | Int32Array | Uint16Array;
   written: boolean;
   gpu?: GPUBuffer;
 }
@@ -200,6 +209,8 @@ interface Prepared {
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m;
 const STORAGE_USAGE = (): number => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+/** GPU bytes of `n` elements: 4 each, 2 each when stored as a half type; at least 4, a multiple of 4. */
+const bufferBytes = (n: number, half: KHalf | undefined): number => Math.max(4, roundUp(n * (half ? 2 : 4), 4));
 
 function dispatchOf(p: Plan['launches'][number], e: EmittedKernel, scalars: Record<string, number>, limits: KernelLimits): [number, number, number] | null {
   let g: number[];
@@ -244,8 +255,15 @@ export async function runPlanWebGPU(
     if (p.shape.length === 0 ? v.data.length < 1 : v.data.length !== n) {
       throw new WebGPURunError('input', `input '${p.name}' has ${v.data.length} values but shape [${v.shape.join(', ')}] needs ${n}`);
     }
-    const host = int ? Int32Array.from(v.data.subarray(0, n)) : Float32Array.from(v.data.subarray(0, n));
-    tensors.set(p.v, { id: p.v, name: p.name, dtype: p.dtype, shape, numel: host.length, int, host, written: false });
+    const half = int ? undefined : plan.half.get(p.v);
+    let host: Float32Array | Int32Array | Uint16Array;
+    if (int) host = Int32Array.from(v.data.subarray(0, n));
+    else if (!half) host = Float32Array.from(v.data.subarray(0, n));
+    else {
+      host = new Uint16Array(n + (n % 2)); // padded to a multiple of 4 bytes
+      host.set(toHalfArray(v.data, half, n));
+    }
+    tensors.set(p.v, { id: p.v, name: p.name, dtype: p.dtype, shape, numel: n, bytes: bufferBytes(n, half), int, ...(half ? { half } : {}), host, written: false });
   }
   for (const cv of planBuffers(plan)) {
     const shape = cv.shape.map((d) => {
@@ -254,7 +272,8 @@ export async function runPlanWebGPU(
       return n;
     });
     const int = cv.dtype === 'i32' || cv.dtype === 'i64';
-    tensors.set(cv.id, { id: cv.id, name: cv.name, dtype: cv.dtype, shape, numel: numel(shape), int, written: true });
+    const half = int ? undefined : plan.half.get(cv.id);
+    tensors.set(cv.id, { id: cv.id, name: cv.name, dtype: cv.dtype, shape, numel: numel(shape), bytes: bufferBytes(numel(shape), half), int, ...(half ? { half } : {}), written: true });
   }
 
   const acquired = opts.device ?? (await runtimeDevice());
@@ -275,6 +294,11 @@ async function runOn(
   const { device, limits } = st;
   const planName = `${plan.fn.name} (${plan.schedule.form}${plan.schedule.form === 'recurrent' ? '' : `, chunk ${plan.schedule.chunk}`})`;
   if (st.lost) throw new WebGPURunError('device-lost', `WebGPU device lost (${st.lost.reason}) before running ${planName}: ${st.lost.message || 'no message'}`);
+  const halves = new Set(plan.half.values());
+  if (halves.has('bf16')) throw new WebGPURunError('feature', `${planName} stores tensors as bf16, which WGSL does not have; use dtype f16 or f32 on WebGPU`);
+  if (halves.has('f16') && !device.features.has('shader-f16')) {
+    throw new WebGPURunError('feature', `${planName} stores tensors as f16, which needs the WebGPU feature 'shader-f16'; this device does not have it (the adapter lacks it or the device was created without it); use dtype f32`);
+  }
 
   // Limits that do not depend on the printer, then printing, then the rest.
   for (const l of plan.launches) {
@@ -303,7 +327,7 @@ async function runOn(
     for (const [bname, id] of Object.entries(launch.buffers)) {
       const t = tensors.get(id);
       if (!t) throw new WebGPURunError('contract', `kernel ${launch.kernel.name}: buffer '${bname}' is tensor '${id}', which the plan neither takes nor writes`);
-      const bp = bindingProblem(launch.kernel.name, t.name, t.shape, t.dtype, t.numel * 4, limits);
+      const bp = bindingProblem(launch.kernel.name, t.name, t.shape, t.half ?? t.dtype, t.bytes, limits);
       if (bp) throw new WebGPURunError('limits', bp);
     }
     const scalars = scalarsOf(launch);
@@ -356,7 +380,7 @@ async function runOn(
     const toClear: Tensor[] = [];
     for (const id of used) {
       const t = tensors.get(id)!;
-      const bytes = Math.max(4, t.numel * 4);
+      const bytes = t.bytes;
       totalBytes += bytes;
       t.gpu = st.pool.acquire(bytes, usage, t.name);
       held.push(t.gpu);
@@ -387,7 +411,7 @@ async function runOn(
       let cur: { bytes: number; items: { o: (typeof toRead)[number]['o']; t: Tensor; off: number }[] } | undefined;
       const groups: NonNullable<typeof cur>[] = [];
       for (const { o, t } of toRead) {
-        const n = t.numel * 4;
+        const n = t.bytes;
         if (!cur || cur.bytes + n > limits.maxBufferSize) groups.push((cur = { bytes: 0, items: [] }));
         cur.items.push({ o, t, off: cur.bytes });
         cur.bytes += n;
@@ -402,7 +426,7 @@ async function runOn(
     const pipelines = await pipelinesP;
 
     const encoder = device.createCommandEncoder({ label: planName });
-    for (const t of toClear) encoder.clearBuffer(t.gpu!, 0, t.numel * 4);
+    for (const t of toClear) encoder.clearBuffer(t.gpu!, 0, t.bytes);
     const pass = encoder.beginComputePass({ label: planName });
     let dispatches = 0;
     prepared.forEach((p, i) => {
@@ -410,7 +434,7 @@ async function runOn(
       const pl = pipelines[i]!;
       const entries: GPUBindGroupEntry[] = p.e.buffers.map((b) => {
         const t = tensors.get(p.launch.buffers[b.name]!)!;
-        return { binding: b.binding, resource: { buffer: t.gpu!, offset: 0, size: Math.max(4, t.numel * 4) } };
+        return { binding: b.binding, resource: { buffer: t.gpu!, offset: 0, size: t.bytes } };
       });
       if (p.e.uniform && ubuf) entries.push({ binding: p.e.uniform.binding, resource: { buffer: ubuf, offset: slots.get(p)!, size: p.uniformData!.byteLength } });
       const bg = device.createBindGroup({ label: p.launch.kernel.name, layout: pl.layout, entries });
@@ -420,7 +444,7 @@ async function runOn(
       dispatches++;
     });
     pass.end();
-    for (const sg of staging) for (const it of sg.items) encoder.copyBufferToBuffer(it.t.gpu!, 0, sg.buf, it.off, it.t.numel * 4);
+    for (const sg of staging) for (const it of sg.items) encoder.copyBufferToBuffer(it.t.gpu!, 0, sg.buf, it.off, it.t.bytes);
     const commands = encoder.finish();
     // Nothing to run and nothing to read (every grid empty): no submit at all.
     if (dispatches > 0 || staging.length > 0) {
@@ -458,8 +482,9 @@ async function runOn(
       for (const sg of staging) {
         const bytes = sg.buf.getMappedRange(0, sg.bytes);
         for (const { o, t, off } of sg.items) {
-          const copy = bytes.slice(off, off + t.numel * 4);
-          out.set(o.name, { shape: t.shape, data: t.int ? new Int32Array(copy) : new Float32Array(copy) });
+          const copy = bytes.slice(off, off + t.bytes);
+          const data = t.int ? new Int32Array(copy, 0, t.numel) : t.half ? fromHalfArray(new Uint16Array(copy), t.half, t.numel) : new Float32Array(copy, 0, t.numel);
+          out.set(o.name, { shape: t.shape, data });
         }
         sg.buf.unmap();
       }
@@ -467,7 +492,9 @@ async function runOn(
     for (const { o, t } of outputs) {
       if (out.has(o.name)) continue;
       // Parameters returned as they are, empty tensors, tensors no launch writes (zeros, as on the CPU).
-      const data = t.host ? (t.int ? Int32Array.from(t.host) : Float32Array.from(t.host)) : t.int ? new Int32Array(t.numel) : new Float32Array(t.numel);
+      const data = t.host
+        ? (t.int ? Int32Array.from(t.host) : t.half ? fromHalfArray(t.host as Uint16Array, t.half, t.numel) : Float32Array.from(t.host))
+        : t.int ? new Int32Array(t.numel) : new Float32Array(t.numel);
       out.set(o.name, { shape: t.shape, data });
     }
     return out;
@@ -486,5 +513,5 @@ function lostError(l: DeviceLoss, planName: string): WebGPURunError {
 function largest(tensors: Map<string, Tensor>, used: Set<string>): string {
   let best: Tensor | undefined;
   for (const id of used) { const t = tensors.get(id)!; if (!best || t.numel > best.numel) best = t; }
-  return best ? `'${best.name}' (${best.dtype}[${best.shape.join(', ')}], ${bytesStr(best.numel * 4)})` : '?';
+  return best ? `'${best.name}' (${best.half ?? best.dtype}[${best.shape.join(', ')}], ${bytesStr(best.bytes)})` : '?';
 }

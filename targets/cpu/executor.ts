@@ -25,11 +25,15 @@
 //     runs each thread to its next barrier and requires all threads to wait at the same barrier
 //     statement, or all to have finished. Kernels without barriers run threads in sequence.
 //   - IR errors (type mismatches, unknown names, stores to read-only buffers) throw at compile.
-import type { Kernel, KExpr, KStmt, KType } from '../../compiler/kir.js';
+//   - Half-precision buffers (KBuffer.storage f16 / bf16) are Uint16Arrays of the bits: a load
+//     looks the value up in a table (exact), a store rounds to nearest even (targets/half.ts).
+import type { KHalf, Kernel, KExpr, KStmt, KType } from '../../compiler/kir.js';
 import { erf } from '../../dsl/math.js';
+import { bf16Values, f16Values, toBF16Bits, toF16Bits } from '../half.js';
 
 export interface KernelArgs {
-  buffers: Record<string, Float32Array | Int32Array>;
+  /** f32 buffers: Float32Array, or Uint16Array (the bits) when stored as f16 / bf16; i32 and bool: Int32Array. */
+  buffers: Record<string, Float32Array | Int32Array | Uint16Array>;
   scalars: Record<string, number>;
 }
 
@@ -61,13 +65,17 @@ const imod = (a: number, b: number): number => (b === 0 ? 0 : (a % b) | 0);
 const f2i = (x: number): number =>
   x !== x ? 0 : x >= 2147483647 ? 2147483647 : x <= -2147483648 ? -2147483648 : x | 0;
 
+/** Names of the half conversions in the generated code (tables of values; rounding functions). */
+const HALF_TABLE: Record<KHalf, string> = { f16: 'h16', bf16: 'hb16' };
+const HALF_ROUND: Record<KHalf, string> = { f16: 'r16', bf16: 'rb16' };
+
 const POISON: Record<KType, string> = { f32: 'NaN', i32: '-2147483648', bool: '1' };
 const ARRAY: Record<KType, string> = { f32: 'Float32Array', i32: 'Int32Array', bool: 'Uint8Array' };
 
 // ---- code generation -----------------------------------------------------------------
 
 interface VarSym { kind: 'var'; js: string; type: KType; param: boolean }
-interface ArrSym { kind: 'buffer' | 'shared' | 'local'; name: string; js: string; len: string; type: KType; writable: boolean }
+interface ArrSym { kind: 'buffer' | 'shared' | 'local'; name: string; js: string; len: string; type: KType; writable: boolean; half?: KHalf }
 type Sym = VarSym | ArrSym;
 interface Site { op: 'load' | 'store'; kind: ArrSym['kind']; array: string }
 
@@ -150,9 +158,10 @@ class Gen {
         const idx = this.index(e.index);
         const site = this.site('load', a);
         const bool = a.type === 'bool' ? ' !== 0' : '';
-        if (isSimple(idx)) return `((${idx} >>> 0) < ${a.len} ? ${a.js}[${idx}]${bool} : oob(${site}, ${idx}, ${a.len}, ${CTX}))`;
+        const elem = (i: string): string => (a.half ? `${HALF_TABLE[a.half]}[${a.js}[${i}]]` : `${a.js}[${i}]${bool}`);
+        if (isSimple(idx)) return `((${idx} >>> 0) < ${a.len} ? ${elem(idx)} : oob(${site}, ${idx}, ${a.len}, ${CTX}))`;
         const t = `t${this.temps++}`;
-        return `(((${t} = ${idx}) >>> 0) < ${a.len} ? ${a.js}[${t}]${bool} : oob(${site}, ${t}, ${a.len}, ${CTX}))`;
+        return `(((${t} = ${idx}) >>> 0) < ${a.len} ? ${elem(t)} : oob(${site}, ${t}, ${a.len}, ${CTX}))`;
       }
       case 'un': {
         const a = this.expr(e.a);
@@ -282,7 +291,7 @@ class Gen {
         }
         const value = this.expr(s.value);
         out.push(`${ind}if ((${idx} >>> 0) >= ${a.len}) oob(${site}, ${idx}, ${a.len}, ${CTX});`);
-        out.push(`${ind}${a.js}[${idx}] = ${a.type === 'bool' ? `${value} ? 1 : 0` : value};`);
+        out.push(`${ind}${a.js}[${idx}] = ${a.type === 'bool' ? `${value} ? 1 : 0` : a.half ? `${HALF_ROUND[a.half]}(${value})` : value};`);
         return;
       }
       case 'if': {
@@ -342,7 +351,9 @@ function compile(k: Kernel): CompiledKernel {
   };
   k.buffers.forEach((b, i) => {
     const js = `b${i}`;
-    add(b.name, { kind: 'buffer', name: b.name, js, len: `n${i}`, type: b.type, writable: b.access === 'read_write' });
+    if (b.storage && b.type !== 'f32') fail(`buffer '${b.name}' of type ${b.type} has ${b.storage} storage (only f32 buffers may)`);
+    if (b.storage && b.storage !== 'f16' && b.storage !== 'bf16') fail(`buffer '${b.name}' has unknown storage '${String(b.storage)}'`);
+    add(b.name, { kind: 'buffer', name: b.name, js, len: `n${i}`, type: b.type, writable: b.access === 'read_write', ...(b.storage ? { half: b.storage } : {}) });
     pro.push(`const ${js} = B[${JSON.stringify(b.name)}], n${i} = ${js}.length;`);
   });
   k.scalars.forEach((s, i) => {
@@ -438,7 +449,9 @@ function compile(k: Kernel): CompiledKernel {
 
   let fn: (B: KernelArgs['buffers'], S: KernelArgs['scalars']) => void;
   try {
-    fn = new Function('erf', 'idiv', 'imod', 'f2i', 'oob', 'badGrid', 'schedule', source)(erf, idiv, imod, f2i, oob, badGrid, schedule);
+    const half = k.buffers.some((b) => b.storage);
+    fn = new Function('erf', 'idiv', 'imod', 'f2i', 'oob', 'badGrid', 'schedule', 'h16', 'hb16', 'r16', 'rb16', source)(
+      erf, idiv, imod, f2i, oob, badGrid, schedule, half ? f16Values() : null, half ? bf16Values() : null, toF16Bits, toBF16Bits);
   } catch (e) {
     throw new Error(`internal error: generated code for kernel ${k.name} does not compile: ${(e as Error).message}\n${source}`);
   }
@@ -446,8 +459,9 @@ function compile(k: Kernel): CompiledKernel {
   const run = (args: KernelArgs): void => {
     for (const b of k.buffers) {
       const a = args.buffers[b.name];
-      const ok = b.type === 'f32' ? a instanceof Float32Array : a instanceof Int32Array; // bool buffers are Int32Array, 0/1
-      if (!ok) throw new Error(`kernel ${k.name}: buffer '${b.name}' must be a ${b.type === 'f32' ? 'Float32Array' : 'Int32Array'}, got ${a === undefined ? 'nothing' : a.constructor.name}`);
+      // bool buffers are Int32Array, 0/1; half buffers Uint16Array, the bits
+      const want = b.storage ? Uint16Array : b.type === 'f32' ? Float32Array : Int32Array;
+      if (!(a instanceof want)) throw new Error(`kernel ${k.name}: buffer '${b.name}'${b.storage ? ` (${b.storage})` : ''} must be a ${want.name}, got ${a === undefined ? 'nothing' : a.constructor.name}`);
     }
     for (const s of k.scalars) {
       const x = args.scalars[s.name];

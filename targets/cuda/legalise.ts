@@ -42,8 +42,11 @@ export const CUDA_INTERNAL = [
 
 export const CUDA_RESERVED: ReadonlySet<string> = new Set([...CPP_KEYWORDS, ...CUDA_NAMES, ...CUDA_INTERNAL]);
 
-/** A C++ identifier that is not reserved to the implementation ('__' anywhere, '_' + capital). */
-export const validCudaIdent = (n: string): boolean => /^[A-Za-z_][A-Za-z0-9_]*$/.test(n) && !n.includes('__') && !/^_[A-Z]/.test(n);
+/**
+ * A C++ identifier that is not reserved to the implementation ('__' anywhere, '_' + capital)
+ * nor one of the CUDART_ macros of cuda_fp16.h and cuda_bf16.h.
+ */
+export const validCudaIdent = (n: string): boolean => /^[A-Za-z_][A-Za-z0-9_]*$/.test(n) && !n.includes('__') && !/^_[A-Z]/.test(n) && !n.startsWith('CUDART_');
 
 export interface SharedSlot { name: string; type: KType; size: number; offset: number; bytes: number }
 

@@ -10,8 +10,13 @@
 // constants WGSL literals cannot spell (infinities, NaN). NaN tests use the bit pattern, since
 // WGSL lets implementations assume that floats are finite. WGSL's select(f, t, cond) is not
 // lazy; the legaliser keeps loads that need it out of its operands.
+// f16 storage (KBuffer.storage) needs `enable f16;` (the device feature shader-f16): buffers are
+// array<f16>, loads f32(x[i]) (exact), stores through rn_f16, which gives +-inf past f16's range
+// and keeps NaN (WGSL leaves out-of-range conversions indeterminate) and otherwise converts with
+// f16(x), rounding to a neighbour (nearest even on the implementations we know). WGSL has no
+// bf16: printing a bf16 buffer is an error.
 import { ALWAYS, CPrinter, f32Bits, f32Text, type Fmt, PREC, prim, PRIMARY, UNARY } from '../../compiler/c-printer.js';
-import type { KBinOp, KBuiltin, Kernel, KExpr, KType, KUnOp } from '../../compiler/kir.js';
+import type { KBinOp, KBuiltin, Kernel, KExpr, KHalf, KType, KUnOp } from '../../compiler/kir.js';
 import { legaliseWgsl, type WgslLegalised } from './legalise.js';
 
 const TYPE: Record<KType, string> = { f32: 'f32', i32: 'i32', bool: 'bool' };
@@ -32,6 +37,17 @@ const HELPERS: Record<string, Helper> = {
   rn_f32_bits: { deps: [], code: [
     '// Infinities and NaN have no WGSL literal (and a constant expression may not produce them).',
     'fn rn_f32_bits(b: u32) -> f32 { return bitcast<f32>(b); }',
+  ] },
+  rn_f16: { deps: [], code: [
+    '// f32 -> f16: +-inf from 65520 up (where nearest even rounds up to infinity), NaN to NaN',
+    '// (WGSL leaves out-of-range conversions indeterminate); f16(x) below.',
+    'fn rn_f16(x: f32) -> f16 {',
+    '  let b = bitcast<u32>(x);',
+    '  let a = b & 0x7fffffffu;',
+    '  if (a < 0x477ff000u) { return f16(x); }',
+    '  let h = ((b >> 16u) & 0x8000u) | select(0x7c00u, 0x7e00u, a > 0x7f800000u);',
+    '  return bitcast<vec2<f16>>(h).x;',
+    '}',
   ] },
   rn_idiv: { deps: [], code: [
     '// Kernel IR integer division: truncates toward zero; x / 0 = 0 (WGSL gives x).',
@@ -100,18 +116,20 @@ const HELPERS: Record<string, Helper> = {
     '}',
   ] },
 };
-const HELPER_ORDER = ['rn_isnan', 'rn_f32_bits', 'rn_idiv', 'rn_imod', 'rn_f2i', 'rn_fmin', 'rn_fmax', 'rn_tanh', 'rn_log1p', 'rn_erf'];
+const HELPER_ORDER = ['rn_isnan', 'rn_f32_bits', 'rn_f16', 'rn_idiv', 'rn_imod', 'rn_f2i', 'rn_fmin', 'rn_fmax', 'rn_tanh', 'rn_log1p', 'rn_erf'];
 
 const RELATIONAL = new Set<KBinOp>(['==', '!=', '<', '<=', '>', '>=']);
 
 export class WgslPrinter extends CPrinter {
   private readonly helpers = new Set<string>();
   private readonly ids = new Set<KBuiltin>();
-  private readonly buffers: Map<string, { type: KType }>;
+  private readonly buffers: Map<string, { type: KType; storage?: KHalf }>;
 
   constructor(readonly L: WgslLegalised) {
     super();
     this.buffers = new Map(L.kernel.buffers.map((b) => [b.name, b]));
+    const bf16 = L.kernel.buffers.find((b) => b.storage === 'bf16');
+    if (bf16) throw new Error(`WGSL has no bf16: kernel ${L.kernel.name} stores buffer '${bf16.name}' as bf16; compile for WebGPU with dtype f16 or f32`);
   }
 
   private use(h: string): string {
@@ -145,12 +163,14 @@ export class WgslPrinter extends CPrinter {
 
   override load(array: string, index: KExpr, type: KType): Fmt {
     const s = `${array}[${this.expr(index)}]`;
-    return this.buffers.has(array) && type === 'bool' ? { s: `${s} != 0`, p: 3 } : prim(s);
+    const b = this.buffers.get(array);
+    if (b?.storage) return prim(`f32(${s})`);
+    return b && type === 'bool' ? { s: `${s} != 0`, p: 3 } : prim(s);
   }
 
   override store(array: string, index: KExpr, value: KExpr): string {
     const b = this.buffers.get(array);
-    const v = b && b.type === 'bool' ? `select(0, 1, ${this.expr(value)})` : this.expr(value);
+    const v = b?.storage ? `${this.use('rn_f16')}(${this.expr(value)})` : b && b.type === 'bool' ? `select(0, 1, ${this.expr(value)})` : this.expr(value);
     return `${array}[${this.expr(index)}] = ${v};`;
   }
 
@@ -202,9 +222,11 @@ export class WgslPrinter extends CPrinter {
 
   override header(k: Kernel): string[] {
     const out: string[] = [];
+    if (k.buffers.some((b) => b.storage)) out.push('enable f16;', '');
+    const helpers = out.length;
     for (const h of HELPER_ORDER) if (this.helpers.has(h)) out.push(...HELPERS[h]!.code);
-    if (out.length) out.push('');
-    k.buffers.forEach((b, i) => out.push(`@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${TYPE[b.type === 'bool' ? 'i32' : b.type]}>;`));
+    if (out.length > helpers) out.push('');
+    k.buffers.forEach((b, i) => out.push(`@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${b.storage ?? TYPE[b.type === 'bool' ? 'i32' : b.type]}>;`));
     const u = this.L.uniform;
     if (u) {
       out.push('struct Params {', ...u.fields.map((f) => `  ${f.name}: ${TYPE[f.type]},`), '}');

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import type { Kernel, KType } from '../../../compiler/kir.js';
 import { compilePlan, specialisedSizes } from '../../../compiler/plan.js';
-import { makeSchedule, type Form } from '../../../compiler/schedule.js';
+import { makeSchedule, type Form, type StorageDtype } from '../../../compiler/schedule.js';
 import { bindSizes } from '../../../dsl/reference/interpreter.js';
 import type { EmittedKernel } from '../../../targets/emitted.js';
 import { loadCaseFn } from '../agreement.js';
@@ -20,14 +20,14 @@ const C_TYPE: Record<KType, string> = { f32: 'float', i32: 'int', bool: 'int' };
 
 /** A printer that honours the contract (parameters, grid, workgroup) with an empty body. */
 export function stubEmit(k: Kernel): EmittedKernel {
-  const params = [...k.buffers.map((b) => `${C_TYPE[b.type]}* ${b.name}`), ...k.scalars.map((s) => `${C_TYPE[s.type]} ${s.name}`)];
+  const params = [...k.buffers.map((b) => `${b.storage ? 'unsigned short' : C_TYPE[b.type]}* ${b.name}`), ...k.scalars.map((s) => `${C_TYPE[s.type]} ${s.name}`)];
   return {
     target: 'cuda',
     entry: k.name,
     code: `extern "C" __global__ void ${k.name}(${params.join(', ')}) {}\n`,
     workgroup: k.workgroup,
     // Reversed lists: the runner must order parameters by position, not by list order.
-    buffers: k.buffers.map((b, i) => ({ name: b.name, type: b.type, access: b.access, binding: i })).reverse(),
+    buffers: k.buffers.map((b, i) => ({ name: b.name, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access, binding: i })).reverse(),
     scalars: k.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: k.buffers.length + i })).reverse(),
     grid: k.grid,
     foldX: false,
@@ -52,17 +52,19 @@ async function plumbing(root: string, logFile: string): Promise<unknown> {
   const shape = { B: 2, H: 3, T: 70, K: 8, V: 8 };
   const inputs = inputsFor(fn, shape);
   let launches = 0;
-  const cases: [Form, boolean][] = [['chunkwise', false], ['recurrent', true]];
-  for (const [form, backward] of cases) {
+  // Half storage too: the mock checks every copy and memset against its allocation's size.
+  const cases: [Form, boolean, StorageDtype][] = [['chunkwise', false, 'f32'], ['recurrent', true, 'f32'], ['chunkwise', true, 'f16'], ['parallel', false, 'bf16']];
+  for (const [form, backward, dtype] of cases) {
     const all = new Map<string, CudaInput>(inputs);
     if (backward) all.set('grad.o', { shape: [2, 3, 70, 8], data: new Float32Array(2 * 3 * 70 * 8).fill(1) });
     const sizes = bindSizes(fn, new Map([...inputs].map(([k, v]) => [k, v.shape] as const)));
     const constants = new Map(specialisedSizes(fn, backward).map((s) => [s, sizes.get(s)!] as const));
-    const plan = compilePlan(fn, makeSchedule(form, 16), { backward, constants });
+    const plan = compilePlan(fn, makeSchedule(form, 16, { dtype }), { backward, constants });
     fs.writeFileSync(logFile, '');
     const out = await runPlanCuda(plan, all, { emit: stubEmit });
     const lines = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.startsWith('launch '));
-    const where = `${form}${backward ? ' backward' : ''}`;
+    const where = `${form}${backward ? ' backward' : ''}${dtype === 'f32' ? '' : ` ${dtype}`}`;
+    if (dtype !== 'f32' && plan.half.size === 0) problems.push(`${where}: no tensor is stored as ${dtype}`);
     if (lines.length !== plan.launches.length) problems.push(`${where}: ${lines.length} launches logged, plan has ${plan.launches.length}`);
     const bufOf = new Map<string, string>();
     const tensorOf = new Map<string, string>();
