@@ -12,7 +12,7 @@ import { gradient, GradError, upstreamName } from '../../compiler/autodiff.js';
 import { fnToString, lowerFn, nodeToString, toChecked } from '../../compiler/ir.js';
 import { kernelToString } from '../../compiler/kir-print.js';
 import { compilePlan, type Plan, ScheduleError, specialisedSizes } from '../../compiler/plan.js';
-import { DEFAULT_CHUNK, type Form, FORMS, makeSchedule, type Schedule } from '../../compiler/schedule.js';
+import { DEFAULT_CHUNK, type Form, FORMS, makeSchedule, type Schedule, STORAGE_DTYPES, type StorageDtype } from '../../compiler/schedule.js';
 import { type HostTensor, runPlanCpu } from '../plan-runner.js';
 import type { TargetName } from '../../targets/emitted.js';
 import { readSafetensorsFile, SafetensorsError, type DType, type Tensor, fromFloat64, toFloat64, writeSafetensorsFile } from '../io/safetensors.js';
@@ -25,10 +25,11 @@ commands:
   check FILE.ret                      check a file; print every function and model signature
   run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors
       [--target reference|cpu|webgpu|cuda] [--schedule parallel|recurrent|chunkwise] [--chunk N]
-      [--grad DOUT.safetensors]       run a function on named inputs; write outputs by name and,
+      [--dtype f32|f16|bf16] [--grad DOUT.safetensors]
+                                      run a function on named inputs; write outputs by name and,
                                       with --grad, the gradient of every input as grad.NAME
   compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward]
-      [--target cuda|wgsl] [--emit ir|kernel-ir|ts] --out DIR [--size K=64 ...]
+      [--dtype f32|f16|bf16] [--target cuda|wgsl] [--emit ir|kernel-ir|ts] --out DIR [--size K=64 ...]
                                       write a stage of the compilation readably, or the kernels
                                       for a target with a manifest (and, --emit ts, typed bindings)
   help                                this text`;
@@ -114,13 +115,15 @@ async function readTensors(file: string): Promise<Map<string, Value> | string> {
   }
 }
 
-function parseSchedule(values: { schedule?: string | undefined; chunk?: string | undefined }, required: boolean): Schedule {
+function parseSchedule(values: { schedule?: string | undefined; chunk?: string | undefined; dtype?: string | undefined }, required: boolean): Schedule {
   const form = values.schedule ?? (required ? undefined : 'parallel');
   if (!form) throw new UsageError('--schedule parallel|recurrent|chunkwise is required');
   if (!(FORMS as readonly string[]).includes(form)) throw new UsageError(`unknown schedule '${form}' (expected ${FORMS.join(', ')})`);
   const chunk = values.chunk === undefined ? DEFAULT_CHUNK : Number(values.chunk);
   if (!Number.isInteger(chunk) || chunk < 1 || chunk > 1024) throw new UsageError(`--chunk must be an integer from 1 to 1024, got '${values.chunk}'`);
-  return makeSchedule(form as Form, chunk);
+  const dtype = values.dtype ?? 'f32';
+  if (!(STORAGE_DTYPES as readonly string[]).includes(dtype)) throw new UsageError(`unknown --dtype '${dtype}' (expected ${STORAGE_DTYPES.join(', ')})`);
+  return makeSchedule(form as Form, chunk, { dtype: dtype as StorageDtype });
 }
 
 async function cmdRun(args: string[]): Promise<number> {
@@ -130,7 +133,7 @@ async function cmdRun(args: string[]): Promise<number> {
       fn: { type: 'string' }, inputs: { type: 'string' }, out: { type: 'string' },
       target: { type: 'string', default: 'reference' },
       schedule: { type: 'string' }, chunk: { type: 'string' }, grad: { type: 'string' },
-      'out-dtype': { type: 'string' },
+      dtype: { type: 'string' }, 'out-dtype': { type: 'string' },
     },
   });
   if (positionals.length !== 1 || !values.fn || !values.inputs || !values.out) {
@@ -141,7 +144,7 @@ async function cmdRun(args: string[]): Promise<number> {
     return fail('retnetc', `unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})`);
   }
   const schedule = parseSchedule(values, false);
-  if (target === 'reference' && values.schedule !== undefined) return fail('retnetc', '--schedule applies to compiled targets; the reference target evaluates the definition directly (use --target cpu)');
+  if (target === 'reference' && (values.schedule !== undefined || values.dtype !== undefined)) return fail('retnetc', '--schedule and --dtype apply to compiled targets; the reference target evaluates the definition directly in float64 (use --target cpu)');
   const outDtype = values['out-dtype'];
   if (outDtype !== undefined && !DTYPE_MAP[outDtype]) return fail('retnetc', `unknown --out-dtype '${outDtype}' (expected one of ${Object.keys(DTYPE_MAP).join(', ')})`);
   const program = loadChecked(positionals[0]!);
@@ -243,7 +246,7 @@ async function cmdCompile(args: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args, allowPositionals: true,
     options: {
-      fn: { type: 'string' }, schedule: { type: 'string' }, chunk: { type: 'string' }, backward: { type: 'boolean', default: false },
+      fn: { type: 'string' }, schedule: { type: 'string' }, chunk: { type: 'string' }, backward: { type: 'boolean', default: false }, dtype: { type: 'string' },
       emit: { type: 'string' }, out: { type: 'string' }, size: { type: 'string', multiple: true },
       target: { type: 'string' },
     },
