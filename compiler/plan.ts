@@ -5,7 +5,7 @@ import { type Dim, dimSymbols } from '../dsl/dims.js';
 import { analyse, type Contraction, explain } from './analysis.js';
 import { gradient, gradName } from './autodiff.js';
 import { decayGradHook, hoistDecayParams } from './decay-grad.js';
-import { type IrFn, lowerFn, type Node, walk } from './ir.js';
+import { type IrFn, lowerFn, type Node, usedVars, walk } from './ir.js';
 import type { KHalf, Kernel, KStorage } from './kir.js';
 import { lowerChunkwise, lowerParallel, lowerRecurrent } from './lower/contraction.js';
 import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.js';
@@ -109,7 +109,7 @@ export function specialisedSizes(fn: CheckedFn, backward: boolean): string[] {
 
 export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?: boolean; constants?: ReadonlyMap<string, number> } = {}): Plan {
   const base = opts.backward ? toGradientIr(fn) : toIr(fn);
-  const { fn: ir, contractions } = analyse(base);
+  const { fn: ir, contractions } = analyse(withoutDeadStatements(base));
   if (schedule.form !== 'parallel') {
     const reasons = ir.body.filter((s) => !contractions.has(s.target)).map(explain).filter((r): r is string => r !== undefined);
     // A weight that does not factorise is the root cause; a running max usually comes with it.
@@ -157,6 +157,22 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?
     launches.push({ kernel, buffers, scalars, target: s.target, how: c ? 'contraction' : 'elementwise' });
   }
   return { fn: ir, schedule, launches, constants, contractions, half };
+}
+
+/**
+ * Drops statements whose results nothing reads (a gradient need not recompute forward outputs
+ * its formulas do not use, such as `o` when only the factorised decay gradient reads y1).
+ */
+export function withoutDeadStatements(f: IrFn): IrFn {
+  const live = new Set(f.outputs.map((o) => o.v));
+  const kept: IrFn['body'] = [];
+  for (let i = f.body.length - 1; i >= 0; i--) {
+    const s = f.body[i]!;
+    if (!live.has(s.target)) continue;
+    kept.push(s);
+    for (const v of usedVars([s])) live.add(v);
+  }
+  return { ...f, body: kept.reverse() };
 }
 
 /** Variables a plan must allocate (everything it writes), with their shapes. */

@@ -113,7 +113,7 @@ describe('WGSL validation in Dawn', { timeout: 300_000 }, () => {
       }
     }
     expect(failures).toEqual([]);
-    expect(n).toBeGreaterThan(30);
+    expect(n).toBeGreaterThan(20); // 3 forms x (1 forward + the backward launches)
   });
 
   test.skipIf(!validator)('chunk 128 (64 KiB of workgroup memory) validates; the pipeline needs the adapter limit', async () => {

@@ -15,7 +15,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
     const float* __restrict__ k,
     const float* __restrict__ _decay1_o,
     const float* __restrict__ v,
-    float* __restrict__ o,
+    float* __restrict__ _y1_6,
     int size_B,
     int size_H,
     int size_T) {
@@ -27,9 +27,11 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
   int b_b = rn_idiv(wg_y, size_H);
   int j = wg_x * 64 + tid_x;
   float S[64];
+  float S1[64];
   #pragma unroll
   for (int i = 0; i < 64; i += 1) {
     S[i] = 0.0f;
+    S1[i] = 0.0f;
   }
   for (int c0 = 0; c0 < size_T; c0 += 64) {
     int len = min(64, size_T - c0);
@@ -44,7 +46,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
         for (int i = 0; i < 64; i += 1) {
           dot = dot + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot * expf(float(pm - pm2) * _decay1_o[b_h]);
+        P[e] = dot * (expf(float(pm - pm2) * _decay1_o[b_h]) * float(pm - pm2));
       }
     }
     __syncthreads();
@@ -58,13 +60,16 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
         }
         if (c0 > 0) {
           float qs = 0.0f;
+          float qs1 = 0.0f;
           #pragma unroll
           for (int i = 0; i < 64; i += 1) {
-            qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
+            float ai = q[((b_b * size_H + b_h) * size_T + pm) * 64 + i];
+            qs = qs + ai * S[i];
+            qs1 = qs1 + ai * S1[i];
           }
-          acc = acc + qs * expf(float(pm - pe) * _decay1_o[b_h]);
+          acc = acc + (float(pm - pe) * qs + qs1) * expf(float(pm - pe) * _decay1_o[b_h]);
         }
-        o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
+        _y1_6[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       int pl = c0 + (len - 1);
       float carry = 0.0f;
@@ -73,6 +78,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
       }
       #pragma unroll
       for (int i = 0; i < 64; i += 1) {
+        S1[i] = carry * (S1[i] + float(pl - pe) * S[i]);
         S[i] = carry * S[i];
       }
       for (int m2 = 0; m2 < len; m2 += 1) {
@@ -82,6 +88,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
         for (int i = 0; i < 64; i += 1) {
           float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;
+          S1[i] = S1[i] + wc * float(pl - q2) * bi;
         }
       }
     }

@@ -8,7 +8,7 @@ fn rn_imod(a: i32, b: i32) -> i32 { if (b == 0) { return 0; } return a % b; }
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> _decay1_o: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> o: array<f32>;
+@group(0) @binding(4) var<storage, read_write> _y1_6: array<f32>;
 struct Params {
   size_B: i32,
   size_H: i32,
@@ -29,8 +29,10 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
   let b_b: i32 = rn_idiv(wg_y, size_H);
   let j: i32 = wg_x * 64 + tid_x;
   var S: array<f32, 64>;
+  var S1: array<f32, 64>;
   for (var i: i32 = 0; i < 64; i += 1) {
     S[i] = 0.0f;
+    S1[i] = 0.0f;
   }
   for (var c0: i32 = 0; c0 < size_T; c0 += 64) {
     let len: i32 = min(64, size_T - c0);
@@ -45,7 +47,7 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         for (var i: i32 = 0; i < 64; i += 1) {
           dot_ = dot_ + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot_ * exp(f32(pm - pm2) * _decay1_o[b_h]);
+        P[e] = dot_ * (exp(f32(pm - pm2) * _decay1_o[b_h]) * f32(pm - pm2));
       }
     }
     workgroupBarrier();
@@ -59,12 +61,15 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         }
         if (c0 > 0) {
           var qs: f32 = 0.0f;
+          var qs1: f32 = 0.0f;
           for (var i: i32 = 0; i < 64; i += 1) {
-            qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
+            let ai: f32 = q[((b_b * size_H + b_h) * size_T + pm) * 64 + i];
+            qs = qs + ai * S[i];
+            qs1 = qs1 + ai * S1[i];
           }
-          acc = acc + qs * exp(f32(pm - pe) * _decay1_o[b_h]);
+          acc = acc + (f32(pm - pe) * qs + qs1) * exp(f32(pm - pe) * _decay1_o[b_h]);
         }
-        o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
+        _y1_6[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       let pl: i32 = c0 + (len - 1);
       var carry: f32 = 0.0f;
@@ -72,6 +77,7 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         carry = exp(f32(pl - pe) * _decay1_o[b_h]);
       }
       for (var i: i32 = 0; i < 64; i += 1) {
+        S1[i] = carry * (S1[i] + f32(pl - pe) * S[i]);
         S[i] = carry * S[i];
       }
       for (var m2: i32 = 0; m2 < len; m2 += 1) {
@@ -80,6 +86,7 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         for (var i: i32 = 0; i < 64; i += 1) {
           let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;
+          S1[i] = S1[i] + wc * f32(pl - q2) * bi;
         }
       }
     }

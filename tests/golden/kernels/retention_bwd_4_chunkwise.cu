@@ -11,11 +11,11 @@ static __device__ __forceinline__ int rn_imod(int a, int b) { return (b == 0 || 
 #endif
 
 extern "C" __global__ void __launch_bounds__(64) retention_bwd_4_chunkwise(
-    const float* __restrict__ grad_o,
     const float* __restrict__ v,
+    const float* __restrict__ grad_o,
     const float* __restrict__ _decay1_o,
-    const float* __restrict__ k,
-    float* __restrict__ _d_q_10,
+    const float* __restrict__ q,
+    float* __restrict__ _d_k_11,
     int size_B,
     int size_H,
     int size_T) {
@@ -38,49 +38,49 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_4_chunkwise(
       int m2 = e % 64;
       P[e] = 0.0f;
       if (m < len && m2 <= m) {
-        int pm = c0 + m;
-        int pm2 = c0 + m2;
+        int pm = size_T - 1 - (c0 + m);
+        int pm2 = size_T - 1 - (c0 + m2);
         float dot = 0.0f;
         for (int i = 0; i < 64; i += 1) {
-          dot = dot + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * v[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+          dot = dot + v[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * grad_o[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot * expf(float(pm - pm2) * _decay1_o[b_h]);
+        P[e] = dot * expf(float(pm2 - pm) * _decay1_o[b_h]);
       }
     }
     __syncthreads();
     if (j < 64) {
-      int pe = c0 - 1;
+      int pe = size_T - 1 - (c0 - 1);
       for (int m = 0; m < len; m += 1) {
-        int pm = c0 + m;
+        int pm = size_T - 1 - (c0 + m);
         float acc = 0.0f;
         for (int m2 = 0; m2 < m + 1; m2 += 1) {
-          acc = acc + P[m * 64 + m2] * k[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
+          acc = acc + P[m * 64 + m2] * q[((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + m2))) * 64 + j];
         }
         if (c0 > 0) {
           float qs = 0.0f;
           #pragma unroll
           for (int i = 0; i < 64; i += 1) {
-            qs = qs + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
+            qs = qs + v[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
           }
-          acc = acc + qs * expf(float(pm - pe) * _decay1_o[b_h]);
+          acc = acc + qs * expf(float(pe - pm) * _decay1_o[b_h]);
         }
-        _d_q_10[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
+        _d_k_11[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
-      int pl = c0 + (len - 1);
+      int pl = size_T - 1 - (c0 + (len - 1));
       float carry = 0.0f;
       if (c0 > 0) {
-        carry = expf(float(pl - pe) * _decay1_o[b_h]);
+        carry = expf(float(pe - pl) * _decay1_o[b_h]);
       }
       #pragma unroll
       for (int i = 0; i < 64; i += 1) {
         S[i] = carry * S[i];
       }
       for (int m2 = 0; m2 < len; m2 += 1) {
-        int q2 = c0 + m2;
-        float wc = expf(float(pl - q2) * _decay1_o[b_h]) * k[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        int q2 = size_T - 1 - (c0 + m2);
+        float wc = expf(float(q2 - pl) * _decay1_o[b_h]) * q[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         #pragma unroll
         for (int i = 0; i < 64; i += 1) {
-          float bi = v[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          float bi = grad_o[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;
         }
       }

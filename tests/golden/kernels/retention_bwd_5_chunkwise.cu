@@ -11,11 +11,11 @@ static __device__ __forceinline__ int rn_imod(int a, int b) { return (b == 0 || 
 #endif
 
 extern "C" __global__ void __launch_bounds__(64) retention_bwd_5_chunkwise(
-    const float* __restrict__ v,
-    const float* __restrict__ grad_o,
-    const float* __restrict__ _decay1_o,
+    const float* __restrict__ k,
     const float* __restrict__ q,
-    float* __restrict__ _d_k_11,
+    const float* __restrict__ _decay1_o,
+    const float* __restrict__ grad_o,
+    float* __restrict__ _d_v_12,
     int size_B,
     int size_H,
     int size_T) {
@@ -42,7 +42,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_5_chunkwise(
         int pm2 = size_T - 1 - (c0 + m2);
         float dot = 0.0f;
         for (int i = 0; i < 64; i += 1) {
-          dot = dot + v[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * grad_o[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+          dot = dot + k[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * q[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
         P[e] = dot * expf(float(pm2 - pm) * _decay1_o[b_h]);
       }
@@ -54,17 +54,17 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_5_chunkwise(
         int pm = size_T - 1 - (c0 + m);
         float acc = 0.0f;
         for (int m2 = 0; m2 < m + 1; m2 += 1) {
-          acc = acc + P[m * 64 + m2] * q[((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + m2))) * 64 + j];
+          acc = acc + P[m * 64 + m2] * grad_o[((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + m2))) * 64 + j];
         }
         if (c0 > 0) {
           float qs = 0.0f;
           #pragma unroll
           for (int i = 0; i < 64; i += 1) {
-            qs = qs + v[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
+            qs = qs + k[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
           }
           acc = acc + qs * expf(float(pe - pm) * _decay1_o[b_h]);
         }
-        _d_k_11[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
+        _d_v_12[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       int pl = size_T - 1 - (c0 + (len - 1));
       float carry = 0.0f;
@@ -77,10 +77,10 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_5_chunkwise(
       }
       for (int m2 = 0; m2 < len; m2 += 1) {
         int q2 = size_T - 1 - (c0 + m2);
-        float wc = expf(float(q2 - pl) * _decay1_o[b_h]) * q[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        float wc = expf(float(q2 - pl) * _decay1_o[b_h]) * grad_o[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         #pragma unroll
         for (int i = 0; i < 64; i += 1) {
-          float bi = grad_o[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          float bi = q[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;
         }
       }

@@ -4,11 +4,11 @@ fn rn_idiv(a: i32, b: i32) -> i32 { if (b == 0) { return 0; } return a / b; }
 // Kernel IR integer remainder: the sign of the dividend; x % 0 = 0.
 fn rn_imod(a: i32, b: i32) -> i32 { if (b == 0) { return 0; } return a % b; }
 
-@group(0) @binding(0) var<storage, read> v: array<f32>;
-@group(0) @binding(1) var<storage, read> grad_o: array<f32>;
+@group(0) @binding(0) var<storage, read> k: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> _decay1_o: array<f32>;
-@group(0) @binding(3) var<storage, read> q: array<f32>;
-@group(0) @binding(4) var<storage, read_write> _d_k_11: array<f32>;
+@group(0) @binding(3) var<storage, read> grad_o: array<f32>;
+@group(0) @binding(4) var<storage, read_write> _d_v_12: array<f32>;
 struct Params {
   size_B: i32,
   size_H: i32,
@@ -43,7 +43,7 @@ fn retention_bwd_5_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         let pm2: i32 = size_T - 1 - (c0 + m2);
         var dot_: f32 = 0.0f;
         for (var i: i32 = 0; i < 64; i += 1) {
-          dot_ = dot_ + v[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * grad_o[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+          dot_ = dot_ + k[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * q[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
         P[e] = dot_ * exp(f32(pm2 - pm) * _decay1_o[b_h]);
       }
@@ -55,16 +55,16 @@ fn retention_bwd_5_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         let pm: i32 = size_T - 1 - (c0 + m);
         var acc: f32 = 0.0f;
         for (var m2: i32 = 0; m2 < m + 1; m2 += 1) {
-          acc = acc + P[m * 64 + m2] * q[((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + m2))) * 64 + j];
+          acc = acc + P[m * 64 + m2] * grad_o[((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + m2))) * 64 + j];
         }
         if (c0 > 0) {
           var qs: f32 = 0.0f;
           for (var i: i32 = 0; i < 64; i += 1) {
-            qs = qs + v[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
+            qs = qs + k[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
           }
           acc = acc + qs * exp(f32(pe - pm) * _decay1_o[b_h]);
         }
-        _d_k_11[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
+        _d_v_12[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       let pl: i32 = size_T - 1 - (c0 + (len - 1));
       var carry: f32 = 0.0f;
@@ -76,9 +76,9 @@ fn retention_bwd_5_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
       }
       for (var m2: i32 = 0; m2 < len; m2 += 1) {
         let q2: i32 = size_T - 1 - (c0 + m2);
-        let wc: f32 = exp(f32(q2 - pl) * _decay1_o[b_h]) * q[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        let wc: f32 = exp(f32(q2 - pl) * _decay1_o[b_h]) * grad_o[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         for (var i: i32 = 0; i < 64; i += 1) {
-          let bi: f32 = grad_o[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+          let bi: f32 = q[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;
         }
       }

@@ -2,13 +2,13 @@
 extern "C" __global__ void __launch_bounds__(256) retention_bwd_7_map(
     const float* __restrict__ _d_decay1_o_7,
     const float* __restrict__ gamma,
-    float* __restrict__ _d_gamma_13,
+    float* __restrict__ _d_gamma_14,
     int size_H) {
   const int tid_x = threadIdx.x;
   const int wg_x = blockIdx.x;
   int gid = wg_x * 256 + tid_x;
   if (gid < size_H) {
     int i_h = gid;
-    _d_gamma_13[gid] = _d_decay1_o_7[i_h] * (fabsf(gamma[i_h] - 1.0f) < 0.5f ? 1.0f : 0.0f) * (1.0f / (1.0f + (gamma[i_h] - 1.0f)));
+    _d_gamma_14[gid] = _d_decay1_o_7[i_h] * (fabsf(gamma[i_h] - 1.0f) < 0.5f ? 0.0f : 1.0f) * (1.0f / gamma[i_h]);
   }
 }
