@@ -450,6 +450,8 @@ function isOperandEnd(ty: TokenType): boolean {
 }
 
 const MAX_EXPR_DEPTH = 2000;
+const MAX_EXPR_TOKENS = 20000;
+const STATEMENT_KEYWORDS: ReadonlySet<TokenType> = new Set([T.Fn, T.Model, T.Import, T.Let, T.Hyper, T.Size, T.Weight, T.Layer, T.If, T.Else]);
 
 /** Depth of the deepest expression (iteratively, so that a long a + b + ... cannot overflow). */
 function tooDeep(ast: A.FileAst): A.Expr | undefined {
@@ -513,15 +515,24 @@ export function parseSource(src: SourceFile): ParseResult {
     } else if (ty === T.RParen || ty === T.RBracket || ty === T.RBrace) depth = Math.max(0, depth - 1);
   }
   // Prefix minus and '^' recurse in the parser too: bound their runs the same way.
+  // An expression of more than MAX_EXPR_TOKENS tokens (a sum of 100,000 terms) is refused here
+  // too, before parsing spends seconds on it.
   let run = 0;
   let carets = 0;
+  let exprStart = 0;
   for (let i = 0; i < tokens.length; i++) {
     const ty = tokens[i]!.tokenType;
     run = ty === T.Minus && (i === 0 || !isOperandEnd(tokens[i - 1]!.tokenType)) ? run + 1 : 0;
     if (ty === T.Caret) carets++;
-    else if (ty === T.Assign || ty === T.LBrace || ty === T.RBrace || ty === T.Semi) carets = 0;
+    else if (ty === T.Assign || ty === T.LBrace || ty === T.RBrace || ty === T.Semi) { carets = 0; exprStart = i; }
+    if (STATEMENT_KEYWORDS.has(ty)) exprStart = i;
     if (run > MAX_NESTING || carets > MAX_NESTING) {
       diagnostics.push({ span: src.span(tokens[i]!.startOffset, 1), message: `expression nested more than ${MAX_NESTING} deep` });
+      return { ast, diagnostics };
+    }
+    if (i - exprStart > MAX_EXPR_TOKENS) {
+      const at = tokens[Math.min(exprStart + 1, tokens.length - 1)]!;
+      diagnostics.push({ span: src.span(at.startOffset, at.image.length), message: `expression longer than ${MAX_EXPR_TOKENS} tokens; split it with let` });
       return { ast, diagnostics };
     }
   }
