@@ -2,6 +2,14 @@
 // The retnetc command line. User mistakes end in one located line and exit code 1.
 import { main } from './commands.js';
 
+// A reader that goes away (`retnetc check x.ret | head`) is not an error.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
+}
+
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (e: unknown) => {
