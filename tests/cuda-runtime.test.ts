@@ -194,7 +194,7 @@ describe('grid expressions', () => {
     expect(evalGridExpr(ceil, { n: 1024 })).toBe(4);
     expect(evalGridExpr(ceil, { n: 0 })).toBe(0);
     expect(evalGridExpr(div(v('n'), v('m')), { n: 5, m: 0 })).toBe(0);
-    expect(() => evalGridExpr(v('missing'), {})).toThrow(/not a scalar/);
+    expect(() => evalGridExpr(v('missing'), {})).toThrow(/grid expression: unknown scalar 'missing'/);
   });
 });
 

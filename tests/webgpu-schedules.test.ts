@@ -33,7 +33,7 @@ import { SourceFile } from '../dsl/source.js';
 import { runPlanCpu } from '../runtime/plan-runner.js';
 import type { EmittedKernel } from '../targets/emitted.js';
 import { acquireWebGPU, WebGPUUnavailableError, type AcquiredWebGPU } from '../runtime/webgpu/device.js';
-import { evalKExpr } from '../runtime/webgpu/kexpr-eval.js';
+import { evalKExpr } from '../runtime/kexpr-eval.js';
 import { kernelLimitProblem, limitsOf, sharedBytes } from '../runtime/webgpu/limits.js';
 import {
   releaseRuntimeDevice, runPlanWebGPU, runtimeDevice, runtimeStats, WebGPURunError, type EmitWGSL,

@@ -13,6 +13,7 @@
 // Tensors a plan stores in half precision (plan.half: schedule dtype f16 or bf16) take 2 bytes
 // an element on the device: inputs are rounded to them on upload (nearest even, targets/half.ts)
 // and outputs read back as f32 values.
+import { evalKExpr, KExprEvalError } from '../kexpr-eval.js';
 import { createHash } from 'node:crypto';
 import { devaluate } from '../../dsl/dims.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
@@ -205,64 +206,14 @@ export async function prepareCudaPlans(plans: readonly Plan[], opts: CudaRunOpti
 
 // ---- launching ----------------------------------------------------------------------------------
 
-/** Value of a grid expression (kernel IR i32 semantics: wrapping, truncating division, x / 0 = 0). */
+/** Value of a grid expression over the kernel's scalars (shared with the WebGPU runtime). */
 export function evalGridExpr(e: KExpr, scalars: Readonly<Record<string, number>>): number {
-  const go = (x: KExpr): number => {
-    switch (x.k) {
-      case 'const': return x.type === 'f32' ? Math.fround(x.value) : x.value | 0;
-      case 'var': {
-        const v = scalars[x.name];
-        if (v === undefined) throw new CudaRunError(`grid expression uses '${x.name}', which is not a scalar of the kernel`);
-        return x.type === 'f32' ? Math.fround(v) : v | 0;
-      }
-      case 'builtin': case 'load': throw new CudaRunError(`a grid expression cannot use ${x.k === 'load' ? `a load from '${x.array}'` : x.name}`);
-      case 'cast': {
-        const a = go(x.a);
-        if (x.type === 'f32') return Math.fround(a);
-        if (x.type === 'bool') return a !== 0 ? 1 : 0;
-        return a !== a ? 0 : a >= 2147483647 ? 2147483647 : a <= -2147483648 ? -2147483648 : a | 0;
-      }
-      case 'select': return go(x.cond) ? go(x.a) : go(x.b);
-      case 'un': {
-        const a = go(x.a);
-        const f = x.type === 'f32';
-        switch (x.op) {
-          case 'neg': return f ? -a : -a | 0;
-          case 'not': return a ? 0 : 1;
-          case 'abs': return f ? Math.abs(a) : Math.abs(a) | 0;
-          case 'floor': return f ? Math.floor(a) : a;
-          case 'ceil': return f ? Math.ceil(a) : a;
-          default: throw new CudaRunError(`grid expression uses '${x.op}'`);
-        }
-      }
-      case 'bin': {
-        if (x.op === '&&') return go(x.a) && go(x.b) ? 1 : 0;
-        if (x.op === '||') return go(x.a) || go(x.b) ? 1 : 0;
-        const a = go(x.a);
-        const b = go(x.b);
-        const f = x.a.type === 'f32';
-        const r = (v: number) => (f ? Math.fround(v) : v | 0);
-        switch (x.op) {
-          case '+': return r(a + b);
-          case '-': return r(a - b);
-          case '*': return f ? Math.fround(a * b) : Math.imul(a, b);
-          case '/': return f ? Math.fround(a / b) : b === 0 ? 0 : (a / b) | 0;
-          case '%': return f ? Math.fround(a % b) : b === 0 ? 0 : (a % b) | 0;
-          case 'min': return Math.min(a, b);
-          case 'max': return Math.max(a, b);
-          case 'pow': return Math.fround(a ** b);
-          case '<': return a < b ? 1 : 0;
-          case '<=': return a <= b ? 1 : 0;
-          case '>': return a > b ? 1 : 0;
-          case '>=': return a >= b ? 1 : 0;
-          case '==': return a === b ? 1 : 0;
-          case '!=': return a !== b ? 1 : 0;
-        }
-      }
-    }
-    throw new CudaRunError('unknown grid expression');
-  };
-  return go(e);
+  try {
+    return evalKExpr(e, scalars);
+  } catch (err) {
+    if (err instanceof KExprEvalError) throw new CudaRunError(`grid expression: ${err.message}`);
+    throw err;
+  }
 }
 
 export interface PreparedLaunch {

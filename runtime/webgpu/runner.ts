@@ -29,7 +29,7 @@ import { planSizes, type HostTensor } from '../plan-runner.js';
 import { BufferPool, type PoolStats } from './buffer-pool.js';
 import { acquireWebGPU, type AcquiredWebGPU, type DeviceLoss } from './device.js';
 import { bytesStr, oneLine, WebGPURunError } from './errors.js';
-import { evalKExpr, KExprEvalError } from './kexpr-eval.js';
+import { evalKExpr, KExprEvalError } from '../kexpr-eval.js';
 import { bindingProblem, kernelLimitProblem, limitsOf, type KernelLimits } from './limits.js';
 import { PipelineCache, type PipelineCacheStats } from './pipeline-cache.js';
 

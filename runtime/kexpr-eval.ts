@@ -3,7 +3,7 @@
 // '/' truncates toward zero, '%' takes the dividend's sign, x / 0 = x % 0 = 0, f32 rounds
 // after every operation, f32 -> i32 truncates and saturates (NaN -> 0). Loads and builtins
 // are not allowed: a grid is a function of the scalars only.
-import type { KExpr, KType } from '../../compiler/kir.js';
+import type { KExpr, KType } from '../compiler/kir.js';
 
 export class KExprEvalError extends Error {}
 
