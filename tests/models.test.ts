@@ -38,7 +38,8 @@ describe('models', () => {
 
   for (const file of ['retnet-tiny', 'retnet-tiny-gelu-pad']) {
     const path = `${FIXTURES}${file}.safetensors`;
-    test.skipIf(!existsSync(path))(`reference interpreter matches torchscale ${file} (recurrent logits, rel. RMSE <= 1e-4)`, async () => {
+    // In CI the fixtures are always beside the clone: there a missing file fails instead of skipping.
+    test.skipIf(!existsSync(path) && !process.env.CI)(`reference interpreter matches torchscale ${file} (recurrent logits, rel. RMSE <= 1e-4)`, async () => {
       const program = loadProgram('models/retnet.ret');
       const { tensors, metadata } = await readSafetensorsFile(path);
       const cfg = JSON.parse(metadata.config!);

@@ -395,7 +395,7 @@ const FIXTURE = fileURLToPath(new URL('../../shared/fixtures/torchscale/retnet-t
 const haveFixture = existsSync(FIXTURE);
 if (!haveFixture) console.log(`skipping torchscale fixture test: ${FIXTURE} not found`);
 
-describe.skipIf(!haveFixture)('torchscale fixture', () => {
+describe.skipIf(!haveFixture && !process.env.CI)('torchscale fixture', () => {
   it('reads retnet-tiny.safetensors', async () => {
     const { tensors, metadata } = await readSafetensorsFile(FIXTURE);
     const tokens = tensors.get('tokens')!;
