@@ -324,3 +324,14 @@ describe.concurrent('retnetc usage', { timeout: 60_000 }, () => {
     expect(readFileSync(file, 'utf8').length).toBeGreaterThan(100_000);
   });
 });
+
+describe('the retnetc bin', () => {
+  it('package.json bin points at an executable file that runs by its shebang (as npx runs it)', () => {
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    const bin = path.join(ROOT, pkg.bin.retnetc!);
+    expect(statSync(bin).mode & 0o111).not.toBe(0);
+    const r = spawnSync(bin, ['check', 'models/retention.ret'], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^fn retention\(/m);
+  });
+});
