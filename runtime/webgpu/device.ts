@@ -8,6 +8,17 @@
  * single line starting with "no WebGPU adapter: " and naming the cause.
  */
 
+/**
+ * A line Dawn logs from native code at warning severity ("Warning: ..."): on lavapipe the two
+ * "maxDynamic{Uniform,Storage}BuffersPerPipelineLayout artificially reduced" lines at adapter
+ * creation, and the Vulkan loader's messages about drivers it skips, which Dawn relays. None
+ * is an error; the CLI holds them back from the user's terminal (runtime/cli/main.ts).
+ * Lavapipe's own conformance notice counts too.
+ */
+export function isDawnWarning(line: string): boolean {
+  return /^Warning: /.test(line) || /^WARNING: lavapipe is not a conformant vulkan implementation/.test(line);
+}
+
 export class WebGPUUnavailableError extends Error {
   override readonly name = 'WebGPUUnavailableError';
   constructor(readonly reason: string) {

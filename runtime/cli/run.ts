@@ -1,0 +1,156 @@
+// retnetc run: a function on named inputs, on the reference or a compiled target; writes the
+// outputs by name (and with --grad the gradient of every input) and says what it wrote.
+import * as path from 'node:path';
+import type { CheckedFn } from '../../dsl/checked.js';
+import { bindSizes, RunError, runFunction, type Value } from '../../dsl/reference/interpreter.js';
+import { gradient, GradError, upstreamName } from '../../compiler/autodiff.js';
+import { lowerFn, toChecked } from '../../compiler/ir.js';
+import { compilePlan, type Plan, ScheduleError, specialisedSizes } from '../../compiler/plan.js';
+import { type HostTensor, runPlanCpu } from '../plan-runner.js';
+import { type DType, fromFloat64, SafetensorsError, type Tensor, writeSafetensorsFile } from '../io/safetensors.js';
+import { fail, failAt, findFn, loadChecked, parseSchedule, readTensors, SCHEDULE_OPTIONS, scheduleGiven, wroteTensor } from './common.js';
+import { gatherProblem } from './gathers.js';
+import { type OptionSpecs, parseOptions, refuse, sameFile, str, UsageError } from './options.js';
+
+export const RUN_TARGETS = ['reference', 'cpu', 'webgpu', 'cuda'] as const;
+const DTYPE_MAP: Record<string, DType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', f64: 'F64', i32: 'I32', i64: 'I64' };
+
+export const RUN_OPTIONS: OptionSpecs = {
+  fn: { type: 'string', value: 'NAME' },
+  inputs: { type: 'string', value: 'IN.safetensors' },
+  out: { type: 'string', value: 'OUT.safetensors' },
+  target: { type: 'string', value: RUN_TARGETS.join('|') },
+  ...SCHEDULE_OPTIONS,
+  grad: { type: 'string', value: 'DOUT.safetensors' },
+  'out-dtype': { type: 'string', value: Object.keys(DTYPE_MAP).join('|') },
+};
+
+export const RUN_USAGE = 'usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu|webgpu|cuda] [--schedule S] [--chunk N] [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype T]';
+
+export async function cmdRun(args: string[]): Promise<number> {
+  const o = parseOptions('run', args, RUN_OPTIONS);
+  const fnName = str(o, 'fn');
+  const inPath = str(o, 'inputs');
+  const outPath = str(o, 'out');
+  if (o.positionals.length !== 1 || !fnName || !inPath || !outPath) throw new UsageError(RUN_USAGE);
+  const file = o.positionals[0]!;
+  const target = str(o, 'target') ?? 'reference';
+  if (!(RUN_TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})`);
+  if (target === 'reference' && scheduleGiven(o)) {
+    refuse(o, ['schedule', 'chunk', 'dtype'], 'to --target reference, which evaluates the definition directly in float64 (use --target cpu, webgpu or cuda)');
+  }
+  const schedule = parseSchedule(o, false);
+  if (target === 'webgpu' && schedule.dtype === 'bf16') throw new UsageError('--dtype bf16 does not apply to --target webgpu: WGSL has no bf16 (use --dtype f16 or f32 there; bf16 runs on cpu and cuda)');
+  const outDtype = str(o, 'out-dtype');
+  if (outDtype !== undefined && !DTYPE_MAP[outDtype]) throw new UsageError(`unknown --out-dtype '${outDtype}' (expected one of ${Object.keys(DTYPE_MAP).join(', ')})`);
+  const gradPath = str(o, 'grad');
+  for (const [opt, p] of [['--inputs', inPath], ['--grad', gradPath]] as const) {
+    if (p !== undefined && sameFile(p, outPath)) throw new UsageError(`--out ${outPath} is the ${opt} file ${p}; writing it would destroy the ${opt === '--inputs' ? 'inputs' : 'upstream gradients'} (choose another --out)`);
+  }
+
+  const program = loadChecked(file);
+  if (!program) return 1;
+  const fn = findFn(program, file, fnName);
+  if (typeof fn === 'number') return fn;
+  const inputs = await readTensors(inPath);
+  if (typeof inputs === 'string') return fail(inPath, inputs);
+  let upstream: Map<string, Value> | undefined;
+  if (gradPath !== undefined) {
+    const g = await readTensors(gradPath);
+    if (typeof g === 'string') return fail(gradPath, g);
+    const outNames = fn.outputs.map((x) => x.name).join(', ');
+    for (const name of g.keys()) if (!fn.outputs.some((x) => x.name === name)) return fail(gradPath, `'${name}' is not an output of '${fn.name}' (outputs: ${outNames}); name each upstream gradient after its output`);
+    if (g.size === 0) return fail(gradPath, `holds no tensor, so it names no output of '${fn.name}' (outputs: ${outNames}); give the upstream gradient of at least one`);
+    upstream = g;
+  }
+
+  // The reference forward validates the inputs (names, shapes, integer values) for every target.
+  let sizes: Map<string, number>;
+  let outs: Map<string, Value>;
+  try {
+    outs = runFunction(fn, inputs);
+    // A scalar may be a 1-element tensor (as the reference accepts it).
+    const scalar = (k: string, v: Value): boolean => fn.params.some((p) => p.name === k && p.shape.length === 0) && v.shape.length === 1 && v.shape[0] === 1;
+    sizes = bindSizes(fn, new Map([...inputs].map(([k, v]) => [k, scalar(k, v) ? [] : v.shape] as const)));
+    const bad = gatherProblem(fn, inputs, sizes);
+    if (bad) return fail(inPath, bad);
+  } catch (e) {
+    if (e instanceof RunError) return fail(inPath, e.message);
+    throw e;
+  }
+  const outShapes = new Map(fn.outputs.map((x) => [x.name, outs.get(x.name)!.shape] as const));
+  if (upstream) {
+    for (const x of fn.outputs) {
+      const g = upstream.get(x.name);
+      const want = outShapes.get(x.name)!;
+      if (g && (g.shape.length !== want.length || g.shape.some((d, i) => d !== want[i]))) {
+        return fail(gradPath!, `the gradient of '${x.name}' must have the shape of '${x.name}', [${want.join(', ')}], got [${g.shape.join(', ')}]`);
+      }
+    }
+  }
+
+  const results = new Map<string, { shape: number[]; data: ArrayLike<number>; dtype: DType }>();
+  try {
+    if (target === 'reference') {
+      // The reference computes in float64 and, unless asked otherwise, writes float64.
+      for (const x of fn.outputs) results.set(x.name, { ...outs.get(x.name)!, dtype: x.dtype === 'i32' || x.dtype === 'i64' ? DTYPE_MAP[x.dtype]! : 'F64' });
+      if (upstream) {
+        const g = gradient(lowerFn(fn));
+        for (const [name, v] of runFunction(toChecked(g), withUpstream(fn, inputs, upstream, outShapes))) results.set(name, { ...v, dtype: 'F64' });
+      }
+    } else {
+      const constantsFor = (backward: boolean) => new Map(specialisedSizes(fn, backward).map((s) => [s, sizes.get(s)!] as const));
+      const plan = compilePlan(fn, schedule, { constants: constantsFor(false) });
+      for (const [name, t] of await execute(plan, inputs, target)) results.set(name, { ...t, dtype: t.data instanceof Int32Array ? 'I32' : 'F32' });
+      if (upstream) {
+        const gplan = compilePlan(fn, schedule, { backward: true, constants: constantsFor(true) });
+        for (const [name, t] of await execute(gplan, withUpstream(fn, inputs, upstream, outShapes), target)) results.set(name, { ...t, dtype: 'F32' });
+      }
+    }
+  } catch (e) {
+    if (e instanceof RunError) return fail(inPath, e.message);
+    if (e instanceof ScheduleError || e instanceof GradError) return failAt(program, fn, e);
+    const device = deviceError(e);
+    if (device) return fail('retnetc', device);
+    throw e;
+  } finally {
+    if (target === 'webgpu') await (await import('../webgpu/runner.js')).releaseRuntimeDevice();
+  }
+  const tensors = new Map<string, Tensor>();
+  for (const [name, r] of results) tensors.set(name, fromFloat64(r.data, r.shape, outDtype ? DTYPE_MAP[outDtype]! : r.dtype));
+  try {
+    await writeSafetensorsFile(outPath, tensors, { fn: fn.name, source: path.basename(file), target, ...(target !== 'reference' ? { schedule: JSON.stringify(schedule) } : {}) });
+  } catch (e) {
+    if (e instanceof SafetensorsError) return fail(outPath, e.message.replace(`${outPath}: `, ''));
+    throw e;
+  }
+  for (const [name, t] of tensors) wroteTensor(name, t.dtype, t.shape, outPath);
+  return 0;
+}
+
+/** Runs a compiled plan on a device target. The GPU runtimes load only when asked for. */
+async function execute(plan: Plan, inputs: Map<string, Value>, target: string): Promise<Map<string, HostTensor>> {
+  if (target === 'cpu') return runPlanCpu(plan, inputs);
+  if (target === 'webgpu') return (await import('../webgpu/runner.js')).runPlanWebGPU(plan, inputs);
+  const cuda = await import('../cuda/runner.js');
+  const why = cuda.cudaStatus();
+  if (why) throw new cuda.CudaUnavailableError(why);
+  return cuda.runPlanCuda(plan, inputs);
+}
+
+/** One line for a device that is missing or failed (no adapter, no driver, a launch error). */
+function deviceError(e: unknown): string | undefined {
+  if (!(e instanceof Error)) return undefined;
+  const names = ['WebGPUUnavailableError', 'WebGPURunError', 'CudaUnavailableError', 'CudaRunError', 'NvccError'];
+  return names.includes(e.name) || names.includes(e.constructor.name) ? e.message.split('\n')[0] : undefined;
+}
+
+/** Gradient inputs: the forward inputs plus grad.OUT for every output (zeros where not given). */
+function withUpstream(fn: CheckedFn, inputs: Map<string, Value>, upstream: Map<string, Value>, outShapes: ReadonlyMap<string, number[]>): Map<string, Value> {
+  const m = new Map(inputs);
+  for (const x of fn.outputs) {
+    const want = outShapes.get(x.name)!;
+    m.set(upstreamName(x.name), upstream.get(x.name) ?? { shape: want, data: new Float64Array(want.reduce((a, b) => a * b, 1)) });
+  }
+  return m;
+}
