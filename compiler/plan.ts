@@ -1,6 +1,7 @@
 // Compiling a function for a schedule: tensor IR -> (autodiff) -> analysis -> one or more
 // kernels per statement, with the buffers each launch binds. The runtime executes plans.
 import type { CheckedFn, CVar } from '../dsl/checked.js';
+import type { Span } from '../dsl/source.js';
 import { type Dim, dimSymbols } from '../dsl/dims.js';
 import { analyse, type Contraction, explain } from './analysis.js';
 import { gradient, gradName } from './autodiff.js';
@@ -13,7 +14,10 @@ import { lowerElementwise } from './lower/generic.js';
 import { canonicalise } from './rewrite.js';
 import type { Schedule } from './schedule.js';
 
-export class ScheduleError extends Error {}
+/** A schedule that cannot be had; `span` is the statement that causes it, when one does. */
+export class ScheduleError extends Error {
+  constructor(message: string, readonly span?: Span) { super(message); }
+}
 
 export interface Launch {
   kernel: Kernel;
@@ -111,10 +115,10 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?
   const base = opts.backward ? toGradientIr(fn) : toIr(fn);
   const { fn: ir, contractions } = analyse(withoutDeadStatements(base));
   if (schedule.form !== 'parallel') {
-    const reasons = ir.body.filter((s) => !contractions.has(s.target)).map(explain).filter((r): r is string => r !== undefined);
+    const reasons = ir.body.filter((s) => !contractions.has(s.target)).map((s) => ({ s, r: explain(s) })).filter((x): x is { s: typeof x.s; r: string } => x.r !== undefined);
     // A weight that does not factorise is the root cause; a running max usually comes with it.
-    const why = reasons.find((r) => r.includes('does not factorise')) ?? reasons[0];
-    if (why) throw new ScheduleError(`'${fn.name}' has no ${schedule.form} schedule: ${why}; only the parallel schedule exists for it`);
+    const why = reasons.find((x) => x.r.includes('does not factorise')) ?? reasons[0];
+    if (why) throw new ScheduleError(`'${fn.name}' has no ${schedule.form} schedule: ${why.r}; only the parallel schedule exists for it`, why.s.span);
   }
   const constants = new Map(opts.constants ?? []);
   const half = new Map<string, KHalf>();
@@ -143,7 +147,7 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?
       else if (schedule.form === 'chunkwise') kernel = lowerChunkwise(name, s, c, L, schedule);
       else kernel = lowerParallel(name, s, c, L, schedule);
     } catch (e) {
-      if (e instanceof LowerError) throw new ScheduleError(`${fn.name}: ${e.message}`);
+      if (e instanceof LowerError) throw new ScheduleError(`${fn.name}: ${e.message}`, s.span);
       throw e;
     }
     const buffers: Record<string, string> = {};
