@@ -8,12 +8,16 @@
 // anti-causal. Local partials are a rule table (PARTIALS), one entry per operation.
 import type { CParam, CVar, ReduceVar, UnaryFn } from '../dsl/checked.js';
 import type { Dim } from '../dsl/dims.js';
+import type { Span } from '../dsl/source.js';
 import {
   add, binary, cnst, divN, freeIndices, idx, type IrFn, type IrStmt, ld, mulN, neg, type Node, type ReduceArg, reduce, select, subN, substIndex, unary,
 } from './ir.js';
 import { simplify } from './rewrite.js';
 
-export class GradError extends Error {}
+/** A gradient that cannot be derived; `span` is the statement that causes it, when one does. */
+export class GradError extends Error {
+  constructor(message: string, readonly span?: Span) { super(message); }
+}
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 const two = cnst(2);
@@ -102,12 +106,16 @@ export function gradient(f: IrFn, hook?: GradHook): IrFn {
     vars.set(id, { id, name: id, dtype: like.dtype, shape: like.shape, role: 'local' });
     return id;
   };
+  // Gradient statements carry the span of the forward statement they come from, so that an
+  // error about one (a schedule it cannot have) points at the user's statement.
+  let from: IrStmt | undefined;
+  const spanned = (s: IrStmt): IrStmt => (s.span || !from?.span ? s : { ...s, span: from.span });
   const ctx: GradContext = {
     fresh, newVar, vars,
-    push: (s) => body.push({ ...s, value: simplify(s.value) }),
+    push: (s) => body.push(spanned({ ...s, value: simplify(s.value) })),
     contribute: (x, s) => {
       const id = newVar(`d.${x}.`, vars.get(x)!);
-      body.push({ ...s, target: id, value: simplify(s.value) });
+      body.push(spanned({ ...s, target: id, value: simplify(s.value) }));
       contribs.set(x, [...(contribs.get(x) ?? []), id]);
     },
   };
@@ -132,7 +140,9 @@ export function gradient(f: IrFn, hook?: GradHook): IrFn {
 
   for (let si = f.body.length - 1; si >= 0; si--) {
     const stmt = f.body[si]!;
+    from = undefined;
     const dy = total(stmt.target);
+    from = stmt;
     if (!dy) continue;
     const claimedNodes = new Map<number, Node>();
     const claimed = new Set<number>();
