@@ -104,11 +104,13 @@ export async function cmdCompile(args: string[]): Promise<number> {
     const what = `the ${schedule.form}${backward ? ' backward' : ''} kernels of '${fn.name}'`;
     for (const name of given_.keys()) {
       if (!fn.sizes.includes(name)) return fail('retnetc', `--size ${name}: '${name}' is not a size of '${fn.name}' (its sizes: ${fn.sizes.join(', ') || 'none'})${didYouMean(name, fn.sizes)}`);
-      if (!needed.includes(name)) return fail('retnetc', `--size ${name}: '${name}' is bound at run time from the tensors' shapes; ${what} are specialised only on ${needed.length ? needed.join(', ') : 'no size'}`);
     }
     const missing = needed.filter((s) => !given_.has(s));
     if (missing.length) return fail(at(fn.span), `${what} are specialised on ${needed.join(', ')}; give ${missing.map((m) => `--size ${m}=N`).join(' ')}`);
     plan = compilePlan(fn, schedule, { backward, constants: new Map(needed.map((s) => [s, given_.get(s)!] as const)) });
+    for (const name of given_.keys()) {
+      if (!needed.includes(name)) return fail('retnetc', `--size ${name}: '${name}' is bound at run time from the tensors' shapes; ${what} are specialised ${needed.length ? `only on ${needed.join(', ')}` : 'on no size'}`);
+    }
   } catch (e) {
     if (e instanceof ScheduleError || e instanceof GradError) return failAt(program, fn, e);
     throw e;
