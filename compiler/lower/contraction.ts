@@ -52,16 +52,49 @@ function weight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr])
   return x.c.decay.length === 0 ? K.f32(1) : K.un('exp', exponent(x, p, q, out, scan));
 }
 
-/** The decay of one scan step, arriving at position p: the gate itself where there is one. */
+/** The base of a fixed decay's lambda = log(base) (or its near-1 form select(.., log1p(base - 1), log(base))). */
+function logBase(lambda: Node): Node | undefined {
+  if (lambda.op === 'unary' && lambda.arg === 'log') return lambda.src[0];
+  if (lambda.op === 'select') return logBase(lambda.src[2]!);
+  return undefined;
+}
+
+/**
+ * exp(x) for a step decay: on |x| < 1/2 by its Taylor series to degree 9 (Horner; the error is
+ * the last rounding, unbiased, and vanishes as x -> 0), exp(x) beyond. GPU exps are up to 5 ulp
+ * off near 0 (lavapipe, biased by +0.4 ulp on average), and a recurrent state compounds the
+ * error of its step decay over 1 / (1 - decay) steps (10x the CPU executor's error at T = 300).
+ */
+function stepExp(e: KExpr, out: KStmt[]): KExpr {
+  out.push(K.decl('dx', 'f32', e));
+  const xv = K.v('dx', 'f32');
+  let fact = 1;
+  const coef: number[] = [];
+  for (let n = 0; n <= 9; n++) coef.push(1 / (fact *= n || 1));
+  let poly: KExpr = K.f32(Math.fround(coef[9]!));
+  for (let n = 8; n >= 0; n--) poly = K.add(K.mul(poly, xv), K.f32(Math.fround(coef[n]!)));
+  return K.select(K.lt(K.un('abs', xv), K.f32(0.5)), poly, K.un('exp', xv));
+}
+
+/**
+ * The decay of one scan step, arriving at position p: the gate itself where there is one, and
+ * the base gamma itself for a fixed decay lambda = log gamma (exp(log gamma) is up to 5 ulp off
+ * on lavapipe, an error that the recurrent state compounds over 1 / (1 - gamma) steps).
+ */
 function stepWeight(x: Ctx, p: KExpr, out: KStmt[]): KExpr {
   const prev = posOf(x, K.sub(K.v('n'), K.i32(1)));
-  const parts = x.c.decay.map((term): KExpr => {
-    if (term.kind === 'fixed') return x.L.expr(term.lambda, x.batch, out);
+  const bases: KExpr[] = [];
+  const parts: KExpr[] = [];
+  for (const term of x.c.decay) {
+    const base = term.kind === 'fixed' ? logBase(term.lambda) : undefined;
+    if (base) bases.push(K.cast(x.L.expr(base, x.batch, out), 'f32'));
+    else if (term.kind === 'fixed') parts.push(x.L.expr(term.lambda, x.batch, out));
     // Causal: L(p) - L(p-1) = g[p]; anti-causal: L(p+1) - L(p) = g[p+1].
-    if (term.step) return x.L.expr(term.step, new Map([...x.batch, [POS, { expr: x.c.direction === 'causal' ? p : K.add(p, K.i32(1)) }]]), out);
-    return exponent({ ...x, c: { ...x.c, decay: [term] } }, p, prev, out);
-  });
-  return K.un('exp', parts.reduce((a, b) => K.add(a, b)));
+    else if (term.step) parts.push(x.L.expr(term.step, new Map([...x.batch, [POS, { expr: x.c.direction === 'causal' ? p : K.add(p, K.i32(1)) }]]), out));
+    else parts.push(exponent({ ...x, c: { ...x.c, decay: [term] } }, p, prev, out));
+  }
+  const factors = parts.length ? [stepExp(parts.reduce((a, b) => K.add(a, b)), out), ...bases] : bases;
+  return factors.reduce((a, b) => K.mul(a, b));
 }
 
 /** Scan distance from q to p (>= 0). */
