@@ -6,9 +6,11 @@
 // (no term at all: w = 1, linear attention). For these the recurrent and chunkwise
 // schedules exist. Anything else (softmax attention) gets the parallel schedule only, and
 // `explain` says why.
-import type { ReduceVar } from '../dsl/checked.js';
+import type { CVar, ReduceVar } from '../dsl/checked.js';
 import { type Dim, dconst, deq, dimToString } from '../dsl/dims.js';
-import { add, binary, cnst, divN, freeIndices, idx, type IrFn, type IrStmt, ld, mulN, type Node, nodeToString, type ReduceArg, substIndex, unary, walk } from './ir.js';
+import { add, binary, cnst, divN, freeIndices, idx, type IrFn, type IrStmt, ld, mulN, type Node, nodeToString, type ReduceArg, rebuild, reduce, subN, substIndex, unary, walk, withSrc } from './ir.js';
+import { coefAdd, coefIsZero, coefNumber, coefOf, coefToNode, type Lin, linearForm, linToNode } from './linform.js';
+import { signPow } from './rewrite.js';
 
 export type DecayTerm =
   /** L(p) = p * lambda; lambda's free indices are batch indices. */
@@ -40,7 +42,12 @@ export interface Contraction {
   c: Node;
   scale: Node;
   decay: DecayTerm[];
-  /** The decay factor nodes of the body (exp(...)), for the gradient hook. */
+  /**
+   * Conditions (batch-only bool nodes) under which the weight also carries (-1)^(later - earlier):
+   * the sign of a negative decay base gamma, whose magnitude |gamma| is in `decay` (rewrite.ts).
+   */
+  signs: Node[];
+  /** The decay factor nodes of the body (exp(...), signs), for the gradient hook. */
   decayNodes: Node[];
   /**
    * 1 when the weight also carries the distance |row - col| (the derivative of a decay
@@ -96,6 +103,142 @@ function parseExponent(e: Node, row: string, col: string, batch: Set<string>): D
 
 const isIdx = (n: Node, name: string) => n.op === 'index' && n.arg === name;
 
+/** The condition C of a decay sign factor (-1)^(later - earlier) where C holds (signPow). */
+function parseSign(f: Node, later: string, earlier: string, batch: Set<string>): Node | undefined {
+  if (f.op !== 'select' || !isConst(f.src[2]!, 1)) return undefined;
+  const [cond, inner] = f.src as [Node, Node];
+  if (![...freeIndices(cond)].every((v) => batch.has(v))) return undefined;
+  if (inner.op !== 'select' || !isConst(inner.src[1]!, 1) || !isConst(inner.src[2]!, -1)) return undefined;
+  const even = inner.src[0]!;
+  if (even.op !== 'binary' || even.arg !== '==' || !isConst(even.src[1]!, 0)) return undefined;
+  const mod = even.src[0]!;
+  if (mod.op !== 'binary' || mod.arg !== '%' || !isConst(mod.src[1]!, 2)) return undefined;
+  const e = mod.src[0]!;
+  const diff = (a: string, b: string) => e.op === 'binary' && e.arg === '-' && isIdx(e.src[0]!, a) && isIdx(e.src[1]!, b);
+  return diff(later, earlier) || diff(earlier, later) ? cond : undefined;
+}
+
+const isConst = (n: Node, v: number) => n.op === 'const' && n.arg === v;
+
+/** A factor of a weight between two positions that is a recognised decay piece as written. */
+function isDecayPiece(f: Node, later: string, earlier: string, batch: Set<string>): boolean {
+  return !!parseDecay(f, later, earlier, batch) || isDistance(f, later, earlier) || !!parseSign(f, later, earlier, batch);
+}
+
+type Normal = { ok: true; factors: Node[] } | { ok: false; coupled: Node };
+
+/**
+ * The normal form of one weight factor between positions `later` and `earlier`: exp(E) and
+ * exp2(E) with E distributed into a linear form become exp(float(later - earlier) * lambda
+ * + sum_k (G_k(later) - G_k(earlier))) times exp(terms of one position) times exp(the
+ * position-free rest); a sign (-1)^E likewise. `coupled` is the atom that depends on both.
+ */
+function normalForm(f: Node, later: string, earlier: string): Normal | undefined {
+  const pos = new Set([later, earlier]);
+  const both = (n: Node) => { const fi = freeIndices(n); return fi.has(later) && fi.has(earlier); };
+  const split = (L: Lin) => {
+    const lt = L.get(String(idx(later).id))?.coef ?? new Map();
+    const et = L.get(String(idx(earlier).id))?.coef ?? new Map();
+    const atoms = [...L.values()].filter((t) => t.atom && t.atom !== idx(later) && t.atom !== idx(earlier));
+    const coupled = atoms.find((t) => both(t.atom!));
+    return { lt, et, atoms, coupled, rest: L.get('') };
+  };
+  if (f.op === 'unary' && (f.arg === 'exp' || f.arg === 'exp2')) {
+    let L = linearForm(f.src[0]!, pos);
+    if (f.arg === 'exp2') L = new Map([...L].map(([k, t]) => [k, { atom: t.atom, coef: coefOf(mulN(coefToNode(t.coef), cnst(Math.LN2))) }] as const));
+    const { lt, et, atoms, coupled, rest } = split(L);
+    if (coupled) return { ok: false, coupled: coupled.atom! };
+    const decay: Node[] = [];
+    const laterOnly: Node[] = [];
+    const earlierOnly: Node[] = [];
+    if (!coefIsZero(lt)) decay.push(mulN(unary('float', subN(idx(later), idx(earlier))), coefToNode(lt)));
+    const remE = coefAdd(et, lt);
+    if (!coefIsZero(remE)) earlierOnly.push(linToNode([{ atom: idx(earlier), coef: remE }]));
+    const used = new Set<Node>();
+    for (const t of atoms) {
+      if (used.has(t.atom!) || !freeIndices(t.atom!).has(later)) continue;
+      const mirror = substIndex(t.atom!, new Map([[later, idx(earlier)]]));
+      const m = atoms.find((u) => u.atom === mirror && !used.has(u.atom!));
+      if (m && coefIsZero(coefAdd(t.coef, m.coef))) {
+        used.add(t.atom!).add(m.atom!);
+        const l = linToNode([t]);
+        decay.push(subN(l, substIndex(l, new Map([[later, idx(earlier)]]))));
+      }
+    }
+    for (const t of atoms) if (!used.has(t.atom!)) (freeIndices(t.atom!).has(later) ? laterOnly : earlierOnly).push(linToNode([t]));
+    const sum = (xs: Node[]) => xs.reduce((a, b) => add(a, b));
+    const out: Node[] = [];
+    if (decay.length) out.push(unary('exp', sum(decay)));
+    if (laterOnly.length) out.push(unary('exp', sum(laterOnly)));
+    if (earlierOnly.length) out.push(unary('exp', sum(earlierOnly)));
+    if (rest) out.push(unary('exp', coefToNode(rest.coef)));
+    return { ok: true, factors: out };
+  }
+  // A sign select(C, (-1)^E, 1) with E an integer linear form of the positions.
+  if (f.op === 'select' && isConst(f.src[2]!, 1) && f.src[1]!.op === 'select') {
+    const inner = f.src[1]!;
+    const even = inner.src[0]!;
+    if (!isConst(inner.src[1]!, 1) || !isConst(inner.src[2]!, -1) || even.op !== 'binary' || even.arg !== '==' || !isConst(even.src[1]!, 0)) return undefined;
+    const mod = even.src[0]!;
+    if (mod.op !== 'binary' || mod.arg !== '%' || !isConst(mod.src[1]!, 2)) return undefined;
+    const cond = f.src[0]!;
+    const { lt, et, atoms, coupled, rest } = split(linearForm(mod.src[0]!, pos));
+    if (coupled) return { ok: false, coupled: coupled.atom! };
+    const kl = coefNumber(lt);
+    const ke = coefNumber(et);
+    if (kl === undefined || ke === undefined || !Number.isInteger(kl) || !Number.isInteger(ke)) return undefined;
+    const odd = (k: number) => Math.abs(k) % 2 === 1;
+    const out: Node[] = [];
+    if (odd(kl) && odd(ke)) out.push(signPow(cond, subN(idx(later), idx(earlier))));
+    else if (odd(kl)) out.push(signPow(cond, idx(later)));
+    else if (odd(ke)) out.push(signPow(cond, idx(earlier)));
+    const others = [...atoms, ...(rest ? [rest] : [])];
+    if (others.length) out.push(signPow(cond, linToNode(others, true)));
+    return { ok: true, factors: out };
+  }
+  return undefined;
+}
+
+/** The (summed col, outer row) position pairs of a reduction with a constraint between them. */
+function causalPairs(n: Node): { col: string; row: string; causal: boolean }[] {
+  const r = n.arg as ReduceArg;
+  const bound = new Set(r.vars.map((v) => v.name));
+  const out: { col: string; row: string; causal: boolean }[] = [];
+  r.cons.forEach((c, k) => {
+    const rhs = n.src[k + 1]!;
+    if (rhs.op === 'index' && !bound.has(rhs.arg as string) && bound.has(c.name)) out.push({ col: c.name, row: rhs.arg as string, causal: c.op === '<' || c.op === '<=' });
+  });
+  return out;
+}
+
+/**
+ * Rewrites the weight factors of every causal sum in `value` into their normal form (see
+ * normalForm), so that decays spelled in any algebraically equal way are recognised alike.
+ * Factors already in their normal form are left as they are.
+ */
+export function normaliseWeights(value: Node): Node {
+  return rebuild(value, (n, src) => {
+    const m = withSrc(n, src);
+    if (m.op !== 'reduce') return m;
+    const pairs = causalPairs(m);
+    if (pairs.length !== 1) return m;
+    const { col, row, causal } = pairs[0]!;
+    const [later, earlier] = causal ? [row, col] : [col, row];
+    const outer = new Set([...freeIndices(m)].filter((v) => v !== row));
+    let changed = false;
+    const factors = factorsOf(m.src[0]!).flatMap((f) => {
+      const fi = freeIndices(f);
+      if (!fi.has(row) || !fi.has(col) || isDistance(f, later, earlier) || parseSign(f, later, earlier, outer)) return [f];
+      // exp(c*t - c*s) is a gated form as written, but normalises to the fixed (t - s) * c.
+      const nf = normalForm(f, later, earlier);
+      if (!nf || !nf.ok || (nf.factors.length === 1 && nf.factors[0] === f)) return [f];
+      changed = true;
+      return nf.factors;
+    });
+    return changed ? reduce(m.arg as ReduceArg, product(factors), m.src.slice(1)) : m;
+  });
+}
+
 /** float(later - earlier) or later - earlier: the distance between the two positions. */
 function isDistance(f: Node, later: string, earlier: string): boolean {
   const d = f.op === 'unary' && f.arg === 'float' ? f.src[0]! : f;
@@ -134,6 +277,7 @@ export function recognise(indices: readonly ReduceVar[], value: Node): Recogniti
   const a: Node[] = [], b: Node[] = [], c: Node[] = [], scale: Node[] = [], decayNodes: Node[] = [];
   let order: 0 | 1 = 0;
   const decay: DecayTerm[] = [];
+  const signs: Node[] = [];
   const direction = con.op === '<=' || con.op === '<' ? 'causal' : 'anticausal';
   // The weight is exp(L(later) - L(earlier)): later is the row for causal sums, the column otherwise.
   const [later, earlier] = direction === 'causal' ? [row, col] : [col, row];
@@ -152,48 +296,95 @@ export function recognise(indices: readonly ReduceVar[], value: Node): Recogniti
       order = 1;
     } else if (only(row, col) && has(row) && has(col)) {
       const terms = parseDecay(f, later, earlier, batchNames);
-      if (!terms) return { ok: false, reason: `its weight ${nodeToString(f)} depends on ${row} and ${col} but is not exp(L(${later}) - L(${earlier})) or gamma^(${later} - ${earlier})` };
-      decay.push(...terms);
+      const sign = terms ? undefined : parseSign(f, later, earlier, batchNames);
+      if (!terms && !sign) return { ok: false, reason: notFactorising(f, row, col, later, earlier) };
+      if (terms) decay.push(...terms);
+      if (sign) signs.push(sign);
       decayNodes.push(f);
     } else {
       return { ok: false, reason: `its factor ${nodeToString(f)} couples ${[...s].join(', ')}, which does not factorise over time` };
     }
   }
+  // A sign alone ((-1)^(t - s) with no magnitude left) still needs a decay for the state forms.
+  if (signs.length && !decay.length) decay.push({ kind: 'fixed', lambda: cnst(0) });
   return {
     ok: true,
-    c: { row, col, inner: inner.name, value: valueVar.name, batch, direction, strict: con.op === '<' || con.op === '>', a: product(a), b: product(b), c: product(c), scale: product(scale), decay, decayNodes, order, T: rowVar.extent, K: inner.extent, V: valueVar.extent },
+    c: { row, col, inner: inner.name, value: valueVar.name, batch, direction, strict: con.op === '<' || con.op === '>', a: product(a), b: product(b), c: product(c), scale: product(scale), decay, signs, decayNodes, order, T: rowVar.extent, K: inner.extent, V: valueVar.extent },
   };
 }
 
+/** Why a weight factor between positions row and col does not factorise (names the culprit). */
+function notFactorising(f: Node, row: string, col: string, later: string, earlier: string): string {
+  const nf = normalForm(f, later, earlier);
+  const through = nf && !nf.ok && nf.coupled !== f ? ` through ${nodeToString(nf.coupled)}` : '';
+  return `its weight factor ${nodeToString(f)} depends on both ${row} and ${col}${through}, so the weight does not factorise as exp(L(${later}) - L(${earlier})) (a decay such as gamma^(${later} - ${earlier}) or exp(G[${later}] - G[${earlier}]))`;
+}
+
+/** A factor of `body` in which row and col meet inside arithmetic (not as separate plain indices of one load). */
+function couplingOf(body: Node, row: string, col: string): Node | undefined {
+  for (const f of factorsOf(body)) {
+    const fi = freeIndices(f);
+    if (!fi.has(row) || !fi.has(col)) continue;
+    if (f.op !== 'load') return f;
+    const ix = f.src.find((e) => { const ei = freeIndices(e); return ei.has(row) && ei.has(col); });
+    if (ix) return f;
+  }
+  return undefined;
+}
+
 /**
- * Why a statement that is not a contraction has no recurrent form, or undefined when it has
- * nothing to explain. A sum over positions s <= t whose body has a factor depending on both
- * t and s that is not a decay exp(L(t) - L(s)) does not factorise (softmax attention); a
- * running max has no state form here. Sums with no such factor (a cumulative sum) are
+ * Why a statement that is not a contraction has no recurrent form, or undefined when it does
+ * not sum over two positions. Every sum over a position s that is linked to an output position
+ * t (by a range constraint, or by arithmetic on both in its body, over the same range) gets a
+ * reason: a window or a two-sided range, a weight that does not factorise (softmax
+ * attention; the factor that depends on both is named), a running max, or why the sum is not
+ * a contraction. Sums over features (projections, norms) have nothing to explain: they are
  * evaluated elementwise in every schedule.
  */
 export function explain(s: IrStmt): string | undefined {
+  const outIdx = new Map(s.indices.map((v) => [v.name, v.extent] as const));
   let reason: string | undefined;
   walk(s.value, (n) => {
     if (reason || n.op !== 'reduce') return;
     const r = n.arg as ReduceArg;
-    const bound = new Set(r.vars.map((v) => v.name));
-    r.cons.forEach((c, k) => {
-      const rhs = n.src[k + 1]!;
-      if (reason || rhs.op !== 'index' || bound.has(rhs.arg as string)) return;
-      const row = rhs.arg as string;
-      const col = c.name;
-      if (r.op === 'max') { reason = `'${s.target}' takes a running max over ${col} ${c.op} ${row}, which has no recurrent form here`; return; }
-      const outer = new Set([...freeIndices(n)].filter((v) => v !== row));
-      for (const f of factorsOf(n.src[0]!)) {
-        const fi = freeIndices(f);
-        if (!fi.has(row) || !fi.has(col)) continue;
-        const causal = c.op === '<' || c.op === '<=';
-        if (parseDecay(f, causal ? row : col, causal ? col : row, outer) || isDistance(f, causal ? row : col, causal ? col : row)) continue;
-        reason = `in '${s.target}' the weight ${nodeToString(f)} depends on both ${row} and ${col} and does not factorise as exp(L(${row}) - L(${col}))`;
+    const free = freeIndices(n);
+    for (const v of r.vars) for (const [row, rext] of outIdx) {
+      if (reason || !free.has(row)) continue;
+      const col = v.name;
+      const cons = r.cons.map((c, k) => ({ c, rhs: n.src[k + 1]! })).filter(({ c, rhs }) => c.name === col && freeIndices(rhs).has(row));
+      const coupled = couplingOf(n.src[0]!, row, col);
+      if (cons.length === 0 && (!coupled || !deq(v.extent, rext))) continue;
+      const where = `in '${s.target}' the sum over ${col}`;
+      const range = (xs: typeof cons) => xs.map(({ c, rhs }) => `${c.name} ${c.op} ${nodeToString(rhs)}`).join(', ');
+      if (cons.length === 0) {
+        const nf = normalForm(coupled!, row, col);
+        const through = nf && !nf.ok ? nf.coupled : coupled!;
+        reason = `${where} couples ${col} with ${row} through ${nodeToString(through)} but has no causal range ${col} <= ${row} (or ${col} >= ${row}): a two-sided sum over positions has no recurrent state form here`;
         return;
       }
-    });
+      const plain = cons.filter(({ rhs }) => rhs.op === 'index');
+      if (cons.length > 1 || plain.length !== 1 || r.cons.filter((c) => c.name === col).length > 1) {
+        const all = r.cons.map((c, k) => ({ c, rhs: n.src[k + 1]! })).filter(({ c }) => c.name === col);
+        reason = `${where} has the range ${range(all)}, not a single ${col} <= ${row} (or <, >=, >): a window or a shifted range has no recurrent state form here`;
+        return;
+      }
+      const c = plain[0]!.c;
+      if (r.op === 'max') { reason = `'${s.target}' takes a running max over ${col} ${c.op} ${row}, which has no recurrent form here`; return; }
+      const causal = c.op === '<' || c.op === '<=';
+      const [later, earlier] = causal ? [row, col] : [col, row];
+      const outer = new Set([...free].filter((x) => x !== row));
+      for (const f of factorsOf(n.src[0]!)) {
+        const fi = freeIndices(f);
+        if (!fi.has(row) || !fi.has(col) || isDecayPiece(f, later, earlier, outer)) continue;
+        reason = `${where} ${c.op} ${row}: ${notFactorising(f, row, col, later, earlier)}`;
+        return;
+      }
+      const indices = s.indices.filter((x) => free.has(x.name));
+      const rec = recognise(indices, n);
+      reason = rec.ok
+        ? `${where} ${c.op} ${row} is a contraction inside a larger expression (${nodeToString(s.value)}); give it its own statement`
+        : `${where} ${c.op} ${row} is not a contraction: ${rec.reason}`;
+    }
   });
   return reason;
 }
@@ -213,7 +404,8 @@ export function analyse(f: IrFn): Analysed {
   const vars = new Map(f.vars);
   const contractions = new Map<string, Contraction>();
   let n = 0;
-  for (const s of f.body) {
+  for (const s0 of f.body) {
+    const s = hoistNested({ ...s0, value: normaliseWeights(s0.value) }, vars, body, contractions, () => ++n);
     const whole = recognise(s.indices, s.value);
     if (whole.ok) { body.push(s); contractions.set(s.target, whole.c); continue; }
     const terms = additiveTerms(s.value);
@@ -236,6 +428,42 @@ export function analyse(f: IrFn): Analysed {
     c.decay = c.decay.map((t) => (t.kind === 'gated' ? { ...t, ...stepOf(t.G, body, contractions) } : t));
   }
   return { fn: { ...f, vars, body }, contractions };
+}
+
+/**
+ * Gives every causal sum nested inside a larger expression (r / sqrt(sum[s <= t] gamma^s))
+ * that is a contraction on its own a statement of its own, read back by a load: then it has
+ * the recurrent and chunkwise schedules too. Sums that are whole additive terms are left to
+ * analyse; sums over an enclosing reduction's index cannot be hoisted and stay.
+ */
+function hoistNested(s: IrStmt, vars: Map<string, CVar>, body: IrStmt[], contractions: Map<string, Contraction>, next: () => number): IrStmt {
+  const top = new Set(additiveTerms(s.value).map((t) => t.term.id));
+  const names = new Set(s.indices.map((v) => v.name));
+  const memo = new Map<number, Node>();
+  let changed = false;
+  const go = (m: Node): Node => {
+    const hit = memo.get(m.id);
+    if (hit) return hit;
+    let out: Node | undefined;
+    if (m.op === 'reduce' && !top.has(m.id) && causalPairs(m).length > 0 && [...freeIndices(m)].every((v) => names.has(v))) {
+      const free = freeIndices(m);
+      const indices = s.indices.filter((v) => free.has(v.name));
+      const r = recognise(indices, m);
+      if (r.ok) {
+        const id = `%n${next()}.${vars.get(s.target)?.name ?? s.target}`;
+        vars.set(id, { id, name: id, dtype: 'f32', shape: indices.map((v) => v.extent), role: 'local' });
+        body.push({ target: id, indices, value: m, ...(s.span ? { span: s.span } : {}) });
+        contractions.set(id, r.c);
+        out = ld(id, indices.map((v) => idx(v.name)));
+        changed = true;
+      }
+    }
+    out ??= withSrc(m, m.src.map(go));
+    memo.set(m.id, out);
+    return out;
+  };
+  const value = go(s.value);
+  return changed ? { ...s, value } : s;
 }
 
 /** For G = X[.., POS, ..] where X is a plain inclusive cumulative sum, the summand at POS. */

@@ -55,7 +55,8 @@ function binaryPartials(op: string, a: Node, b: Node, n: Node): [Node | null, No
     case '-': return [one, cnst(-1)];
     case '*': return [b, a];
     case '/': return [divN(one, b), neg(divN(n, b))];
-    case '^': return [mulN(b.dtype === 'int' ? unary('float', b) : b, binary('^', a, subN(b, cnst(1, b.dtype)))), b.dtype === 'int' ? null : mulN(n, unary('log', a))];
+    // d a^b / da = b a^(b-1), which is 0 at b = 0 for every a (not 0 * 0^-1 = NaN at a = 0).
+    case '^': return [b.dtype === 'int' ? select(binary('==', b, cnst(0, 'int')), cnst(0), mulN(unary('float', b), binary('^', a, subN(b, cnst(1, 'int'))))) : mulN(b, binary('^', a, subN(b, cnst(1, b.dtype)))), b.dtype === 'int' ? null : mulN(n, unary('log', a))];
     case 'min': return [select(binary('<=', a, b), one, cnst(0)), select(binary('<=', a, b), cnst(0), one)];
     case 'max': return [select(binary('>=', a, b), one, cnst(0)), select(binary('>=', a, b), cnst(0), one)];
     default: return [null, null];
@@ -64,6 +65,12 @@ function binaryPartials(op: string, a: Node, b: Node, n: Node): [Node | null, No
 
 interface PathState {
   factors: Node[];
+  /**
+   * Branch conditions of the where()s on the path: the contribution is where(c, ., 0) rather
+   * than a product with a 0/1 mask, so an infinite partial of the branch not taken (log1p at
+   * -1, 1/x at 0) gives 0 and not 0 * inf = NaN.
+   */
+  branches?: { cond: Node; taken: boolean }[];
   vars: ReduceVar[];
   cons: { name: string; op: ReduceArg['cons'][number]['op']; rhs: Node }[];
 }
@@ -170,8 +177,8 @@ export function gradient(f: IrFn, hook?: GradHook): IrFn {
           return;
         }
         case 'select':
-          visit(n.src[1]!, { ...st, factors: [...st.factors, select(n.src[0]!, one, cnst(0))] });
-          visit(n.src[2]!, { ...st, factors: [...st.factors, select(n.src[0]!, cnst(0), one)] });
+          visit(n.src[1]!, { ...st, branches: [...(st.branches ?? []), { cond: n.src[0]!, taken: true }] });
+          visit(n.src[2]!, { ...st, branches: [...(st.branches ?? []), { cond: n.src[0]!, taken: false }] });
           return;
         case 'reduce': {
           const r = n.arg as ReduceArg;
@@ -182,7 +189,7 @@ export function gradient(f: IrFn, hook?: GradHook): IrFn {
           for (const id of [...claimed]) { const c = claimedNodes.get(id); if (c) { const r2 = substIndex(c, map); claimed.add(r2.id); claimedNodes.set(r2.id, r2); } }
           const cons = r.cons.map((c, i) => ({ name: (map.get(c.name)!.arg as string), op: c.op, rhs: substIndex(n.src[i + 1]!, map) }));
           const factors = r.op === 'max' ? [...st.factors, select(binary('==', body, n), one, cnst(0))] : st.factors;
-          visit(body, { factors, vars: [...st.vars, ...vs], cons: [...st.cons, ...cons] });
+          visit(body, { ...st, factors, vars: [...st.vars, ...vs], cons: [...st.cons, ...cons] });
           return;
         }
         default:
@@ -217,6 +224,7 @@ export function gradient(f: IrFn, hook?: GradHook): IrFn {
         else masks.push(binary(c.op, idx(c.name), c.rhs));
       }
       let value = st.factors.reduce((a, b) => mulN(a, b), dyLoad);
+      for (const b of st.branches ?? []) value = b.taken ? select(b.cond, value, cnst(0)) : select(b.cond, cnst(0), value);
       for (const m of [...masks, ...eqMasks]) value = select(m, value, cnst(0));
       if (sumVars.length) value = reduce({ op: 'sum', vars: sumVars, cons: cons.map((c) => ({ name: c.name, op: c.op })) }, value, cons.map((c) => c.rhs));
       const indices = outIdx.map((nm, i) => ({ name: nm, extent: cv.shape[i]! }));

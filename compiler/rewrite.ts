@@ -2,7 +2,7 @@
 // pattern and a builder; rewriteToFixpoint applies a table bottom-up until nothing changes.
 import type { UnaryFn } from '../dsl/checked.js';
 import { applyUnary } from '../dsl/math.js';
-import { type Arg, binary, cnst, freeIndices, mk, type Node, type Op, unary, withSrc } from './ir.js';
+import { type Arg, binary, cnst, freeIndices, mk, type Node, type Op, select, unary, withSrc } from './ir.js';
 
 export interface Pat {
   op?: Op;
@@ -109,25 +109,44 @@ export const SIMPLIFY: readonly Rule[] = [
 
 /**
  * Decays into the log domain: base^e with an integer exponent that depends on positions
- * becomes exp(e * log(base)), so that schedules can split exponents (t - s) and only ever
- * exponentiate non-positive sums.
+ * becomes exp(e * log|base|) (times the sign (-1)^e where base < 0), so that schedules can
+ * split exponents (t - s) and only ever exponentiate non-positive sums. The real value of a
+ * negative base to an integer power is kept (as the reference has it), and base = 0 gives
+ * 1 at e = 0 and (to far below float32 resolution) 0 beyond, never 0 * log(0) = NaN.
  */
 export const LOG_DOMAIN: readonly Rule[] = [
   [bin('^', X('base'), X('e')), (m) => {
     const { base, e } = m as { base: Node; e: Node };
     if (base.dtype !== 'float' || e.dtype !== 'int' || freeIndices(e).size === 0) return undefined;
-    return unary('exp', binary('*', unary('float', e), logNearOne(base)));
+    const w = unary('exp', binary('*', unary('float', e), logNearOne(base)));
+    return base.op === 'const' && (base.arg as number) >= 0 ? w : binary('*', w, signPow(binary('<', base, cnst(0)), e));
   }],
   [{ op: 'unary', arg: 'float', src: [{ name: 'x', pred: (n) => n.dtype === 'float' }] }, (m) => m.x],
 ];
 
 /**
- * log(x) for a decay base: near 1 as log1p(x - 1), where x - 1 is exact in float32 (GPU logs
+ * The smallest magnitude a decay base is given: log|x| is taken of |x| + 2^-60, so that
+ * x = 0 has a finite log (no 0 * -inf = NaN at distance 0, and a finite derivative 2^60 that
+ * gives d gamma^(t-s) / d gamma at gamma = 0 its exact value through the factorised gradient);
+ * its powers 2^-60, 2^-120 are far below float32 resolution next to the distance-0 weight 1,
+ * and 2^-60 is lost in rounding |x| + 2^-60 for every |x| > 2^-36.
+ */
+export const DECAY_FLOOR = 2 ** -60;
+
+/**
+ * log|x| for a decay base: near 1 as log1p(x - 1), where x - 1 is exact in float32 (GPU logs
  * lose their relative accuracy there: gamma = 1 - 2^-20 would get lambda wrong by percent).
  */
 function logNearOne(x: Node): Node {
   const d = binary('-', x, cnst(1));
-  return mk('select', 'float', [binary('<', unary('abs', d), cnst(0.5)), unary('log1p', d), unary('log', x)], null);
+  const far = x.op === 'const' && (x.arg as number) > 0 ? unary('log', x) : unary('log', binary('+', unary('abs', x), cnst(DECAY_FLOOR)));
+  return mk('select', 'float', [binary('<', unary('abs', d), cnst(0.5)), unary('log1p', d), far], null);
+}
+
+/** (-1)^e where `negative` holds, else 1: the sign of a negative base to the integer power e. */
+export function signPow(negative: Node, e: Node): Node {
+  const even = binary('==', binary('%', e, cnst(2, 'int')), cnst(0, 'int'));
+  return select(negative, select(even, cnst(1), cnst(-1)), cnst(1));
 }
 
 export const canonicalise = (n: Node): Node => rewriteToFixpoint(rewriteToFixpoint(n, LOG_DOMAIN), SIMPLIFY);

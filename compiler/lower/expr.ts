@@ -65,6 +65,19 @@ export function fold(e: KExpr): KExpr {
 
 export interface Binding { expr: KExpr; extent?: Dim }
 
+/** Divisors of the integer divisions and remainders an index computes (not inside loads or where branches). */
+function divisors(n: Node): Node[] {
+  const out: Node[] = [];
+  const go = (x: Node): void => {
+    if (x.op === 'load' || x.op === 'reduce') return;
+    if (x.op === 'select') { go(x.src[0]!); return; }
+    if (x.op === 'binary' && (x.arg === '//' || x.arg === '%')) out.push(x.src[1]!);
+    x.src.forEach(go);
+  };
+  go(n);
+  return out;
+}
+
 /** Translation context for one kernel. */
 export class ExprLowering {
   private counter = 0;
@@ -126,6 +139,11 @@ export class ExprLowering {
     const guards: KExpr[] = [];
     const idxs = n.src.map((s, k) => {
       const e = this.expr(s, bind, out);
+      // An index that divides by zero (n // 0, n % 0) is out of range: the read is 0, as in the reference.
+      for (const d of divisors(s)) {
+        const de = this.expr(d, bind, out);
+        if (!(de.k === 'const' && de.value !== 0)) guards.push(K.bin('!=', de, K.i32(0)));
+      }
       const b = s.op === 'index' ? bind.get(s.arg as string) : undefined;
       if (b?.extent && deq(b.extent, cv.shape[k]!)) return e;
       const t = this.fresh('ix');

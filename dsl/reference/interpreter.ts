@@ -25,8 +25,10 @@ export function makeValue(shape: number[], data?: ArrayLike<number>): Value {
 const RT = { erf, gelu, sigmoid };
 
 /** Size symbols of `fn` from its inputs' shapes: direct symbols first, then linear solves. */
-export function bindSizes(fn: Pick<CheckedFn, "name" | "params" | "sizes">, shapes: Map<string, readonly number[]>, explicit: ReadonlyMap<string, number> = new Map()): Map<string, number> {
+export function bindSizes(fn: Pick<CheckedFn, "name" | "params" | "sizes">, shapes: ReadonlyMap<string, readonly number[]>, explicit: ReadonlyMap<string, number> = new Map()): Map<string, number> {
   const env = new Map<string, number>(explicit);
+  // A scalar parameter may be given as a 0-d or a 1-element tensor (on every target).
+  shapes = new Map([...shapes].map(([k, s]) => [k, fn.params.some((p) => p.name === k && p.shape.length === 0) && s.length === 1 && s[0] === 1 ? [] : s] as const));
   for (const p of fn.params) {
     const s = shapes.get(p.name);
     if (!s) continue;
@@ -160,7 +162,9 @@ function genExpr(g: Gen, e: CExpr, indent: string): string {
       const b = genExpr(g, e.b, indent);
       switch (e.op) {
         case '^': return `Math.pow(${a}, ${b})`;
-        case '//': return `Math.floor(${a} / ${b})`;
+        // Division by zero gives NaN (not +-Infinity, which min/max could bring back in range):
+        // an index computed from it is out of range, so the read is 0, as in the kernels.
+        case '//': { const t = `_v${g.temps++}`; g.lines.push(`${indent}const ${t} = ${b};`); return `(${t} === 0 ? NaN : Math.floor(${a} / ${t}))`; }
         case '%': { const t = `_v${g.temps++}`; g.lines.push(`${indent}const ${t} = ${b};`); return `(${a} - ${t} * Math.floor(${a} / ${t}))`; }
         case 'min': return `Math.min(${a}, ${b})`;
         case 'max': return `Math.max(${a}, ${b})`;
