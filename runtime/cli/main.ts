@@ -29,9 +29,14 @@ function runFiltered(): void {
   const held: string[] = [];
   let rest = '';
   let shown = '';
+  // Dawn follows a warning with indented "at ..." lines (where in Dawn) and an empty line.
+  let inWarning = false;
   const line = (l: string): void => {
-    if (isDawnWarning(l)) held.push(l);
-    else { process.stderr.write(l + '\n'); shown += l + '\n'; }
+    if (isDawnWarning(l)) { held.push(l); inWarning = true; return; }
+    if (inWarning && (l.trim() === '' || /^\s/.test(l))) return;
+    inWarning = false;
+    process.stderr.write(l + '\n');
+    shown += l + '\n';
   };
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
     const lines = (rest + chunk).split('\n');
@@ -44,7 +49,8 @@ function runFiltered(): void {
   });
   child.on('close', (code, signal) => {
     if (rest) line(rest);
-    if (code !== 0 && /no WebGPU adapter/.test(shown)) for (const l of held) process.stderr.write(l + '\n');
+    // Without an adapter, what Dawn and the Vulkan loader said is the explanation.
+    if (code !== 0 && /no WebGPU adapter/.test(shown)) for (const l of held) process.stderr.write(`retnetc: note: Dawn: ${l.replace(/^Warning: /, '')}\n`);
     if (signal) process.kill(process.pid, signal);
     process.exitCode = code ?? 1;
   });
