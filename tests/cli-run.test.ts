@@ -53,7 +53,7 @@ const CASES: Case[] = [
   { target: 'cpu', schedule: 'chunkwise', chunk: 4, dtype: 'f16', grad: true },
   { target: 'cpu', schedule: 'parallel', chunk: 16, dtype: 'bf16', grad: false },
   // Lavapipe compiles every pipeline with LLVM (seconds for a backward's many kernels):
-  // gradient run per schedule is the most that fits; parallel runs forward, in f16.
+  // one gradient run for two of the schedules; parallel runs forward, in f16.
   { target: 'webgpu', schedule: 'chunkwise', chunk: 8, grad: true },
   { target: 'webgpu', schedule: 'recurrent', grad: true },
   { target: 'webgpu', schedule: 'parallel', chunk: 4, dtype: 'f16', grad: false },
