@@ -49,7 +49,16 @@ function exponent(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr
 
 /** The decay between scan-later p and scan-earlier q. */
 function weight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr {
-  return x.c.decay.length === 0 ? K.f32(1) : K.un('exp', exponent(x, p, q, out, scan));
+  const w = x.c.decay.length === 0 ? K.f32(1) : K.un('exp', exponent(x, p, q, out, scan));
+  return withSigns(x, w, K.bin('!=', K.bin('%', x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), K.i32(2)), K.i32(0)), out);
+}
+
+/** w times -1 where a negative decay base meets an odd distance (`odd`), for each sign of the contraction. */
+function withSigns(x: Ctx, w: KExpr, odd: KExpr | undefined, out: KStmt[]): KExpr {
+  return x.c.signs.reduce((acc, cond) => {
+    const neg = x.L.expr(cond, x.batch, out);
+    return K.mul(acc, K.select(odd ? K.and(neg, odd) : neg, K.f32(-1), K.f32(1)));
+  }, w);
 }
 
 /** The base of a fixed decay's lambda = log(base) (or its near-1 form select(.., log1p(base - 1), log(base))). */
@@ -94,7 +103,7 @@ function stepWeight(x: Ctx, p: KExpr, out: KStmt[]): KExpr {
     else parts.push(exponent({ ...x, c: { ...x.c, decay: [term] } }, p, prev, out));
   }
   const factors = parts.length ? [stepExp(parts.reduce((a, b) => K.add(a, b)), out), ...bases] : bases;
-  return factors.reduce((a, b) => K.mul(a, b));
+  return withSigns(x, factors.reduce((a, b) => K.mul(a, b)), undefined, out);
 }
 
 /** Scan distance from q to p (>= 0). */

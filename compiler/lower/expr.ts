@@ -201,7 +201,12 @@ export class ExprLowering {
           for (let i = 0; i < b.value; i++) r = i === 0 ? x : K.mul(r, x);
           return r;
         }
-        return K.bin('pow', K.cast(a, 'f32'), K.cast(b, 'f32'));
+        if (b.type !== 'i32') return K.bin('pow', K.cast(a, 'f32'), K.cast(b, 'f32'));
+        // An integer power of any base, as the reference has it: GPU pow(x, y) is exp2(y log2 x),
+        // NaN for x < 0 and for 0^0. |a|^b, 1 at b = 0, negated for a < 0 and b odd.
+        const x = K.cast(a, 'f32');
+        const mag = K.select(K.bin('==', b, K.i32(0)), K.f32(1), K.bin('pow', K.un('abs', x), K.cast(b, 'f32')));
+        return K.select(K.and(K.lt(x, K.f32(0)), K.bin('!=', K.bin('%', b, K.i32(2)), K.i32(0))), K.un('neg', mag), mag);
       }
       default: { const [x, y] = numeric(a, b); return K.bin(op as K.KBinOp, x, y); }
     }
