@@ -13,7 +13,7 @@
 //    max(RMS ref, its natural scale) as in tests/webgpu-schedules.test.ts: <= 5e-3 for f16;
 //    for bf16 the rounding of the inputs alone moves it up to ~6e-3 of that scale (the
 //    conditioning of grad.gamma, not the storage), so the bound there is 2e-2.
-// 4. WebGPU (f16; REQUIRE_WEBGPU=1 makes a missing adapter a failure, as in
+// 4. WebGPU (f16; REQUIRE_WEBGPU=1 makes a missing adapter or a missing shader-f16 a failure, as in
 //    tests/webgpu-schedules.test.ts): the same agreement; bf16 and a device without shader-f16
 //    are one-line errors.
 import { afterAll, describe, expect, test } from 'vitest';
@@ -311,6 +311,16 @@ describe('WebGPU', { timeout: 300_000 }, () => {
       if (REQUIRE) throw new Error(`REQUIRE_WEBGPU=1 but ${unavailable}`);
       ctx.skip();
     }
+  });
+
+  // Lavapipe and every GPU CI uses have shader-f16: under REQUIRE_WEBGPU=1 its absence is a
+  // failure, not a skip of the f16 runs below.
+  test('the WebGPU device has shader-f16 (required when REQUIRE_WEBGPU=1)', (ctx) => {
+    if (!gpu || !f16) {
+      if (REQUIRE) throw new Error(`REQUIRE_WEBGPU=1 but ${gpu ? `the device has no shader-f16 (${gpu.info.summary})` : unavailable}`);
+      ctx.skip();
+    }
+    expect(gpu!.device.features.has('shader-f16')).toBe(true);
   });
 
   describe.skipIf(!gpu || !f16).each(WEBGPU_SHAPES)('f16 plans, retention $B x $H x $T, K=$K V=$V', (s) => {

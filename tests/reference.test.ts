@@ -436,13 +436,20 @@ fn ints(a: i32[N]) -> (q: i32[N], r: i32[N]) {
     expect(arr(out.get('r'))).toEqual([1, 2, 0, 2]);
   });
 
-  it('a size that appears only squared in a parameter is bound correctly or rejected by the checker', () => {
-    // x: f32[N*N] determines N = 3 from a 9-element input.
+  it('a size that appears only squared in a parameter is rejected by the checker, and the fix it suggests works', () => {
+    // No input shape determines N from x: f32[N*N] (9 elements could be N = 3 or N = -3):
+    // the checker says so at the parameter and suggests a size parameter.
     const file = path.join(dir, 'square.ret');
     writeFileSync(file, 'fn diag(x: f32[N*N]) -> y: f32[N] {\n  y[n] = x[n * N + n]\n}\n');
     const p = loadProgram(file);
-    if (p.diagnostics.length > 0) return; // rejecting it at check time is fine too
-    const y = run(p.checked!.fns.get('diag')!, { x: val([9], [1, 2, 3, 4, 5, 6, 7, 8, 9]) }).get('y')!;
+    expect(p.diagnostics.map((d) => [d.span.line, d.span.col, d.message])).toEqual([
+      [1, 9, "size 'N' appears only non-linearly (as in N*N), so no input shape determines it; declare it as fn diag[N](...)"],
+    ]);
+    const fixed = path.join(dir, 'square-fixed.ret');
+    writeFileSync(fixed, 'fn diag[N](x: f32[N*N]) -> y: f32[N] {\n  y[n] = x[n * N + n]\n}\n');
+    const q = loadProgram(fixed);
+    expect(q.diagnostics).toEqual([]);
+    const y = runFunction(q.checked!.fns.get('diag')!, new Map([['x', val([9], [1, 2, 3, 4, 5, 6, 7, 8, 9])]]), { sizes: new Map([['N', 3]]) }).get('y')!;
     expect(arr(y)).toEqual([1, 5, 9]);
   });
 });
