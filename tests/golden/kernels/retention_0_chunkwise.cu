@@ -44,7 +44,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_0_chunkwise(
         for (int i = 0; i < 64; i += 1) {
           dot = dot + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot * expf(float(pm - pm2) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(gamma[b_h])));
+        P[e] = dot * (expf(float(pm - pm2) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(fabsf(gamma[b_h]) + 8.6736174e-19f))) * (gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f));
       }
     }
     __syncthreads();
@@ -62,14 +62,14 @@ extern "C" __global__ void __launch_bounds__(64) retention_0_chunkwise(
           for (int i = 0; i < 64; i += 1) {
             qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
           }
-          acc = acc + qs * expf(float(pm - pe) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(gamma[b_h])));
+          acc = acc + qs * (expf(float(pm - pe) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(fabsf(gamma[b_h]) + 8.6736174e-19f))) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
         }
         o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       int pl = c0 + (len - 1);
       float carry = 0.0f;
       if (c0 > 0) {
-        carry = expf(float(pl - pe) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(gamma[b_h])));
+        carry = expf(float(pl - pe) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(fabsf(gamma[b_h]) + 8.6736174e-19f))) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
       }
       #pragma unroll
       for (int i = 0; i < 64; i += 1) {
@@ -77,7 +77,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_0_chunkwise(
       }
       for (int m2 = 0; m2 < len; m2 += 1) {
         int q2 = c0 + m2;
-        float wc = expf(float(pl - q2) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(gamma[b_h]))) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        float wc = expf(float(pl - q2) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(fabsf(gamma[b_h]) + 8.6736174e-19f))) * (gamma[b_h] < 0.0f && (pl - q2) % 2 != 0 ? -1.0f : 1.0f) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         #pragma unroll
         for (int i = 0; i < 64; i += 1) {
           float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];

@@ -60,9 +60,9 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
         if (abs(gamma[b_h] - 1.0f) < 0.5f) {
           sel = rn_log1p(gamma[b_h] - 1.0f);
         } else {
-          sel = log(gamma[b_h]);
+          sel = log(abs(gamma[b_h]) + 8.6736174e-19f);
         }
-        P[e] = dot_ * exp(f32(pm - pm2) * sel);
+        P[e] = dot_ * (exp(f32(pm - pm2) * sel) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0));
       }
     }
     workgroupBarrier();
@@ -83,9 +83,9 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
           if (abs(gamma[b_h] - 1.0f) < 0.5f) {
             sel1 = rn_log1p(gamma[b_h] - 1.0f);
           } else {
-            sel1 = log(gamma[b_h]);
+            sel1 = log(abs(gamma[b_h]) + 8.6736174e-19f);
           }
-          acc = acc + qs * exp(f32(pm - pe) * sel1);
+          acc = acc + qs * (exp(f32(pm - pe) * sel1) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0));
         }
         o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
@@ -96,9 +96,9 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
         if (abs(gamma[b_h] - 1.0f) < 0.5f) {
           sel2 = rn_log1p(gamma[b_h] - 1.0f);
         } else {
-          sel2 = log(gamma[b_h]);
+          sel2 = log(abs(gamma[b_h]) + 8.6736174e-19f);
         }
-        carry = exp(f32(pl - pe) * sel2);
+        carry = exp(f32(pl - pe) * sel2) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
       }
       for (var i: i32 = 0; i < 64; i += 1) {
         S[i] = carry * S[i];
@@ -109,9 +109,9 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
         if (abs(gamma[b_h] - 1.0f) < 0.5f) {
           sel3 = rn_log1p(gamma[b_h] - 1.0f);
         } else {
-          sel3 = log(gamma[b_h]);
+          sel3 = log(abs(gamma[b_h]) + 8.6736174e-19f);
         }
-        let wc: f32 = exp(f32(pl - q2) * sel3) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        let wc: f32 = exp(f32(pl - q2) * sel3) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - q2) % 2 != 0) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         for (var i: i32 = 0; i < 64; i += 1) {
           let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;

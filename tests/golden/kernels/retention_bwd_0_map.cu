@@ -8,6 +8,6 @@ extern "C" __global__ void __launch_bounds__(256) retention_bwd_0_map(
   int gid = wg_x * 256 + tid_x;
   if (gid < size_H) {
     int i_h = gid;
-    _decay1_o[gid] = fabsf(gamma[i_h] - 1.0f) < 0.5f ? log1pf(gamma[i_h] - 1.0f) : logf(gamma[i_h]);
+    _decay1_o[gid] = fabsf(gamma[i_h] - 1.0f) < 0.5f ? log1pf(gamma[i_h] - 1.0f) : logf(fabsf(gamma[i_h]) + 8.6736174e-19f);
   }
 }

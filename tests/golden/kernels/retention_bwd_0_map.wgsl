@@ -36,7 +36,7 @@ fn retention_bwd_0_map(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
     if (abs(gamma[i_h] - 1.0f) < 0.5f) {
       sel = rn_log1p(gamma[i_h] - 1.0f);
     } else {
-      sel = log(gamma[i_h]);
+      sel = log(abs(gamma[i_h]) + 8.6736174e-19f);
     }
     _decay1_o[gid] = sel;
   }

@@ -14,6 +14,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
     const float* __restrict__ q,
     const float* __restrict__ k,
     const float* __restrict__ _decay1_o,
+    const float* __restrict__ gamma,
     const float* __restrict__ v,
     float* __restrict__ _y1_6,
     int size_B,
@@ -46,7 +47,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
         for (int i = 0; i < 64; i += 1) {
           dot = dot + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot * (expf(float(pm - pm2) * _decay1_o[b_h]) * float(pm - pm2));
+        P[e] = dot * (expf(float(pm - pm2) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f) * float(pm - pm2));
       }
     }
     __syncthreads();
@@ -67,14 +68,14 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
             qs = qs + ai * S[i];
             qs1 = qs1 + ai * S1[i];
           }
-          acc = acc + (float(pm - pe) * qs + qs1) * expf(float(pm - pe) * _decay1_o[b_h]);
+          acc = acc + (float(pm - pe) * qs + qs1) * (expf(float(pm - pe) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
         }
         _y1_6[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       int pl = c0 + (len - 1);
       float carry = 0.0f;
       if (c0 > 0) {
-        carry = expf(float(pl - pe) * _decay1_o[b_h]);
+        carry = expf(float(pl - pe) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
       }
       #pragma unroll
       for (int i = 0; i < 64; i += 1) {
@@ -83,7 +84,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_1_chunkwise(
       }
       for (int m2 = 0; m2 < len; m2 += 1) {
         int q2 = c0 + m2;
-        float wc = expf(float(pl - q2) * _decay1_o[b_h]) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        float wc = expf(float(pl - q2) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pl - q2) % 2 != 0 ? -1.0f : 1.0f) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         #pragma unroll
         for (int i = 0; i < 64; i += 1) {
           float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];

@@ -14,6 +14,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_3_chunkwise(
     const float* __restrict__ grad_o,
     const float* __restrict__ v,
     const float* __restrict__ _decay1_o,
+    const float* __restrict__ gamma,
     const float* __restrict__ k,
     float* __restrict__ _d_q_10,
     int size_B,
@@ -44,7 +45,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_3_chunkwise(
         for (int i = 0; i < 64; i += 1) {
           dot = dot + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * v[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot * expf(float(pm - pm2) * _decay1_o[b_h]);
+        P[e] = dot * (expf(float(pm - pm2) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f));
       }
     }
     __syncthreads();
@@ -62,14 +63,14 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_3_chunkwise(
           for (int i = 0; i < 64; i += 1) {
             qs = qs + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
           }
-          acc = acc + qs * expf(float(pm - pe) * _decay1_o[b_h]);
+          acc = acc + qs * (expf(float(pm - pe) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
         }
         _d_q_10[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       int pl = c0 + (len - 1);
       float carry = 0.0f;
       if (c0 > 0) {
-        carry = expf(float(pl - pe) * _decay1_o[b_h]);
+        carry = expf(float(pl - pe) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
       }
       #pragma unroll
       for (int i = 0; i < 64; i += 1) {
@@ -77,7 +78,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_3_chunkwise(
       }
       for (int m2 = 0; m2 < len; m2 += 1) {
         int q2 = c0 + m2;
-        float wc = expf(float(pl - q2) * _decay1_o[b_h]) * k[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        float wc = expf(float(pl - q2) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pl - q2) % 2 != 0 ? -1.0f : 1.0f) * k[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         #pragma unroll
         for (int i = 0; i < 64; i += 1) {
           float bi = v[((b_b * size_H + b_h) * size_T + q2) * 64 + i];

@@ -7,14 +7,15 @@ fn rn_imod(a: i32, b: i32) -> i32 { if (b == 0) { return 0; } return a % b; }
 @group(0) @binding(0) var<storage, read> grad_o: array<f32>;
 @group(0) @binding(1) var<storage, read> v: array<f32>;
 @group(0) @binding(2) var<storage, read> _decay1_o: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read_write> _d_q_10: array<f32>;
+@group(0) @binding(3) var<storage, read> gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> k: array<f32>;
+@group(0) @binding(5) var<storage, read_write> _d_q_10: array<f32>;
 struct Params {
   size_B: i32,
   size_H: i32,
   size_T: i32,
 }
-@group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(6) var<uniform> params: Params;
 var<workgroup> P: array<f32, 4096>;
 
 @compute @workgroup_size(64, 1, 1)
@@ -45,7 +46,7 @@ fn retention_bwd_3_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         for (var i: i32 = 0; i < 64; i += 1) {
           dot_ = dot_ + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * v[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot_ * exp(f32(pm - pm2) * _decay1_o[b_h]);
+        P[e] = dot_ * (exp(f32(pm - pm2) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0));
       }
     }
     workgroupBarrier();
@@ -62,21 +63,21 @@ fn retention_bwd_3_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
           for (var i: i32 = 0; i < 64; i += 1) {
             qs = qs + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
           }
-          acc = acc + qs * exp(f32(pm - pe) * _decay1_o[b_h]);
+          acc = acc + qs * (exp(f32(pm - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0));
         }
         _d_q_10[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       let pl: i32 = c0 + (len - 1);
       var carry: f32 = 0.0f;
       if (c0 > 0) {
-        carry = exp(f32(pl - pe) * _decay1_o[b_h]);
+        carry = exp(f32(pl - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
       }
       for (var i: i32 = 0; i < 64; i += 1) {
         S[i] = carry * S[i];
       }
       for (var m2: i32 = 0; m2 < len; m2 += 1) {
         let q2: i32 = c0 + m2;
-        let wc: f32 = exp(f32(pl - q2) * _decay1_o[b_h]) * k[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        let wc: f32 = exp(f32(pl - q2) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - q2) % 2 != 0) * k[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         for (var i: i32 = 0; i < 64; i += 1) {
           let bi: f32 = v[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;

@@ -14,6 +14,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_4_chunkwise(
     const float* __restrict__ v,
     const float* __restrict__ grad_o,
     const float* __restrict__ _decay1_o,
+    const float* __restrict__ gamma,
     const float* __restrict__ q,
     float* __restrict__ _d_k_11,
     int size_B,
@@ -44,7 +45,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_4_chunkwise(
         for (int i = 0; i < 64; i += 1) {
           dot = dot + v[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * grad_o[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
         }
-        P[e] = dot * expf(float(pm2 - pm) * _decay1_o[b_h]);
+        P[e] = dot * (expf(float(pm2 - pm) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm2 - pm) % 2 != 0 ? -1.0f : 1.0f));
       }
     }
     __syncthreads();
@@ -62,14 +63,14 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_4_chunkwise(
           for (int i = 0; i < 64; i += 1) {
             qs = qs + v[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
           }
-          acc = acc + qs * expf(float(pe - pm) * _decay1_o[b_h]);
+          acc = acc + qs * (expf(float(pe - pm) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pe - pm) % 2 != 0 ? -1.0f : 1.0f));
         }
         _d_k_11[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
       }
       int pl = size_T - 1 - (c0 + (len - 1));
       float carry = 0.0f;
       if (c0 > 0) {
-        carry = expf(float(pe - pl) * _decay1_o[b_h]);
+        carry = expf(float(pe - pl) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pe - pl) % 2 != 0 ? -1.0f : 1.0f);
       }
       #pragma unroll
       for (int i = 0; i < 64; i += 1) {
@@ -77,7 +78,7 @@ extern "C" __global__ void __launch_bounds__(64) retention_bwd_4_chunkwise(
       }
       for (int m2 = 0; m2 < len; m2 += 1) {
         int q2 = size_T - 1 - (c0 + m2);
-        float wc = expf(float(q2 - pl) * _decay1_o[b_h]) * q[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        float wc = expf(float(q2 - pl) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (q2 - pl) % 2 != 0 ? -1.0f : 1.0f) * q[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         #pragma unroll
         for (int i = 0; i < 64; i += 1) {
           float bi = grad_o[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
