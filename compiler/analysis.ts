@@ -320,11 +320,20 @@ function notFactorising(f: Node, row: string, col: string, later: string, earlie
   return `its weight factor ${nodeToString(f)} depends on both ${row} and ${col}${through}, so the weight does not factorise as exp(L(${later}) - L(${earlier})) (a decay such as gamma^(${later} - ${earlier}) or exp(G[${later}] - G[${earlier}]))`;
 }
 
-/** A factor of `body` in which row and col meet inside arithmetic (not as separate plain indices of one load). */
+/**
+ * A factor of `body` in which row and col meet inside arithmetic (not as separate plain indices
+ * of one load). An equality mask where(e(col) == row, x, 0) (autodiff's gather of a shifted or
+ * split index) picks one term of the sum and couples nothing by itself: x is looked into.
+ */
 function couplingOf(body: Node, row: string, col: string): Node | undefined {
   for (const f of factorsOf(body)) {
     const fi = freeIndices(f);
     if (!fi.has(row) || !fi.has(col)) continue;
+    if (f.op === 'select' && f.src[0]!.op === 'binary' && f.src[0]!.arg === '==' && isConst(f.src[2]!, 0)) {
+      const inner = couplingOf(f.src[1]!, row, col);
+      if (inner) return inner;
+      continue;
+    }
     if (f.op !== 'load') return f;
     const ix = f.src.find((e) => { const ei = freeIndices(e); return ei.has(row) && ei.has(col); });
     if (ix) return f;
