@@ -200,6 +200,22 @@ describe('a recurrent or chunkwise schedule the analysis cannot give is refused 
     });
   }
 
+  test("RetNet's functions keep every schedule, forward and backward (a gather's mask is no sum over positions); msr's nested scale sum is a contraction", () => {
+    const problems: string[] = [];
+    for (const name of ['linear', 'rmsnorm', 'theta_shift', 'msr']) {
+      const fn = loadFn('retnet', name);
+      for (const form of FORMS) for (const backward of [false, true]) {
+        const constants = new Map<string, number>(specialisedSizes(fn, backward).map((x) => [x, 4]));
+        for (const x of fn.sizes) constants.set(x, 2);
+        try {
+          const p = compilePlan(fn, makeSchedule(form, 8), { backward, constants });
+          if (name === 'msr' && !backward) expect(p.launches.filter((l) => l.how === 'contraction').length).toBe(2);
+        } catch (e) { problems.push(`${name} ${form}${backward ? ' backward' : ''}: ${(e as Error).message}`); }
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
   test('softmax attention names the factor that depends on both positions', () => {
     let err: unknown;
     try { planFor(loadFn('softmax_attention', 'softmax_attention'), 'recurrent', false, sizes); } catch (e) { err = e; }
