@@ -62,7 +62,7 @@ const CASES: Case[] = [
 const name = (c: Case): string => `--target ${c.target} --schedule ${c.schedule}${c.chunk ? ` --chunk ${c.chunk}` : ''}${c.dtype ? ` --dtype ${c.dtype}` : ''}${c.grad ? ' --grad' : ''}`;
 
 describe.concurrent('retnetc run on compiled targets, against the float64 reference', { timeout: 120_000 }, () => {
-  it.each(CASES)('$target $schedule chunk=$chunk dtype=$dtype grad=$grad', async (c, ctx) => {
+  it.for(CASES)('$target $schedule chunk=$chunk dtype=$dtype grad=$grad', async (c, ctx) => {
     const f = dataFiles();
     const out = path.join(dir, `out-${CASES.indexOf(c)}.safetensors`);
     const args = ['run', 'models/retention.ret', '--fn', 'retention_state', '--inputs', f.inputs, '--out', out, '--target', c.target, '--schedule', c.schedule];

@@ -1,72 +1,21 @@
 // The built CLI (dist/runtime/cli/main.js) as a user runs it: exit codes, stdout/stderr,
 // located one-line errors and never a stack trace.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { cli as runCli, ensureBuilt, expectUserError, ROOT } from './helpers/cli.js';
 import { fromFloat64, readSafetensorsFile, serializeSafetensors, type Tensor, toFloat64 } from '../runtime/io/safetensors.js';
-
-const ROOT = path.resolve(fileURLToPath(new URL('..', import.meta.url)));
-const MAIN = path.join(ROOT, 'dist', 'runtime', 'cli', 'main.js');
-const BUILD_DIRS = ['dsl', 'compiler', 'targets', 'runtime'];
-
-/** True when some .ts under the build dirs is newer than its .js in dist/ (or has none). */
-function distIsStale(): boolean {
-  const walk = (rel: string): boolean => {
-    const abs = path.join(ROOT, rel);
-    if (!existsSync(abs)) return false;
-    for (const e of readdirSync(abs, { withFileTypes: true })) {
-      const r = path.join(rel, e.name);
-      if (e.isDirectory()) { if (walk(r)) return true; continue; }
-      if (!e.name.endsWith('.ts') || e.name.endsWith('.d.ts')) continue;
-      const js = path.join(ROOT, 'dist', r.replace(/\.ts$/, '.js'));
-      if (!existsSync(js) || statSync(js).mtimeMs < statSync(path.join(ROOT, r)).mtimeMs) return true;
-    }
-    return false;
-  };
-  return BUILD_DIRS.some(walk);
-}
 
 let dir = '';
 beforeAll(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'retnetc-cli-'));
-  if (distIsStale()) {
-    const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-    const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
-    // tsc emits even with type errors elsewhere in the tree; the typecheck is npm test's job.
-    if (r.status !== 0) console.warn(`tsc -p tsconfig.build.json exited ${r.status}:\n${r.stdout}${r.stderr}`);
-  }
-  expect(existsSync(MAIN), `${MAIN} was not built`).toBe(true);
-}, 180_000);
+  ensureBuilt();
+}, 240_000);
 afterAll(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
 
-interface Result { code: number | null; stdout: string; stderr: string }
-/** Runs the CLI; async so that the tests of a describe block can run side by side. */
-function cli(...args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env };
-    delete env['RETNETC_DEBUG'];
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
-  });
-}
-
-/** A user error: exit 1, a `where: error: message` line, and no stack trace or internal error. */
-function expectUserError(r: Result, pattern: RegExp): void {
-  const all = r.stdout + r.stderr;
-  expect(r.code, all).toBe(1);
-  expect(r.stderr).toMatch(pattern);
-  expect(all).not.toMatch(/^\s{4}at /m);
-  expect(all).not.toMatch(/internal error|TypeError|ReferenceError|RangeError|node:internal/);
-}
+const cli = (...args: string[]) => runCli(args);
 
 function firstLines(stderr: string): string[] {
   return stderr.split('\n').filter((l) => l.length > 0);
