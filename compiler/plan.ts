@@ -115,7 +115,10 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?
   const base = opts.backward ? toGradientIr(fn) : toIr(fn);
   const { fn: ir, contractions } = analyse(withoutDeadStatements(base));
   if (schedule.form !== 'parallel') {
-    const reasons = ir.body.filter((s) => !contractions.has(s.target)).map((s) => ({ s, r: explain(s) })).filter((x): x is { s: typeof x.s; r: string } => x.r !== undefined);
+    const reasonsOf = (f: IrFn, cs: ReadonlyMap<string, Contraction>) => f.body.filter((s) => !cs.has(s.target)).map((s) => ({ s, r: explain(s) })).filter((x): x is { s: typeof x.s; r: string } => x.r !== undefined);
+    // In a backward, the forward's statements first: their reasons read in the user's names.
+    const fwd = opts.backward ? analyse(withoutDeadStatements(toIr(fn))) : undefined;
+    const reasons = [...(fwd ? reasonsOf(fwd.fn, fwd.contractions) : []), ...reasonsOf(ir, contractions)];
     // A weight that does not factorise is the root cause; a running max usually comes with it.
     const why = reasons.find((x) => x.r.includes('does not factorise')) ?? reasons[0];
     if (why) throw new ScheduleError(`'${fn.name}' has no ${schedule.form} schedule: ${why.r}; only the parallel schedule exists for it`, why.s.span);

@@ -170,11 +170,11 @@ describe('decay bases 0 and negative: the reference values on every schedule and
 // ---- schedules that cannot be given are refused ---------------------------------------------
 
 describe('a recurrent or chunkwise schedule the analysis cannot give is refused with the reason', () => {
-  // In the backward the sums are autodiff's (summed indices renamed s'1, ...).
+  // The backward reports the forward statement's reason, in the user's names.
   const cases = [
-    ['window', /the sum over (s'?\d*) has the range \1 <= t, \1 > \(t - 4\).*a window/],
-    ['twosided', /the sum over (s'?\d*) couples \1 with t through abs\(\(t - \1\)\) but has no causal range.*two-sided/],
-    ['coupled', /depends on both t and (s'?\d*) through \(\(c\[h\] \* t\) \* \1\), so the weight does not factorise/],
+    ['window', /in 'o' the sum over s has the range s <= t, s > \(t - 4\).*a window/],
+    ['twosided', /in 'o' the sum over s couples s with t through abs\(\(t - s\)\) but has no causal range.*two-sided/],
+    ['coupled', /in 'o' the sum over s <= t: its weight factor .* depends on both t and s through \(\(c\[h\] \* t\) \* s\), so the weight does not factorise/],
   ] as const;
   const sizes = { K: 3, V: 2 };
   for (const [name, why] of cases) {
