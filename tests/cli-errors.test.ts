@@ -139,6 +139,10 @@ describe.concurrent('options', { timeout: 90_000 }, () => {
       expectUserError(r, new RegExp(`^retnetc: error: --chunk must be an integer in decimal digits, got '${escapeRe(bad)}'$`));
     }
     expectUserError(await run('--out', out('c.safetensors'), '--target', 'cpu', '--schedule', 'chunkwise', '--chunk', '0'), /^retnetc: error: --chunk must be an integer from 1 to 1024, got 0$/);
+    // A value that looks like an option: one line about --chunk, not "unknown option '-1'".
+    const dash = await run('--out', out('c.safetensors'), '--target', 'cpu', '--schedule', 'chunkwise', '--chunk', '-1');
+    expectUserError(dash, /^retnetc: error: Option '--chunk' argument is ambiguous\. .*'--chunk=-XYZ'/);
+    oneLine(dash.stderr);
     expectUserError(await compile('--schedule', 'chunkwise', '--chunk', '1e1', '--size', 'K=8', '--size', 'V=4', '--out', out('c')), /--chunk must be an integer in decimal digits, got '1e1'/);
     expect(existsSync(out('c.safetensors'))).toBe(false);
   });

@@ -51,7 +51,7 @@ function runFiltered(): void {
     if (rest) line(rest);
     // Without an adapter, what Dawn and the Vulkan loader said is the explanation.
     if (code !== 0 && /no WebGPU adapter/.test(shown)) for (const l of held) process.stderr.write(`retnetc: note: Dawn: ${l.replace(/^Warning: /, '')}\n`);
-    if (signal) process.kill(process.pid, signal);
+    if (signal) { process.removeAllListeners(signal); process.kill(process.pid, signal); }
     process.exitCode = code ?? 1;
   });
 }

@@ -70,9 +70,12 @@ export const didYouMean = (word: string, candidates: readonly string[], prefix =
  */
 export function parseOptions(command: string, args: string[], specs: OptionSpecs): ParsedOptions {
   const names = Object.keys(specs);
-  for (const a of args) {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
     if (a === '--') break;
     if (!a.startsWith('-') || a === '-') continue;
+    // The value of a string option (`--chunk -1`) is not an option; parseArgs says what is wrong with it.
+    if (i > 0 && /^--[^=]+$/.test(args[i - 1]!) && specs[args[i - 1]!.slice(2)]?.type === 'string') continue;
     const name = a.startsWith('--') ? a.slice(2).split('=')[0]! : undefined;
     if (name === undefined) throw new UsageError(`unknown option '${a}' for '${command}'${didYouMean(a.replace(/^-+/, ''), names, '--')}`);
     if (!specs[name]) {
@@ -87,7 +90,7 @@ export function parseOptions(command: string, args: string[], specs: OptionSpecs
   try {
     parsed = parseArgs({ args, allowPositionals: true, strict: true, options, tokens: true });
   } catch (e) {
-    if (e instanceof TypeError && String((e as { code?: unknown }).code ?? '').startsWith('ERR_PARSE_ARGS')) throw new UsageError(e.message);
+    if (e instanceof TypeError && String((e as { code?: unknown }).code ?? '').startsWith('ERR_PARSE_ARGS')) throw new UsageError(e.message.replace(/\s*\n\s*/g, ' '));
     throw e;
   }
   const seen = new Set<string>();

@@ -2,7 +2,7 @@
 // files: a fresh build when the sources are newer (one build at a time across test files),
 // the child's exit code and output, and the shape of a user error.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
@@ -38,10 +38,16 @@ export function ensureBuilt(): void {
   mkdirSync(path.join(ROOT, 'dist'), { recursive: true });
   const lock = path.join(ROOT, 'dist', '.build-lock');
   const start = Date.now();
+  const owner = path.join(lock, 'pid');
   for (;;) {
-    try { mkdirSync(lock); break; } catch {
-      // A lock older than 3 minutes was left by a killed run.
-      try { if (Date.now() - statSync(lock).mtimeMs > 180_000) rmdirSync(lock); } catch { /* gone */ }
+    try { mkdirSync(lock); writeFileSync(owner, String(process.pid)); break; } catch {
+      // A lock whose process is gone (or that is older than 3 minutes) was left by a killed run.
+      try {
+        const pid = Number(readFileSync(owner, 'utf8'));
+        let alive = true;
+        try { process.kill(pid, 0); } catch (e) { alive = (e as NodeJS.ErrnoException).code === 'EPERM'; }
+        if (!alive || Date.now() - statSync(lock).mtimeMs > 180_000) rmSync(lock, { recursive: true, force: true });
+      } catch { /* being created or gone */ }
       if (Date.now() - start > 240_000) throw new Error(`${lock} is held for more than 4 minutes`);
       sleep(200);
     }
@@ -54,7 +60,7 @@ export function ensureBuilt(): void {
       if (r.status !== 0) console.warn(`tsc -p tsconfig.build.json exited ${r.status}:\n${r.stdout}${r.stderr}`);
     }
   } finally {
-    rmdirSync(lock);
+    rmSync(lock, { recursive: true, force: true });
   }
   expect(existsSync(MAIN), `${MAIN} was not built`).toBe(true);
 }
