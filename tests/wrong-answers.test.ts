@@ -266,7 +266,7 @@ describe('decays are recognised by their algebra, whatever the spelling', () => 
 
   const all = [...logSpellings.map((w, n) => [`lf${n}`, w, 'c'] as const), ...baseSpellings.map((w, n) => [`bf${n}`, w, 'gamma'] as const)];
   for (const [name, w, param] of all) {
-    test(`${w}: one fixed decay, the reference's values on every schedule, forward and backward`, () => {
+    test(`${w}: one fixed decay, the reference's values on every schedule, forward and backward (and forward on WebGPU)`, async () => {
       const fn = fns!.get(name)!;
       const { contractions } = analyse(toIr(fn));
       const cs = [...contractions.values()];
@@ -282,8 +282,9 @@ describe('decays are recognised by their algebra, whatever the spelling', () => 
         expectClose(runPlanCpu(planFor(fn, form, false, { K, V }, 8), inputs).get('o'), ref, `${form} o`);
         const g = runPlanCpu(planFor(fn, form, true, { K, V }, 8), new Map([...inputs, ...ups]));
         for (const x of ['q', 'k', 'v', param]) expectClose(g.get(`grad.${x}`), gref.get(`grad.${x}`)!, `${form} grad.${x}`);
+        if (gpuOk) expectClose((await runPlanWebGPU(planFor(fn, form, false, { K, V }, 8), inputs)).get('o'), ref, `webgpu ${form} o`);
       }
-    });
+    }, 120_000);
   }
 
   test('gated spellings: exp(G[t] - G[s]), exp(-(G[s] - G[t])), exp(2 G[t] - 2 G[s]) are one gated decay', () => {
@@ -388,6 +389,28 @@ describe('through the built CLI', () => {
       expectClose({ data: (await read(out)).get('o')! }, ref, `cli ${form}`);
     }
   });
+
+  test('run --target webgpu: gamma = 0 and a negative gamma give the reference values (chunkwise, with --grad)', async (ctx) => {
+    if (!gpuOk) ctx.skip();
+    const rand = prng(23);
+    const [B, H, T, K, V] = [1, 2, 10, 2, 3];
+    const ins = { q: uniform([B, H, T, K], rand), k: uniform([B, H, T, K], rand), v: uniform([B, H, T, V], rand), gamma: tensor([H], (i) => [0, -0.75][i]!) };
+    const up = { o: uniform([B, H, T, V], rand) };
+    const inFile = path.join(dir, 'gpu-in.safetensors');
+    const gradFile = path.join(dir, 'gpu-grad.safetensors');
+    write(inFile, ins);
+    write(gradFile, up);
+    const fn = loadFn('retention', 'retention');
+    const inputs = new Map(Object.entries(ins));
+    const ref = runFunction(fn, inputs).get('o')!;
+    const gref = runFunction(literalGradient(fn), new Map([...inputs, ['grad.o', up.o]]));
+    const out = path.join(dir, 'gpu-out.safetensors');
+    const r = cli('run', 'models/retention.ret', '--fn', 'retention', '--inputs', inFile, '--grad', gradFile, '--out', out, '--target', 'webgpu', '--schedule', 'chunkwise', '--chunk', '4');
+    expect(r.status, r.stderr).toBe(0);
+    const got = await read(out);
+    expectClose({ data: got.get('o')! }, ref, 'cli webgpu o');
+    for (const x of ['q', 'k', 'v', 'gamma']) expectClose({ data: got.get(`grad.${x}`)! }, gref.get(`grad.${x}`)!, `cli webgpu grad.${x}`);
+  }, 120_000);
 
   test('run --schedule recurrent of a sliding window exits 1 with the reason and writes nothing', () => {
     const rand = prng(22);
