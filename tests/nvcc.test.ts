@@ -54,8 +54,8 @@ function modules(): Unit[] {
       push(`retention ${form}${backward ? ' backward' : ''} ${dtype}`, { ...l.kernel, name: `${l.kernel.name}_${dtype}` });
     }
   }
-  const big = compilePlan(fn, makeSchedule('chunkwise', 128), { constants: K64 }).launches[0]!.kernel;
-  push('retention chunkwise chunk 128', { ...big, name: `${big.name}_c128` });
+  const big = compilePlan(fn, makeSchedule('parallel', 128), { constants: K64 }).launches[0]!.kernel;
+  push('retention parallel chunk 128', { ...big, name: `${big.name}_c128` });
   return out;
 }
 

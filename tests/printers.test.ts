@@ -228,11 +228,16 @@ describe('CUDA shared memory', () => {
     expect(big.code).toContain('float* const s2 = reinterpret_cast<float*>(rn_smem + 32800);');
     expect(big.code).not.toMatch(/__shared__ float s\d\[/);
   });
-  test('a chunkwise kernel with chunk 128 (64 KiB of scores) uses dynamic shared memory', () => {
-    const plan = compilePlan(fnOf('retention', 'retention'), makeSchedule('chunkwise', 128), { constants: K64 });
+  test('a parallel kernel with 128 x 128 score tiles (64 KiB) uses dynamic shared memory; chunkwise scores 8 rows at a time', () => {
+    const plan = compilePlan(fnOf('retention', 'retention'), makeSchedule('parallel', 128), { constants: K64 });
     const e = emitKernel(plan.launches[0]!.kernel, 'cuda');
     expect(e.dynamicSharedBytes).toBe(128 * 128 * 4);
-    expect(emitKernel(compilePlan(fnOf('retention', 'retention'), makeSchedule('chunkwise', 64), { constants: K64 }).launches[0]!.kernel, 'cuda').dynamicSharedBytes).toBe(0);
+    expect(emitKernel(compilePlan(fnOf('retention', 'retention'), makeSchedule('parallel', 64), { constants: K64 }).launches[0]!.kernel, 'cuda').dynamicSharedBytes).toBe(0);
+    // Chunkwise: P[8][128] and the reduction of 2 key slices x 64 columns x 8 rows.
+    const cw = emitKernel(compilePlan(fnOf('retention', 'retention'), makeSchedule('chunkwise', 128), { constants: K64 }).launches[0]!.kernel, 'cuda');
+    expect(cw.dynamicSharedBytes).toBe(0);
+    expect(cw.code).toContain('__shared__ float P[1024];');
+    expect(cw.code).toContain('__shared__ float red[1024];');
   });
 });
 
@@ -314,14 +319,15 @@ describe('CUDA kernels', () => {
   test('extern "C", launch bounds, const __restrict__ reads, ids and barriers', () => {
     const plan = compilePlan(fnOf('retention', 'retention'), makeSchedule('chunkwise', 64), { constants: K64 });
     const code = emitKernel(plan.launches[0]!.kernel, 'cuda').code;
-    expect(code).toContain('extern "C" __global__ void __launch_bounds__(64) retention_0_chunkwise(');
+    // K = 64: two key slices of 32 for each of 64 columns; at least one block per SM, so ptxas does not spill for occupancy.
+    expect(code).toContain('extern "C" __global__ void __launch_bounds__(128, 1) retention_0_chunkwise(');
     expect(code).toContain('const float* __restrict__ q,');
     expect(code).toContain('float* __restrict__ o,');
     expect(code).toContain('const int tid_x = threadIdx.x;');
     expect(code).toContain('const int wg_y = blockIdx.y;');
     expect(code).toContain('__syncthreads();');
-    expect(code).toContain('__shared__ float P[4096];');
-    expect(code).toContain('float S[64];');
+    expect(code).toContain('__shared__ float P[512];');
+    expect(code).toContain('float S[32];');
     expect(code).toContain('#pragma unroll');
   });
 });

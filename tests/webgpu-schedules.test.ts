@@ -175,17 +175,19 @@ test('evalKExpr follows the kernel IR: i32 wraps, / truncates, x / 0 = 0, % take
   expect(() => ev(K.tid('x'))).toThrow(/builtin/);
 });
 
-test('the limits check without a device: WebGPU\'s default 16 KiB of workgroup memory holds chunk 64, not chunk 128', () => {
+test('the limits check without a device: WebGPU\'s default 16 KiB of workgroup memory holds parallel chunk 64, not 128; chunkwise holds 128', () => {
   const fn = loadFn('retention', 'retention');
   const defaults = limitsOf({});
-  const problems = (chunk: number): string[] => {
-    const plan = compilePlan(fn, makeSchedule('chunkwise', chunk), { backward: true, constants: new Map([['K', 64], ['V', 64]]) });
+  const problems = (form: 'parallel' | 'chunkwise', chunk: number): string[] => {
+    const plan = compilePlan(fn, makeSchedule(form, chunk), { backward: true, constants: new Map([['K', 64], ['V', 64]]) });
     return plan.launches.map((l) => kernelLimitProblem(l.kernel, { schedule: plan.schedule, how: l.how }, defaults)).filter((x): x is string => x !== undefined);
   };
-  expect(problems(64)).toEqual([]);
-  const p = problems(128);
+  expect(problems('parallel', 64)).toEqual([]);
+  const p = problems('parallel', 128);
   expect(p.length).toBeGreaterThan(0);
-  expect(p[0]).toMatch(/^kernel retention_bwd_\d+_chunkwise: chunk 128 needs 64 KiB of workgroup memory \(P: 16384 f32\); this adapter allows 16 KiB \(maxComputeWorkgroupStorageSize\); use chunk 64 or smaller$/);
+  expect(p[0]).toMatch(/^kernel retention_bwd_\d+_parallel: chunk 128 needs 64 KiB of workgroup memory \(P: 16384 f32\); this adapter allows 16 KiB \(maxComputeWorkgroupStorageSize\); use chunk 64 or smaller$/);
+  // Chunkwise scores 8 rows of a chunk at a time: its workgroup memory grows linearly with the chunk.
+  expect(problems('chunkwise', 128)).toEqual([]);
 });
 
 
@@ -273,10 +275,10 @@ describe.skipIf(!gpu)('WebGPU runtime machinery', { timeout: 60_000 }, () => {
     const fn = loadFn('retention', 'retention');
     const lim = limitsOf(gpu!.info.limits);
     const big = 2 ** Math.ceil(Math.log2(Math.sqrt(lim.maxComputeWorkgroupStorageSize / 4) + 1)); // 128 on a 32 KiB adapter
-    const plan = compilePlan(fn, makeSchedule('chunkwise', big), { constants: new Map([['K', 64], ['V', 64]]) });
+    const plan = compilePlan(fn, makeSchedule('parallel', big), { constants: new Map([['K', 64], ['V', 64]]) });
     const inputs = retentionInputs(1, 1, 3, 64, 64);
     const msg = await expectRunError(runPlanWebGPU(plan, inputs, { emit: () => { throw new Error('the printer must not be reached'); } }),
-      'limits', new RegExp(`^kernel retention_0_chunkwise: chunk ${big} needs ${(big * big * 4) / 1024} KiB of workgroup memory \\(P: ${big * big} f32\\); this adapter allows ${lim.maxComputeWorkgroupStorageSize / 1024} KiB \\(maxComputeWorkgroupStorageSize\\); use chunk ${big / 2} or smaller$`));
+      'limits', new RegExp(`^kernel retention_0_parallel: chunk ${big} needs ${(big * big * 4) / 1024} KiB of workgroup memory \\(P: ${big * big} f32\\); this adapter allows ${lim.maxComputeWorkgroupStorageSize / 1024} KiB \\(maxComputeWorkgroupStorageSize\\); use chunk ${big / 2} or smaller$`));
     console.log(`[webgpu-schedules] limits error: ${msg}`);
   });
 
@@ -292,9 +294,11 @@ describe.skipIf(!gpu)('WebGPU runtime machinery', { timeout: 60_000 }, () => {
           const problems = plan.launches.map((l) => kernelLimitProblem(l.kernel, { schedule: plan.schedule, how: l.how }, lim)).filter(Boolean);
           const on16 = plan.launches.map((l) => kernelLimitProblem(l.kernel, { schedule: plan.schedule, how: l.how }, { ...lim, maxComputeWorkgroupStorageSize: 16384 })).filter(Boolean);
           lines.push(`${form} chunk ${chunk}${backward ? ' backward' : ''}: ${mem / 1024} KiB of workgroup memory at most; ${problems.length ? problems[0] : 'fits this adapter'}; on a 16 KiB adapter: ${on16.length ? on16[0] : 'fits'}`);
-          // 4 * chunk^2 bytes: chunk 64 is exactly WebGPU's default 16 KiB.
-          expect(mem).toBe(4 * chunk * chunk);
-          if (4 * chunk * chunk <= lim.maxComputeWorkgroupStorageSize) expect(problems).toEqual([]);
+          // Parallel: 4 * chunk^2 bytes of scores, chunk 64 is exactly WebGPU's default 16 KiB. Chunkwise:
+          // scores of 8 rows and the sums over 2 key slices of 64 columns for those rows.
+          const want = form === 'parallel' ? 4 * chunk * chunk : 4 * (Math.min(chunk, 8) * chunk + 8 * 128);
+          expect(mem).toBe(want);
+          if (want <= lim.maxComputeWorkgroupStorageSize) expect(problems).toEqual([]);
         }
       }
     }

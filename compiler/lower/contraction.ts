@@ -2,7 +2,8 @@
 //   y[t, j] = scale * sum_{s before t in scan order} w(t, s) (a[t, :] . b[s, :]) c[s, j]
 // Causal sums scan positions forward, anti-causal ones (gradients) backward; in scan terms
 // both read the same, so each form is written once. A workgroup owns one batch entry and
-// a tile of value columns; each thread owns one column j and its K-long slice of the state.
+// a tile of value columns; in the recurrent and chunkwise forms each thread owns a slice of at
+// most KT_MAX key entries of one column j of the state (tiling), so registers do not grow with K.
 // Decay weights are exp(L(later) - L(earlier)) computed from differences, never from L alone,
 // so only non-positive numbers are exponentiated.
 import type { Contraction } from '../analysis.js';
@@ -19,6 +20,10 @@ interface Ctx {
   L: ExprLowering;
   T: KExpr;
   Kc: number;
+  /** Key entries per thread slice, slices per column, columns per workgroup, threads (WX * NK). */
+  KT: number;
+  NK: number;
+  WX: number;
   WG: number;
   batch: Map<string, Binding>;
   /** Shared arrays of chunk-local cumulative gates, per decay term (chunkwise only). */
@@ -157,7 +162,27 @@ function factor(x: Ctx, which: 'a' | 'b' | 'c', p: KExpr, k: KExpr, out: KStmt[]
   return K.cast(x.L.expr(n, bind, out), 'f32');
 }
 
-function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): { x: Ctx; body: KStmt[]; grid: [KExpr, KExpr, KExpr]; Vc: number } {
+/** Most entries of one state column a thread keeps per state array; longer key axes are tiled. */
+const KT_MAX = 32;
+/** Most threads of a contraction workgroup (WebGPU's guaranteed maxComputeInvocationsPerWorkgroup). */
+const MAX_THREADS = 256;
+/** Rows of a chunk scored, then reduced, together in the chunkwise form. */
+const ROW_BLOCK = 8;
+
+/**
+ * How a workgroup covers the state: WX value columns, each split into NK slices of KT key
+ * entries (the last one zero-padded), one slice per thread: WG = WX * NK threads, thread
+ * tid = kt * WX + (j mod WX). Each thread's registers hold KT <= KT_MAX entries per state
+ * array whatever K is; q . S is the sum of the NK threads' parts (a reduction in shared memory).
+ */
+function tiling(Kc: number, Vc: number, cap: number, tileK: boolean): { KT: number; NK: number; WX: number } {
+  const NK = tileK ? Math.max(1, Math.ceil(Kc / KT_MAX)) : 1;
+  let WX = pow2AtLeast(Vc, cap);
+  while (WX > 1 && WX * NK > MAX_THREADS) WX /= 2;
+  return { KT: Math.ceil(Kc / NK), NK, WX };
+}
+
+function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule, tileK: boolean): { x: Ctx; body: KStmt[]; grid: [KExpr, KExpr, KExpr]; Vc: number } {
   const constOf = (d: typeof c.K, what: string): number => {
     const e = dimExpr(d, L.sizes);
     if (e.k !== 'const') throw new LowerError(`${name}: the ${what} size must be known when compiling a ${sched.form} kernel`);
@@ -165,7 +190,7 @@ function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: 
   };
   const Kc = constOf(c.K, 'key');
   const Vc = constOf(c.V, 'value');
-  const WG = pow2AtLeast(Vc, sched.workgroup.contraction);
+  const { KT, NK, WX } = tiling(Kc, Vc, sched.workgroup.contraction, tileK);
   const body: KStmt[] = [];
   // wg.y enumerates batch entries, last batch index fastest.
   const batch = new Map<string, Binding>();
@@ -178,10 +203,11 @@ function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: 
     if (k > 0) rest = K.bin('/', rest, ext);
     batch.set(v.name, { expr: K.v(nm), extent: v.extent });
   }
-  body.push(K.decl('j', 'i32', K.add(K.mul(K.wg('x'), K.i32(WG)), K.tid('x'))));
+  body.push(K.decl('j', 'i32', K.add(K.mul(K.wg('x'), K.i32(WX)), NK > 1 ? K.bin('%', K.tid('x'), K.i32(WX)) : K.tid('x'))));
+  if (NK > 1) body.push(K.decl('kt', 'i32', K.div(K.tid('x'), K.i32(WX))));
   const nb = c.batch.reduce<KExpr>((a, v) => K.mul(a, dimExpr(v.extent, L.sizes)), K.i32(1));
-  const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), Kc, WG, batch };
-  return { x, body, grid: [K.i32(Math.ceil(Vc / WG)), fold(nb), K.i32(1)], Vc };
+  const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), Kc, KT, NK, WX, WG: WX * NK, batch };
+  return { x, body, grid: [K.i32(Math.ceil(Vc / WX)), fold(nb), K.i32(1)], Vc };
 }
 
 function storeOut(x: Ctx, p: KExpr, j: KExpr, value: KExpr, out: KStmt[]): void {
@@ -202,28 +228,59 @@ function storeScore(x: Ctx, out: KStmt[], row: KExpr, col: KExpr, scan?: [KExpr,
   out.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), pairWeight(x, row, col, out, scan))));
 }
 
-/** The state slice S[K] of column j, and S1[K] (distance-weighted) for order-1 contractions. */
-function initState(body: KStmt[], Kc: number, order: 0 | 1): void {
+/** The thread's slice S[KT] of column j, and S1[KT] (distance-weighted) for order-1 contractions. */
+function initState(body: KStmt[], KT: number, order: 0 | 1): void {
   const names = order === 1 ? ['S', 'S1'] : ['S'];
-  for (const n of names) body.push(K.local(n, 'f32', Kc));
-  body.push(K.loop('i', K.i32(0), K.i32(Kc), names.map((n) => K.store(n, K.v('i'), K.f32(0)))));
+  for (const n of names) body.push(K.local(n, 'f32', KT));
+  body.push(K.loop('i', K.i32(0), K.i32(KT), names.map((n) => K.store(n, K.v('i'), K.f32(0)))));
 }
 const inV = (Vc: number) => K.lt(jv, K.i32(Vc));
 
-/** One step per position; the state slice S[K] of column j lives in registers. */
+/** The key index gi of entry i of the thread's state slice (declared in `out`). */
+function sliceIndex(x: Ctx, out: KStmt[]): KExpr {
+  if (x.NK === 1) return K.v('i');
+  out.push(K.decl('gi', 'i32', K.add(K.mul(K.v('kt'), K.i32(x.KT)), K.v('i'))));
+  return K.v('gi');
+}
+
+/** The statements of `out` that run for key entries gi < K only (the last slice may be padded). */
+function inK(x: Ctx, gi: KExpr, out: KStmt[]): KStmt[] {
+  if (x.NK * x.KT <= x.Kc) return out;
+  const body: KStmt[] = [];
+  out.push(K.iff(K.lt(gi, K.i32(x.Kc)), body));
+  return body;
+}
+
+/**
+ * After a barrier: the thread kt = 0 of each column j sums the NK parts red[base + r WX + j mod WX]
+ * (r = 0..NK-1) of one output and stores it at position p.
+ */
+function reduceParts(x: Ctx, base: KExpr, p: KExpr, out: KStmt[]): void {
+  const at = (r: KExpr) => K.load('red', fold(K.add(base, K.add(K.mul(r, K.i32(x.WX)), K.tid('x')))));
+  out.push(K.decl('tot', 'f32', at(K.i32(0))));
+  out.push(K.loop('r', K.i32(1), K.i32(x.NK), [K.assign('tot', K.add(K.v('tot', 'f32'), at(K.v('r'))))]));
+  storeOut(x, p, jv, K.v('tot', 'f32'), out);
+}
+const leader = (Vc: number): KExpr => K.and(K.bin('==', K.v('kt'), K.i32(0)), inV(Vc));
+
+/** One step per position; each thread keeps its slice of the state of column j in registers. */
 export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): Kernel {
-  const { x, body, grid, Vc } = setup(name, s, c, L, sched);
-  const { Kc, WG } = x;
-  initState(body, Kc, c.order);
+  const { x, body, grid, Vc } = setup(name, s, c, L, sched, true);
+  const { Kc, KT, NK, WG } = x;
+  const KP = NK * KT;
+  initState(body, KT, c.order);
   const step: KStmt[] = [];
   body.push(K.loop('n', K.i32(0), x.T, step));
   step.push(K.decl('p', 'i32', posOf(x, K.v('n'))));
   const p = K.v('p');
-  // Stage a[p, :] and b[p, :] in shared memory once for all columns.
+  // Stage a[p, :] and b[p, :] in shared memory once for all columns (zero past K).
   const stage: KStmt[] = [];
-  step.push(K.loop('i', K.tid('x'), K.i32(Kc), stage, WG));
-  stage.push(K.store('sa', K.v('i'), factor(x, 'a', p, K.v('i'), stage)));
-  stage.push(K.store('sb', K.v('i'), factor(x, 'b', p, K.v('i'), stage)));
+  step.push(K.loop('i', K.tid('x'), K.i32(KP), stage, WG));
+  const put: KStmt[] = [];
+  put.push(K.store('sa', K.v('i'), factor(x, 'a', p, K.v('i'), put)));
+  put.push(K.store('sb', K.v('i'), factor(x, 'b', p, K.v('i'), put)));
+  if (KP > Kc) stage.push(K.iff(K.lt(K.v('i'), K.i32(Kc)), put, [K.store('sa', K.v('i'), K.f32(0)), K.store('sb', K.v('i'), K.f32(0))]));
+  else stage.push(...put);
   step.push(K.barrier());
   const col: KStmt[] = [];
   step.push(K.iff(inV(Vc), col));
@@ -237,10 +294,11 @@ export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprL
   col.push(K.decl('cj', 'f32', factor(x, 'c', p, jv, col)));
   col.push(K.decl('acc', 'f32', K.f32(0)));
   const inner: KStmt[] = [];
-  col.push(K.loop('i', K.i32(0), K.i32(Kc), inner));
+  col.push(K.loop('i', K.i32(0), K.i32(KT), inner));
+  const gi = sliceIndex(x, inner);
   const Si = K.load('S', K.v('i'));
-  const sa = K.load('sa', K.v('i'));
-  const kv = K.mul(K.load('sb', K.v('i')), K.v('cj', 'f32'));
+  const sa = K.load('sa', gi);
+  const kv = K.mul(K.load('sb', gi), K.v('cj', 'f32'));
   const decayed = (e: KExpr) => (c.decay.length ? K.mul(K.v('dec', 'f32'), e) : e);
   if (c.order === 1) {
     // S1[t] = sum_s (t - s) w(t, s) b[s] c[s] = dec (S1[t-1] + S[t-1]); the s = t term has weight 0.
@@ -257,20 +315,35 @@ export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprL
       inner.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(sa, Si))));
     }
   }
-  storeOut(x, p, jv, K.v('acc', 'f32'), col);
+  const shared = [{ name: 'sa', type: 'f32' as const, size: KP }, { name: 'sb', type: 'f32' as const, size: KP }];
+  if (NK === 1) storeOut(x, p, jv, K.v('acc', 'f32'), col);
+  else {
+    col.push(K.store('red', K.tid('x'), K.v('acc', 'f32')));
+    shared.push({ name: 'red', type: 'f32', size: WG });
+  }
   step.push(K.barrier());
-  return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'sa', type: 'f32', size: Kc }, { name: 'sb', type: 'f32', size: Kc }], body };
+  // The next step's staging and partial sums come after its first barrier, so one pair suffices.
+  if (NK > 1) {
+    const fin: KStmt[] = [];
+    step.push(K.iff(leader(Vc), fin));
+    reduceParts(x, K.i32(0), p, fin);
+  }
+  return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared, body };
 }
 
 /**
- * Chunks of C positions: inside a chunk the parallel form (scores P in shared memory),
- * across chunks the state carries: S <- w(end, prev end) S + sum_m w(end, m) b[m]^T c[m].
+ * Chunks of C positions: inside a chunk the parallel form, across chunks the state carries:
+ * S <- w(end, prev end) S + sum_m w(end, m) b[m]^T c[m]. The chunk's rows go in blocks of RB:
+ * their scores P[RB][C] in shared memory, then each thread's part of each row's output (its
+ * share of the intra-chunk sum, every NK-th position, and of q . S over its key slice), summed
+ * over the column's NK threads.
  */
 export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): Kernel {
-  const { x, body, grid, Vc } = setup(name, s, c, L, sched);
-  const { Kc, WG } = x;
+  const { x, body, grid, Vc } = setup(name, s, c, L, sched, true);
+  const { KT, NK, WG } = x;
   const C = sched.chunk;
-  initState(body, Kc, c.order);
+  const RB = Math.min(C, ROW_BLOCK);
+  initState(body, KT, c.order);
   const chunk: KStmt[] = [];
   body.push(K.loop('c0', K.i32(0), x.T, chunk, C));
   const c0 = K.v('c0');
@@ -278,71 +351,100 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   const len = K.v('len');
   const at = (m: KExpr) => posOf(x, K.add(c0, m));
   const gates = localGates(x, C, c0, len, chunk);
-  // Phase 1: P[m][m2] = w(m, m2) a[m] . b[m2] for m2 before m in the chunk.
+  const blk: KStmt[] = [];
+  chunk.push(K.loop('r0', K.i32(0), len, blk, RB));
+  const r0 = K.v('r0');
+  // Phase 1: P[mm][m2] = w(m, m2) a[m] . b[m2] for the rows m = r0 + mm and m2 before m.
   const ph1: KStmt[] = [];
-  chunk.push(K.loop('e', K.tid('x'), K.i32(C * C), ph1, WG));
-  ph1.push(K.decl('m', 'i32', K.bin('/', K.v('e'), K.i32(C))), K.decl('m2', 'i32', K.bin('%', K.v('e'), K.i32(C))));
+  blk.push(K.loop('e', K.tid('x'), K.i32(RB * C), ph1, WG));
+  ph1.push(K.decl('m', 'i32', K.add(r0, K.bin('/', K.v('e'), K.i32(C)))), K.decl('m2', 'i32', K.bin('%', K.v('e'), K.i32(C))));
   const valid = K.and(K.lt(K.v('m'), len), K.bin(c.strict ? '<' : '<=', K.v('m2'), K.v('m')));
   const score: KStmt[] = [];
   ph1.push(K.store('P', K.v('e'), K.f32(0)));
   ph1.push(K.iff(valid, score));
   score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
   storeScore(x, score, K.v('pm'), K.v('pm2'), [K.v('m'), K.v('m2')]);
-  chunk.push(K.barrier());
-  const col: KStmt[] = [];
-  chunk.push(K.iff(inV(Vc), col));
+  blk.push(K.barrier());
   // Phase 2: outputs = intra-chunk part + decayed state of the previous chunks.
+  const col: KStmt[] = [];
+  blk.push(K.iff(inV(Vc), col));
   col.push(K.decl('pe', 'i32', at(K.i32(-1))));
   const rows: KStmt[] = [];
-  col.push(K.loop('m', K.i32(0), len, rows));
-  rows.push(K.decl('pm', 'i32', at(K.v('m'))));
-  rows.push(K.decl('acc', 'f32', K.f32(0)));
+  col.push(K.loop('mm', K.i32(0), K.i32(RB), rows));
+  rows.push(K.decl('m', 'i32', K.add(r0, K.v('mm'))));
+  const row: KStmt[] = [];
+  rows.push(K.iff(K.lt(K.v('m'), len), row));
+  row.push(K.decl('pm', 'i32', at(K.v('m'))));
+  row.push(K.decl('acc', 'f32', K.f32(0)));
   const intra: KStmt[] = [];
-  rows.push(K.loop('m2', K.i32(0), K.add(K.v('m'), K.i32(c.strict ? 0 : 1)), intra));
-  intra.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.load('P', K.add(K.mul(K.v('m'), K.i32(C)), K.v('m2'))), factor(x, 'c', at(K.v('m2')), jv, intra)))));
+  row.push(K.loop('m2', NK > 1 ? K.v('kt') : K.i32(0), K.add(K.v('m'), K.i32(c.strict ? 0 : 1)), intra, NK));
+  intra.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.load('P', K.add(K.mul(K.v('mm'), K.i32(C)), K.v('m2'))), factor(x, 'c', at(K.v('m2')), jv, intra)))));
   const cross: KStmt[] = [];
-  rows.push(K.iff(K.bin('>', c0, K.i32(0)), cross));
+  row.push(K.iff(K.bin('>', c0, K.i32(0)), cross));
   cross.push(K.decl('qs', 'f32', K.f32(0)));
-  const qsBody: KStmt[] = [];
-  cross.push(K.loop('i', K.i32(0), K.i32(Kc), qsBody));
+  if (c.order === 1) cross.push(K.decl('qs1', 'f32', K.f32(0)));
+  const qsLoop: KStmt[] = [];
+  cross.push(K.loop('i', K.i32(0), K.i32(KT), qsLoop));
+  const gq = sliceIndex(x, qsLoop);
+  const qsBody = inK(x, gq, qsLoop);
   if (c.order === 1) {
-    // sum_{s <= pe} (pm - s) w b c = w(pm, pe) ((pm - pe) S + S1); qs1 is declared before the loop.
-    cross.splice(cross.length - 1, 0, K.decl('qs1', 'f32', K.f32(0)));
-    qsBody.push(K.decl('ai', 'f32', factor(x, 'a', K.v('pm'), K.v('i'), qsBody)));
+    // sum_{s <= pe} (pm - s) w b c = w(pm, pe) ((pm - pe) S + S1).
+    qsBody.push(K.decl('ai', 'f32', factor(x, 'a', K.v('pm'), gq, qsBody)));
     qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(K.v('ai', 'f32'), K.load('S', K.v('i'))))));
     qsBody.push(K.assign('qs1', K.add(K.v('qs1', 'f32'), K.mul(K.v('ai', 'f32'), K.load('S1', K.v('i'))))));
     const both = K.add(K.mul(distance(x, K.v('pm'), K.v('pe')), K.v('qs', 'f32')), K.v('qs1', 'f32'));
     cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(both, weight(x, K.v('pm'), K.v('pe'), cross, [K.v('m'), K.i32(-1)])))));
   } else {
-    qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), qsBody), K.load('S', K.v('i'))))));
+    qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(factor(x, 'a', K.v('pm'), gq, qsBody), K.load('S', K.v('i'))))));
     cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.v('qs', 'f32'), weight(x, K.v('pm'), K.v('pe'), cross, [K.v('m'), K.i32(-1)])))));
   }
-  storeOut(x, K.v('pm'), jv, K.v('acc', 'f32'), rows);
-  // Phase 3: carry the state to the end of this chunk.
-  col.push(K.decl('pl', 'i32', at(K.sub(len, K.i32(1)))));
-  col.push(K.decl('carry', 'f32', K.f32(0)));
+  const shared = [{ name: 'P', type: 'f32' as const, size: RB * C }, ...gates.shared];
+  if (NK === 1) storeOut(x, K.v('pm'), jv, K.v('acc', 'f32'), row);
+  else {
+    row.push(K.store('red', K.add(K.mul(K.v('mm'), K.i32(WG)), K.tid('x')), K.v('acc', 'f32')));
+    shared.push({ name: 'red', type: 'f32', size: RB * WG });
+  }
+  // The next block's scores are written after this barrier, its parts after the next one.
+  blk.push(K.barrier());
+  if (NK > 1) {
+    const fin: KStmt[] = [];
+    blk.push(K.iff(leader(Vc), fin));
+    const outRows: KStmt[] = [];
+    fin.push(K.loop('mm', K.i32(0), K.i32(RB), outRows));
+    const outRow: KStmt[] = [];
+    outRows.push(K.iff(K.lt(K.add(r0, K.v('mm')), len), outRow));
+    reduceParts(x, K.mul(K.v('mm'), K.i32(WG)), at(K.add(r0, K.v('mm'))), outRow);
+  }
+  // Phase 3: carry the state slice to the end of this chunk.
+  const col3: KStmt[] = [];
+  chunk.push(K.iff(inV(Vc), col3));
+  col3.push(K.decl('pe', 'i32', at(K.i32(-1))));
+  col3.push(K.decl('pl', 'i32', at(K.sub(len, K.i32(1)))));
+  col3.push(K.decl('carry', 'f32', K.f32(0)));
   const carry: KStmt[] = [];
-  col.push(K.iff(K.bin('>', c0, K.i32(0)), carry));
+  col3.push(K.iff(K.bin('>', c0, K.i32(0)), carry));
   carry.push(K.assign('carry', weight(x, K.v('pl'), K.v('pe'), carry, [K.sub(len, K.i32(1)), K.i32(-1)])));
   const decayState: KStmt[] = [];
-  col.push(K.loop('i', K.i32(0), K.i32(Kc), decayState));
+  col3.push(K.loop('i', K.i32(0), K.i32(KT), decayState));
   if (c.order === 1) {
     // S1 <- w(pl, pe) (S1 + (pl - pe) S), before S itself moves on.
     decayState.push(K.store('S1', K.v('i'), K.mul(K.v('carry', 'f32'), K.add(K.load('S1', K.v('i')), K.mul(distance(x, K.v('pl'), K.v('pe')), K.load('S', K.v('i')))))));
   }
   decayState.push(K.store('S', K.v('i'), K.mul(K.v('carry', 'f32'), K.load('S', K.v('i')))));
-  // One weight per position (not per state entry): S[i] += w(end, m2) c[m2, j] b[m2, i].
+  // One weight per position (not per state entry): S[i] += w(end, m2) c[m2, j] b[m2, gi].
   const sum: KStmt[] = [];
-  col.push(K.loop('m2', K.i32(0), len, sum));
+  col3.push(K.loop('m2', K.i32(0), len, sum));
   sum.push(K.decl('q2', 'i32', at(K.v('m2'))));
   sum.push(K.decl('wc', 'f32', K.mul(weight(x, K.v('pl'), K.v('q2'), sum, [K.sub(len, K.i32(1)), K.v('m2')]), factor(x, 'c', K.v('q2'), jv, sum))));
-  const upd: KStmt[] = [];
-  sum.push(K.loop('i', K.i32(0), K.i32(Kc), upd));
-  upd.push(K.decl('bi', 'f32', factor(x, 'b', K.v('q2'), K.v('i'), upd)));
+  const updLoop: KStmt[] = [];
+  sum.push(K.loop('i', K.i32(0), K.i32(KT), updLoop));
+  const gu = sliceIndex(x, updLoop);
+  const upd = inK(x, gu, updLoop);
+  upd.push(K.decl('bi', 'f32', factor(x, 'b', K.v('q2'), gu, upd)));
   upd.push(K.store('S', K.v('i'), K.add(K.load('S', K.v('i')), K.mul(K.v('wc', 'f32'), K.v('bi', 'f32')))));
   if (c.order === 1) upd.push(K.store('S1', K.v('i'), K.add(K.load('S1', K.v('i')), K.mul(K.mul(K.v('wc', 'f32'), distance(x, K.v('pl'), K.v('q2'))), K.v('bi', 'f32')))));
   chunk.push(K.barrier());
-  return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared: [{ name: 'P', type: 'f32', size: C * C }, ...gates.shared], body };
+  return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared, body };
 }
 
 /**
@@ -350,7 +452,7 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
  * key tiles of R positions are scored into shared memory; the T x T matrix never exists.
  */
 export function lowerParallel(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): Kernel {
-  const { x, body, grid, Vc } = setup(name, s, c, L, sched);
+  const { x, body, grid, Vc } = setup(name, s, c, L, sched, false);
   const { Kc, WG } = x;
   const R = sched.chunk;
   const Cc = sched.tiles.cols;

@@ -95,13 +95,21 @@ export function localArrays(k: Pick<Kernel, 'body'>): { name: string; type: KTyp
   return out;
 }
 
-/** Largest power-of-two chunk below `chunk` whose workgroup memory fits, if the memory scales with it. */
-function suggestChunk(bytes: number, sched: Schedule, limit: number): number | undefined {
-  const quadratic = sched.form === 'chunkwise' || sched.tiles.cols === sched.chunk;
+/**
+ * Largest power-of-two chunk below `chunk` whose workgroup memory fits. The parallel form's
+ * memory is score tiles (quadratic in the chunk, or linear with fixed key tiles). The chunkwise
+ * form's (compiler/lower/contraction.ts) is at most linear in the chunk (scores of a few rows,
+ * chunk-local gate sums) except the sums over key slices, 'red', which do not depend on it.
+ */
+function suggestChunk(k: Pick<Kernel, 'shared'>, sched: Schedule, limit: number): number | undefined {
+  const quadratic = sched.form === 'parallel' && sched.tiles.cols === sched.chunk;
+  const fixed = sched.form === 'chunkwise' ? sharedBytes({ shared: k.shared.filter((s) => s.name === 'red') }) : 0;
+  const scaled = sharedBytes(k) - fixed;
   for (let c = 2 ** Math.floor(Math.log2(sched.chunk)); c >= 1; c /= 2) {
     if (c >= sched.chunk) continue;
     const r = c / sched.chunk;
-    if (bytes * (quadratic ? r * r : r) <= limit) return c;
+    // Chunkwise: + 4 bytes an array, as a size such as chunk + 1 shrinks by a little less than r.
+    if (fixed + Math.ceil(scaled * (quadratic ? r * r : r)) + (sched.form === 'chunkwise' ? 4 * k.shared.length : 0) <= limit) return c;
   }
   return undefined;
 }
@@ -132,7 +140,7 @@ export function kernelLimitProblem(kernel: Kernel, ctx: KernelContext, limits: K
     const head = isChunked ? `${what}: chunk ${sched.chunk} needs` : `${what} needs`;
     let fix: string;
     if (isChunked) {
-      const c = suggestChunk(mem, sched, limits.maxComputeWorkgroupStorageSize);
+      const c = suggestChunk(kernel, sched, limits.maxComputeWorkgroupStorageSize);
       fix = c !== undefined ? `use chunk ${c} or smaller` : 'use a smaller chunk';
     } else if (sched?.form === 'recurrent') {
       fix = 'the key size is too large for the recurrent schedule here; use the chunkwise schedule with a small chunk';

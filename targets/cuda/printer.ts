@@ -143,7 +143,7 @@ export class CudaPrinter extends CPrinter {
       out.push(`#ifndef ${g}`, `#define ${g}`, ...HELPERS[h]!, '#endif');
     }
     if (out.length) out.push('');
-    out.push(`extern "C" __global__ void __launch_bounds__(${this.L.threads}) ${k.name}(${params.length ? '' : ') {'}`);
+    out.push(`extern "C" __global__ void __launch_bounds__(${this.L.threads}, 1) ${k.name}(${params.length ? '' : ') {'}`);
     params.forEach((p, i) => out.push(`    ${p}${i === params.length - 1 ? ') {' : ','}`));
     return out;
   }

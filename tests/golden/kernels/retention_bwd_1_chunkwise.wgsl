@@ -16,9 +16,10 @@ struct Params {
   size_T: i32,
 }
 @group(0) @binding(6) var<uniform> params: Params;
-var<workgroup> P: array<f32, 4096>;
+var<workgroup> P: array<f32, 512>;
+var<workgroup> red: array<f32, 1024>;
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(128, 1, 1)
 fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let size_B: i32 = params.size_B;
   let size_H: i32 = params.size_H;
@@ -28,64 +29,87 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
   let wg_y: i32 = i32(wid.y);
   let b_h: i32 = rn_imod(wg_y, size_H);
   let b_b: i32 = rn_idiv(wg_y, size_H);
-  let j: i32 = wg_x * 64 + tid_x;
-  var S: array<f32, 64>;
-  var S1: array<f32, 64>;
-  for (var i: i32 = 0; i < 64; i += 1) {
+  let j: i32 = wg_x * 64 + tid_x % 64;
+  let kt: i32 = tid_x / 64;
+  var S: array<f32, 32>;
+  var S1: array<f32, 32>;
+  for (var i: i32 = 0; i < 32; i += 1) {
     S[i] = 0.0f;
     S1[i] = 0.0f;
   }
   for (var c0: i32 = 0; c0 < size_T; c0 += 64) {
     let len: i32 = min(64, size_T - c0);
-    for (var e: i32 = tid_x; e < 4096; e += 64) {
-      let m: i32 = e / 64;
-      let m2: i32 = e % 64;
-      P[e] = 0.0f;
-      if (m < len && m2 <= m) {
-        let pm: i32 = c0 + m;
-        let pm2: i32 = c0 + m2;
-        var dot_: f32 = 0.0f;
-        for (var i: i32 = 0; i < 64; i += 1) {
-          dot_ = dot_ + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+    for (var r0: i32 = 0; r0 < len; r0 += 8) {
+      for (var e: i32 = tid_x; e < 512; e += 128) {
+        let m: i32 = r0 + e / 64;
+        let m2: i32 = e % 64;
+        P[e] = 0.0f;
+        if (m < len && m2 <= m) {
+          let pm: i32 = c0 + m;
+          let pm2: i32 = c0 + m2;
+          var dot_: f32 = 0.0f;
+          for (var i: i32 = 0; i < 64; i += 1) {
+            dot_ = dot_ + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+          }
+          P[e] = dot_ * (exp(f32(pm - pm2) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0) * f32(pm - pm2));
         }
-        P[e] = dot_ * (exp(f32(pm - pm2) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0) * f32(pm - pm2));
+      }
+      workgroupBarrier();
+      if (j < 64) {
+        let pe: i32 = c0 - 1;
+        for (var mm: i32 = 0; mm < 8; mm += 1) {
+          let m: i32 = r0 + mm;
+          if (m < len) {
+            let pm: i32 = c0 + m;
+            var acc: f32 = 0.0f;
+            for (var m2: i32 = kt; m2 < m + 1; m2 += 2) {
+              acc = acc + P[mm * 64 + m2] * v[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
+            }
+            if (c0 > 0) {
+              var qs: f32 = 0.0f;
+              var qs1: f32 = 0.0f;
+              for (var i: i32 = 0; i < 32; i += 1) {
+                let gi: i32 = kt * 32 + i;
+                let ai: f32 = q[((b_b * size_H + b_h) * size_T + pm) * 64 + gi];
+                qs = qs + ai * S[i];
+                qs1 = qs1 + ai * S1[i];
+              }
+              acc = acc + (f32(pm - pe) * qs + qs1) * (exp(f32(pm - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0));
+            }
+            red[mm * 128 + tid_x] = acc;
+          }
+        }
+      }
+      workgroupBarrier();
+      if (kt == 0 && j < 64) {
+        for (var mm: i32 = 0; mm < 8; mm += 1) {
+          if (r0 + mm < len) {
+            var tot: f32 = red[mm * 128 + tid_x];
+            for (var r: i32 = 1; r < 2; r += 1) {
+              tot = tot + red[mm * 128 + (r * 64 + tid_x)];
+            }
+            _y1_6[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + j] = tot;
+          }
+        }
       }
     }
-    workgroupBarrier();
     if (j < 64) {
       let pe: i32 = c0 - 1;
-      for (var m: i32 = 0; m < len; m += 1) {
-        let pm: i32 = c0 + m;
-        var acc: f32 = 0.0f;
-        for (var m2: i32 = 0; m2 < m + 1; m2 += 1) {
-          acc = acc + P[m * 64 + m2] * v[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
-        }
-        if (c0 > 0) {
-          var qs: f32 = 0.0f;
-          var qs1: f32 = 0.0f;
-          for (var i: i32 = 0; i < 64; i += 1) {
-            let ai: f32 = q[((b_b * size_H + b_h) * size_T + pm) * 64 + i];
-            qs = qs + ai * S[i];
-            qs1 = qs1 + ai * S1[i];
-          }
-          acc = acc + (f32(pm - pe) * qs + qs1) * (exp(f32(pm - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0));
-        }
-        _y1_6[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
-      }
       let pl: i32 = c0 + (len - 1);
       var carry: f32 = 0.0f;
       if (c0 > 0) {
         carry = exp(f32(pl - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
       }
-      for (var i: i32 = 0; i < 64; i += 1) {
+      for (var i: i32 = 0; i < 32; i += 1) {
         S1[i] = carry * (S1[i] + f32(pl - pe) * S[i]);
         S[i] = carry * S[i];
       }
       for (var m2: i32 = 0; m2 < len; m2 += 1) {
         let q2: i32 = c0 + m2;
         let wc: f32 = exp(f32(pl - q2) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - q2) % 2 != 0) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
-        for (var i: i32 = 0; i < 64; i += 1) {
-          let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
+        for (var i: i32 = 0; i < 32; i += 1) {
+          let gi: i32 = kt * 32 + i;
+          let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + gi];
           S[i] = S[i] + wc * bi;
           S1[i] = S1[i] + wc * f32(pl - q2) * bi;
         }
