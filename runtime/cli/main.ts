@@ -10,7 +10,7 @@
 // be had, where they explain why), everything else reaches the user as it comes.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { isDawnWarning } from '../webgpu/device.js';
+import { isDawnWarning, isVulkanLoaderLine } from '../webgpu/device.js';
 
 const FILTERED = 'RETNETC_STDERR_FILTERED';
 const argv = process.argv.slice(2);
@@ -32,7 +32,8 @@ function runFiltered(): void {
   // Dawn follows a warning with indented "at ..." lines (where in Dawn) and an empty line.
   let inWarning = false;
   const line = (l: string): void => {
-    if (isDawnWarning(l)) { held.push(l); inWarning = true; return; }
+    // The loader's own lines only when nobody asked for them with VK_LOADER_DEBUG.
+    if (isDawnWarning(l) || (!process.env['VK_LOADER_DEBUG'] && isVulkanLoaderLine(l))) { held.push(l); inWarning = true; return; }
     if (inWarning && (l.trim() === '' || /^\s/.test(l))) return;
     inWarning = false;
     process.stderr.write(l + '\n');

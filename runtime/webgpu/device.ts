@@ -19,6 +19,9 @@ export function isDawnWarning(line: string): boolean {
   return /^Warning: /.test(line) || /^WARNING: lavapipe is not a conformant vulkan implementation/.test(line);
 }
 
+/** A line the Vulkan loader prints itself ("ERROR: [Loader Message] Code 0 : ..."), which VK_LOADER_DEBUG asks for. */
+export const isVulkanLoaderLine = (line: string): boolean => /^[A-Z]+(\s*\|\s*[A-Z]+)*:\s+\[Loader Message\]/.test(line);
+
 export class WebGPUUnavailableError extends Error {
   override readonly name = 'WebGPUUnavailableError';
   constructor(readonly reason: string) {
