@@ -169,6 +169,9 @@ describe.concurrent('options', { timeout: 90_000 }, () => {
     const v = await cli(['--version']);
     expectOk(v);
     expect(v.stdout).toBe(`retnetc ${pkg.version}\n`);
+    const help = await cli(['compile', '--help']);
+    expectOk(help);
+    expect(help.stdout).toContain('compile FILE.ret --fn NAME');
   });
 });
 

@@ -64,6 +64,10 @@ export async function main(argv: string[]): Promise<number> {
       const hint = cmd.startsWith('-') ? didYouMean(cmd.replace(/^-+/, ''), ['help', 'version'], '--') : didYouMean(cmd, names);
       return fail('retnetc', `unknown command '${cmd}'${hint}\n${USAGE}`);
     }
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(USAGE + '\n');
+      return 0;
+    }
     return await run(rest);
   } catch (e) {
     if (e instanceof UsageError) return fail('retnetc', e.message);

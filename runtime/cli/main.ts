@@ -21,7 +21,8 @@ if (usesWebGPU(argv) && !process.env[FILTERED] && !process.env['RETNETC_DEBUG'])
 else void runHere();
 
 function runFiltered(): void {
-  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...argv], {
+  const nodeArgs = process.execArgv.filter((a) => !a.startsWith('--inspect'));
+  const child = spawn(process.execPath, [...nodeArgs, fileURLToPath(import.meta.url), ...argv], {
     stdio: ['inherit', 'inherit', 'pipe'],
     env: { ...process.env, [FILTERED]: '1' },
   });
