@@ -2,7 +2,7 @@
 // here exited 0, exited 70 or blamed the wrong thing before. Every user error is exit 1 and a
 // located line, never a stack trace; nothing is written when a command refuses.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { compilePlan } from '../compiler/plan.js';
@@ -183,8 +183,10 @@ describe.concurrent('outputs and token ids', { timeout: 90_000 }, () => {
     const before = readFileSync(file);
     const link = path.join(dir, 'link.safetensors');
     symlinkSync(file, link);
+    const hard = path.join(dir, 'hard.safetensors');
+    linkSync(file, hard);
     const rel = path.relative(ROOT, file);
-    for (const spelling of [file, path.join(sub, '..', 'same', '.', 'in.safetensors'), rel, link]) {
+    for (const spelling of [file, path.join(sub, '..', 'same', '.', 'in.safetensors'), rel, link, hard]) {
       const r = await cli(['run', 'models/retention.ret', '--fn', 'retention', '--inputs', file, '--out', spelling]);
       expectUserError(r, /^retnetc: error: --out .* is the --inputs file .*; writing it would destroy the inputs/);
     }
