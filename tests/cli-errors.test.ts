@@ -53,18 +53,23 @@ describe.concurrent('compile checks what run checks', { timeout: 90_000 }, () =>
   });
 
   it("WebGPU's default limits unless --limits names a device: lavapipe's, or a JSON file's", async () => {
-    // A key size whose recurrent kernel needs more than the default 16 KiB and at most lavapipe's 32 KiB.
+    // A schedule and key size whose kernels need more than the default limits and fit lavapipe's
+    // (workgroup memory: 16 KiB against 32 KiB; invocations: 256 against 1024).
     const fn = loadFn('retention', 'retention');
-    let k: number | undefined;
-    for (let c = 512; c <= 8192 && k === undefined; c += 256) {
-      const p = compilePlan(fn, makeSchedule('recurrent'), { constants: new Map([['K', c], ['V', 8]]) });
-      const fits = (l: keyof typeof LIMIT_PROFILES) => p.launches.every((x) => !kernelLimitProblem(x.kernel, { schedule: p.schedule, how: x.how }, LIMIT_PROFILES[l]));
-      if (!fits('default') && fits('lavapipe')) k = c;
+    const fits = (p: ReturnType<typeof compilePlan>, l: keyof typeof LIMIT_PROFILES) => p.launches.every((x) => !kernelLimitProblem(x.kernel, { schedule: p.schedule, how: x.how }, LIMIT_PROFILES[l]));
+    let found: { form: 'recurrent' | 'chunkwise' | 'parallel'; chunk: number; K: number } | undefined;
+    search: for (const form of ['recurrent', 'chunkwise', 'parallel'] as const) {
+      for (const chunk of form === 'recurrent' ? [64] : [64, 128, 32, 256]) {
+        for (let K = 256; K <= 8192; K += 256) {
+          const p = compilePlan(fn, makeSchedule(form, chunk), { constants: new Map([['K', K], ['V', 8]]) });
+          if (!fits(p, 'default') && fits(p, 'lavapipe')) { found = { form, chunk, K }; break search; }
+        }
+      }
     }
-    expect(k, 'no key size separates the default limits from lavapipe').toBeDefined();
-    const args = ['--schedule', 'recurrent', '--target', 'wgsl', '--size', `K=${k}`, '--size', 'V=8'];
+    expect(found, 'no schedule and key size separate the default limits from lavapipe').toBeDefined();
+    const args = ['--schedule', found!.form, ...(found!.form === 'recurrent' ? [] : ['--chunk', String(found!.chunk)]), '--target', 'wgsl', '--size', `K=${found!.K}`, '--size', 'V=8'];
     const refused = await compile(...args, '--out', out('lim-default'));
-    expectUserError(refused, /^retnetc: error: kernel retention_0_recurrent needs [\d.]+ KiB of workgroup memory .*; WebGPU's default limits allow 16 KiB \(maxComputeWorkgroupStorageSize\); .*\(it fits --limits lavapipe\)$/);
+    expectUserError(refused, /^retnetc: error: kernel retention_0_\w+:? .*; WebGPU's default limits allow [\d.]+ (KiB )?\(maxCompute\w+\); .*\(it fits --limits lavapipe\)$/);
     expect(existsSync(out('lim-default'))).toBe(false);
     expectOk(await compile(...args, '--limits', 'lavapipe', '--out', out('lim-lavapipe')));
     expect(existsSync(path.join(out('lim-lavapipe'), 'retention.wgsl.json'))).toBe(true);
