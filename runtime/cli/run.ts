@@ -2,6 +2,7 @@
 // outputs by name (and with --grad the gradient of every input) and says what it wrote.
 import * as path from 'node:path';
 import type { CheckedFn } from '../../dsl/checked.js';
+import { devaluate, dimToString } from '../../dsl/dims.js';
 import { bindSizes, RunError, runFunction, type Value } from '../../dsl/reference/interpreter.js';
 import { gradient, GradError, upstreamName } from '../../compiler/autodiff.js';
 import { lowerFn, toChecked } from '../../compiler/ir.js';
@@ -64,11 +65,11 @@ export async function cmdRun(args: string[]): Promise<number> {
     upstream = g;
   }
 
-  // The reference forward validates the inputs (names, shapes, integer values) for every target.
+  // The inputs are checked as the reference checks them, without evaluating it (a compiled
+  // target's T may be far too long for the literal O(T^2) evaluation).
   let sizes: Map<string, number>;
-  let outs: Map<string, Value>;
   try {
-    outs = runFunction(fn, inputs);
+    checkInputs(fn, inputs);
     // A scalar may be a 1-element tensor (as the reference accepts it).
     const scalar = (k: string, v: Value): boolean => fn.params.some((p) => p.name === k && p.shape.length === 0) && v.shape.length === 1 && v.shape[0] === 1;
     sizes = bindSizes(fn, new Map([...inputs].map(([k, v]) => [k, scalar(k, v) ? [] : v.shape] as const)));
@@ -78,7 +79,7 @@ export async function cmdRun(args: string[]): Promise<number> {
     if (e instanceof RunError) return fail(inPath, e.message);
     throw e;
   }
-  const outShapes = new Map(fn.outputs.map((x) => [x.name, outs.get(x.name)!.shape] as const));
+  const outShapes = new Map(fn.outputs.map((x) => [x.name, x.shape.map((d) => devaluate(d, sizes)!)] as const));
   if (upstream) {
     for (const x of fn.outputs) {
       const g = upstream.get(x.name);
@@ -93,6 +94,7 @@ export async function cmdRun(args: string[]): Promise<number> {
   try {
     if (target === 'reference') {
       // The reference computes in float64 and, unless asked otherwise, writes float64.
+      const outs = runFunction(fn, inputs);
       for (const x of fn.outputs) results.set(x.name, { ...outs.get(x.name)!, dtype: x.dtype === 'i32' || x.dtype === 'i64' ? DTYPE_MAP[x.dtype]! : 'F64' });
       if (upstream) {
         const g = gradient(lowerFn(fn));
@@ -153,4 +155,21 @@ function withUpstream(fn: CheckedFn, inputs: Map<string, Value>, upstream: Map<s
     m.set(upstreamName(x.name), upstream.get(x.name) ?? { shape: want, data: new Float64Array(want.reduce((a, b) => a * b, 1)) });
   }
   return m;
+}
+
+/** What the reference checks of its inputs (dsl/reference/interpreter.ts, runFunction), with its messages. */
+function checkInputs(fn: CheckedFn, inputs: ReadonlyMap<string, Value>): void {
+  for (const p of fn.params) {
+    const v = inputs.get(p.name);
+    if (!v) {
+      if (p.default === undefined) throw new RunError(`missing input '${p.name}' of '${fn.name}' (expected ${p.dtype}${p.shape.length ? `[${p.shape.map(dimToString).join(', ')}]` : ''})`);
+      continue;
+    }
+    if (p.dtype === 'i32' || p.dtype === 'i64') {
+      for (const x of v.data) if (!Number.isInteger(x)) throw new RunError(`input '${p.name}' of '${fn.name}' is ${p.dtype} but holds the non-integer ${x}`);
+    }
+  }
+  for (const name of inputs.keys()) {
+    if (!fn.params.some((p) => p.name === name)) throw new RunError(`'${fn.name}' has no parameter '${name}' (its parameters: ${fn.params.map((p) => p.name).join(', ')})`);
+  }
 }
