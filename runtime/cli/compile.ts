@@ -176,7 +176,7 @@ function describePlanIr(plan: Plan): string {
   for (const s of plan.fn.body) {
     const c = plan.contractions.get(s.target);
     if (c) {
-      const decay = c.decay.length === 0 ? 'none (weight 1)' : c.decay.map((d) => (d.kind === 'fixed' ? `fixed: L(p) = p * ${nodeToString(d.lambda)}` : `gated: L(p) = ${nodeToString(d.G)}`)).join(' + ');
+      const decay = c.decay.length === 0 ? 'none (weight 1)' : c.decay.map((d) => (d.kind === 'fixed' ? `fixed: L(p) = p * ${nodeToString(d.lambda)}` : `gated: L(p) = ${nodeToString(d.G)}`)).join(' + ') + c.signs.map((n) => `, times (-1)^(${c.row} - ${c.col}) where ${nodeToString(n)}`).join('');
       lines.push(`# ${s.target}: ${c.direction} contraction, row ${c.row}, key position ${c.col}${c.strict ? ' (strict)' : ''}, contracted ${c.inner}, value ${c.value}, batch ${c.batch.map((b) => b.name).join(', ') || '-'}`);
       lines.push(`#   a = ${nodeToString(c.a)}; b = ${nodeToString(c.b)}; c = ${nodeToString(c.c)}; scale = ${nodeToString(c.scale)}; decay ${decay}`);
       lines.push(`#   -> ${plan.schedule.form} kernel`);
