@@ -27,7 +27,7 @@ export function emitKernel(kernel: Kernel, target: TargetName): EmittedKernel {
       target, entry: L.kernel.name, code, workgroup: [...kernel.workgroup],
       buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access, binding: i })),
       scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: nb + i })),
-      grid: kernel.grid, foldX: false, dynamicSharedBytes: L.dynamicShared ? L.sharedBytes : 0,
+      grid: kernel.grid, foldX: false, foldY: L.foldY, dynamicSharedBytes: L.dynamicShared ? L.sharedBytes : 0,
     };
   }
   if (target === 'wgsl') {

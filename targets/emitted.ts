@@ -41,6 +41,11 @@ export interface EmittedKernel {
    * (min(x, 65535), ceil(x / 65535) * y, z) and the kernel rebuilds its ids; `foldX` says so.
    */
   foldX: boolean;
+  /**
+   * CUDA launches at most 65535 blocks in y: where the kernel says so (targets/cuda/legalise.ts),
+   * a y count above that is launched as (x * y, 1, z) and the kernel rebuilds its ids.
+   */
+  foldY?: boolean;
   /** CUDA: bytes of dynamic shared memory to request at launch (0 when static). */
   dynamicSharedBytes: number;
 }

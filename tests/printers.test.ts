@@ -324,7 +324,9 @@ describe('CUDA kernels', () => {
     expect(code).toContain('const float* __restrict__ q,');
     expect(code).toContain('float* __restrict__ o,');
     expect(code).toContain('const int tid_x = threadIdx.x;');
-    expect(code).toContain('const int wg_y = blockIdx.y;');
+    // B * H batch entries in y: the ids come from the linear block index, so that more than 65535 fold into x.
+    expect(code).toContain('const int rn_blk = blockIdx.x + blockIdx.y * gridDim.x;');
+    expect(code).toContain('const int wg_y = rn_blk / rn_grid_x;');
     expect(code).toContain('__syncthreads();');
     expect(code).toContain('__shared__ float P[512];');
     expect(code).toContain('float S[32];');

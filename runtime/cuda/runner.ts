@@ -259,6 +259,18 @@ export class CudaPlanRun {
 
   private allocate(inputs: ReadonlyMap<string, CudaInput>, sizes: Map<string, number>): void {
     const { addon } = this.ctx;
+    // Kernels index with i32: refuse a tensor of 2^31 elements or more before allocating anything.
+    const shapeOf = (cv: { name: string; shape: readonly Parameters<typeof devaluate>[0][] }): number[] => cv.shape.map((d) => {
+      const n = devaluate(d, sizes);
+      if (n === undefined || !Number.isInteger(n) || n < 0) throw new RunError(`cannot size '${cv.name}'`);
+      return n;
+    });
+    const check = (name: string, shape: readonly number[]): void => {
+      const n = numel(shape);
+      if (n >= 2 ** 31) throw new CudaRunError(`tensor '${name}' has ${n} elements (shape [${shape.join(', ')}]); CUDA kernels index with 32-bit integers, so a tensor must have fewer than 2^31 = 2147483648`);
+    };
+    for (const p of this.plan.fn.params) if (p.shape.length) check(p.name, inputs.get(p.name)?.shape ?? shapeOf(p));
+    for (const cv of planBuffers(this.plan)) check(cv.name, shapeOf(cv));
     const alloc = (id: string, shape: number[], int: boolean) => {
       const half = int ? undefined : this.plan.half.get(id);
       const bytes = numel(shape) * (half ? 2 : 4);
@@ -323,8 +335,10 @@ export class CudaPlanRun {
       scalarValues[kname] = v;
       args.push(es.type === 'f32' ? { f32: v } : { i32: v });
     });
-    const grid = ek.grid.map((g) => evalGridExpr(g, scalarValues)) as [number, number, number];
+    let grid = ek.grid.map((g) => evalGridExpr(g, scalarValues)) as [number, number, number];
     const max = this.ctx.device.maxGrid;
+    // Past 65535 blocks in y (batch entries: B * H), a kernel that rebuilds its ids from the linear block index runs as (x * y, 1, z).
+    if (ek.foldY && grid[1] > max[1]! && grid[0] * grid[1] <= max[0]!) grid = [grid[0] * grid[1], 1, grid[2]];
     grid.forEach((g, i) => {
       if (!Number.isInteger(g) || g < 0 || g > max[i]!) throw new CudaRunError(`kernel ${name}: grid ${grid.join('x')} exceeds the device's ${max.join('x')}`);
     });

@@ -38,6 +38,7 @@ const CUDA_NAMES = [
 /** Names the CUDA printer declares or defines (ids, helpers, the dynamic shared block). */
 export const CUDA_INTERNAL = [
   'tid_x', 'tid_y', 'tid_z', 'wg_x', 'wg_y', 'wg_z', 'rn_idiv', 'rn_imod', 'rn_fminf', 'rn_fmaxf', 'rn_smem',
+  'rn_trig_reduce', 'rn_sin_poly', 'rn_cos_poly', 'rn_sinf', 'rn_cosf', 'RN_WORD', 'rn_grid_x', 'rn_blk',
 ];
 
 export const CUDA_RESERVED: ReadonlySet<string> = new Set([...CPP_KEYWORDS, ...CUDA_NAMES, ...CUDA_INTERNAL]);
@@ -64,7 +65,15 @@ export interface CudaLegalised {
   dynamicShared: boolean;
   /** Loops to print with `#pragma unroll` (statement objects of `kernel.body`). */
   unroll: Set<KStmt>;
+  /**
+   * The kernel reads wg.y and its y count is not a constant within CUDA's 65535: it rebuilds
+   * (wg.x, wg.y) from the linear block index, so that a launch may fold y into x, (X * Y, 1, Z).
+   */
+  foldY: boolean;
 }
+
+/** The most blocks CUDA launches in y and z. */
+export const MAX_GRID_YZ = 65535;
 
 export const elemBytes = (t: KType): number => (t === 'bool' ? 1 : 4);
 
@@ -85,9 +94,13 @@ export function legaliseCuda(k: Kernel, opts: CudaLegaliseOptions = {}): CudaLeg
     return slot;
   });
   const unroll = opts.unroll === false ? new Set<KStmt>() : unrollLoops(kernel, opts.maxUnroll ?? 128);
+  let usesY = false;
+  walkStmts(kernel.body, (s) => stmtExprs(s).forEach((e) => walkExpr(e, (x) => { if (x.k === 'builtin' && x.name === 'wg.y') usesY = true; })));
+  const gy = kernel.grid[1];
+  const foldY = usesY && !(gy.k === 'const' && gy.value <= MAX_GRID_YZ);
   return {
     kernel, globals, threads: k.workgroup[0] * k.workgroup[1] * k.workgroup[2], shared, sharedBytes: off,
-    dynamicShared: off > STATIC_SHARED_LIMIT, unroll,
+    dynamicShared: off > STATIC_SHARED_LIMIT, unroll, foldY,
   };
 }
 

@@ -45,8 +45,73 @@ const HELPERS: Record<string, string[]> = {
   rn_fmaxf: [
     'static __device__ __forceinline__ float rn_fmaxf(float a, float b) { return a != a ? a : b != b ? b : fmaxf(a, b); }',
   ],
+  rn_trig: [
+    '// sinf and cosf without a stack frame or f64 (CUDA ones use both for huge',
+    '// arguments): x = j pi/2 + r with |r| <= pi/4, by Cody-Waite in three fma steps below 105615 and',
+    '// otherwise Payne-Hanek with 192 bits of 2/pi, all in registers; Cephes polynomials on r.',
+    'static __device__ __forceinline__ float rn_trig_reduce(float x, int& q) {',
+    '  if (fabsf(x) <= 105615.0f) {',
+    '    const float j = rintf(x * 0.636619772f);',
+    '    float r = fmaf(j, -1.57079637e+00f, x);',
+    '    r = fmaf(j, 4.37113883e-08f, r);',
+    '    r = fmaf(j, 1.71512451e-15f, r);',
+    '    q = (int)j;',
+    '    return r;',
+    '  }',
+    '  if (!(fabsf(x) <= 3.40282347e+38f)) { q = 0; return x - x; } // inf, NaN: NaN',
+    '  const unsigned ia = __float_as_uint(x);',
+    '  const int be = (int)((ia >> 23) & 0xffu);',
+    '  const unsigned m = (ia << 8) | 0x80000000u;',
+    '  // P = m * floor(2/pi * 2^192) in 7 words; x * 2/pi = P * 2^(be - 350).',
+    '  unsigned long long p = (unsigned long long)0x3c439041u * m;',
+    '  const unsigned r0 = (unsigned)p;',
+    '  p = (unsigned long long)0xdb629599u * m + (p >> 32); const unsigned r1 = (unsigned)p;',
+    '  p = (unsigned long long)0xf534ddc0u * m + (p >> 32); const unsigned r2 = (unsigned)p;',
+    '  p = (unsigned long long)0xfc2757d1u * m + (p >> 32); const unsigned r3 = (unsigned)p;',
+    '  p = (unsigned long long)0x4e441529u * m + (p >> 32); const unsigned r4 = (unsigned)p;',
+    '  p = (unsigned long long)0xa2f9836eu * m + (p >> 32); const unsigned r5 = (unsigned)p;',
+    '  const unsigned r6 = (unsigned)(p >> 32);',
+    '  // The 64 bits of P from bit 288 - be up: 2 integer bits (mod 4), 62 fraction bits.',
+    '  const int low = 288 - be, w = low >> 5, sh = low & 31;',
+    '#define RN_WORD(i) ((i) <= 1 ? r1 : (i) == 2 ? r2 : (i) == 3 ? r3 : (i) == 4 ? r4 : (i) == 5 ? r5 : r6)',
+    '  const unsigned w0 = w <= 0 ? r0 : RN_WORD(w), w1 = RN_WORD(w + 1), w2 = RN_WORD(w + 2);',
+    '#undef RN_WORD',
+    '  unsigned lo = sh ? (w0 >> sh) | (w1 << (32 - sh)) : w0;',
+    '  unsigned hi = sh ? (w1 >> sh) | (w2 << (32 - sh)) : w1;',
+    '  int k = (int)(hi >> 30);',
+    '  unsigned long long f = ((unsigned long long)(hi & 0x3fffffffu) << 34) | ((unsigned long long)lo << 2);',
+    '  float sign = 1.0f;',
+    '  if (f >> 63) { f = ~f; k += 1; sign = -1.0f; } // fraction >= 1/2: r = (f - 1) pi/2',
+    '  const float ff = __ull2float_rn(f) * 5.42101086e-20f; // * 2^-64',
+    '  float r = sign * fmaf(ff, 1.57079637e+00f, ff * -4.37113883e-08f);',
+    '  if (x < 0.0f) { r = -r; k = -k; }',
+    '  q = k;',
+    '  return r;',
+    '}',
+    'static __device__ __forceinline__ float rn_sin_poly(float r) {',
+    '  const float z = r * r;',
+    '  return fmaf(fmaf(fmaf(-1.9515295891e-4f, z, 8.3321608736e-3f), z, -1.6666654611e-1f) * z, r, r);',
+    '}',
+    'static __device__ __forceinline__ float rn_cos_poly(float r) {',
+    '  const float z = r * r;',
+    '  return fmaf(fmaf(fmaf(2.443315711809948e-5f, z, -1.388731625493765e-3f), z, 4.166664568298827e-2f) * z, z, fmaf(-0.5f, z, 1.0f));',
+    '}',
+    'static __device__ __forceinline__ float rn_sinf(float x) {',
+    '  if (x == 0.0f) return x; // keeps the sign of zero',
+    '  int q;',
+    '  const float r = rn_trig_reduce(x, q);',
+    '  const float s = (q & 1) ? rn_cos_poly(r) : rn_sin_poly(r);',
+    '  return (q & 2) ? -s : s;',
+    '}',
+    'static __device__ __forceinline__ float rn_cosf(float x) {',
+    '  int q;',
+    '  const float r = rn_trig_reduce(x, q);',
+    '  const float c = (q & 1) ? rn_sin_poly(r) : rn_cos_poly(r);',
+    '  return ((q + 1) & 2) ? -c : c;',
+    '}',
+  ],
 };
-const HELPER_ORDER = ['rn_idiv', 'rn_imod', 'rn_fminf', 'rn_fmaxf'];
+const HELPER_ORDER = ['rn_idiv', 'rn_imod', 'rn_fminf', 'rn_fmaxf', 'rn_trig'];
 
 export class CudaPrinter extends CPrinter {
   private readonly helpers = new Set<string>();
@@ -93,6 +158,8 @@ export class CudaPrinter extends CPrinter {
 
   override unaryFn(op: KUnOp, type: KType): string {
     if (type === 'i32' && op === 'abs') return 'abs';
+    // CUDA's sinf and cosf take a stack frame and f64 for huge arguments: ours do neither.
+    if (op === 'sin' || op === 'cos') { this.helpers.add('rn_trig'); return op === 'sin' ? 'rn_sinf' : 'rn_cosf'; }
     const f = F32_FN[op];
     if (!f) throw new Error(`CUDA printer: no function for '${op}' on ${type}`);
     return f;
@@ -150,8 +217,14 @@ export class CudaPrinter extends CPrinter {
 
   override prologue(k: Kernel): string[] {
     const out: string[] = [];
+    if (this.L.foldY) {
+      // Launched as (X, Y, Z) or, where Y passes 65535, as (X * Y, 1, Z): the ids from the linear block index.
+      out.push(`const int rn_grid_x = ${this.expr(k.grid[0])};`);
+      out.push('const int rn_blk = blockIdx.x + blockIdx.y * gridDim.x;');
+      out.push('const int wg_x = rn_blk % rn_grid_x;', 'const int wg_y = rn_blk / rn_grid_x;');
+    }
     for (const b of ['tid.x', 'tid.y', 'tid.z', 'wg.x', 'wg.y', 'wg.z'] as const) {
-      if (!this.ids.has(b)) continue;
+      if (!this.ids.has(b) || (this.L.foldY && (b === 'wg.x' || b === 'wg.y'))) continue;
       const [kind, axis] = b.split('.');
       out.push(`const int ${kind}_${axis} = ${kind === 'tid' ? 'threadIdx' : 'blockIdx'}.${axis!};`);
     }

@@ -18,9 +18,11 @@ extern "C" __global__ void __launch_bounds__(128, 1) linear_attention_0_recurren
     int size_B,
     int size_H,
     int size_T) {
+  const int rn_grid_x = 1;
+  const int rn_blk = blockIdx.x + blockIdx.y * gridDim.x;
+  const int wg_x = rn_blk % rn_grid_x;
+  const int wg_y = rn_blk / rn_grid_x;
   const int tid_x = threadIdx.x;
-  const int wg_x = blockIdx.x;
-  const int wg_y = blockIdx.y;
   __shared__ float sa[64];
   __shared__ float sb[64];
   __shared__ float red[128];

@@ -20,9 +20,11 @@ extern "C" __global__ void __launch_bounds__(128, 1) retention_bwd_3_chunkwise(
     int size_B,
     int size_H,
     int size_T) {
+  const int rn_grid_x = 1;
+  const int rn_blk = blockIdx.x + blockIdx.y * gridDim.x;
+  const int wg_x = rn_blk % rn_grid_x;
+  const int wg_y = rn_blk / rn_grid_x;
   const int tid_x = threadIdx.x;
-  const int wg_x = blockIdx.x;
-  const int wg_y = blockIdx.y;
   __shared__ float P[512];
   __shared__ float red[1024];
   int b_h = rn_imod(wg_y, size_H);
