@@ -16,7 +16,16 @@ const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 /** Sizes of a plan's function from its inputs; checks the kernels' specialised sizes. */
 export function planSizes(plan: Plan, inputs: ReadonlyMap<string, { shape: number[] }>): Map<string, number> {
   for (const p of plan.fn.params) if (!inputs.has(p.name) && p.default === undefined) throw new RunError(`missing input '${p.name}' of '${plan.fn.name}' (expected ${p.dtype}${p.shape.length ? `[${p.shape.length} dims]` : ''})`);
-  const sizes = bindSizes(plan.fn, new Map([...inputs].map(([k, v]) => [k, v.shape] as const)));
+  const shapes = new Map([...inputs].map(([k, v]) => [k, v.shape] as const));
+  let sizes: Map<string, number>;
+  try {
+    sizes = bindSizes(plan.fn, shapes);
+  } catch (e) {
+    // A size that no input determines (a size parameter, such as msr's H) is one the kernels
+    // were compiled for.
+    if (!(e instanceof RunError) || !e.message.startsWith('cannot determine size')) throw e;
+    sizes = bindSizes(plan.fn, shapes, plan.constants);
+  }
   for (const [k, v] of plan.constants) {
     if (sizes.has(k) && sizes.get(k) !== v) throw new RunError(`the kernels were compiled for ${k} = ${v}, but the inputs have ${k} = ${sizes.get(k)}`);
   }
