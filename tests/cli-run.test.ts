@@ -150,3 +150,30 @@ describe('retnetc run --target webgpu keeps Dawn and the Vulkan loader off the t
     expect(r.stderr).not.toMatch(/internal error|^\s{4}at /m);
   });
 });
+
+describe('retnetc run on a long sequence', { timeout: 120_000 }, () => {
+  // Before, run evaluated the O(T^2) float64 reference first on every target (minutes here).
+  it('--target webgpu at T = 4096, K = V = 64: agrees with a float64 recurrence, without waiting for the reference', async (ctx) => {
+    const [b, h, t, kk, vv] = [1, 1, 4096, 64, 64];
+    const rnd = prng(11);
+    const q = uniform([b, h, t, kk], rnd);
+    const k = uniform([b, h, t, kk], rnd);
+    const v = uniform([b, h, t, vv], rnd);
+    const g = 0.9990234375; // 1 - 2^-10
+    const file = writeTensors(path.join(dir, 'long.safetensors'), new Map([['q', q], ['k', k], ['v', v], ['gamma', { shape: [1], data: Float64Array.from([g]) }]].map(([n, x]) => [n as string, fromFloat64((x as Value).data, (x as Value).shape, 'F32')] as const)));
+    const out = path.join(dir, 'long-out.safetensors');
+    const r = await cli(['run', 'models/retention.ret', '--fn', 'retention', '--inputs', file, '--out', out, '--target', 'webgpu', '--schedule', 'chunkwise'], { timeoutMs: 60_000 });
+    if (r.code !== 0 && /no WebGPU adapter/.test(r.stderr) && !REQUIRE_WEBGPU) ctx.skip();
+    expectOk(r);
+    // S_t = g S_{t-1} + k_t^T v_t, o_t = q_t S_t, in float64.
+    const S = new Float64Array(kk * vv);
+    const want = new Float64Array(t * vv);
+    for (let p = 0; p < t; p++) {
+      for (let i = 0; i < kk; i++) for (let j = 0; j < vv; j++) S[i * vv + j] = g * S[i * vv + j]! + k.data[p * kk + i]! * v.data[p * vv + j]!;
+      for (let j = 0; j < vv; j++) { let a = 0; for (let i = 0; i < kk; i++) a += q.data[p * kk + i]! * S[i * vv + j]!; want[p * vv + j] = a; }
+    }
+    const e = relErr(toFloat64((await readSafetensorsFile(out)).tensors.get('o')!), want);
+    expect(e.nonFinite).toBe(0);
+    expect(e.rel, `relative RMSE ${e.rel}`).toBeLessThanOrEqual(1e-5);
+  });
+});
