@@ -126,6 +126,12 @@ describe('retnetc run --target webgpu keeps Dawn and the Vulkan loader off the t
       expect(r.code).toBe(0);
       expect(r.stdout).toContain(`wrote o f32[${B}, ${H}, ${T}, ${V}] to ${out}`);
     }
+    // Asked for with VK_LOADER_DEBUG, the loader's lines do reach the user.
+    if (drivers) {
+      const r = await cli(['run', 'models/retention.ret', '--fn', 'retention_state', '--inputs', f.inputs, '--out', out, '--target', 'webgpu', '--schedule', 'chunkwise'], { env: { VK_DRIVER_FILES: drivers, VK_LOADER_DEBUG: 'error' } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain('no-such-driver.so');
+    }
   });
 
   it('a real error still reaches the user, in one line', async () => {

@@ -19,8 +19,13 @@ export function isDawnWarning(line: string): boolean {
   return /^Warning: /.test(line) || /^WARNING: lavapipe is not a conformant vulkan implementation/.test(line);
 }
 
-/** A line the Vulkan loader prints itself ("ERROR: [Loader Message] Code 0 : ..."), which VK_LOADER_DEBUG asks for. */
-export const isVulkanLoaderLine = (line: string): boolean => /^[A-Z]+(\s*\|\s*[A-Z]+)*:\s+\[Loader Message\]/.test(line);
+/**
+ * A line the Vulkan loader prints itself, which VK_LOADER_DEBUG asks for: "ERROR: [Loader
+ * Message] Code 0 : ..." (loaders from 1.3.2xx) or "ERROR:            ..." (its level, a
+ * colon and a column of spaces, as Debian bookworm's 1.3.239 writes it).
+ */
+export const isVulkanLoaderLine = (line: string): boolean =>
+  /^(ERROR|WARNING|INFO|DEBUG|PERF|LAYER|DRIVER|IMPLEMENTATION|VALIDATION)(\s*\|\s*[A-Z]+)*:(\s+\[Loader Message\]|\s{4,}\S)/.test(line);
 
 export class WebGPUUnavailableError extends Error {
   override readonly name = 'WebGPUUnavailableError';
