@@ -4,16 +4,18 @@
  *
  * "Device" memory is host memory; modules keep their image; kernels do not run: each
  * cuLaunchKernel appends one line to $MOCK_CUDA_LOG describing the launch, with the parameters
- * decoded from the PTX entry's .param list (device pointers as allocation numbers "bufN+offset",
- * 32-bit scalars as integers, f32 scalars as floats):
- *   launch NAME grid X Y Z block X Y Z shared N args buf3 buf1 i32:2 f32:0.5
- * cuFuncSetAttribute appends "attr NAME ATTRIBUTE VALUE". Behaviour switches:
+ * decoded from the PTX entry's .param list (device pointers as allocation numbers "bufN+offset"
+ * with the size in bytes from there to the end of the allocation and the FNV-1a 64-bit hash of
+ * those bytes at the launch, 32-bit scalars as integers, f32 scalars as floats):
+ *   launch NAME grid X Y Z block X Y Z shared N args buf3:1120:9a3f00c2d1e4b5a6 buf1:64:... i32:2 f32:0.5
+ * cuFuncSetAttribute appends "attr NAME ATTRIBUTE VALUE", cuMemAlloc "alloc bufN BYTES". Behaviour switches:
  *   MOCK_CUDA_DEVICES=0   the driver reports no device
  *   MOCK_CUDA_INIT_FAIL=1 cuInit fails with CUDA_ERROR_NO_DEVICE
  *   a module image containing MOCK_JIT_FAIL fails to load with a JIT log
  *   MOCK_CUDA_SYNC_FAIL=1 cuCtxSynchronize fails with CUDA_ERROR_ILLEGAL_ADDRESS
  * and, as the driver does, a launch with more than 48 KiB of dynamic shared memory fails unless
- * cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) allowed it.
+ * cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) allowed it. Allocations above 1 GiB fail
+ * with CUDA_ERROR_OUT_OF_MEMORY (host memory stands in for the device's).
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -98,18 +100,25 @@ CUresult cuDevicePrimaryCtxRetain(void **ctx, int dev) { (void)dev; *ctx = &ctx_
 CUresult cuCtxSetCurrent(void *ctx) { return ctx == &ctx_dummy ? OK : ERR_INVALID_VALUE; }
 CUresult cuCtxSynchronize(void) { return env("MOCK_CUDA_SYNC_FAIL") ? ERR_ILLEGAL_ADDRESS : OK; }
 
+static FILE *logf_(void) {
+  const char *p = env("MOCK_CUDA_LOG");
+  return p ? fopen(p, "a") : NULL;
+}
+
 /* ---- memory ---- */
 #define MAX_ALLOCS 4096
 static struct { char *p; size_t n; } allocs[MAX_ALLOCS];
 static int nallocs;
 
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) {
-  if (nallocs >= MAX_ALLOCS || n > ((size_t)1 << 34)) return ERR_OUT_OF_MEMORY;
+  if (nallocs >= MAX_ALLOCS || n > ((size_t)1 << 30)) return ERR_OUT_OF_MEMORY;
   char *m = malloc(n ? n : 1);
   if (!m) return ERR_OUT_OF_MEMORY;
   memset(m, 0xA5, n); /* like real memory: not zeroed */
   allocs[nallocs].p = m;
   allocs[nallocs].n = n;
+  FILE *l = logf_();
+  if (l) { fprintf(l, "alloc buf%d %zu\n", nallocs, n); fclose(l); }
   nallocs++;
   *p = (CUdeviceptr)(uintptr_t)m;
   return OK;
@@ -198,10 +207,6 @@ CUresult cuFuncGetAttribute(int *v, int attr, Function *f) {
   }
   return OK;
 }
-static FILE *logf_(void) {
-  const char *p = env("MOCK_CUDA_LOG");
-  return p ? fopen(p, "a") : NULL;
-}
 CUresult cuFuncSetAttribute(Function *f, int attr, int value) {
   if (attr == 8) {
     if (value > 232448) return ERR_INVALID_VALUE;
@@ -210,6 +215,13 @@ CUresult cuFuncSetAttribute(Function *f, int attr, int value) {
   FILE *l = logf_();
   if (l) { fprintf(l, "attr %s %d %d\n", f->name, attr, value); fclose(l); }
   return OK;
+}
+
+/* FNV-1a, 64 bits. */
+static unsigned long long fnv1a(const unsigned char *p, size_t n) {
+  unsigned long long h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ull; }
+  return h;
 }
 
 /* Parameter sizes of an entry from its PTX: ".param .u64 NAME" -> 8, ".param .u32/.s32/.f32/.b32" -> 4. */
@@ -245,7 +257,10 @@ CUresult cuLaunchKernel(Function *f, unsigned gx, unsigned gy, unsigned gz, unsi
       CUdeviceptr d; memcpy(&d, params[i], 8);
       size_t off = 0;
       int a = find_alloc(d, 1, &off);
-      if (a < 0) fprintf(l, " bad:%llx", d); else if (off) fprintf(l, " buf%d+%zu", a, off); else fprintf(l, " buf%d", a);
+      if (a < 0) { fprintf(l, " bad:%llx", d); continue; }
+      size_t n = allocs[a].n - off;
+      if (off) fprintf(l, " buf%d+%zu", a, off); else fprintf(l, " buf%d", a);
+      fprintf(l, ":%zu:%016llx", n, fnv1a((const unsigned char *)allocs[a].p + off, n));
     } else if (kinds[i] == 'f') {
       float x; memcpy(&x, params[i], 4); fprintf(l, " f32:%g", (double)x);
     } else {
