@@ -9,7 +9,11 @@
 //       3. benchmark: retention forward and forward+backward, B=4 H=8 K=V=128, T = 2048 and
 //          16384, each schedule (chunk 64), timed with CUDA events.
 //       Exit code 0 when everything agrees, 1 on a disagreement or error, 2 when CUDA is unusable.
-//   refs --out DIR [--case NAME]
+//       [--shape B=1,H=2,T=9,K=4,V=4] runs the cases at another shape (references made with the
+//       same option). checkMain(args, { device }) runs the same check, summary and decision with
+//       the plans run by another device (tests/gpu-check.test.ts: the CPU executor), without the
+//       CUDA-only parts (contract kernel, benchmark).
+//   refs --out DIR [--case NAME] [--shape ...]
 //       computes the float64 references with the reference interpreter (slow; any machine).
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -20,7 +24,7 @@ import { bindSizes, type Value } from '../../dsl/reference/interpreter.js';
 import type { CheckedFn } from '../../dsl/checked.js';
 import { compilePlan, type Plan, specialisedSizes } from '../../compiler/plan.js';
 import { type Form, FORMS, makeSchedule } from '../../compiler/schedule.js';
-import { AGREEMENT_CASES, type AgreementCase, loadCaseFn, readCaseRefs, relRmse, writeCaseRefs } from './agreement.js';
+import { AGREEMENT_CASES, type AgreementCase, type AgreementShape, loadCaseFn, readCaseRefs, relRmse, writeCaseRefs } from './agreement.js';
 import { type CudaContext, cudaContext, cudaStatus, CudaPlanRun, type CudaInput, prepareCudaPlans, runPlanCuda, timeCuda, cudaEmitter } from './runner.js';
 import { runSmoke, SMOKE_KERNEL } from './smoke.js';
 
@@ -54,6 +58,39 @@ const CHUNK = 64;
 const oneLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).replace(/\s+/g, ' ').trim();
 const say = (s: string) => process.stdout.write(`${s}\n`);
 const fmtE = (x: number) => (Number.isFinite(x) ? x.toExponential(1) : String(x));
+
+/** What the agreement cases run on: the GPU (CUDA), or for tests another executor. */
+export interface CheckDevice {
+  /** Shown in the log and the summary. */
+  name: string;
+  /** Prints, compiles and loads a plan's kernels: how many, and how many were built now. */
+  prepare(plan: Plan): Promise<{ kernels: number; built: number }>;
+  /** Runs a plan: the function's outputs by name. */
+  run(plan: Plan, inputs: ReadonlyMap<string, Value>): Promise<ReadonlyMap<string, { data: ArrayLike<number> }>>;
+}
+
+const cudaDevice = (ctx: CudaContext): CheckDevice => ({
+  name: `${ctx.device.name} ${ctx.target.arch} (${ctx.target.format}), nvcc ${ctx.nvcc.version}`,
+  prepare: async (plan) => {
+    const ks = (await prepareCudaPlans([plan]))[0]!;
+    return { kernels: ks.length, built: ks.filter((k) => !k.cached).length };
+  },
+  run: (plan, inputs) => runPlanCuda(plan, inputs, { syncEachLaunch: true }),
+});
+
+/** "B=1,H=2,T=9,K=4,V=4" -> a shape (every one of B, H, T, K, V, positive integers). */
+export function parseShape(text: string): AgreementShape {
+  const out: Record<string, number> = {};
+  for (const part of text.split(',')) {
+    const m = /^\s*([BHTKV])\s*=\s*(\d+)\s*$/.exec(part);
+    if (!m || Number(m[2]) < 1) throw new Error(`--shape: '${part}' is not one of B, H, T, K, V = a positive integer`);
+    out[m[1]!] = Number(m[2]);
+  }
+  for (const k of ['B', 'H', 'T', 'K', 'V']) if (!(k in out)) throw new Error(`--shape: ${k} is missing`);
+  return out as unknown as AgreementShape;
+}
+
+const casesAt = (shape: string | undefined): readonly AgreementCase[] => (shape ? AGREEMENT_CASES.map((c) => ({ ...c, shape: parseShape(shape) })) : AGREEMENT_CASES);
 
 interface AgreeResult { case: string; form: Form; pass: 'forward' | 'backward'; tensor: string; relRmse: number; ok: boolean; error?: string }
 interface BenchResult { T: number; form: Form; fwdMs?: number; fwdBwdMs?: number; reps?: number; fwdTflops?: number; fwdBwdTflops?: number; tokensPerS?: number; deviceGiB?: number; error?: string }
@@ -102,10 +139,10 @@ function randomInputs(fn: CheckedFn, shape: Record<string, number>, seed: number
   return out;
 }
 
-async function agreement(root: string, refsDir: string, results: AgreeResult[], log: (s: string) => void): Promise<void> {
+async function agreement(root: string, refsDir: string, results: AgreeResult[], log: (s: string) => void, device: CheckDevice, cases: readonly AgreementCase[]): Promise<void> {
   type Job = { c: AgreementCase; form: Form; backward: boolean; plan: Plan; inputs: Map<string, Value>; refs: Map<string, Value> };
   const jobs: Job[] = [];
-  for (const c of AGREEMENT_CASES) {
+  for (const c of cases) {
     let fn: CheckedFn;
     let refs;
     try {
@@ -130,10 +167,11 @@ async function agreement(root: string, refsDir: string, results: AgreeResult[], 
   }
   // Print, compile (nvcc in parallel) and load every kernel first.
   const t0 = performance.now();
-  const prepared = await Promise.allSettled(jobs.map((j) => prepareCudaPlans([j.plan])));
-  const kernels = prepared.flatMap((p) => (p.status === 'fulfilled' ? p.value[0]! : []));
-  const built = kernels.filter((k) => !k.cached).length;
-  log(`  built ${kernels.length} kernels (${built} by nvcc, ${kernels.length - built} from the cache) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const prepared = await Promise.allSettled(jobs.map((j) => device.prepare(j.plan)));
+  const counts = prepared.flatMap((p) => (p.status === 'fulfilled' ? [p.value] : []));
+  const kernels = counts.reduce((a, c) => a + c.kernels, 0);
+  const built = counts.reduce((a, c) => a + c.built, 0);
+  log(`  built ${kernels} kernels (${built} now, ${kernels - built} from the cache) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   for (const [i, j] of jobs.entries()) {
     const pass = j.backward ? 'backward' : 'forward';
     const p = prepared[i]!;
@@ -143,7 +181,7 @@ async function agreement(root: string, refsDir: string, results: AgreeResult[], 
       continue;
     }
     try {
-      const out = await runPlanCuda(j.plan, j.inputs, { syncEachLaunch: true });
+      const out = await device.run(j.plan, j.inputs);
       const parts: string[] = [];
       for (const [name, ref] of j.refs) {
         const got = out.get(name);
@@ -220,11 +258,11 @@ async function bench(root: string, ctx: CudaContext, results: BenchResult[], dea
   }
 }
 
-export async function checkMain(args: string[]): Promise<number> {
+export async function checkMain(args: string[], inject: { device?: CheckDevice } = {}): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
-      refs: { type: 'string' }, json: { type: 'string' }, root: { type: 'string' },
+      refs: { type: 'string' }, json: { type: 'string' }, root: { type: 'string' }, shape: { type: 'string' },
       'no-bench': { type: 'boolean', default: false }, 'no-agree': { type: 'boolean', default: false },
       'time-budget': { type: 'string', default: '270' }, 'bench-lengths': { type: 'string', default: '2048,16384' },
     },
@@ -243,36 +281,48 @@ export async function checkMain(args: string[]): Promise<number> {
     summary['sourcesMatchBundle'] = now === builtFrom;
     if (now !== builtFrom) say('warning: this bundle was built from other sources than this tree; rerun scripts/gpu-check.sh --prepare where npm ci ran');
   }
-  const why = cudaStatus();
-  if (why) {
-    say(`CUDA unavailable: ${why}`);
-    summary['unavailable'] = why;
-    writeJson();
-    return 2;
+  const cases = casesAt(values.shape);
+  let ctx: CudaContext | undefined;
+  let device: CheckDevice;
+  if (inject.device) {
+    device = inject.device;
+    say(`device: ${device.name} (no CUDA: contract kernel and benchmark not run)`);
+    summary['device'] = { name: device.name };
+  } else {
+    const why = cudaStatus();
+    if (why) {
+      say(`CUDA unavailable: ${why}`);
+      summary['unavailable'] = why;
+      writeJson();
+      return 2;
+    }
+    ctx = cudaContext();
+    device = cudaDevice(ctx);
+    say(`device: ${describeDevice(ctx)}`);
+    say(`addon: ${ctx.addonFile}`);
+    summary['device'] = ctx.device;
+    summary['nvcc'] = { version: ctx.nvcc.version, path: ctx.nvcc.path, target: ctx.target };
   }
-  const ctx = cudaContext();
-  say(`device: ${describeDevice(ctx)}`);
-  say(`addon: ${ctx.addonFile}`);
-  summary['device'] = ctx.device;
-  summary['nvcc'] = { version: ctx.nvcc.version, path: ctx.nvcc.path, target: ctx.target };
   let failures = 0;
 
-  say(`-- contract smoke test: hand-written kernel, ${SMOKE_KERNEL.dynamicSharedBytes} B dynamic shared memory`);
-  try {
-    const s = await runSmoke(ctx);
-    const ok = s.maxError === 0;
-    if (!ok) failures++;
-    say(`  ${ok ? 'ok' : 'FAIL'}: max abs error ${s.maxError} (${s.ms.toFixed(2)} ms incl. launch)`);
-    summary['smoke'] = { ok, ...s };
-  } catch (e) {
-    failures++;
-    say(`  FAIL ${oneLine(e)}`);
-    summary['smoke'] = { ok: false, error: oneLine(e) };
+  if (ctx) {
+    say(`-- contract smoke test: hand-written kernel, ${SMOKE_KERNEL.dynamicSharedBytes} B dynamic shared memory`);
+    try {
+      const s = await runSmoke(ctx);
+      const ok = s.maxError === 0;
+      if (!ok) failures++;
+      say(`  ${ok ? 'ok' : 'FAIL'}: max abs error ${s.maxError} (${s.ms.toFixed(2)} ms incl. launch)`);
+      summary['smoke'] = { ok, ...s };
+    } catch (e) {
+      failures++;
+      say(`  FAIL ${oneLine(e)}`);
+      summary['smoke'] = { ok: false, error: oneLine(e) };
+    }
   }
 
   let printer: string | undefined;
   try {
-    await cudaEmitter();
+    if (ctx) await cudaEmitter();
   } catch (e) {
     printer = oneLine(e);
   }
@@ -284,14 +334,14 @@ export async function checkMain(args: string[]): Promise<number> {
     if (!values['no-agree']) {
       say(`-- agreement with the float64 reference (rel. RMSE <= ${TOLERANCE}), chunk ${CHUNK}, refs ${path.relative(root, refsDir) || refsDir}`);
       const agree: AgreeResult[] = [];
-      await agreement(root, refsDir, agree, say);
+      await agreement(root, refsDir, agree, say, device, cases);
       const bad = agree.filter((r) => !r.ok);
       failures += bad.length;
       const worst = agree.filter((r) => Number.isFinite(r.relRmse)).reduce((m, r) => Math.max(m, r.relRmse), 0);
       say(`  ${agree.length - bad.length}/${agree.length} tensors agree; worst rel. RMSE ${fmtE(worst)}`);
       summary['agreement'] = { tolerance: TOLERANCE, results: agree, failed: bad.length, worst };
     }
-    if (!values['no-bench']) {
+    if (!values['no-bench'] && ctx) {
       say('-- benchmark: retention, B=4 H=8 K=V=128, chunk 64, CUDA events (mean of xN after a warm-up)');
       const b: BenchResult[] = [];
       try {
@@ -310,8 +360,8 @@ export async function checkMain(args: string[]): Promise<number> {
   // One block that fits in a terminal's last lines.
   const smoke = summary['smoke'] as { ok: boolean } | undefined;
   const agree = summary['agreement'] as { results: AgreeResult[]; failed: number; worst: number } | undefined;
-  say(`summary: ${ctx.device.name} ${ctx.target.arch} (${ctx.target.format}), nvcc ${ctx.nvcc.version}`);
-  say(`  smoke ${smoke?.ok ? 'ok' : 'FAIL'}; agreement ${agree ? `${agree.results.length - agree.failed}/${agree.results.length} tensors, worst rel. RMSE ${fmtE(agree.worst)}` : printer ? 'not run (no printer)' : 'not run'}`);
+  say(`summary: ${device.name}`);
+  say(`  smoke ${!ctx ? 'not run' : smoke?.ok ? 'ok' : 'FAIL'}; agreement ${agree ? `${agree.results.length - agree.failed}/${agree.results.length} tensors, worst rel. RMSE ${fmtE(agree.worst)}` : printer ? 'not run (no printer)' : 'not run'}`);
   for (const r of (summary['bench'] as BenchResult[] | undefined) ?? []) {
     say(`  bench T=${r.T} ${r.form}: ${r.error ? r.error : `fwd ${r.fwdMs!.toFixed(3)} ms, fwd+bwd ${r.fwdBwdMs!.toFixed(3)} ms, ${(r.tokensPerS! / 1e6).toFixed(2)} Mtok/s train, ${r.fwdTflops!.toFixed(2)} TFLOP/s fwd`}`);
   }
@@ -322,11 +372,11 @@ export async function checkMain(args: string[]): Promise<number> {
 export async function refsMain(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { out: { type: 'string' }, case: { type: 'string', multiple: true }, root: { type: 'string' }, 'missing-only': { type: 'boolean', default: false } },
+    options: { out: { type: 'string' }, case: { type: 'string', multiple: true }, root: { type: 'string' }, shape: { type: 'string' }, 'missing-only': { type: 'boolean', default: false } },
   });
   const root = path.resolve(values.root ?? process.cwd());
   const out = path.resolve(values.out ?? path.join(root, 'build', 'gpu-check', 'refs'));
-  const cases = AGREEMENT_CASES.filter((c) => !values.case || values.case.includes(c.name));
+  const cases = casesAt(values.shape).filter((c) => !values.case || values.case.includes(c.name));
   for (const c of cases) {
     if (values['missing-only']) {
       try {
@@ -345,7 +395,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (cmd === 'check') return await checkMain(rest);
     if (cmd === 'refs') return await refsMain(rest);
-    process.stderr.write('usage: gpu-check check --refs DIR [--json FILE] [--no-bench] [--no-agree] [--bench-lengths T,T] [--time-budget S] | gpu-check refs --out DIR [--case NAME] [--missing-only]\n');
+    process.stderr.write('usage: gpu-check check --refs DIR [--json FILE] [--no-bench] [--no-agree] [--bench-lengths T,T] [--time-budget S] [--shape B=..,H=..,T=..,K=..,V=..] | gpu-check refs --out DIR [--case NAME] [--shape ...] [--missing-only]\n');
     return 2;
   } catch (e) {
     process.stderr.write(`gpu-check: error: ${oneLine(e)}\n`);
