@@ -15,7 +15,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Kernel } from '../compiler/kir.js';
-import { add, div, i32, v } from '../compiler/kir.js';
+import { add, div, i32, load, store, un, v } from '../compiler/kir.js';
+import { printCuda } from '../targets/cuda/printer.js';
 import { compilePlan } from '../compiler/plan.js';
 import { makeSchedule } from '../compiler/schedule.js';
 import { loadProgram } from '../dsl/program.js';
@@ -181,6 +182,64 @@ describe('building kernels with nvcc', () => {
     expect(targetFor(12, 1, info)).toEqual({ arch: 'sm_120', format: 'ptx' });
     expect(() => targetFor(6, 0, info)).toThrow(/cannot build for compute capability 6.0/);
   });
+});
+
+// The host side of the CUDA printer's sinf and cosf (CUDA's own take a stack frame and f64 for
+// huge arguments, which tests/nvcc.test.ts forbids): the helper text of a printed kernel compiled
+// by the host C++ compiler with the few CUDA intrinsics it uses, against long double sin and cos.
+const TRIG_HOST = String.raw`#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#define __device__
+#define __forceinline__ inline
+using std::fabs;
+static inline unsigned __float_as_uint(float x) { unsigned u; memcpy(&u, &x, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float x; memcpy(&x, &u, 4); return x; }
+static inline float __ull2float_rn(unsigned long long v) { return (float)v; }
+HELPER
+static double ulps(float got, long double want) {
+  const float w = (float)want;
+  const float step = w == 0 ? 1.4e-45f : std::nextafter(std::fabs(w), INFINITY) - std::fabs(w);
+  return (double)(std::fabs((long double)got - want) / step);
+}
+int main() {
+  std::mt19937 g(7);
+  double ws = 0, wc = 0;
+  for (long it = 0; it < 3000000; it++) {
+    float x;
+    if (it % 3 == 0) { x = __uint_as_float(g()); if (!std::isfinite(x)) continue; }
+    else if (it % 3 == 1) x = std::uniform_real_distribution<float>(-300000.f, 300000.f)(g);
+    else x = std::uniform_real_distribution<float>(-8.f, 8.f)(g);
+    ws = std::fmax(ws, ulps(rn_sinf(x), sinl((long double)x)));
+    wc = std::fmax(wc, ulps(rn_cosf(x), cosl((long double)x)));
+  }
+  const float z = -0.0f;
+  printf("%.4f %.4f %d %d %d %d\n", ws, wc, (int)std::isnan(rn_sinf(INFINITY)), (int)std::isnan(rn_cosf(NAN)), (int)std::signbit(rn_sinf(z)), (int)(rn_cosf(z) == 1.0f));
+}
+`;
+
+describe('the CUDA printer\'s sinf and cosf', () => {
+  it('are within 2.5 ulp of long double sin and cos on 3 million floats (huge ones too); inf and NaN give NaN; sin(-0) = -0', () => {
+    if (!CXX) throw new Error('no C++ compiler');
+    const k: Kernel = { name: 'trig', workgroup: [1, 1, 1], grid: [i32(1), i32(1), i32(1)], buffers: [{ name: 'x', type: 'f32', access: 'read' }, { name: 'o', type: 'f32', access: 'read_write' }], scalars: [], shared: [],
+      body: [store('o', i32(0), add(un('sin', load('x', i32(0))), un('cos', load('x', i32(0)))))] };
+    const code = printCuda(k).code;
+    expect(code).toContain('rn_sinf(x[0]) + rn_cosf(x[0])');
+    const helper = /#ifndef RETNETC_RN_TRIG\n#define RETNETC_RN_TRIG\n([\s\S]*?)\n#endif/.exec(code)?.[1];
+    expect(helper, 'the helper block').toBeDefined();
+    const src = path.join(tmp, 'trig.cc');
+    fs.writeFileSync(src, TRIG_HOST.replace('HELPER', helper!));
+    const exe = path.join(tmp, 'trig');
+    const cc = spawnSync(CXX, ['-O2', '-o', exe, src], { encoding: 'utf8' });
+    expect(cc.status, cc.stderr).toBe(0);
+    const r = spawnSync(exe, [], { encoding: 'utf8', timeout: 120_000 });
+    const [ws, wc, nanInf, nanNan, negZero, cosZero] = r.stdout.trim().split(' ').map(Number);
+    console.log(`[cuda-runtime] rn_sinf worst ${ws} ulp, rn_cosf worst ${wc} ulp`);
+    expect(ws).toBeLessThan(2.5);
+    expect(wc).toBeLessThan(2.5);
+    expect([nanInf, nanNan, negZero, cosZero]).toEqual([1, 1, 1, 1]);
+  }, 120_000);
 });
 
 describe('grid expressions', () => {
