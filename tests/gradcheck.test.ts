@@ -19,9 +19,10 @@
 // for float32 schedules (ARCHITECTURE.md section 5), here against an independent truth; the
 // plans' own float32 error at these shapes is <= ~1.5e-6 (measured worsts are printed at the
 // end), so the bar leaves a margin of ~6x for rounding and none for a wrong formula. Per
-// element, float32 decay gradients are not bounded plainly: an element that is a cancellation
-// (|grad.g[u]| ~ 1e-3 with terms of 1e-1) carries float32 error relative to its terms, so
-// those are bounded by the plain relative RMSE of the tensor and by its natural scale.
+// element, float32 grad.gamma[h] is bounded plainly too (1e-5; measured <= ~1.2e-6), but not
+// grad.g[u]: an element that is a cancellation (|grad.g[u]| ~ 1e-3 with terms of 1e-1) carries
+// float32 error relative to its terms (up to 4e-4 of itself, measured), so grad.g is bounded by
+// the plain relative RMSE of the tensor and by its natural scale.
 // Every check is shown to have teeth: the same gradients scaled by (1 + 30 bar) must fail it.
 import { afterAll, describe, expect, test } from 'vitest';
 import { runFunction, type Value } from '../dsl/reference/interpreter.js';
@@ -34,6 +35,8 @@ import { type Bars, compare, type FdCase, finiteDifferences, floatParams, type G
 
 const F64: Bars = { directional: 1e-7, coords: 1e-7, decayPlain: 1e-7, decayElement: 1e-6, decayNatural: 1e-7 };
 const F32: Bars = { directional: 1e-5, coords: 1e-5, decayPlain: 1e-5, decayNatural: 1e-5 };
+/** grad.gamma[h] sums a whole head (B T^2 terms): each element is held to the plain bound too. */
+const F32_GAMMA: Bars = { ...F32, decayElement: 1e-5 };
 const TEETH = 30;
 
 interface Family { file: string; name: string; decay?: 'gamma' | 'g'; state?: boolean; forms: readonly Form[] }
@@ -162,7 +165,7 @@ for (const f of FAMILY) {
         problems.push(...checkWithTeeth(`${c.label} factorised`, runFunction(toChecked(toGradientIr(fn)), all), fd, F64, decays, params, `${f.name} factorised`));
         for (const form of f.forms) {
           const p = plan(fn, form, s.chunk, true, { K: s.K, V: s.V });
-          problems.push(...checkWithTeeth(`${c.label} ${form} plan (float32)`, runPlan(p, all), fd, F32, decays, params, `${f.name} ${form}`));
+          problems.push(...checkWithTeeth(`${c.label} ${form} plan (float32)`, runPlan(p, all), fd, f.decay === 'gamma' ? F32_GAMMA : F32, decays, params, `${f.name} ${form}`));
         }
         expect(problems, problems.slice(0, 12).join('\n')).toEqual([]);
       }, 120_000);
