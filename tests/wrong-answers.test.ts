@@ -74,6 +74,9 @@ fn divzero(x: f32[N], d: i32[M]) -> y: f32[N] {
 fn divok(x: f32[N], d: i32[M]) -> y: f32[N] {
   y[n] = x[n // 2] + 10 * x[n % 3] + 100 * x[n // d[0]] + 1000 * x[(n - 7) % d[0]]
 }
+fn divvalue(x: f32[N], d: i32[M]) -> y: f32[N] {
+  y[n] = x[n] + float(n // 0) + 10 * float(n % 0) + 100 * float(n // d[0]) + 1000 * float((n + 1) % d[0])
+}
 fn affine(x: f32[N], a: f32, eps: f32 = 0.000001) -> y: f32[N] {
   y[n] = x[n] * a + eps
 }
@@ -313,7 +316,7 @@ describe('decays are recognised by their algebra, whatever the spelling', () => 
 
 // ---- division by zero in an index -----------------------------------------------------------
 
-describe('an index that divides by zero is out of range: the read is 0 on every target', () => {
+describe('integer division by zero: an index computed with one is out of range (the read is 0), a value is 0, on every target', () => {
   const x = tensor([7], (i) => i + 1);
   for (const device of ['reference', ...DEVICES] as const) {
     test(`${device}: x[n // 0], x[n % 0], x[min(n // 0, 2)] and a zero divisor from a tensor read 0; nonzero divisors are unchanged`, async (ctx) => {
@@ -326,6 +329,9 @@ describe('an index that divides by zero is out of range: the read is 0 on every 
       expect(await run('divzero', 0)).toEqual([0, 0, 0, 0, 0, 0, 0]);
       // With d = 2 only the tensor-divisor terms read: x[n // 2] * 1000 + x[n % 2] * 10000.
       expect(await run('divzero', 2)).toEqual([0, 1, 2, 3, 4, 5, 6].map((n) => 1000 * (Math.floor(n / 2) + 1) + 10000 * ((n % 2) + 1)));
+      // As values (not indices), n // 0 and n % 0 are 0: never NaN or Infinity.
+      expect(await run('divvalue', 0)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(await run('divvalue', 3)).toEqual([0, 1, 2, 3, 4, 5, 6].map((n) => n + 1 + 100 * Math.floor(n / 3) + 1000 * ((n + 1) % 3)));
       const ok = await run('divok', 3);
       expect(ok).toEqual([0, 1, 2, 3, 4, 5, 6].map((n) => (Math.floor(n / 2) + 1) + 10 * ((n % 3) + 1) + 100 * (Math.floor(n / 3) + 1) + 1000 * ((((n - 7) % 3) + 3) % 3 + 1)));
     }, 60_000);

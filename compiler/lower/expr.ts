@@ -183,15 +183,18 @@ export class ExprLowering {
     switch (op) {
       case '+': case '-': case '*': case 'min': case 'max': { const [x, y] = numeric(a, b); return K.bin(op, x, y); }
       case '/': return K.div(K.cast(a, 'f32'), K.cast(b, 'f32'));
-      case '//': {
-        // Floor division on integers (the DSL's meaning), from C's truncating division.
-        const q = K.bin('/', a, b);
-        const r = K.bin('%', a, b);
-        return K.select(K.and(K.bin('!=', r, K.i32(0)), K.bin('!=', K.lt(r, K.i32(0)), K.lt(b, K.i32(0)))), K.sub(q, K.i32(1)), q);
-      }
-      case '%': {
-        const r = K.bin('%', a, b);
-        return K.select(K.and(K.bin('!=', r, K.i32(0)), K.bin('!=', K.lt(r, K.i32(0)), K.lt(b, K.i32(0)))), K.add(r, b), r);
+      case '//': case '%': {
+        // Floor division and remainder on integers (the DSL's meaning), from C's truncating ones;
+        // by zero both are 0 (an index computed with one is out of range, see load), and a
+        // divisor that may be zero is replaced by 1 first (C leaves x / 0 undefined).
+        const known = b.k === 'const' && b.value !== 0;
+        const zero = known ? undefined : K.bin('==', b, K.i32(0));
+        const d = zero ? K.select(zero, K.i32(1), b) : b;
+        const q = K.bin('/', a, d);
+        const r = K.bin('%', a, d);
+        const fix = K.and(K.bin('!=', r, K.i32(0)), K.bin('!=', K.lt(r, K.i32(0)), K.lt(d, K.i32(0))));
+        const v = op === '//' ? K.select(fix, K.sub(q, K.i32(1)), q) : K.select(fix, K.add(r, d), r);
+        return zero ? K.select(zero, K.i32(0), v) : v;
       }
       case '^': {
         // Small integer powers are products (pow of a negative base is undefined in WGSL).

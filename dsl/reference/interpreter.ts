@@ -128,7 +128,9 @@ function genExpr(g: Gen, e: CExpr, indent: string): string {
       const parts = e.indices.map((ie) => genExpr(g, ie, indent));
       const names = parts.map(() => `_i${g.temps++}`);
       g.lines.push(`${indent}let ${names.map((n, j) => `${n} = ${parts[j]}`).join(', ')};`);
-      const inRange = names.map((n, j) => `${n} >= 0 && ${n} < S${s}_${j}`).join(' && ');
+      // An index that divides by zero (x[n // 0], x[n % 0]) is out of range.
+      const nonzero = e.indices.flatMap(divisorsOf).map((d) => `${genExpr(g, d, indent)} !== 0`);
+      const inRange = [...names.map((n, j) => `${n} >= 0 && ${n} < S${s}_${j}`), ...nonzero].join(' && ');
       const offset = names.map((n, j) => (j === names.length - 1 ? n : `${n} * R${s}_${j}`)).join(' + ');
       return `((${inRange}) ? X${s}[${offset}] : 0)`;
     }
@@ -162,10 +164,10 @@ function genExpr(g: Gen, e: CExpr, indent: string): string {
       const b = genExpr(g, e.b, indent);
       switch (e.op) {
         case '^': return `Math.pow(${a}, ${b})`;
-        // Division by zero gives NaN (not +-Infinity, which min/max could bring back in range):
-        // an index computed from it is out of range, so the read is 0, as in the kernels.
-        case '//': { const t = `_v${g.temps++}`; g.lines.push(`${indent}const ${t} = ${b};`); return `(${t} === 0 ? NaN : Math.floor(${a} / ${t}))`; }
-        case '%': { const t = `_v${g.temps++}`; g.lines.push(`${indent}const ${t} = ${b};`); return `(${a} - ${t} * Math.floor(${a} / ${t}))`; }
+        // Integer division and remainder by zero are 0 (never NaN or Infinity); an index computed
+        // with one is out of range (see 'load'), as in the kernels.
+        case '//': { const t = `_v${g.temps++}`; g.lines.push(`${indent}const ${t} = ${b};`); return `(${t} === 0 ? 0 : Math.floor(${a} / ${t}))`; }
+        case '%': { const t = `_v${g.temps++}`; g.lines.push(`${indent}const ${t} = ${b};`); return `(${t} === 0 ? 0 : ${a} - ${t} * Math.floor(${a} / ${t}))`; }
         case 'min': return `Math.min(${a}, ${b})`;
         case 'max': return `Math.max(${a}, ${b})`;
         default: return `(${a} ${JS_BIN[e.op]} ${b})`;
@@ -212,6 +214,22 @@ function genExpr(g: Gen, e: CExpr, indent: string): string {
     }
   }
   throw new Error('unreachable');
+}
+
+/** Divisors of the integer divisions and remainders an index computes (not inside loads, where branches or sums). */
+function divisorsOf(e: CExpr): CExpr[] {
+  const out: CExpr[] = [];
+  const go = (x: CExpr): void => {
+    if (x.k === 'unary') go(x.a);
+    if (x.k === 'select') go(x.cond);
+    if (x.k === 'binary') {
+      if (x.op === '//' || x.op === '%') out.push(x.b);
+      go(x.a);
+      go(x.b);
+    }
+  };
+  go(e);
+  return out;
 }
 
 function reduceVarsIn(e: CExpr, names: string[]): string[] {
