@@ -15,7 +15,7 @@
 # status 1, with one line per failure at the end.
 #
 # Usage (after `npm ci` / `npx tsc -p tsconfig.build.json`, from any directory):
-#   python3 tests/independent/retention_numpy.py [--targets reference,cpu,webgpu] [--cases small,big] [--jobs N]
+#   python3 tests/independent/retention_numpy.py [--targets reference,cpu,webgpu] [--cases small,big] [--jobs N] [--webgpu-optional]
 # tests/independent.test.ts runs it under vitest.
 import argparse, json, os, shutil, struct, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
@@ -193,7 +193,7 @@ def self_check():
                 u = rng.standard_normal(x[p].shape)
                 h = 1e-6 * max(1.0, float(np.max(np.abs(x[p]))))
                 if p == 'gamma':
-                    h = 1e-7                                        # gamma + h stays below 1 + 1e-6
+                    h = 1e-7                                        # a polynomial of degree T - 1 in gamma: a smaller step
                 xp = dict(x); xp[p] = x[p] + h * u
                 xm = dict(x); xm[p] = x[p] - h * u
                 fd = (loss(xp) - loss(xm)) / (2 * h)
