@@ -61,6 +61,12 @@ fn window(q: f32[B, H, T, K], k: f32[B, H, T, K], v: f32[B, H, T, V]) -> o: f32[
 fn twosided(q: f32[B, H, T, K], k: f32[B, H, T, K], v: f32[B, H, T, V], gamma: f32[H]) -> o: f32[B, H, T, V] {
   o[b, h, t, j] = sum[s, i] gamma[h]^abs(t - s) * q[b, h, t, i] * k[b, h, s, i] * v[b, h, s, j]
 }
+fn shifted(q: f32[B, H, T, K], k: f32[B, H, T, K], v: f32[B, H, T, V]) -> o: f32[B, H, T, V] {
+  o[b, h, t, j] = sum[s <= t - 1, i] q[b, h, t, i] * k[b, h, s, i] * v[b, h, s, j]
+}
+fn conv(q: f32[B, H, T, K], k: f32[B, H, T, K], v: f32[B, H, T, V]) -> o: f32[B, H, T, V] {
+  o[b, h, t, j] = sum[s, i] q[b, h, t - s, i] * k[b, h, s, i] * v[b, h, s, j]
+}
 fn coupled(q: f32[B, H, T, K], k: f32[B, H, T, K], v: f32[B, H, T, V], c: f32[H]) -> o: f32[B, H, T, V] {
   o[b, h, t, j] = sum[s <= t, i] exp(c[h] * t * s) * q[b, h, t, i] * k[b, h, s, i] * v[b, h, s, j]
 }
@@ -180,6 +186,8 @@ describe('a recurrent or chunkwise schedule the analysis cannot give is refused 
   const cases = [
     ['window', /in 'o' the sum over s has the range s <= t, s > \(t - 4\).*a window/],
     ['twosided', /in 'o' the sum over s couples s with t through abs\(\(t - s\)\) but has no causal range.*two-sided/],
+    ['shifted', /in 'o' the sum over s has the range s <= \(t - 1\), not a single s <= t.*a shifted range/],
+    ['conv', /in 'o' the sum over s couples s with t through q\[b, h, \(t - s\), i\] but has no causal range.*two-sided/],
     ['coupled', /in 'o' the sum over s <= t: its weight factor .* depends on both t and s through \(\(c\[h\] \* t\) \* s\), so the weight does not factorise/],
   ] as const;
   const sizes = { K: 3, V: 2 };
