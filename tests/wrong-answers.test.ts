@@ -15,6 +15,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { analyse } from '../compiler/analysis.js';
 import { compilePlan, ScheduleError, specialisedSizes, toIr, type Plan } from '../compiler/plan.js';
@@ -177,6 +178,47 @@ describe('decay bases 0 and negative: the reference values on every schedule and
       }
     }
   }
+});
+
+describe('property: every decay base in [-1, 1] (0 and -1 included) on every schedule and device', () => {
+  const retention = loadFn('retention', 'retention');
+  const env = process.env['FC_SEED'];
+  const seed = env ? Number(env) | 0 : (Math.random() * 2 ** 32) | 0;
+  console.log(`[wrong-answers] fast-check seed ${seed} (reproduce with FC_SEED=${seed})`);
+  const base = fc.oneof(fc.constantFrom(0, -1, 1, -0.5, 2 ** -30, -(2 ** -30)), fc.double({ min: -1, max: 1, noNaN: true }));
+  const arb = fc.record({
+    // Few distinct (K, V, chunk): WebGPU pipelines are compiled once per kernel shape.
+    T: fc.integer({ min: 1, max: 40 }), K: fc.constantFrom(1, 4), V: fc.constantFrom(1, 3), chunk: fc.constantFrom(3, 8),
+    gammas: fc.array(base, { minLength: 1, maxLength: 3 }), data: fc.integer(),
+  });
+  const RUNS = 10;
+  test(`${RUNS} random cases: forward and backward within ${TOL} of the float64 reference (grad.gamma of its natural scale)`, async () => {
+    let runs = 0;
+    await fc.assert(fc.asyncProperty(arb, async (c) => {
+      runs++;
+      const H = c.gammas.length;
+      const rand = prng(c.data);
+      const inputs = new Map<string, Value>([['q', uniform([1, H, c.T, c.K], rand)], ['k', uniform([1, H, c.T, c.K], rand)], ['v', uniform([1, H, c.T, c.V], rand)], ['gamma', tensor([H], (i) => c.gammas[i]!)]]);
+      const gin = new Map([...inputs, ['grad.o', uniform([1, H, c.T, c.V], rand)]]);
+      const ref = runFunction(retention, inputs).get('o')!;
+      const gref = runFunction(literalGradient(retention), gin);
+      // The natural scale of grad.gamma: the same gradient with every term made non-negative.
+      const abs = (v: Value): Value => ({ shape: v.shape, data: v.data.map(Math.abs) });
+      const natural = runFunction(literalGradient(retention), new Map([...gin].map(([k, v]) => [k, abs(v)] as const))).get('grad.gamma')!;
+      const rms = (a: ArrayLike<number>) => Math.sqrt(Array.from(a).reduce((x, y) => x + y * y, 0) / a.length);
+      const what = JSON.stringify({ ...c, gammas: c.gammas.map((g) => Math.fround(g)) });
+      for (const device of gpuOk ? DEVICES : (['cpu'] as const)) for (const form of FORMS) {
+        expectClose((await runOn(device, planFor(retention, form, false, { K: c.K, V: c.V }, c.chunk), inputs)).get('o'), ref, `${device} ${form} o ${what}`);
+        const g = await runOn(device, planFor(retention, form, true, { K: c.K, V: c.V }, c.chunk), gin);
+        for (const x of ['q', 'k', 'v']) expectClose(g.get(`grad.${x}`), gref.get(`grad.${x}`)!, `${device} ${form} grad.${x} ${what}`);
+        const e = relErr(g.get('grad.gamma')!.data, gref.get('grad.gamma')!.data);
+        expect(e.nonFinite, `${device} ${form} grad.gamma non-finite ${what}`).toBe(0);
+        // (At T = 1 both are exactly 0.)
+        expect(e.rmsDiff, `${device} ${form} grad.gamma ${what}: RMS error ${e.rmsDiff} against the natural scale ${rms(natural.data)}`).toBeLessThanOrEqual(TOL * rms(natural.data));
+      }
+    }), { seed, numRuns: RUNS, interruptAfterTimeLimit: 150_000, markInterruptAsFailure: true, endOnFailure: true });
+    expect(runs).toBe(RUNS);
+  }, 180_000);
 });
 
 // ---- schedules that cannot be given are refused ---------------------------------------------
