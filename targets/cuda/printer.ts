@@ -13,7 +13,7 @@
 // a * b + c into one fma (--fmad=true), which rounds once: pass --fmad=false (nvcc and NVRTC)
 // for bit-exact agreement with the CPU executor, keep the default for speed. Never use
 // --use_fast_math: it makes expf/logf/division approximate and flushes subnormals.
-import { CPrinter, f32Bits, f32Text, type Fmt, prim, PRIMARY, UNARY } from '../../compiler/c-printer.js';
+import { CPrinter, f32Bits, f32Text, type Fmt, prim, PRIMARY, UNARY, walkStmts } from '../../compiler/c-printer.js';
 import type { KBinOp, KBuiltin, Kernel, KExpr, KHalf, KStmt, KType, KUnOp } from '../../compiler/kir.js';
 import { type CudaLegalised, type CudaLegaliseOptions, legaliseCuda } from './legalise.js';
 
@@ -210,7 +210,11 @@ export class CudaPrinter extends CPrinter {
       out.push(`#ifndef ${g}`, `#define ${g}`, ...HELPERS[h]!, '#endif');
     }
     if (out.length) out.push('');
-    out.push(`extern "C" __global__ void __launch_bounds__(${this.L.threads}, 1) ${k.name}(${params.length ? '' : ') {'}`);
+    // Per-thread arrays (state slices, accumulators) live in registers: at least one block per SM, so
+    // that ptxas does not spill them to reach a higher occupancy. Other kernels keep its heuristic.
+    let local = false;
+    walkStmts(k.body, (s) => { if (s.k === 'local') local = true; });
+    out.push(`extern "C" __global__ void __launch_bounds__(${this.L.threads}${local ? ', 1' : ''}) ${k.name}(${params.length ? '' : ') {'}`);
     params.forEach((p, i) => out.push(`    ${p}${i === params.length - 1 ? ') {' : ','}`));
     return out;
   }
