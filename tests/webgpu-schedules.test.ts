@@ -4,64 +4,46 @@
 //    one submit per run, pipelines shared across sizes, buffer reuse, foldX dispatch, empty
 //    grids, and the one-line errors (limits, WGSL compilation, printer contract, device loss).
 // 2. Property tests, describe.each over the schedule forms: retention, retention_state,
-//    linear_attention and gated_retention compiled for random B, H, T, K, V, decays and chunk
-//    sizes, run on WebGPU forward and backward, agree with the float64 reference interpreter
-//    (forward) and the literal float64 gradient to relative RMSE <= 1e-5. Decay gradients
-//    (grad.gamma, grad.g) are sums that can cancel far below the size of their terms; they are
-//    measured against max(RMS ref, their natural scale) (decayScale below), and where even that
-//    fails, must be within 2x of the CPU executor's float32 run of the same plan (the plan's own
-//    float32 error, not WebGPU's; such cases are listed after the run).
+//    linear_attention and gated_retention compiled for random B, H, T, decays, chunk sizes and
+//    the real head sizes (K in {1..16, 64, 128, 256}, V in {1..16, 64, 128, 256, 432, 512}, T up
+//    to 300; tests/helpers/schedule-cases.ts, the same cases as tests/schedules.test.ts and as
+//    many random ones), run on WebGPU forward and backward, agree with an independent float64
+//    computation (the recurrent form and its reverse scan, tests/helpers/fast-reference.ts) to
+//    relative RMSE <= 1e-5. Decay gradients (grad.gamma, grad.g) are sums that can cancel far
+//    below the size of their terms; they are measured against max(RMS ref, their natural scale),
+//    and for them the CPU executor's float32 run of the same plan is held to the same bar: each
+//    is bounded against the truth, neither against the other. A chunk whose workgroup memory
+//    does not fit the adapter is lowered for that case (listed after the run); sizes never are.
+//    Then the Done-when cases: retention at (K, V) = (256, 432) and (128, 128), every schedule.
 //
 // Without a WebGPU adapter everything is skipped with the reason printed, unless
-// REQUIRE_WEBGPU=1, which makes that a failure. FC_SEED reproduces a fast-check failure;
-// FC_RUNS_SCALE scales the number of random cases and FC_COST_CAP the reference cost per case;
-// RN_CASES=1 logs every case with its WebGPU time.
-import { fileURLToPath } from 'node:url';
-import fc from 'fast-check';
+// REQUIRE_WEBGPU=1, which makes that a failure. The fast-check seed is fresh on every run and
+// printed (`[webgpu-schedules] fast-check seed N`); FC_SEED=N reproduces it; FC_RUNS_SCALE scales
+// the number of random cases; RN_CASES=1 logs every case with its WebGPU time.
 import { afterAll, describe, expect, test } from 'vitest';
-import { gradient, upstreamName } from '../compiler/autodiff.js';
-import { lowerFn, toChecked } from '../compiler/ir.js';
 import * as K from '../compiler/kir.js';
-import { compilePlan, specialisedSizes, type Plan } from '../compiler/plan.js';
+import { compilePlan, type Plan } from '../compiler/plan.js';
 import { FORMS, makeSchedule, type Form } from '../compiler/schedule.js';
 import type { CheckedFn } from '../dsl/checked.js';
 import { checkFiles } from '../dsl/checker.js';
 import { parseSource } from '../dsl/parser.js';
-import { loadProgram } from '../dsl/program.js';
-import { runFunction, type Value } from '../dsl/reference/interpreter.js';
+import type { Value } from '../dsl/reference/interpreter.js';
 import { SourceFile } from '../dsl/source.js';
-import { runPlanCpu } from '../runtime/plan-runner.js';
 import type { EmittedKernel } from '../targets/emitted.js';
-import { acquireWebGPU, WebGPUUnavailableError, type AcquiredWebGPU } from '../runtime/webgpu/device.js';
+import { acquireWebGPU } from '../runtime/webgpu/device.js';
 import { evalKExpr } from '../runtime/kexpr-eval.js';
 import { kernelLimitProblem, limitsOf, sharedBytes } from '../runtime/webgpu/limits.js';
 import {
   releaseRuntimeDevice, runPlanWebGPU, runtimeDevice, runtimeStats, WebGPURunError, type EmitWGSL,
 } from '../runtime/webgpu/runner.js';
+import { assertProperty, fcSeed, loadFn, plan, prng, runPlan, runsScale, seedFor, tensor, uniform } from './helpers/harness.js';
+import {
+  caseArb, checkTensor, DECAY_GRADS, RANDOM_RUNS, describeCase, DONE_WHEN, FAMILIES, TOL, truthOf, Worst, type Case, type Family, type Truth,
+} from './helpers/schedule-cases.js';
+import { acquireTestGpu, requireGpu } from './helpers/webgpu.js';
 
-const REQUIRE = process.env['REQUIRE_WEBGPU'] === '1';
-const ACQUIRE_TIMEOUT_MS = 30_000;
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
-let gpu: AcquiredWebGPU | null = null;
-let unavailable = '';
-let unexpected: unknown = null;
-try {
-  gpu = await withTimeout(runtimeDevice(), ACQUIRE_TIMEOUT_MS, 'acquireWebGPU()');
-} catch (e) {
-  if (e instanceof WebGPUUnavailableError) unavailable = e.message;
-  else if (e instanceof Error && /timed out/.test(e.message)) unavailable = `no WebGPU adapter: ${e.message}`;
-  else unexpected = e;
-}
-if (!gpu && unavailable) console.warn(`[webgpu-schedules] ${REQUIRE ? 'FAIL (REQUIRE_WEBGPU=1)' : 'skipping'}: ${unavailable}`);
-if (gpu) console.log(`[webgpu-schedules] ${gpu.info.summary}; maxComputeWorkgroupStorageSize=${gpu.info.limits['maxComputeWorkgroupStorageSize']}`);
+const gpuInfo = await acquireTestGpu('webgpu-schedules');
+const gpu = gpuInfo.gpu;
 
 function logStats(when: string): void {
   const s = runtimeStats();
@@ -72,13 +54,7 @@ afterAll(async () => {
   await releaseRuntimeDevice();
 });
 
-test('a WebGPU adapter is available (required when REQUIRE_WEBGPU=1)', (ctx) => {
-  if (unexpected) throw unexpected;
-  if (!gpu) {
-    if (REQUIRE) throw new Error(`REQUIRE_WEBGPU=1 but ${unavailable}`);
-    ctx.skip();
-  }
-});
+test('a WebGPU adapter is available (required when REQUIRE_WEBGPU=1)', (ctx) => requireGpu(gpuInfo, () => ctx.skip()));
 
 // ---- helpers --------------------------------------------------------------------------
 
@@ -317,285 +293,141 @@ describe.skipIf(!gpu)('WebGPU runtime machinery', { timeout: 60_000 }, () => {
   });
 });
 
-// ---- 2. the schedules, property-tested against the float64 reference -------------------
+// ---- 2. the schedules, property-tested against the float64 truth ------------------------
 
-const TOL = 1e-5;
-const GAMMA_MAX = 1 - 2 ** -20;
-const RUNS_SCALE = Number(process.env['FC_RUNS_SCALE'] ?? '1') > 0 ? Number(process.env['FC_RUNS_SCALE'] ?? '1') : 1;
-const SEED = process.env['FC_SEED'] ? Number(process.env['FC_SEED']) | 0 : 0x9e_b6_20_25;
-/** The reference interpreter costs ~0.5 us per unit of B*H*T(T+1)/2*K*V (forward + gradient). */
-const COST_CAP = Number(process.env['FC_COST_CAP'] ?? 600_000);
-
-const programs = new Map<string, ReturnType<typeof loadProgram>>();
-function loadFn(file: string, name: string): CheckedFn {
-  let p = programs.get(file);
-  if (!p) programs.set(file, (p = loadProgram(fileURLToPath(new URL(`../models/${file}.ret`, import.meta.url)))));
-  const fn = p.checked?.fns.get(name);
-  if (!fn) throw new Error(`models/${file}.ret: no fn '${name}' (${p.diagnostics.map((d) => d.message).join('; ')})`);
-  return fn;
-}
-
-/** mulberry32 */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Values rounded to float32, so the reference and the GPU see the same inputs. */
-const tensor = (shape: number[], f: () => number): Value => ({ shape, data: Float64Array.from({ length: numel(shape) }, () => Math.fround(f())) });
+const SEED = fcSeed('webgpu-schedules');
+/** Per-property time limit (runs only: a failure ends the property without shrinking). */
+const TIME_LIMIT_MS = Number(process.env['FC_TIME_LIMIT_MS'] ?? 480_000);
 
 function retentionInputs(B: number, H: number, T: number, Kd: number, Vd: number): Map<string, Value> {
   const r = prng(1);
-  const u = () => r() * 2 - 1;
-  return new Map([['q', tensor([B, H, T, Kd], u)], ['k', tensor([B, H, T, Kd], u)], ['v', tensor([B, H, T, Vd], u)], ['gamma', tensor([H], () => 0.9)]]);
-}
-
-/** `runs`: cases per form, the edge cases (EXAMPLES) included. */
-interface Family { file: string; name: string; decay: 'gamma' | 'gate' | 'none'; state: boolean; runs: number }
-const FAMILIES: Family[] = [
-  { file: 'retention', name: 'retention', decay: 'gamma', state: false, runs: 8 },
-  { file: 'retention', name: 'retention_state', decay: 'gamma', state: true, runs: 7 },
-  { file: 'linear_attention', name: 'linear_attention', decay: 'none', state: false, runs: 6 },
-  { file: 'gated_retention', name: 'gated_retention', decay: 'gate', state: false, runs: 7 },
-];
-
-interface Case {
-  B: number; H: number; T: number; K: number; V: number; chunk: number;
-  /** Decay per head; exactly 1 is allowed (no decay). */
-  gammas: number[];
-  /** Scale of the log gates g = -gate * u^2 (0: every gate is 1). */
-  gate: number;
-  data: number;
-}
-
-const cost = (c: Case): number => c.B * c.H * (c.T * (c.T + 1)) / 2 * c.K * c.V;
-
-/** Shrinks K and V (then B, H) until the reference cost is under the cap; T and the chunk stay. */
-function fit(c0: Case): Case {
-  const c = { ...c0, gammas: [...c0.gammas] };
-  while (cost(c) > COST_CAP && (c.K > 4 || c.V > 4)) {
-    if (c.K >= c.V) c.K = Math.max(4, Math.floor(c.K * 0.8)); else c.V = Math.max(4, Math.floor(c.V * 0.8));
-  }
-  while (cost(c) > COST_CAP && c.B * c.H > 1) { if (c.B > 1) c.B--; else c.H--; }
-  while (cost(c) > COST_CAP && (c.K > 1 || c.V > 1)) { if (c.K >= c.V) c.K--; else c.V--; }
-  c.gammas = c.gammas.slice(0, c.H);
-  return c;
-}
-
-/** Chunk sizes whose workgroup memory (4 * chunk^2 bytes) fits the adapter. */
-function chunkArb(): fc.Arbitrary<number> {
-  const mem = gpu ? gpu.info.limits['maxComputeWorkgroupStorageSize'] ?? 16384 : 16384;
-  const max = Math.floor(Math.sqrt(mem / 4));
-  return fc.oneof(fc.constantFrom(...[1, 2, 4, 8, 16, 32, 64].filter((c) => c <= max)), fc.integer({ min: 1, max: Math.min(64, max) }));
-}
-
-const caseArb: fc.Arbitrary<Case> = fc.record({
-  B: fc.integer({ min: 1, max: 2 }),
-  H: fc.integer({ min: 1, max: 2 }),
-  T: fc.oneof(fc.integer({ min: 1, max: 200 }), fc.integer({ min: 1, max: 24 })),
-  K: fc.integer({ min: 1, max: 64 }),
-  V: fc.integer({ min: 1, max: 64 }),
-  chunk: chunkArb(),
-  gammas: fc.array(fc.oneof(fc.constant(1), fc.constant(GAMMA_MAX), fc.double({ min: 0.5, max: GAMMA_MAX, noNaN: true })), { minLength: 2, maxLength: 2 }),
-  gate: fc.constantFrom(0, 0.1, 1),
-  data: fc.integer({ min: 0, max: 0x7fffffff }),
-}).map(fit);
-
-/** Edge cases, run first: T below the chunk, T = 1, T not a multiple, K = V = 64 (chunk 16 and 64), gamma 1. */
-const EXAMPLES: Case[] = [
-  { B: 1, H: 2, T: 11, K: 64, V: 64, chunk: 16, gammas: [1, GAMMA_MAX], gate: 1, data: 1 },
-  { B: 2, H: 1, T: 200, K: 2, V: 7, chunk: 64, gammas: [0.5, 1], gate: 0.1, data: 2 },
-  { B: 1, H: 1, T: 1, K: 7, V: 63, chunk: 32, gammas: [0.75, 1], gate: 0, data: 3 },
-  { B: 1, H: 1, T: 12, K: 64, V: 64, chunk: 64, gammas: [GAMMA_MAX, 1], gate: 0.1, data: 4 },
-].map(fit);
-
-function familyInputs(f: Family, c: Case): Map<string, Value> {
-  const r = prng(c.data);
-  const u = () => r() * 2 - 1;
-  const m = new Map<string, Value>([
-    ['q', tensor([c.B, c.H, c.T, c.K], u)], ['k', tensor([c.B, c.H, c.T, c.K], u)], ['v', tensor([c.B, c.H, c.T, c.V], u)],
-  ]);
-  if (f.decay === 'gamma') m.set('gamma', { shape: [c.H], data: Float64Array.from(c.gammas.slice(0, c.H), (g) => Math.fround(g)) });
-  if (f.decay === 'gate') m.set('g', tensor([c.B, c.H, c.T], () => -c.gate * r() ** 2));
-  if (f.state) m.set('s0', tensor([c.B, c.H, c.K, c.V], u));
-  return m;
-}
-
-interface Reference {
-  inputs: Map<string, Value>; ups: Map<string, Value>; outs: Map<string, Value>; grads: Map<string, Value>;
-  /** RMS of the natural scale of the decay gradient (see decayScale), 0 without one. */
-  decayScale: number;
-}
-const refs = new Map<string, Reference>();
-const gradFns = new Map<CheckedFn, CheckedFn>();
-const refTime = { ms: 0, cases: 0 };
-
-/** The float64 reference of a case, computed once and shared by the three forms. */
-function reference(f: Family, fn: CheckedFn, c: Case): Reference {
-  const key = `${f.name}|${JSON.stringify({ ...c, chunk: 0 })}`;
-  let ref = refs.get(key);
-  if (ref) return ref;
-  const t0 = performance.now();
-  const inputs = familyInputs(f, c);
-  const outs = runFunction(fn, inputs);
-  const r = prng(c.data ^ 0x55aa55aa);
-  const ups = new Map<string, Value>();
-  for (const o of fn.outputs) ups.set(upstreamName(o.name), tensor(outs.get(o.name)!.shape, () => r() * 2 - 1));
-  let g = gradFns.get(fn);
-  if (!g) gradFns.set(fn, (g = toChecked(gradient(lowerFn(fn)))));
-  const grads = runFunction(g, new Map([...inputs, ...ups]));
-  refTime.ms += performance.now() - t0;
-  refTime.cases++;
-  if (refs.size > 64) refs.clear();
-  refs.set(key, (ref = { inputs, ups, outs, grads, decayScale: decayScale(f, c, inputs, ups) }));
-  return ref;
+  return new Map([['q', uniform([B, H, T, Kd], r)], ['k', uniform([B, H, T, Kd], r)], ['v', uniform([B, H, T, Vd], r)], ['gamma', tensor([H], () => 0.9)]]);
 }
 
 /**
- * The natural scale of a decay gradient: grad.gamma[h] and grad.g[b, h, u] are sums of O(B T^2)
- * products of random sign, and a draw where they cancel leaves a result far below the size of
- * its terms, relative to which no float32 evaluation can reach 1e-5. Float32 summation error
- * scales with the root sum of squares of the summed terms, so that is the scale (its RMS over
- * the tensor). Terms, with d = grad.o, dS = grad.sT, s0 the initial state:
- *   gamma: (t-s) gamma^(t-s-1) (q[t].k[s]) (v[s].d[t]) for s < t; with a state also
- *          (t+1) gamma^t q[t] s0 d[t],  T gamma^(T-1) (s0 . dS),  (T-1-s) gamma^(T-2-s) k[s] dS v[s];
- *   g[u]:  exp(G[t] - G[s]) (q[t].k[s]) (v[s].d[t]) for s < u <= t (G the cumulative sum of g).
+ * One fixed case, run first: T = 1 with V = 63 (one workgroup, most of it idle). The time goes to
+ * random cases (as many as on the CPU executor) and to the fixed real-size cases below.
  */
-function decayScale(f: Family, c: Case, inputs: ReadonlyMap<string, Value>, ups: ReadonlyMap<string, Value>): number {
-  if (f.decay === 'none') return 0;
-  const { B, H, T, K: Kd, V: Vd } = c;
-  const q = inputs.get('q')!.data, k = inputs.get('k')!.data, v = inputs.get('v')!.data, d = ups.get('grad.o')!.data;
-  const qk = (bh: number, t: number, s: number): number => { let x = 0; for (let i = 0; i < Kd; i++) x += q[(bh * T + t) * Kd + i]! * k[(bh * T + s) * Kd + i]!; return x; };
-  const vd = (bh: number, t: number, s: number): number => { let x = 0; for (let j = 0; j < Vd; j++) x += v[(bh * T + s) * Vd + j]! * d[(bh * T + t) * Vd + j]!; return x; };
-  let sumSq = 0; // over the tensor's elements, of each element's sum of squared terms
-  let count = 0;
-  if (f.decay === 'gate') {
-    const g = inputs.get('g')!.data;
-    for (let bh = 0; bh < B * H; bh++) {
-      const G = new Float64Array(T);
-      for (let t = 0, acc = 0; t < T; t++) G[t] = acc += g[bh * T + t]!;
-      // Term (t, s) belongs to every u in s+1..t: a difference array over u.
-      const diff = new Float64Array(T + 1);
-      for (let t = 1; t < T; t++) for (let s = 0; s < t; s++) {
-        const e = (Math.exp(G[t]! - G[s]!) * qk(bh, t, s) * vd(bh, t, s)) ** 2;
-        diff[s + 1]! += e;
-        diff[t + 1]! -= e;
-      }
-      for (let u = 0, acc = 0; u < T; u++) sumSq += Math.max(0, (acc += diff[u]!));
-      count += T;
-    }
-    return Math.sqrt(sumSq / Math.max(count, 1));
+const EXAMPLES: Case[] = [
+  { B: 1, H: 1, T: 1, K: 7, V: 63, chunk: 32, gammas: [0.75], gate: 'zeros', data: 3, tKind: 'one' },
+];
+
+/** The largest chunk whose score tile (4 chunk^2 bytes) fits this adapter's workgroup memory. */
+const MAX_CHUNK = Math.min(128, Math.floor(Math.sqrt((gpu?.info.limits['maxComputeWorkgroupStorageSize'] ?? 16384) / 4)));
+const limits = limitsOf(gpu?.info.limits ?? {});
+
+const gpuTime = { ms: 0, runs: 0, cpuMs: 0, truthMs: 0, cases: 0 };
+const worst = new Worst();
+/** Chunks made smaller than drawn because the plan's workgroup memory did not fit the adapter. */
+const refitted: string[] = [];
+const truths = new Map<string, Truth>();
+
+/** The float64 truth of a case, computed once and shared by the three forms. */
+function truthFor(f: Family, fn: CheckedFn, c: Case): Truth {
+  const key = `${f.name}|${JSON.stringify({ ...c, chunk: 0, tKind: '' })}`;
+  let t = truths.get(key);
+  if (!t) {
+    t = truthOf(fn, f, c);
+    gpuTime.truthMs += t.ms;
+    gpuTime.cases++;
+    if (truths.size > 32) truths.clear();
+    truths.set(key, t);
   }
-  const gam = inputs.get('gamma')!.data;
-  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-    const bh = b * H + h;
-    const y = gam[h]!;
-    for (let t = 1; t < T; t++) for (let s = 0; s < t; s++) sumSq += ((t - s) * y ** (t - s - 1) * qk(bh, t, s) * vd(bh, t, s)) ** 2;
-    if (f.state) {
-      const s0 = inputs.get('s0')!.data, dS = ups.get('grad.sT')!.data;
-      const at = (i: number, j: number): number => (bh * Kd + i) * Vd + j;
-      for (let t = 0; t < T; t++) {
-        let x = 0;
-        for (let i = 0; i < Kd; i++) for (let j = 0; j < Vd; j++) x += q[(bh * T + t) * Kd + i]! * s0[at(i, j)]! * d[(bh * T + t) * Vd + j]!;
-        sumSq += ((t + 1) * y ** t * x) ** 2;
-      }
-      let x = 0;
-      for (let i = 0; i < Kd * Vd; i++) x += s0[bh * Kd * Vd + i]! * dS[bh * Kd * Vd + i]!;
-      sumSq += (T * y ** (T - 1) * x) ** 2;
-      for (let s = 0; s + 1 < T; s++) {
-        let z = 0;
-        for (let i = 0; i < Kd; i++) for (let j = 0; j < Vd; j++) z += k[(bh * T + s) * Kd + i]! * dS[at(i, j)]! * v[(bh * T + s) * Vd + j]!;
-        sumSq += ((T - 1 - s) * y ** (T - 2 - s) * z) ** 2;
-      }
-    }
-  }
-  return Math.sqrt(sumSq / H);
+  return t;
 }
 
-/** RMS(a - b) and RMS(b). */
-function rms(a: ArrayLike<number>, b: ArrayLike<number>): { diff: number; ref: number } {
-  let n = 0;
-  let d = 0;
-  for (let i = 0; i < b.length; i++) { const e = a[i]! - b[i]!; n += e * e; d += b[i]! * b[i]!; }
-  const len = Math.max(b.length, 1);
-  return { diff: Math.sqrt(n / len), ref: Math.sqrt(d / len) };
+/**
+ * The plans of a case: its chunk if every kernel fits this adapter, else the largest smaller
+ * chunk that does (a chunk too big is refused by the runtime in one line; here the size stays
+ * and the chunk goes down, and the case is listed after the run).
+ */
+function plansFor(fn: CheckedFn, form: Form, c: Case): { fwd: Plan; bwd: Plan; chunk: number } {
+  const planOf = (chunk: number, backward: boolean): Plan => plan(fn, form, chunk, backward, { K: c.K, V: c.V });
+  const fits = (p: Plan): boolean => p.launches.every((l) => kernelLimitProblem(l.kernel, { schedule: p.schedule, how: l.how }, limits) === undefined);
+  for (let chunk = c.chunk; ; chunk = Math.max(1, Math.floor(chunk / 2))) {
+    const fwd = planOf(chunk, false), bwd = planOf(chunk, true);
+    if (fits(fwd) && fits(bwd)) {
+      if (chunk !== c.chunk) refitted.push(`${fn.name} ${form} ${describeCase(c)}: chunk ${chunk}`);
+      return { fwd, bwd, chunk };
+    }
+    if (chunk === 1) throw new Error(`${fn.name} ${form} K=${c.K} V=${c.V}: no chunk fits this adapter: ${[...fwd.launches, ...bwd.launches].map((l) => kernelLimitProblem(l.kernel, { schedule: fwd.schedule, how: l.how }, limits)).find(Boolean)}`);
+  }
 }
 
-const DECAY_GRADS = new Set(['grad.gamma', 'grad.g']);
-const gpuTime = { ms: 0, runs: 0 };
-/** Worst relative RMSE per (function, form, tensor); decay gradients against their scale. */
-const worst = new Map<string, number>();
-/** Decay gradients accepted because the CPU executor's float32 run of the same plan is no closer. */
-const planLimited: string[] = [];
-
-async function checkCase(f: Family, form: Form, c: Case): Promise<void> {
+/**
+ * One case on WebGPU: outputs and gradients within TOL of the float64 truth; decay gradients
+ * against max(RMS ref, natural scale), and for those the CPU executor's float32 run of the same
+ * backward plan is held to the same bar (each bounded against the truth, neither against the other).
+ */
+async function checkCase(f: Family, form: Form, c: Case, local?: Worst, plainDecay = false): Promise<void> {
   const fn = loadFn(f.file, f.name);
-  const ref = reference(f, fn, c);
-  const sizes: Record<string, number> = { K: c.K, V: c.V };
-  const planFor = (backward: boolean): Plan => {
-    const constants = new Map(specialisedSizes(fn, backward).map((s) => [s, sizes[s]!] as const));
-    return compilePlan(fn, makeSchedule(form, c.chunk), { backward, constants });
-  };
-  const bwdPlan = planFor(true);
-  const bwdInputs = new Map([...ref.inputs, ...ref.ups]);
+  const truth = truthFor(f, fn, c);
+  const { fwd: fwdPlan, bwd: bwdPlan, chunk } = plansFor(fn, form, c);
+  const bwdInputs = new Map([...truth.inputs, ...truth.ref.ups]);
   const t0 = performance.now();
-  const fwd = await runPlanWebGPU(planFor(false), ref.inputs);
+  const fwd = await runPlanWebGPU(fwdPlan, truth.inputs);
   const bwd = await runPlanWebGPU(bwdPlan, bwdInputs);
-  gpuTime.ms += performance.now() - t0;
+  const ms = performance.now() - t0;
+  gpuTime.ms += ms;
   gpuTime.runs += 2;
-  if (process.env['RN_CASES']) console.log(`[case] ${f.name} ${form} ${JSON.stringify(c)} gpu ${(performance.now() - t0).toFixed(0)} ms`);
-  const errs: string[] = [];
-  const label = `${f.name} ${form} ${JSON.stringify(c)}`;
-  const check = (what: string, got: { shape: number[]; data: ArrayLike<number> } | undefined, want: Value): void => {
-    if (!got) { errs.push(`${what}: missing`); return; }
-    if (got.shape.join() !== want.shape.join()) { errs.push(`${what}: shape [${got.shape}] != [${want.shape}]`); return; }
-    const e = rms(got.data, want.data);
-    let nonFinite = 0;
-    for (let i = 0; i < got.data.length; i++) if (!Number.isFinite(got.data[i]!)) nonFinite++;
-    const decay = DECAY_GRADS.has(what);
-    const scale = decay ? Math.max(e.ref, ref.decayScale) : e.ref;
-    const relErr = scale > 0 ? e.diff / scale : e.diff;
-    const key = `${f.name} ${form} ${what}${decay ? ' (vs its natural scale)' : ''}`;
-    worst.set(key, Math.max(worst.get(key) ?? 0, relErr));
-    if (nonFinite === 0 && relErr <= TOL) return;
-    if (decay && nonFinite === 0) {
-      // Is the error the plan's (its float32 arithmetic) rather than WebGPU's? The CPU executor
-      // runs the same kernels with exact semantics (transcendentals to 0.5 ulp).
-      const cpu = rms(runPlanCpu(bwdPlan, bwdInputs).get(what)!.data, want.data);
-      if (e.diff <= 2 * cpu.diff) {
-        planLimited.push(`${label} ${what}: RMS error ${e.diff.toExponential(2)} = ${relErr.toExponential(2)} of its scale; the CPU executor's ${cpu.diff.toExponential(2)}`);
-        return;
-      }
-      errs.push(`${what}: RMS error ${e.diff.toExponential(2)} is ${relErr.toExponential(2)} of max(RMS ref, natural scale) = ${scale.toExponential(2)}, and the CPU executor's float32 run of the plan has ${cpu.diff.toExponential(2)}`);
-      return;
-    }
-    errs.push(`${what}: relative RMSE ${relErr.toExponential(2)}${nonFinite ? ` (${nonFinite} non-finite values)` : ''}`);
+  if (process.env['RN_CASES']) console.log(`[case] ${f.name} ${form} ${describeCase(c)} webgpu ${ms.toFixed(0)} ms`);
+  const problems: string[] = [];
+  const label = (what: string): string => `${f.name} ${form} chunk=${chunk} ${what}`;
+  const key = (what: string, dev = 'webgpu'): string => `${f.name} ${form} ${what}${dev === 'webgpu' ? '' : ` (${dev})`}`;
+  const notes = [worst, ...(local ? [local] : [])];
+  const check = (what: string, got: Parameters<typeof checkTensor>[2], want: Value, scale?: Value, dev = 'webgpu'): void => {
+    for (const w of notes) checkTensor(`${label(what)}${dev === 'webgpu' ? '' : ` on the ${dev}`}`, key(what, dev), got, want, w === worst ? problems : [], w, scale);
   };
-  for (const [name, v] of ref.outs) check(name, fwd.get(name), v);
-  for (const [name, v] of ref.grads) check(name, bwd.get(name), v);
-  if (errs.length) throw new Error(`${label}: ${errs.join('; ')}`);
+  for (const [name, want] of truth.ref.outs) check(name, fwd.get(name), want);
+  let cpu: Map<string, { shape: number[]; data: Float32Array | Int32Array }> | undefined;
+  for (const [name, want] of truth.ref.grads) {
+    if (!DECAY_GRADS.has(name)) { check(name, bwd.get(name), want); continue; }
+    const scale = plainDecay ? undefined : truth.scale;
+    check(name, bwd.get(name), want, scale);
+    if (!cpu) {
+      const c0 = performance.now();
+      cpu = runPlan(bwdPlan, bwdInputs);
+      gpuTime.cpuMs += performance.now() - c0;
+    }
+    check(name, cpu.get(name), want, scale, 'cpu executor');
+  }
+  if (problems.length) throw new Error(`${f.name} ${form}, ${describeCase(c)} (reproduce with FC_SEED=${SEED}):\n  ${problems.join('\n  ')}`);
 }
 
 describe.skipIf(!gpu).each(FORMS)('%s schedule on WebGPU', { timeout: 600_000 }, (form) => {
   afterAll(() => logStats(`the ${form} schedule`));
-  test.each(FAMILIES)(`$name: outputs and gradients agree with the float64 reference to relative RMSE <= ${TOL.toExponential(0)}`, async (f) => {
-    await fc.assert(fc.asyncProperty(caseArb, (c) => checkCase(f, form, c)), {
-      seed: SEED ^ f.name.length, numRuns: Math.max(1, Math.round(f.runs * RUNS_SCALE)), examples: EXAMPLES.map((c) => [c]), endOnFailure: true,
+  test.each(FAMILIES)(`$name: outputs and gradients agree with the float64 truth to relative RMSE <= ${TOL.toExponential(0)}`, async (f) => {
+    const randomRuns = Math.max(1, Math.round(RANDOM_RUNS * runsScale()));
+    const runs = await assertProperty(caseArb(MAX_CHUNK), (c) => checkCase(f, form, c), {
+      seed: seedFor(SEED, f.name), randomRuns, examples: EXAMPLES, timeLimitMs: TIME_LIMIT_MS, endOnFailure: true,
     });
+    expect(runs).toBe(EXAMPLES.length + randomRuns);
   });
 });
 
+// The Done-when cases as fixed examples: retention, every schedule, forward and backward (grad
+// q, k, v, gamma), at K = 256, V = 432 and at K = V = 128, T ragged against the chunk, within
+// relative RMSE 1e-5 of the float64 truth, grad.gamma under the plain relative RMSE (no natural
+// scale), on WebGPU and (grad.gamma) on the CPU executor.
+describe.skipIf(!gpu)('retention at the real head sizes on WebGPU (fixed cases)', { timeout: 300_000 }, () => {
+  const f = FAMILIES[0]!;
+  for (const c of DONE_WHEN) {
+    test.each(FORMS)(`K=${c.K} V=${c.V} T=${c.T} chunk=${c.chunk} %s: o, grad.q, grad.k, grad.v, grad.gamma within ${TOL}`, async (form) => {
+      const local = new Worst();
+      const t0 = performance.now();
+      let err: unknown;
+      try { await checkCase(f, form, c, local, true); } catch (e) { err = e; }
+      console.log(`[webgpu-schedules] ${describeCase(c)} ${form} (${((performance.now() - t0) / 1000).toFixed(1)} s): relative RMSE ${local.lines().join(', ')}`);
+      if (err) throw err;
+    });
+  }
+});
+
 afterAll(() => {
-  if (refTime.cases || gpuTime.runs) {
-    console.log(`[webgpu-schedules] reference: ${refTime.cases} cases in ${(refTime.ms / 1000).toFixed(1)} s; WebGPU: ${gpuTime.runs} plan runs in ${(gpuTime.ms / 1000).toFixed(1)} s`);
-    console.log(`[webgpu-schedules] worst relative RMSE:\n  ${[...worst].map(([k, v]) => `${k}: ${v.toExponential(2)}`).join('\n  ')}`);
-    if (planLimited.length) console.log(`[webgpu-schedules] decay gradients limited by the plan's float32 arithmetic (WebGPU within 2x of the CPU executor):\n  ${planLimited.join('\n  ')}`);
+  if (gpuTime.cases || gpuTime.runs) {
+    console.log(`[webgpu-schedules] seed ${SEED}: float64 truth for ${gpuTime.cases} cases in ${(gpuTime.truthMs / 1000).toFixed(1)} s; WebGPU: ${gpuTime.runs} plan runs in ${(gpuTime.ms / 1000).toFixed(1)} s; CPU executor (decay gradients): ${(gpuTime.cpuMs / 1000).toFixed(1)} s`);
+    console.log(`[webgpu-schedules] worst relative RMSE (decay gradients against max(RMS ref, natural scale)):\n  ${worst.lines().join('\n  ')}`);
+    if (refitted.length) console.log(`[webgpu-schedules] chunks lowered to fit the adapter's workgroup memory:\n  ${refitted.join('\n  ')}`);
   }
 });
 

@@ -1,7 +1,8 @@
 // Shared helpers for the schedule / gradient tests: deterministic random tensors (rounded to
 // float32 so that the float64 reference and the float32 plans see identical inputs), the
-// relative RMSE metric, the float64 reference (forward and literal gradient), and compiled
-// plans run on the CPU kernel-IR executor.
+// relative RMSE metric, the float64 references (the literal interpreter and literal gradient;
+// the fast recurrent form for the family functions), compiled plans run on the CPU kernel-IR
+// executor, and fast-check properties that cannot pass quietly (fcSeed, assertProperty).
 import { loadProgram } from '../../dsl/program.js';
 import type { CheckedFn } from '../../dsl/checked.js';
 import { runFunction, type Value } from '../../dsl/reference/interpreter.js';
@@ -10,6 +11,8 @@ import { makeSchedule, type Form } from '../../compiler/schedule.js';
 import { toChecked, lowerFn } from '../../compiler/ir.js';
 import { gradient, upstreamName } from '../../compiler/autodiff.js';
 import { runPlanCpu } from '../../runtime/plan-runner.js';
+import fc from 'fast-check';
+import { fastRun, isFastFamily } from './fast-reference.js';
 
 export type { Value };
 
@@ -137,17 +140,81 @@ export function runPlan(p: Plan, inputs: ReadonlyMap<string, Value>): Map<string
   return runPlanCpu(p, inputs);
 }
 
-/** The seed for fast-check: FC_SEED from the environment, else `fallback`. */
-export function fcSeed(fallback: number): number {
+/**
+ * The seed for a test file's fast-check properties: FC_SEED from the environment when set (an
+ * integer), else a fresh random one, so that CI does not replay the same cases forever. Logs one
+ * line `[tag] fast-check seed N (reproduce with FC_SEED=N)`; call it once per file.
+ */
+export function fcSeed(tag: string): number {
   const s = process.env.FC_SEED;
-  if (s === undefined || s === '') return fallback;
-  const n = Number(s);
-  if (!Number.isInteger(n)) throw new Error(`FC_SEED must be an integer, got '${s}'`);
-  return n | 0;
+  let seed: number;
+  if (s === undefined || s === '') seed = (Math.random() * 2 ** 32) | 0;
+  else {
+    const n = Number(s);
+    if (!Number.isInteger(n)) throw new Error(`FC_SEED must be an integer, got '${s}'`);
+    seed = n | 0;
+  }
+  console.log(`[${tag}] fast-check seed ${seed} (reproduce with FC_SEED=${seed})${s ? ' from FC_SEED' : ''}`);
+  return seed;
+}
+
+/** A property's seed from the file's seed and a name (FNV-1a): different functions get different cases. */
+export function seedFor(seed: number, name: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+  return (seed ^ h) | 0;
 }
 
 /** Scale for the number of runs: FC_RUNS_SCALE (default 1). */
 export function runsScale(): number {
   const s = Number(process.env.FC_RUNS_SCALE ?? '1');
   return Number.isFinite(s) && s > 0 ? s : 1;
+}
+
+export interface PropertyOptions<T> {
+  seed: number;
+  /** Random cases, run after the examples. */
+  randomRuns: number;
+  /** Fixed cases, run first. */
+  examples: readonly T[];
+  /** Wall-clock limit of the whole property (runs and shrinking); reaching it is a failure. */
+  timeLimitMs: number;
+  /** Stop at the first failure without shrinking (for expensive cases). */
+  endOnFailure?: boolean;
+}
+
+/**
+ * Runs an async fast-check property that cannot pass quietly: every example and every random
+ * case runs (fast-check counts examples within numRuns, so numRuns = examples + randomRuns),
+ * running out of time is a failure (markInterruptAsFailure), and the number of runs the
+ * property body actually made is asserted afterwards. Returns that number.
+ */
+export async function assertProperty<T>(arb: fc.Arbitrary<T>, body: (c: T) => Promise<void> | void, o: PropertyOptions<T>): Promise<number> {
+  let runs = 0;
+  const numRuns = o.examples.length + o.randomRuns;
+  const property = fc.asyncProperty(arb, async (c) => {
+    runs++;
+    // Let vitest's worker talk to the main process between runs.
+    await new Promise((resolve) => setImmediate(resolve));
+    await body(c);
+  });
+  await fc.assert(property, {
+    seed: o.seed, numRuns, examples: o.examples.map((e) => [e] as [T]),
+    interruptAfterTimeLimit: o.timeLimitMs, markInterruptAsFailure: true, endOnFailure: o.endOnFailure ?? false, includeErrorInReport: true,
+  });
+  if (runs !== numRuns) throw new Error(`the property ran ${runs} cases, expected ${o.examples.length} examples + ${o.randomRuns} random = ${numRuns}`);
+  return runs;
+}
+
+/**
+ * The float64 reference of a family function of models/ by the fast recurrent form and reverse
+ * scan (tests/helpers/fast-reference.ts, O(B H T K V), cross-checked against the literal
+ * interpreter in tests/fast-reference.test.ts); upstreams drawn as `reference` draws them.
+ */
+export function fastReference(fn: CheckedFn, inputs: ReadonlyMap<string, Value>, rand: () => number): Reference {
+  if (!isFastFamily(fn.name)) throw new Error(`no fast reference for '${fn.name}'`);
+  const fwd = fastRun(fn.name, inputs);
+  const ups = upstreams(fn, fwd.outs, rand);
+  const { outs, grads } = fastRun(fn.name, inputs, ups);
+  return { outs, ups, grads };
 }

@@ -27,11 +27,15 @@ fn retention_bwd_2_map(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
     let i_h: i32 = gid;
     var acc1: f32 = 0.0f;
     for (var b2: i32 = 0; b2 < size_B; b2 += 1) {
+      var part4: f32 = 0.0f;
       for (var t3: i32 = 0; t3 < size_T; t3 += 1) {
-        for (var j4: i32 = 0; j4 < 64; j4 += 1) {
-          acc1 = acc1 + grad_o[((b2 * size_H + i_h) * size_T + t3) * 64 + j4] * _y1_6[((b2 * size_H + i_h) * size_T + t3) * 64 + j4];
+        var part6: f32 = 0.0f;
+        for (var j5: i32 = 0; j5 < 64; j5 += 1) {
+          part6 = part6 + grad_o[((b2 * size_H + i_h) * size_T + t3) * 64 + j5] * _y1_6[((b2 * size_H + i_h) * size_T + t3) * 64 + j5];
         }
+        part4 = part4 + part6;
       }
+      acc1 = acc1 + part4;
     }
     _d_decay1_o_7[gid] = acc1;
   }
