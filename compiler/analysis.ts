@@ -3,9 +3,13 @@
 // whose weight factorises over time as w(t, s) = exp(L(t) - L(s)), with L a sum of terms
 //   fixed:  L(p) = p * lambda          (gamma^(t - s), lambda = log gamma per head)
 //   gated:  L(p) = G[.., p]            (G a cumulative sum of per-step log gates)
-// (no term at all: w = 1, linear attention). For these the recurrent and chunkwise
-// schedules exist. Anything else (softmax attention) gets the parallel schedule only, and
-// `explain` says why.
+// (no term at all: w = 1, linear attention), possibly times the sign (-1)^(t - s) of a
+// negative decay base. Weights are recognised by their algebra, not their spelling: each
+// exp / exp2 factor's exponent is first normalised into a linear form in the two positions
+// (normaliseWeights, linform.ts), so exp(-c * (s - t)), exp(c*t - c*s) and exp2(...) are the
+// fixed decay they equal. For these the recurrent and chunkwise schedules exist. Any other
+// sum over two positions (softmax attention, a window, a two-sided sum) gets the parallel
+// schedule only, and `explain` says why, naming the factor that depends on both positions.
 import type { CVar, ReduceVar } from '../dsl/checked.js';
 import { type Dim, dconst, deq, dimToString } from '../dsl/dims.js';
 import { add, binary, cnst, divN, freeIndices, idx, type IrFn, type IrStmt, ld, mulN, type Node, nodeToString, type ReduceArg, rebuild, reduce, subN, substIndex, unary, walk, withSrc } from './ir.js';
