@@ -84,6 +84,9 @@ fn divok(x: f32[N], d: i32[M]) -> y: f32[N] {
 fn divvalue(x: f32[N], d: i32[M]) -> y: f32[N] {
   y[n] = x[n] + float(n // 0) + 10 * float(n % 0) + 100 * float(n // d[0]) + 1000 * float((n + 1) % d[0])
 }
+fn root(x: f32[M, N]) -> y: f32[M, N] {
+  y[m, n] = sqrt(x[m, n])
+}
 fn affine(x: f32[N], a: f32, eps: f32 = 0.000001) -> y: f32[N] {
   y[n] = x[n] * a + eps
 }
@@ -480,6 +483,19 @@ describe('through the built CLI', () => {
     expect(r.status, r.stderr).toBe(1);
     expect(r.stderr).toMatch(/error: 'window' has no recurrent schedule: .*a window/);
     expect(existsSync(out)).toBe(false);
+  });
+
+  test('run: a NaN outside a function\'s domain is never written silently (reference and cpu)', async () => {
+    const inFile = path.join(dir, 'root-in.safetensors');
+    write(inFile, { x: tensor([2, 2], (i) => [4, -1, 9, -4][i]!) });
+    for (const target of ['reference', 'cpu']) {
+      const out = path.join(dir, `root-${target}.safetensors`);
+      const r = cli('run', srcFile, '--fn', 'root', '--inputs', inFile, '--out', out, '--target', target);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toContain("retnetc: warning: 'y' holds 2 non-finite values, the first NaN at [0, 1]\n");
+      const y = Array.from((await read(out)).get('y')!);
+      expect([y[0], y[2]]).toEqual([2, 3]);
+    }
   });
 
   test('run --target cpu with a scalar given as a 1-element tensor', async () => {

@@ -118,6 +118,11 @@ export async function cmdRun(args: string[]): Promise<number> {
   } finally {
     if (target === 'webgpu') await (await import('../webgpu/runner.js')).releaseRuntimeDevice();
   }
+  // A NaN or an infinity is never written silently: one line names the tensor and the first place.
+  for (const [name, r] of results) {
+    const bad = nonFinite(r.data);
+    if (bad) process.stderr.write(`retnetc: warning: '${name}' holds ${bad.count} non-finite value${bad.count === 1 ? '' : 's'}, the first ${bad.value} at [${unflatten(bad.first, r.shape).join(', ')}]\n`);
+  }
   const tensors = new Map<string, Tensor>();
   for (const [name, r] of results) tensors.set(name, fromFloat64(r.data, r.shape, outDtype ? DTYPE_MAP[outDtype]! : r.dtype));
   try {
@@ -128,6 +133,19 @@ export async function cmdRun(args: string[]): Promise<number> {
   }
   for (const [name, t] of tensors) wroteTensor(name, t.dtype, t.shape, outPath);
   return 0;
+}
+
+function nonFinite(data: ArrayLike<number>): { count: number; first: number; value: number } | undefined {
+  let count = 0;
+  let first = -1;
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) { if (count++ === 0) first = i; }
+  return count ? { count, first, value: data[first]! } : undefined;
+}
+
+function unflatten(i: number, shape: readonly number[]): number[] {
+  const out: number[] = [];
+  for (let d = shape.length - 1; d >= 0; d--) { out.unshift(i % shape[d]!); i = Math.floor(i / shape[d]!); }
+  return out;
 }
 
 /** Runs a compiled plan on a device target. The GPU runtimes load only when asked for. */
