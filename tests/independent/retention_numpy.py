@@ -245,21 +245,19 @@ def main():
     P16, P64, R, C5, C16, C64 = ('parallel', 16), ('parallel', 64), ('recurrent', None), ('chunkwise', 5), ('chunkwise', 16), ('chunkwise', 64)
     # (function, B, H, T, K, V, reference?, cpu schedules, webgpu schedules). Small shapes, with
     # T not a multiple of the chunk and K != V: the reference runs only there (it is O(T^2 K V)).
-    # Big: torchscale's head sizes K = 256, V = 432 (several workgroups along V; T = 40 is two
-    # chunks of 16 and a partial one), and K = V = 128 over two chunks of 64 (the second
-    # partial). T stays small there because `retnetc run` evaluates the float64 reference
-    # forward (O(T^2 K V)) to validate the inputs, on every target. WebGPU
-    # on lavapipe compiles every kernel of a plan per run, so it gets fewer schedules per
-    # case where webgpu-schedules.test.ts already covers the rest.
+    # Big: torchscale's head sizes K = 256, V = 432 (several workgroups along V) and K = V = 128,
+    # T = 130 and 70: two or one full chunks of 64 and a partial one, eight or four chunks of 16
+    # and a partial one. WebGPU on lavapipe compiles every kernel of a plan per run, so it gets
+    # fewer schedules per case where webgpu-schedules.test.ts already covers the rest.
     cases = [
         ('retention', 3, 2, 77, 19, 23, True, [P16, R, C16, C5], [P16, R, C16]),
         ('retention_state', 2, 3, 45, 7, 11, True, [P16, R, C16], [R, C5]),
         ('retention_state', 1, 2, 1, 3, 4, True, [C64], [P16]),
         ('gated_retention', 2, 3, 50, 9, 5, True, [P16, R, C16], [C16, P16]),
-        ('retention', 1, 2, 40, 256, 432, False, [P64, R, C16], [P64, R, C16]),
-        ('retention', 1, 2, 100, 128, 128, False, [P64, R, C64], [P64, R, C64]),
-        ('retention_state', 1, 2, 40, 256, 432, False, [C16], [R]),
-        ('gated_retention', 1, 2, 40, 256, 432, False, [R], [C16]),
+        ('retention', 1, 2, 130, 256, 432, False, [P64, R, C64, C16], [P64, R, C64, C16]),
+        ('retention', 1, 2, 130, 128, 128, False, [P64, R, C64], [P64, R, C64]),
+        ('retention_state', 1, 2, 70, 256, 432, False, [P64, R, C64], [R, C16]),
+        ('gated_retention', 1, 2, 70, 256, 432, False, [P64, R, C64], [P64, C16]),
     ]
     root = tempfile.mkdtemp(prefix='retention_numpy.')
     try:
