@@ -159,6 +159,9 @@ for (const f of FAMILY) {
         evals.n += fd.evals;
         const params = floatParams(fn);
         expect([...fd.dirs.keys()]).toEqual(params);
+        // The decay is differenced coordinate by coordinate, and so are the small q, k, v.
+        if (f.decay) expect(fd.coords.get(f.decay)?.length).toBe(inputs.get(f.decay)!.data.length);
+        if (si === 0) expect([...fd.coords.keys()]).toEqual(expect.arrayContaining(['q', 'k', 'v']));
         const all = new Map([...inputs, ...ups]);
         const problems: string[] = [];
         problems.push(...checkWithTeeth(`${c.label} literal`, runFunction(literalGradient(fn), all), fd, F64, decays, params, `${f.name} literal`));
