@@ -233,11 +233,18 @@ describe('CUDA shared memory', () => {
     const e = emitKernel(plan.launches[0]!.kernel, 'cuda');
     expect(e.dynamicSharedBytes).toBe(128 * 128 * 4);
     expect(emitKernel(compilePlan(fnOf('retention', 'retention'), makeSchedule('parallel', 64), { constants: K64 }).launches[0]!.kernel, 'cuda').dynamicSharedBytes).toBe(0);
-    // Chunkwise: P[8][128] and the reduction of 2 key slices x 64 columns x 8 rows.
+    // Chunkwise: P[8][128]; at K = 64 one thread holds a column's state (no sums over key slices),
+    // the decay gradient's two states take two slices of 32, summed over 2 x 64 threads for 8 rows.
     const cw = emitKernel(compilePlan(fnOf('retention', 'retention'), makeSchedule('chunkwise', 128), { constants: K64 }).launches[0]!.kernel, 'cuda');
     expect(cw.dynamicSharedBytes).toBe(0);
     expect(cw.code).toContain('__shared__ float P[1024];');
-    expect(cw.code).toContain('__shared__ float red[1024];');
+    expect(cw.code).not.toContain('red[');
+    const order1 = compilePlan(fnOf('retention', 'retention'), makeSchedule('chunkwise', 128), { backward: true, constants: K64 }).launches.filter((l) => l.kernel.body.some((s) => s.k === 'local' && s.name === 'S1'));
+    expect(order1).toHaveLength(1);
+    const o1 = emitKernel(order1[0]!.kernel, 'cuda').code;
+    expect(o1).toContain('__shared__ float red[1024];');
+    expect(o1).toContain('float S[32];');
+    expect(o1).toContain('float S1[32];');
   });
 });
 
@@ -319,8 +326,8 @@ describe('CUDA kernels', () => {
   test('extern "C", launch bounds, const __restrict__ reads, ids and barriers', () => {
     const plan = compilePlan(fnOf('retention', 'retention'), makeSchedule('chunkwise', 64), { constants: K64 });
     const code = emitKernel(plan.launches[0]!.kernel, 'cuda').code;
-    // K = 64: two key slices of 32 for each of 64 columns; at least one block per SM, so ptxas does not spill for occupancy.
-    expect(code).toContain('extern "C" __global__ void __launch_bounds__(128, 1) retention_0_chunkwise(');
+    // K = 64: a thread keeps its column's whole state; at least one block per SM, so ptxas does not spill for occupancy.
+    expect(code).toContain('extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(');
     expect(code).toContain('const float* __restrict__ q,');
     expect(code).toContain('float* __restrict__ o,');
     expect(code).toContain('const int tid_x = threadIdx.x;');
@@ -329,7 +336,7 @@ describe('CUDA kernels', () => {
     expect(code).toContain('const int wg_y = rn_blk / rn_grid_x;');
     expect(code).toContain('__syncthreads();');
     expect(code).toContain('__shared__ float P[512];');
-    expect(code).toContain('float S[32];');
+    expect(code).toContain('float S[64];');
     expect(code).toContain('#pragma unroll');
   });
 });

@@ -3,7 +3,7 @@
 // Causal sums scan positions forward, anti-causal ones (gradients) backward; in scan terms
 // both read the same, so each form is written once. A workgroup owns one batch entry and
 // a tile of value columns; in the recurrent and chunkwise forms each thread owns a slice of at
-// most KT_MAX key entries of one column j of the state (tiling), so registers do not grow with K.
+// most STATE_MAX state entries of one column j (tiling the key axis), so registers do not grow with K.
 // Decay weights are exp(L(later) - L(earlier)) computed from differences, never from L alone,
 // so only non-positive numbers are exponentiated.
 import type { Contraction } from '../analysis.js';
@@ -162,8 +162,8 @@ function factor(x: Ctx, which: 'a' | 'b' | 'c', p: KExpr, k: KExpr, out: KStmt[]
   return K.cast(x.L.expr(n, bind, out), 'f32');
 }
 
-/** Most entries of one state column a thread keeps per state array; longer key axes are tiled. */
-const KT_MAX = 32;
+/** Most state entries a thread keeps (all its state arrays together); longer key axes are tiled. */
+const STATE_MAX = 64;
 /** Most threads of a contraction workgroup (WebGPU's guaranteed maxComputeInvocationsPerWorkgroup). */
 const MAX_THREADS = 256;
 /** Rows of a chunk scored, then reduced, together in the chunkwise form. */
@@ -172,11 +172,12 @@ const ROW_BLOCK = 8;
 /**
  * How a workgroup covers the state: WX value columns, each split into NK slices of KT key
  * entries (the last one zero-padded), one slice per thread: WG = WX * NK threads, thread
- * tid = kt * WX + (j mod WX). Each thread's registers hold KT <= KT_MAX entries per state
- * array whatever K is; q . S is the sum of the NK threads' parts (a reduction in shared memory).
+ * tid = kt * WX + (j mod WX). Each thread's registers hold `arrays` x KT <= STATE_MAX state
+ * entries whatever K is (S, and S1 for order-1 contractions); q . S is the sum of the NK
+ * threads' parts (a reduction in shared memory).
  */
-function tiling(Kc: number, Vc: number, cap: number, tileK: boolean): { KT: number; NK: number; WX: number } {
-  const NK = tileK ? Math.max(1, Math.ceil(Kc / KT_MAX)) : 1;
+function tiling(Kc: number, Vc: number, cap: number, arrays: 0 | 1 | 2): { KT: number; NK: number; WX: number } {
+  const NK = arrays ? Math.max(1, Math.ceil((Kc * arrays) / STATE_MAX)) : 1;
   let WX = pow2AtLeast(Vc, cap);
   while (WX > 1 && WX * NK > MAX_THREADS) WX /= 2;
   return { KT: Math.ceil(Kc / NK), NK, WX };
@@ -190,7 +191,7 @@ function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: 
   };
   const Kc = constOf(c.K, 'key');
   const Vc = constOf(c.V, 'value');
-  const { KT, NK, WX } = tiling(Kc, Vc, sched.workgroup.contraction, tileK);
+  const { KT, NK, WX } = tiling(Kc, Vc, sched.workgroup.contraction, tileK ? (c.order === 1 ? 2 : 1) : 0);
   const body: KStmt[] = [];
   // wg.y enumerates batch entries, last batch index fastest.
   const batch = new Map<string, Binding>();

@@ -16,9 +16,8 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 var<workgroup> sa: array<f32, 64>;
 var<workgroup> sb: array<f32, 64>;
-var<workgroup> red: array<f32, 128>;
 
-@compute @workgroup_size(128, 1, 1)
+@compute @workgroup_size(64, 1, 1)
 fn linear_attention_0_recurrent(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let size_B: i32 = params.size_B;
   let size_H: i32 = params.size_H;
@@ -28,15 +27,14 @@ fn linear_attention_0_recurrent(@builtin(local_invocation_id) lid: vec3<u32>, @b
   let wg_y: i32 = i32(wid.y);
   let b_h: i32 = rn_imod(wg_y, size_H);
   let b_b: i32 = rn_idiv(wg_y, size_H);
-  let j: i32 = wg_x * 64 + tid_x % 64;
-  let kt: i32 = tid_x / 64;
-  var S: array<f32, 32>;
-  for (var i: i32 = 0; i < 32; i += 1) {
+  let j: i32 = wg_x * 64 + tid_x;
+  var S: array<f32, 64>;
+  for (var i: i32 = 0; i < 64; i += 1) {
     S[i] = 0.0f;
   }
   for (var n: i32 = 0; n < size_T; n += 1) {
     let p: i32 = n;
-    for (var i: i32 = tid_x; i < 64; i += 128) {
+    for (var i: i32 = tid_x; i < 64; i += 64) {
       sa[i] = q[((b_b * size_H + b_h) * size_T + p) * 64 + i];
       sb[i] = k[((b_b * size_H + b_h) * size_T + p) * 64 + i];
     }
@@ -44,21 +42,13 @@ fn linear_attention_0_recurrent(@builtin(local_invocation_id) lid: vec3<u32>, @b
     if (j < 64) {
       let cj: f32 = v[((b_b * size_H + b_h) * size_T + p) * 64 + j];
       var acc: f32 = 0.0f;
-      for (var i: i32 = 0; i < 32; i += 1) {
-        let gi: i32 = kt * 32 + i;
+      for (var i: i32 = 0; i < 64; i += 1) {
         let sd: f32 = S[i];
-        S[i] = sd + sb[gi] * cj;
-        acc = acc + sa[gi] * S[i];
+        S[i] = sd + sb[i] * cj;
+        acc = acc + sa[i] * S[i];
       }
-      red[tid_x] = acc;
+      o[((b_b * size_H + b_h) * size_T + p) * 64 + j] = acc;
     }
     workgroupBarrier();
-    if (kt == 0 && j < 64) {
-      var tot: f32 = red[tid_x];
-      for (var r: i32 = 1; r < 2; r += 1) {
-        tot = tot + red[r * 64 + tid_x];
-      }
-      o[((b_b * size_H + b_h) * size_T + p) * 64 + j] = tot;
-    }
   }
 }

@@ -27,9 +27,8 @@ struct Params {
 }
 @group(0) @binding(5) var<uniform> params: Params;
 var<workgroup> P: array<f32, 512>;
-var<workgroup> red: array<f32, 1024>;
 
-@compute @workgroup_size(128, 1, 1)
+@compute @workgroup_size(64, 1, 1)
 fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let size_B: i32 = params.size_B;
   let size_H: i32 = params.size_H;
@@ -39,16 +38,15 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
   let wg_y: i32 = i32(wid.y);
   let b_h: i32 = rn_imod(wg_y, size_H);
   let b_b: i32 = rn_idiv(wg_y, size_H);
-  let j: i32 = wg_x * 64 + tid_x % 64;
-  let kt: i32 = tid_x / 64;
-  var S: array<f32, 32>;
-  for (var i: i32 = 0; i < 32; i += 1) {
+  let j: i32 = wg_x * 64 + tid_x;
+  var S: array<f32, 64>;
+  for (var i: i32 = 0; i < 64; i += 1) {
     S[i] = 0.0f;
   }
   for (var c0: i32 = 0; c0 < size_T; c0 += 64) {
     let len: i32 = min(64, size_T - c0);
     for (var r0: i32 = 0; r0 < len; r0 += 8) {
-      for (var e: i32 = tid_x; e < 512; e += 128) {
+      for (var e: i32 = tid_x; e < 512; e += 64) {
         let m: i32 = r0 + e / 64;
         let m2: i32 = e % 64;
         P[e] = 0.0f;
@@ -76,14 +74,13 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
           if (m < len) {
             let pm: i32 = c0 + m;
             var acc: f32 = 0.0f;
-            for (var m2: i32 = kt; m2 < m + 1; m2 += 2) {
+            for (var m2: i32 = 0; m2 < m + 1; m2 += 1) {
               acc = acc + P[mm * 64 + m2] * v[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
             }
             if (c0 > 0) {
               var qs: f32 = 0.0f;
-              for (var i: i32 = 0; i < 32; i += 1) {
-                let gi: i32 = kt * 32 + i;
-                qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + gi] * S[i];
+              for (var i: i32 = 0; i < 64; i += 1) {
+                qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
               }
               var sel1: f32 = 0.0f;
               if (abs(gamma[b_h] - 1.0f) < 0.5f) {
@@ -93,22 +90,11 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
               }
               acc = acc + qs * (exp(f32(pm - pe) * sel1) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0));
             }
-            red[mm * 128 + tid_x] = acc;
+            o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
           }
         }
       }
       workgroupBarrier();
-      if (kt == 0 && j < 64) {
-        for (var mm: i32 = 0; mm < 8; mm += 1) {
-          if (r0 + mm < len) {
-            var tot: f32 = red[mm * 128 + tid_x];
-            for (var r: i32 = 1; r < 2; r += 1) {
-              tot = tot + red[mm * 128 + (r * 64 + tid_x)];
-            }
-            o[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + j] = tot;
-          }
-        }
-      }
     }
     if (j < 64) {
       let pe: i32 = c0 - 1;
@@ -123,7 +109,7 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
         }
         carry = exp(f32(pl - pe) * sel2) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
       }
-      for (var i: i32 = 0; i < 32; i += 1) {
+      for (var i: i32 = 0; i < 64; i += 1) {
         S[i] = carry * S[i];
       }
       for (var m2: i32 = 0; m2 < len; m2 += 1) {
@@ -135,9 +121,8 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
           sel3 = log(abs(gamma[b_h]) + 8.6736174e-19f);
         }
         let wc: f32 = exp(f32(pl - q2) * sel3) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - q2) % 2 != 0) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
-        for (var i: i32 = 0; i < 32; i += 1) {
-          let gi: i32 = kt * 32 + i;
-          let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + gi];
+        for (var i: i32 = 0; i < 64; i += 1) {
+          let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;
         }
       }

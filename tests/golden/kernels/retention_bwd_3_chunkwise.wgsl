@@ -17,9 +17,8 @@ struct Params {
 }
 @group(0) @binding(6) var<uniform> params: Params;
 var<workgroup> P: array<f32, 512>;
-var<workgroup> red: array<f32, 1024>;
 
-@compute @workgroup_size(128, 1, 1)
+@compute @workgroup_size(64, 1, 1)
 fn retention_bwd_3_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let size_B: i32 = params.size_B;
   let size_H: i32 = params.size_H;
@@ -29,16 +28,15 @@ fn retention_bwd_3_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
   let wg_y: i32 = i32(wid.y);
   let b_h: i32 = rn_imod(wg_y, size_H);
   let b_b: i32 = rn_idiv(wg_y, size_H);
-  let j: i32 = wg_x * 64 + tid_x % 64;
-  let kt: i32 = tid_x / 64;
-  var S: array<f32, 32>;
-  for (var i: i32 = 0; i < 32; i += 1) {
+  let j: i32 = wg_x * 64 + tid_x;
+  var S: array<f32, 64>;
+  for (var i: i32 = 0; i < 64; i += 1) {
     S[i] = 0.0f;
   }
   for (var c0: i32 = 0; c0 < size_T; c0 += 64) {
     let len: i32 = min(64, size_T - c0);
     for (var r0: i32 = 0; r0 < len; r0 += 8) {
-      for (var e: i32 = tid_x; e < 512; e += 128) {
+      for (var e: i32 = tid_x; e < 512; e += 64) {
         let m: i32 = r0 + e / 64;
         let m2: i32 = e % 64;
         P[e] = 0.0f;
@@ -60,33 +58,21 @@ fn retention_bwd_3_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
           if (m < len) {
             let pm: i32 = c0 + m;
             var acc: f32 = 0.0f;
-            for (var m2: i32 = kt; m2 < m + 1; m2 += 2) {
+            for (var m2: i32 = 0; m2 < m + 1; m2 += 1) {
               acc = acc + P[mm * 64 + m2] * k[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
             }
             if (c0 > 0) {
               var qs: f32 = 0.0f;
-              for (var i: i32 = 0; i < 32; i += 1) {
-                let gi: i32 = kt * 32 + i;
-                qs = qs + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + gi] * S[i];
+              for (var i: i32 = 0; i < 64; i += 1) {
+                qs = qs + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
               }
               acc = acc + qs * (exp(f32(pm - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0));
             }
-            red[mm * 128 + tid_x] = acc;
+            _d_q_10[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
           }
         }
       }
       workgroupBarrier();
-      if (kt == 0 && j < 64) {
-        for (var mm: i32 = 0; mm < 8; mm += 1) {
-          if (r0 + mm < len) {
-            var tot: f32 = red[mm * 128 + tid_x];
-            for (var r: i32 = 1; r < 2; r += 1) {
-              tot = tot + red[mm * 128 + (r * 64 + tid_x)];
-            }
-            _d_q_10[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + j] = tot;
-          }
-        }
-      }
     }
     if (j < 64) {
       let pe: i32 = c0 - 1;
@@ -95,15 +81,14 @@ fn retention_bwd_3_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
       if (c0 > 0) {
         carry = exp(f32(pl - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
       }
-      for (var i: i32 = 0; i < 32; i += 1) {
+      for (var i: i32 = 0; i < 64; i += 1) {
         S[i] = carry * S[i];
       }
       for (var m2: i32 = 0; m2 < len; m2 += 1) {
         let q2: i32 = c0 + m2;
         let wc: f32 = exp(f32(pl - q2) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - q2) % 2 != 0) * k[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
-        for (var i: i32 = 0; i < 32; i += 1) {
-          let gi: i32 = kt * 32 + i;
-          let bi: f32 = v[((b_b * size_H + b_h) * size_T + q2) * 64 + gi];
+        for (var i: i32 = 0; i < 64; i += 1) {
+          let bi: f32 = v[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;
         }
       }
