@@ -5,7 +5,10 @@
 // under the contract of targets/emitted.ts), compiled by nvcc at run time for the device (a cubin
 // for its sm_XY, else PTX; cached on disk, runtime/cuda/nvcc.ts), loaded through the addon
 // (runtime/cuda/addon) and launched in plan order with its buffers, then its scalars, as
-// parameters; the grid comes from the emitted grid expressions over the scalars.
+// parameters; the grid comes from the emitted grid expressions over the scalars. Past 65535
+// blocks in y (B * H batch entries) a kernel that rebuilds its ids (EmittedKernel.foldY) is
+// launched as (x * y, 1, z). Kernels index with i32: a tensor of 2^31 elements or more is
+// refused in one line before anything is allocated.
 //
 // Where CUDA cannot run, cudaStatus() gives the reason in one line and runPlanCuda rejects with
 // a CudaUnavailableError carrying that line.
