@@ -37,7 +37,7 @@ export function emitKernel(kernel: Kernel, target: TargetName): EmittedKernel {
       buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access, binding: L.bindings[i]!.binding })),
       scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: L.uniform!.fields[i]!.offset })),
       ...(L.uniform ? { uniform: { binding: L.uniform.binding, size: L.uniform.size } } : {}),
-      grid: kernel.grid, foldX: L.foldX, dynamicSharedBytes: 0,
+      grid: kernel.grid, foldX: L.foldX, foldY: L.foldY, dynamicSharedBytes: 0,
     };
   }
   throw new Error(`unknown target '${String(target)}'`);
@@ -68,6 +68,8 @@ export interface ManifestKernel {
   /** The same as kernel IR expression trees (JSON). */
   gridExpr: [KExpr, KExpr, KExpr];
   foldX: boolean;
+  /** The y count is folded where it passes 65535 (targets/emitted.ts says how, per target). */
+  foldY: boolean;
   dynamicSharedBytes: number;
   /** Shared memory the kernel declares, in bytes. */
   sharedBytes: number;
@@ -149,7 +151,7 @@ export function emitPlan(plan: Plan, target: TargetName): EmittedPlan {
     kernels: [...byKernel].map(([k, e]) => ({
       entry: e.entry, file: `${e.entry}.${targetExtension(target)}`, workgroup: e.workgroup,
       grid: e.grid.map((g) => exprToString(g)) as [string, string, string], gridExpr: e.grid,
-      foldX: e.foldX, dynamicSharedBytes: e.dynamicSharedBytes, sharedBytes: sharedBytes(k),
+      foldX: e.foldX, foldY: e.foldY ?? false, dynamicSharedBytes: e.dynamicSharedBytes, sharedBytes: sharedBytes(k),
       buffers: e.buffers.map((b) => ({ name: b.name, binding: b.binding, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access })),
       scalars: e.scalars.map((s) => ({ name: s.name, type: s.type, offset: s.offset })),
       ...(e.uniform ? { uniform: e.uniform } : {}),

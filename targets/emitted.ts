@@ -43,7 +43,9 @@ export interface EmittedKernel {
   foldX: boolean;
   /**
    * CUDA launches at most 65535 blocks in y: where the kernel says so (targets/cuda/legalise.ts),
-   * a y count above that is launched as (x * y, 1, z) and the kernel rebuilds its ids.
+   * a y count above that is launched as (x * y, 1, z) and the kernel rebuilds its ids. WGSL
+   * (targets/wgsl/legalise.ts): a y count (after the x fold) above 65535 is dispatched as
+   * (x, 65535, ceil(y / 65535) * z) and the kernel rebuilds its ids.
    */
   foldY?: boolean;
   /** CUDA: bytes of dynamic shared memory to request at launch (0 when static). */

@@ -37,6 +37,8 @@ const V = 4;
 const GAMMA = 1 - 2 ** -20;
 const GAMMA_HEAD0 = 1 - 2 ** -5;
 const TOL = 1e-4;
+/** Chunkwise at gamma = 1 - 2^-20 (o, grad.q, grad.k, grad.v): measured 3.0e-6 to 4.3e-6 on the CPU executor and WebGPU. */
+const TOL_CHUNKWISE = 1e-5;
 /** Outputs and q, k, v gradients at gamma = 1 - 2^-5 (a memory of 32 steps). */
 const TOL_SHORT_MEMORY = 1e-6;
 /** The recurrent gated forward with gates near 1 (a memory of ~1000 steps). */
@@ -124,16 +126,20 @@ describe.each(DEVICES)('$name', (dev) => {
 
   describe.skipIf(skip)(`T = ${T}, gamma = 1 - 2^-20, K = V = ${K}`, () => {
     for (const form of ['recurrent', 'chunkwise'] as Form[]) {
-      test(`${form} forward: finite and within relative RMSE ${TOL} of the float64 recurrence`, async () => {
+      // Chunkwise sums each chunk in a tree-like order and carries the state T / C times, so it
+      // holds a tighter bar than the 65536-step recurrence; its carry weight takes the accurate
+      // exp (stepExp): with the GPU exp, WebGPU was 2.6e-5 here against 3.2e-6 on the CPU.
+      const tol = form === 'chunkwise' ? TOL_CHUNKWISE : TOL;
+      test(`${form} forward: finite and within relative RMSE ${tol} of the float64 recurrence`, async () => {
         const want = truthOf(`retention ${GAMMA}`, 'retention', retentionInputs(GAMMA), true);
         const { out, seconds } = await timed(plan(loadFn('retention', 'retention'), form, CHUNK, false, { K, V }), retentionInputs(GAMMA));
         expect(out.get('o')!.shape).toEqual([1, 1, T, V]);
-        expectClose(`gamma = 1 - 2^-20 ${form} forward`, out, want.outs, ['o'], TOL, seconds);
+        expectClose(`gamma = 1 - 2^-20 ${form} forward`, out, want.outs, ['o'], tol, seconds);
       }, 180_000);
-      test(`${form} backward: q, k, v gradients within relative RMSE ${TOL}, grad.gamma within relative error ${TOL}`, async () => {
+      test(`${form} backward: q, k, v gradients within relative RMSE ${tol}, grad.gamma within relative error ${TOL}`, async () => {
         const want = truthOf(`retention ${GAMMA}`, 'retention', retentionInputs(GAMMA), true);
         const { out, seconds } = await timed(plan(loadFn('retention', 'retention'), form, CHUNK, true, { K, V }), new Map([...retentionInputs(GAMMA), ...ups]));
-        expectClose(`gamma = 1 - 2^-20 ${form} backward`, out, want.grads, ['grad.q', 'grad.k', 'grad.v'], TOL, seconds);
+        expectClose(`gamma = 1 - 2^-20 ${form} backward`, out, want.grads, ['grad.q', 'grad.k', 'grad.v'], tol, seconds);
         expect(countNonFinite(out.get('grad.gamma')!.data)).toBe(0);
         expectGamma(`gamma = 1 - 2^-20 ${form} backward`, out, want.grads.get('grad.gamma')!.data[0]!);
       }, 180_000);

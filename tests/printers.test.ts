@@ -204,10 +204,24 @@ describe('WGSL uniforms, bindings and the fold', () => {
     const e = emitKernel(g(bin('/', add(v('n'), i32(3)), i32(4))), 'wgsl');
     expect(e.foldX).toBe(true);
     expect(e.code).toContain('let rn_grid_x: i32 = (n + 3) / 4;');
-    expect(e.code).toContain('let wg_x: i32 = i32(wid.x) + i32(wid.y) % rn_fold * 65535;');
-    expect(e.code).toContain('let wg_y: i32 = i32(wid.y) / rn_fold;');
+    // The x fold multiplies the y count, which then may pass 65535 itself: folded into z.
+    expect(e.foldY).toBe(true);
+    expect(e.code).toContain('let rn_grid_y: i32 = 3 * rn_fold;');
+    expect(e.code).toContain('let rn_wy: i32 = i32(wid.y) + i32(wid.z) % rn_fold_y * 65535;');
+    expect(e.code).toContain('let wg_x: i32 = i32(wid.x) + rn_wy % rn_fold * 65535;');
+    expect(e.code).toContain('let wg_y: i32 = rn_wy / rn_fold;');
     expect(e.code).toMatch(/if \(wg_x >= rn_grid_x\) \{\n\s+return;\n\s+\}/);
     expect(emitKernel(g(i32(70000)), 'cuda').foldX).toBe(false);
+  });
+  test('a y grid that may pass 65535 (B * H) is folded into z on WGSL', () => {
+    const g = (y: KExpr): Kernel => kernel('g', [store('o', add(mul(wg('y'), i32(4)), tid()), cast(wg('x'), 'f32'))], { workgroup: [4, 1, 1], grid: [i32(1), y, i32(1)], buffers: [rw('o')], scalars: [{ name: 'n', type: 'i32' }] });
+    expect(emitKernel(g(i32(65535)), 'wgsl').foldY).toBe(false);
+    const e = emitKernel(g(v('n')), 'wgsl');
+    expect(e.foldX).toBe(false);
+    expect(e.foldY).toBe(true);
+    expect(e.code).toContain('let rn_grid_y: i32 = n;');
+    expect(e.code).toContain('let wg_y: i32 = rn_wy;');
+    expect(e.code).toMatch(/if \(rn_wy >= rn_grid_y\) \{\n\s+return;\n\s+\}/);
   });
 });
 

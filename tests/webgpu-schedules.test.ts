@@ -36,7 +36,7 @@ import { kernelLimitProblem, limitsOf, sharedBytes } from '../runtime/webgpu/lim
 import {
   releaseRuntimeDevice, runPlanWebGPU, runtimeDevice, runtimeStats, WebGPURunError, type EmitWGSL,
 } from '../runtime/webgpu/runner.js';
-import { assertProperty, fcSeed, loadFn, plan, prng, runPlan, runsScale, seedFor, tensor, uniform } from './helpers/harness.js';
+import { assertProperty, fastReference, fcSeed, loadFn, plan, prng, relErr, runPlan, runsScale, seedFor, tensor, uniform } from './helpers/harness.js';
 import {
   caseArb, checkTensor, DECAY_GRADS, RANDOM_RUNS, describeCase, DONE_WHEN, FAMILIES, TOL, truthOf, Worst, type Case, type Family, type Truth,
 } from './helpers/schedule-cases.js';
@@ -214,6 +214,27 @@ describe.skipIf(!gpu)('WebGPU runtime machinery', { timeout: 60_000 }, () => {
     await expectRunError(
       runPlanWebGPU(plan, new Map([['x', ramp(n)]]), { emit: handEmit({ twice_0_map: (l) => affineKernel(l, 2, 0, 1, false) }, plan) }),
       'limits', /kernel twice_0_map needs 70003 workgroups in x .*maxComputeWorkgroupsPerDimension/);
+  });
+
+  test('B * H = 70000 (> 65535 workgroups in y): every schedule of retention, forward and backward, is folded into z and agrees with float64', async () => {
+    const fn = loadFn('retention', 'retention');
+    const B = 70_000, H = 1, T = 3;
+    const rand = prng(70_000);
+    const inputs = new Map<string, Value>([['q', uniform([B, H, T, 1], rand)], ['k', uniform([B, H, T, 1], rand)], ['v', uniform([B, H, T, 1], rand)], ['gamma', tensor([H], () => 0.75)]]);
+    const truth = fastReference(fn, inputs, rand);
+    for (const form of FORMS) {
+      const fwd = await runPlanWebGPU(plan(fn, form, 2, false, { K: 1, V: 1 }), inputs);
+      const bwd = await runPlanWebGPU(plan(fn, form, 2, true, { K: 1, V: 1 }), new Map([...inputs, ...truth.ups]));
+      const got = new Map([...fwd, ...bwd]);
+      for (const [name, want] of [...truth.outs, ...[...truth.grads].filter(([n]) => n !== 'grad.gamma')]) {
+        const e = relErr(got.get(name)!.data, want.data);
+        expect(e.nonFinite, `${form} ${name}`).toBe(0);
+        // Every batch entry is written: a dropped workgroup leaves zeros, far above the bar.
+        expect(e.rel, `${form} ${name}`).toBeLessThanOrEqual(TOL);
+      }
+      const dg = relErr(got.get('grad.gamma')!.data, truth.grads.get('grad.gamma')!.data);
+      expect(dg.rel, `${form} grad.gamma`).toBeLessThanOrEqual(1e-4);
+    }
   });
 
   test('an empty tensor skips the dispatch and returns an empty output', async () => {

@@ -53,8 +53,10 @@ function exponent(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr
 }
 
 /** The decay between scan-later p and scan-earlier q. */
-function weight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr {
-  const w = x.c.decay.length === 0 ? K.f32(1) : K.un('exp', exponent(x, p, q, out, scan));
+function weight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr], compounded = false): KExpr {
+  // A weight the state is multiplied by again and again (the chunk-to-chunk carry) takes the
+  // accurate exp: a GPU exp's few ulp would compound over T / C chunks like a recurrent step's.
+  const w = x.c.decay.length === 0 ? K.f32(1) : compounded ? stepExp(exponent(x, p, q, out, scan), out) : K.un('exp', exponent(x, p, q, out, scan));
   return withSigns(x, w, K.bin('!=', K.bin('%', x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), K.i32(2)), K.i32(0)), out);
 }
 
@@ -424,7 +426,7 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   col3.push(K.decl('carry', 'f32', K.f32(0)));
   const carry: KStmt[] = [];
   col3.push(K.iff(K.bin('>', c0, K.i32(0)), carry));
-  carry.push(K.assign('carry', weight(x, K.v('pl'), K.v('pe'), carry, [K.sub(len, K.i32(1)), K.i32(-1)])));
+  carry.push(K.assign('carry', weight(x, K.v('pl'), K.v('pe'), carry, [K.sub(len, K.i32(1)), K.i32(-1)], true)));
   const decayState: KStmt[] = [];
   col3.push(K.loop('i', K.i32(0), K.i32(KT), decayState));
   if (c.order === 1) {

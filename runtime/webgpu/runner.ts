@@ -227,10 +227,14 @@ function dispatchOf(p: Plan['launches'][number], e: EmittedKernel, scalars: Reco
     y *= Math.ceil(x / FOLD_X);
     x = FOLD_X;
   }
+  if (e.foldY && y > FOLD_X) {
+    z *= Math.ceil(y / FOLD_X);
+    y = FOLD_X;
+  }
   const over = [x, y, z].findIndex((n) => n > max);
   if (over >= 0) {
     const axis = 'xyz'[over];
-    throw new WebGPURunError('limits', `kernel ${p.kernel.name} needs ${[x, y, z][over]} workgroups in ${axis} (grid ${g.join('x')}${e.foldX ? ', x folded' : ''}); this adapter allows ${max} (maxComputeWorkgroupsPerDimension); run with a smaller B, H or T`);
+    throw new WebGPURunError('limits', `kernel ${p.kernel.name} needs ${[x, y, z][over]} workgroups in ${axis} (grid ${g.join('x')}${e.foldX || e.foldY ? ', folded' : ''}); this adapter allows ${max} (maxComputeWorkgroupsPerDimension); run with a smaller B, H or T`);
   }
   return [x, y, z];
 }

@@ -89,6 +89,8 @@ export interface WgslLegalised {
   bindings: { name: string; binding: number }[];
   uniform?: { binding: number; size: number; fields: UniformField[] };
   foldX: boolean;
+  /** The y count (after the x fold) may pass 65535: dispatched as (x, 65535, ceil(y / 65535) * z). */
+  foldY: boolean;
   /** Names assigned after their declaration (printed as `var`; the others as `let`). */
   assigned: Set<string>;
   /** Selects rewritten into if/else. */
@@ -103,9 +105,12 @@ export function legaliseWgsl(k: Kernel): WgslLegalised {
   const uniform = fields.length ? { binding: bindings.length, size: Math.ceil((4 * fields.length) / 16) * 16, fields } : undefined;
   const gx = kernel.grid[0];
   const foldX = !(gx.k === 'const' && gx.value <= MAX_WORKGROUPS_PER_DIM);
+  // y is B * H for most kernels (more than 65535 at large batches), and the x fold multiplies it.
+  const gy = kernel.grid[1];
+  const foldY = foldX || !(gy.k === 'const' && gy.value <= MAX_WORKGROUPS_PER_DIM);
   const assigned = new Set<string>();
   walkStmts(kernel.body, (s) => { if (s.k === 'assign') assigned.add(s.name); });
-  return { kernel, globals, bindings, ...(uniform ? { uniform } : {}), foldX, assigned, hoisted: lazy.hoisted };
+  return { kernel, globals, bindings, ...(uniform ? { uniform } : {}), foldX, foldY, assigned, hoisted: lazy.hoisted };
 }
 
 // ---- lazy selects ----------------------------------------------------------------------

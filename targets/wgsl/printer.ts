@@ -243,14 +243,32 @@ export class WgslPrinter extends CPrinter {
     const out: string[] = [];
     for (const f of this.L.uniform?.fields ?? []) out.push(`let ${f.name}: ${TYPE[f.type]} = params.${f.name};`);
     for (const a of ['x', 'y', 'z'] as const) if (this.ids.has(`tid.${a}`)) out.push(`let tid_${a}: i32 = i32(lid.${a});`);
-    if (this.L.foldX) {
-      // Dispatched as (min(X, 65535), ceil(X / 65535) * Y, Z): rebuild the ids, drop the extra groups.
-      out.push(`let rn_grid_x: i32 = ${this.expr(k.grid[0])};`);
-      out.push('let rn_fold: i32 = max((rn_grid_x + 65534) / 65535, 1);');
-      out.push('let wg_x: i32 = i32(wid.x) + i32(wid.y) % rn_fold * 65535;');
-      out.push('let wg_y: i32 = i32(wid.y) / rn_fold;');
-      if (this.ids.has('wg.z')) out.push('let wg_z: i32 = i32(wid.z);');
-      out.push('if (wg_x >= rn_grid_x) {', `${this.indentUnit}return;`, '}');
+    if (this.L.foldX || this.L.foldY) {
+      // Dispatched as (min(X, 65535), Y', Z') with Y' = ceil(X / 65535) * Y (x fold) and, where Y'
+      // passes 65535, as (.., 65535, ceil(Y' / 65535) * Z) (y fold): rebuild the ids, drop the extra groups.
+      let wy = 'i32(wid.y)';
+      let wz = 'i32(wid.z)';
+      if (this.L.foldX) {
+        out.push(`let rn_grid_x: i32 = ${this.expr(k.grid[0])};`);
+        out.push('let rn_fold: i32 = max((rn_grid_x + 65534) / 65535, 1);');
+      }
+      if (this.L.foldY) {
+        out.push(`let rn_grid_y: i32 = ${this.expr(k.grid[1])}${this.L.foldX ? ' * rn_fold' : ''};`);
+        out.push('let rn_fold_y: i32 = max((rn_grid_y + 65534) / 65535, 1);');
+        out.push('let rn_wy: i32 = i32(wid.y) + i32(wid.z) % rn_fold_y * 65535;');
+        out.push('if (rn_wy >= rn_grid_y) {', `${this.indentUnit}return;`, '}');
+        wy = 'rn_wy';
+        wz = 'i32(wid.z) / rn_fold_y';
+      }
+      if (this.L.foldX) {
+        out.push(`let wg_x: i32 = i32(wid.x) + ${wy} % rn_fold * 65535;`);
+        out.push(`let wg_y: i32 = ${wy} / rn_fold;`);
+        out.push('if (wg_x >= rn_grid_x) {', `${this.indentUnit}return;`, '}');
+      } else {
+        if (this.ids.has('wg.x')) out.push('let wg_x: i32 = i32(wid.x);');
+        if (this.ids.has('wg.y')) out.push(`let wg_y: i32 = ${wy};`);
+      }
+      if (this.ids.has('wg.z')) out.push(`let wg_z: i32 = ${wz};`);
     } else {
       for (const a of ['x', 'y', 'z'] as const) if (this.ids.has(`wg.${a}`)) out.push(`let wg_${a}: i32 = i32(wid.${a});`);
     }

@@ -23,8 +23,14 @@ fn linear_attention_0_recurrent(@builtin(local_invocation_id) lid: vec3<u32>, @b
   let size_H: i32 = params.size_H;
   let size_T: i32 = params.size_T;
   let tid_x: i32 = i32(lid.x);
+  let rn_grid_y: i32 = size_B * size_H;
+  let rn_fold_y: i32 = max((rn_grid_y + 65534) / 65535, 1);
+  let rn_wy: i32 = i32(wid.y) + i32(wid.z) % rn_fold_y * 65535;
+  if (rn_wy >= rn_grid_y) {
+    return;
+  }
   let wg_x: i32 = i32(wid.x);
-  let wg_y: i32 = i32(wid.y);
+  let wg_y: i32 = rn_wy;
   let b_h: i32 = rn_imod(wg_y, size_H);
   let b_b: i32 = rn_idiv(wg_y, size_H);
   let j: i32 = wg_x * 64 + tid_x;

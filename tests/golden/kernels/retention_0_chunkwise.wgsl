@@ -34,8 +34,14 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
   let size_H: i32 = params.size_H;
   let size_T: i32 = params.size_T;
   let tid_x: i32 = i32(lid.x);
+  let rn_grid_y: i32 = size_B * size_H;
+  let rn_fold_y: i32 = max((rn_grid_y + 65534) / 65535, 1);
+  let rn_wy: i32 = i32(wid.y) + i32(wid.z) % rn_fold_y * 65535;
+  if (rn_wy >= rn_grid_y) {
+    return;
+  }
   let wg_x: i32 = i32(wid.x);
-  let wg_y: i32 = i32(wid.y);
+  let wg_y: i32 = rn_wy;
   let b_h: i32 = rn_imod(wg_y, size_H);
   let b_b: i32 = rn_idiv(wg_y, size_H);
   let j: i32 = wg_x * 64 + tid_x;
@@ -107,7 +113,8 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
         } else {
           sel2 = log(abs(gamma[b_h]) + 8.6736174e-19f);
         }
-        carry = exp(f32(pl - pe) * sel2) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
+        let dx: f32 = f32(pl - pe) * sel2;
+        carry = select(exp(dx), ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f, abs(dx) < 0.5f) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
       }
       for (var i: i32 = 0; i < 64; i += 1) {
         S[i] = carry * S[i];

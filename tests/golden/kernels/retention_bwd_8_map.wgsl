@@ -13,8 +13,14 @@ fn retention_bwd_8_map(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
   let tid_x: i32 = i32(lid.x);
   let rn_grid_x: i32 = (size_H + 255) / 256;
   let rn_fold: i32 = max((rn_grid_x + 65534) / 65535, 1);
-  let wg_x: i32 = i32(wid.x) + i32(wid.y) % rn_fold * 65535;
-  let wg_y: i32 = i32(wid.y) / rn_fold;
+  let rn_grid_y: i32 = 1 * rn_fold;
+  let rn_fold_y: i32 = max((rn_grid_y + 65534) / 65535, 1);
+  let rn_wy: i32 = i32(wid.y) + i32(wid.z) % rn_fold_y * 65535;
+  if (rn_wy >= rn_grid_y) {
+    return;
+  }
+  let wg_x: i32 = i32(wid.x) + rn_wy % rn_fold * 65535;
+  let wg_y: i32 = rn_wy / rn_fold;
   if (wg_x >= rn_grid_x) {
     return;
   }
