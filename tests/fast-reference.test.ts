@@ -56,7 +56,7 @@ function directScale(name: FamilyName, c: Shape, inputs: ReadonlyMap<string, Val
   const terms = new Float64Array(B * H * T * T);
   for (let bh = 0; bh < B * H; bh++) {
     for (let t = 0; t < T; t++) {
-      for (let s = 0; s < t; s++) {
+      for (let s = 0; s <= t; s++) {
         let x = 0;
         for (let i = 0; i < K; i++) for (let j = 0; j < V; j++) x += q[(bh * T + t) * K + i]! * k[(bh * T + s) * K + i]! * v[(bh * T + s) * V + j]! * dO[(bh * T + t) * V + j]!;
         terms[(bh * T + t) * T + s] = x;
@@ -79,6 +79,8 @@ function directScale(name: FamilyName, c: Shape, inputs: ReadonlyMap<string, Val
             e += (Math.exp(G) * term(bh, t, s)) ** 2;
           }
         }
+        // The diagonal term, which the factorised gradient sums into both of its halves.
+        e += term(bh, u, u) ** 2;
         out[bh * T + u] = Math.sqrt(e);
       }
     }

@@ -11,10 +11,9 @@
 // Without a WebGPU adapter the WebGPU halves are skipped with the reason printed, unless
 // REQUIRE_WEBGPU=1, which makes that a failure.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { analyse } from '../compiler/analysis.js';
@@ -26,10 +25,9 @@ import { runFunction, type Value } from '../dsl/reference/interpreter.js';
 import { runPlanCpu } from '../runtime/plan-runner.js';
 import { fromFloat64, readSafetensorsFile, serializeSafetensors, toFloat64 } from '../runtime/io/safetensors.js';
 import { releaseRuntimeDevice, runPlanWebGPU, runtimeDevice, WebGPUUnavailableError } from '../runtime/webgpu/runner.js';
+import { ensureBuilt, MAIN, ROOT } from './helpers/cli.js';
 import { literalGradient, loadFn, prng, relErr, tensor, uniform } from './helpers/harness.js';
 
-const ROOT = path.resolve(fileURLToPath(new URL('..', import.meta.url)));
-const MAIN = path.join(ROOT, 'dist', 'runtime', 'cli', 'main.js');
 const REQUIRE = process.env['REQUIRE_WEBGPU'] === '1';
 const TOL = 1e-5;
 
@@ -417,19 +415,8 @@ describe('a scalar parameter given as a 0-d or a 1-element tensor binds on every
 
 describe('through the built CLI', () => {
   beforeAll(() => {
-    const stale = ['dsl', 'compiler', 'targets', 'runtime'].some(function walk(rel: string): boolean {
-      const abs = path.join(ROOT, rel);
-      if (!existsSync(abs)) return false;
-      for (const e of readdirSync(abs, { withFileTypes: true })) {
-        const r = path.join(rel, e.name);
-        if (e.isDirectory()) { if (walk(r)) return true; continue; }
-        if (!e.name.endsWith('.ts') || e.name.endsWith('.d.ts')) continue;
-        const js = path.join(ROOT, 'dist', r.replace(/\.ts$/, '.js'));
-        if (!existsSync(js) || statSync(js).mtimeMs < statSync(path.join(ROOT, r)).mtimeMs) return true;
-      }
-      return false;
-    });
-    if (stale) spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
+    // Builds dist/ when stale, taking turns with the other CLI test files (tests/helpers/cli.ts).
+    ensureBuilt();
     expect(existsSync(MAIN)).toBe(true);
   }, 180_000);
 

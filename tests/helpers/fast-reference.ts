@@ -188,7 +188,11 @@ export function fastRun(fn: FamilyName, inputs: ReadonlyMap<string, Value>, ups?
  *   gamma: the terms (t-s) gamma^(t-s-1) (q[t].k[s]) (v[s].do[t]) for s < t, summed over b, and
  *          with a state (t+1) gamma^t q[t] s0 do[t],  T gamma^(T-1) (s0 . dsT),
  *          (T-1-s) gamma^(T-2-s) k[s] dsT v[s]
- *   g[u]:  the terms exp(G[t] - G[s]) (q[t].k[s]) (v[s].do[t]) for s < u <= t (G = cumsum g).
+ *   g[u]:  the terms exp(G[t] - G[s]) (q[t].k[s]) (v[s].do[t]) for s < u <= t (G = cumsum g),
+ *          and the diagonal term (q[u].k[u]) (v[u].do[u]): the factorised gradient
+ *          dy[u].y[u] - c[u].dc[u] (compiler/decay-grad.ts) sums it into both halves, where it
+ *          cancels; at T = 1 it is all there is (grad.g = 0 exactly, computed as 25 - 25 at
+ *          K = V = 256, which float32 leaves at ~1e-5).
  * Cost O(B H T^2 (K + V)) (rows of the Gram matrices Q K^T and dO V^T), plus O(B H T K V) with
  * a state. Undefined for a function without a decay.
  */
@@ -225,6 +229,15 @@ export function decayScale(fn: FamilyName, inputs: ReadonlyMap<string, Value>, u
           diff[s + 1]! += e;
           diff[t + 1]! -= e;
         }
+      }
+      for (let u = 0; u < T; u++) {
+        const qu = (bh * T + u) * K, vu = (bh * T + u) * V;
+        let x = 0;
+        for (let i = 0; i < K; i++) x += q[qu + i]! * k[qu + i]!;
+        let y = 0;
+        for (let j = 0; j < V; j++) y += v[vu + j]! * dO[vu + j]!;
+        diff[u]! += (x * y) ** 2;
+        diff[u + 1]! -= (x * y) ** 2;
       }
       for (let u = 0, acc = 0; u < T; u++) out[bh * T + u] = Math.sqrt(Math.max(0, (acc += diff[u]!)));
     }
