@@ -17,8 +17,11 @@ commands:
   run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors
       [--target reference|cpu|webgpu|cuda] [--schedule parallel|recurrent|chunkwise] [--chunk N]
       [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype f32|f64|...]
+      [--size H=2 ...] [--repeat N]
                                       run a function on named inputs; write outputs by name and,
-                                      with --grad, the gradient of every input as grad.NAME
+                                      with --grad, the gradient of every input as grad.NAME;
+                                      --size binds sizes no input binds (fn msr[H]); --repeat
+                                      times N more runs of the compiled plan
   compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward]
       [--dtype f32|f16|bf16] [--target cuda|wgsl] [--emit ir|kernel-ir|ts] [--limits L]
       --out DIR [--size K=64 ...]

@@ -7,7 +7,7 @@ import { formatDiagnostic, type Span } from '../../dsl/source.js';
 import type { Value } from '../../dsl/reference/interpreter.js';
 import { DEFAULT_CHUNK, type Form, FORMS, makeSchedule, type Schedule, STORAGE_DTYPES, type StorageDtype } from '../../compiler/schedule.js';
 import { readSafetensorsFile, SafetensorsError, toFloat64 as toF64 } from '../io/safetensors.js';
-import { at, didYouMean, fail, given, type OptionSpecs, type ParsedOptions, parseInteger, refuse, str, UsageError } from './options.js';
+import { at, didYouMean, fail, given, list, type OptionSpecs, type ParsedOptions, parseInteger, refuse, str, UsageError } from './options.js';
 
 /** Loads and checks a .ret file; prints its diagnostics and returns undefined when it has any. */
 export function loadChecked(file: string): Program | undefined {
@@ -99,6 +99,29 @@ export function wroteTensor(name: string, dtype: string, shape: readonly number[
 
 export function wroteFile(file: string, what: string): void {
   process.stdout.write(`wrote ${file} (${what})\n`);
+}
+
+/** Kernels index with i32: no size may reach 2^31. */
+export const MAX_SIZE = 2 ** 31 - 1;
+
+/** `--size NAME=N` options (decimal N in 1 .. 2^31 - 1, each name once). */
+export function parseSizeOptions(o: ParsedOptions): Map<string, number> {
+  const sizes = new Map<string, number>();
+  for (const s of list(o, 'size')) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(s);
+    if (!m) throw new UsageError(`--size takes NAME=N, got '${s}'`);
+    if (sizes.has(m[1]!)) throw new UsageError(`--size ${m[1]} is given more than once`);
+    sizes.set(m[1]!, parseInteger(`--size ${m[1]}`, m[2]!, 1, MAX_SIZE));
+  }
+  return sizes;
+}
+
+/** A one-line problem when a `--size` names no size of `fn`, else undefined. */
+export function unknownSize(fn: CheckedFn, sizes: ReadonlyMap<string, number>): string | undefined {
+  for (const name of sizes.keys()) {
+    if (!fn.sizes.includes(name)) return `--size ${name}: '${name}' is not a size of '${fn.name}' (its sizes: ${fn.sizes.join(', ') || 'none'})${didYouMean(name, fn.sizes)}`;
+  }
+  return undefined;
 }
 
 export { at, fail };

@@ -10,8 +10,8 @@ import { kernelToString } from '../../compiler/kir-print.js';
 import { compilePlan, type Plan, ScheduleError, specialisedSizes } from '../../compiler/plan.js';
 import type { TargetName } from '../../targets/emitted.js';
 import { kernelLimitProblem, type KernelLimits, LIMIT_PROFILES } from '../webgpu/limits.js';
-import { fail, failAt, findFn, loadChecked, parseSchedule, SCHEDULE_OPTIONS, wroteFile } from './common.js';
-import { at, didYouMean, flag, list, type OptionSpecs, parseInteger, parseOptions, refuse, str, UsageError } from './options.js';
+import { fail, failAt, findFn, loadChecked, parseSchedule, parseSizeOptions, SCHEDULE_OPTIONS, unknownSize, wroteFile } from './common.js';
+import { at, didYouMean, flag, type OptionSpecs, parseOptions, refuse, str, UsageError } from './options.js';
 
 export const COMPILE_OPTIONS: OptionSpecs = {
   fn: { type: 'string', value: 'NAME' },
@@ -25,9 +25,6 @@ export const COMPILE_OPTIONS: OptionSpecs = {
 };
 
 export const COMPILE_USAGE = 'usage: retnetc compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward] [--dtype f32|f16|bf16] [--target cuda|wgsl] [--emit ir|kernel-ir|ts] [--limits NAME|FILE.json] --out DIR [--size K=64 ...]';
-
-/** Kernels index with i32: no size may reach 2^31. */
-const MAX_SIZE = 2 ** 31 - 1;
 
 /** The limits of each target's profiles; the first is the target's default. */
 const TARGET_PROFILES: Record<TargetName, (keyof typeof LIMIT_PROFILES)[]> = { wgsl: ['default', 'lavapipe'], cuda: ['sm_80', 'sm_90'] };
@@ -84,13 +81,7 @@ export async function cmdCompile(args: string[]): Promise<number> {
   if (!target) refuse(o, ['limits'], 'without a --target (the limits are a target\'s: --target wgsl or cuda)');
   if (target === 'wgsl' && schedule.dtype === 'bf16') throw new UsageError('--dtype bf16 does not apply to --target wgsl: WGSL has no bf16 (use --dtype f16 or f32; bf16 is for --target cuda)');
   const limits = target ? await limitsFor(target, str(o, 'limits')) : undefined;
-  const given_ = new Map<string, number>();
-  for (const s of list(o, 'size')) {
-    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(s);
-    if (!m) throw new UsageError(`--size takes NAME=N, got '${s}'`);
-    if (given_.has(m[1]!)) throw new UsageError(`--size ${m[1]} is given more than once`);
-    given_.set(m[1]!, parseInteger(`--size ${m[1]}`, m[2]!, 1, MAX_SIZE));
-  }
+  const given_ = parseSizeOptions(o);
 
   const program = loadChecked(file);
   if (!program) return 1;
@@ -102,9 +93,8 @@ export async function cmdCompile(args: string[]): Promise<number> {
   try {
     const needed = specialisedSizes(fn, backward);
     const what = `the ${schedule.form}${backward ? ' backward' : ''} kernels of '${fn.name}'`;
-    for (const name of given_.keys()) {
-      if (!fn.sizes.includes(name)) return fail('retnetc', `--size ${name}: '${name}' is not a size of '${fn.name}' (its sizes: ${fn.sizes.join(', ') || 'none'})${didYouMean(name, fn.sizes)}`);
-    }
+    const unknown = unknownSize(fn, given_);
+    if (unknown) return fail('retnetc', unknown);
     const missing = needed.filter((s) => !given_.has(s));
     if (missing.length) return fail(at(fn.span), `${what} are specialised on ${needed.join(', ')}; give ${missing.map((m) => `--size ${m}=N`).join(' ')}`);
     plan = compilePlan(fn, schedule, { backward, constants: new Map(needed.map((s) => [s, given_.get(s)!] as const)) });

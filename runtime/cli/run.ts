@@ -9,9 +9,9 @@ import { lowerFn, toChecked } from '../../compiler/ir.js';
 import { compilePlan, type Plan, ScheduleError, specialisedSizes } from '../../compiler/plan.js';
 import { type HostTensor, runPlanCpu } from '../plan-runner.js';
 import { type DType, fromFloat64, SafetensorsError, type Tensor, writeSafetensorsFile } from '../io/safetensors.js';
-import { fail, failAt, findFn, loadChecked, parseSchedule, readTensors, SCHEDULE_OPTIONS, scheduleGiven, wroteTensor } from './common.js';
+import { fail, failAt, findFn, loadChecked, parseSchedule, parseSizeOptions, readTensors, SCHEDULE_OPTIONS, scheduleGiven, unknownSize, wroteTensor } from './common.js';
 import { gatherProblem } from './gathers.js';
-import { type OptionSpecs, parseOptions, refuse, sameFile, str, UsageError } from './options.js';
+import { type OptionSpecs, parseInteger, parseOptions, refuse, sameFile, str, UsageError } from './options.js';
 
 export const RUN_TARGETS = ['reference', 'cpu', 'webgpu', 'cuda'] as const;
 const DTYPE_MAP: Record<string, DType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', f64: 'F64', i32: 'I32', i64: 'I64' };
@@ -24,9 +24,11 @@ export const RUN_OPTIONS: OptionSpecs = {
   ...SCHEDULE_OPTIONS,
   grad: { type: 'string', value: 'DOUT.safetensors' },
   'out-dtype': { type: 'string', value: Object.keys(DTYPE_MAP).join('|') },
+  size: { type: 'string', multiple: true, value: 'NAME=N' },
+  repeat: { type: 'string', value: 'N' },
 };
 
-export const RUN_USAGE = 'usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu|webgpu|cuda] [--schedule S] [--chunk N] [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype T]';
+export const RUN_USAGE = 'usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu|webgpu|cuda] [--schedule S] [--chunk N] [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype T] [--size H=2 ...] [--repeat N]';
 
 export async function cmdRun(args: string[]): Promise<number> {
   const o = parseOptions('run', args, RUN_OPTIONS);
@@ -45,6 +47,11 @@ export async function cmdRun(args: string[]): Promise<number> {
   const outDtype = str(o, 'out-dtype');
   if (outDtype !== undefined && !DTYPE_MAP[outDtype]) throw new UsageError(`unknown --out-dtype '${outDtype}' (expected one of ${Object.keys(DTYPE_MAP).join(', ')})`);
   const gradPath = str(o, 'grad');
+  // Sizes that no input binds (size parameters: `fn msr[H]`).
+  const explicit = parseSizeOptions(o);
+  const repeatText = str(o, 'repeat');
+  const repeat = repeatText === undefined ? 0 : parseInteger('--repeat', repeatText, 1, 100_000);
+  if (repeat && target === 'reference') refuse(o, ['repeat'], 'to --target reference: it times the compiled plan on a device (use --target cpu, webgpu or cuda)');
   for (const [opt, p] of [['--inputs', inPath], ['--grad', gradPath]] as const) {
     if (p !== undefined && sameFile(p, outPath)) throw new UsageError(`--out ${outPath} is the ${opt} file ${p}; writing it would destroy the ${opt === '--inputs' ? 'inputs' : 'upstream gradients'} (choose another --out)`);
   }
@@ -53,6 +60,8 @@ export async function cmdRun(args: string[]): Promise<number> {
   if (!program) return 1;
   const fn = findFn(program, file, fnName);
   if (typeof fn === 'number') return fn;
+  const unknown = unknownSize(fn, explicit);
+  if (unknown) return fail('retnetc', unknown);
   const inputs = await readTensors(inPath);
   if (typeof inputs === 'string') return fail(inPath, inputs);
   let upstream: Map<string, Value> | undefined;
@@ -72,11 +81,21 @@ export async function cmdRun(args: string[]): Promise<number> {
     checkInputs(fn, inputs);
     // A scalar may be a 1-element tensor (as the reference accepts it).
     const scalar = (k: string, v: Value): boolean => fn.params.some((p) => p.name === k && p.shape.length === 0) && v.shape.length === 1 && v.shape[0] === 1;
-    sizes = bindSizes(fn, new Map([...inputs].map(([k, v]) => [k, scalar(k, v) ? [] : v.shape] as const)));
+    const shapes = new Map([...inputs].map(([k, v]) => [k, scalar(k, v) ? [] : v.shape] as const));
+    // A --size that the inputs bind as well says nothing new, or contradicts them.
+    for (const [name, n] of explicit) {
+      let fromInputs: number | undefined;
+      try { fromInputs = bindSizes(fn, shapes, new Map([...explicit].filter(([k]) => k !== name))).get(name); } catch { fromInputs = undefined; }
+      if (fromInputs !== undefined) return fail('retnetc', `--size ${name}: '${name}' is bound by the inputs' shapes (${name} = ${fromInputs}${fromInputs === n ? '' : `, not ${n}`}); --size is for sizes that no input binds`);
+    }
+    sizes = bindSizes(fn, shapes, explicit);
     const bad = gatherProblem(fn, inputs, sizes);
     if (bad) return fail(inPath, bad);
   } catch (e) {
-    if (e instanceof RunError) return fail(inPath, e.message);
+    if (e instanceof RunError) {
+      const unbound = /^cannot determine size '([^']+)'/.exec(e.message);
+      return fail(inPath, unbound ? `${e.message}; give it with --size ${unbound[1]}=N` : e.message);
+    }
     throw e;
   }
   const outShapes = new Map(fn.outputs.map((x) => [x.name, x.shape.map((d) => devaluate(d, sizes)!)] as const));
@@ -94,19 +113,34 @@ export async function cmdRun(args: string[]): Promise<number> {
   try {
     if (target === 'reference') {
       // The reference computes in float64 and, unless asked otherwise, writes float64.
-      const outs = runFunction(fn, inputs);
+      const outs = runFunction(fn, inputs, { sizes: explicit });
       for (const x of fn.outputs) results.set(x.name, { ...outs.get(x.name)!, dtype: x.dtype === 'i32' || x.dtype === 'i64' ? DTYPE_MAP[x.dtype]! : 'F64' });
       if (upstream) {
         const g = gradient(lowerFn(fn));
-        for (const [name, v] of runFunction(toChecked(g), withUpstream(fn, inputs, upstream, outShapes))) results.set(name, { ...v, dtype: 'F64' });
+        for (const [name, v] of runFunction(toChecked(g), withUpstream(fn, inputs, upstream, outShapes), { sizes: explicit })) results.set(name, { ...v, dtype: 'F64' });
       }
     } else {
-      const constantsFor = (backward: boolean) => new Map(specialisedSizes(fn, backward).map((s) => [s, sizes.get(s)!] as const));
+      // The kernels are specialised on the key and value sizes, and on the --size ones.
+      const constantsFor = (backward: boolean) => new Map([...explicit, ...specialisedSizes(fn, backward).map((s) => [s, sizes.get(s)!] as const)]);
+      const c0 = performance.now();
       const plan = compilePlan(fn, schedule, { constants: constantsFor(false) });
-      for (const [name, t] of await execute(plan, inputs, target)) results.set(name, { ...t, dtype: t.data instanceof Int32Array ? 'I32' : 'F32' });
-      if (upstream) {
-        const gplan = compilePlan(fn, schedule, { backward: true, constants: constantsFor(true) });
-        for (const [name, t] of await execute(gplan, withUpstream(fn, inputs, upstream, outShapes), target)) results.set(name, { ...t, dtype: 'F32' });
+      const gplan = upstream ? compilePlan(fn, schedule, { backward: true, constants: constantsFor(true) }) : undefined;
+      const compileMs = performance.now() - c0;
+      const gradInputs = upstream ? withUpstream(fn, inputs, upstream, outShapes) : undefined;
+      const once = async (): Promise<void> => {
+        for (const [name, t] of await execute(plan, inputs, target)) results.set(name, { ...t, dtype: t.data instanceof Int32Array ? 'I32' : 'F32' });
+        if (gplan) for (const [name, t] of await execute(gplan, gradInputs!, target)) results.set(name, { ...t, dtype: 'F32' });
+      };
+      const r0 = performance.now();
+      await once();
+      const firstMs = performance.now() - r0;
+      if (repeat) {
+        // Each run includes the uploads and read-backs a caller of the runtime pays.
+        const ms: number[] = [];
+        for (let i = 0; i < repeat; i++) { const t0 = performance.now(); await once(); ms.push(performance.now() - t0); }
+        ms.sort((a, b) => a - b);
+        const median = ms.length % 2 ? ms[(ms.length - 1) / 2]! : (ms[ms.length / 2 - 1]! + ms[ms.length / 2]!) / 2;
+        process.stdout.write(`timing: ${target} ${schedule.form}${gplan ? ' forward + backward' : ''}: compile ${compileMs.toFixed(1)} ms, first run ${firstMs.toFixed(1)} ms, median ${median.toFixed(2)} ms per run over ${repeat} more (min ${ms[0]!.toFixed(2)}, max ${ms[ms.length - 1]!.toFixed(2)})\n`);
       }
     }
   } catch (e) {
