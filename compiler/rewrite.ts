@@ -116,7 +116,9 @@ export const SIMPLIFY: readonly Rule[] = [
  */
 export const LOG_DOMAIN: readonly Rule[] = [
   [bin('^', X('base'), X('e')), (m) => {
-    const { base, e } = m as { base: Node; e: Node };
+    const { base, e: given } = m as { base: Node; e: Node };
+    // pow(gamma, float(t - s)) is the same integer power as gamma^(t - s).
+    const e = given.op === 'unary' && given.arg === 'float' && given.src[0]!.dtype === 'int' ? given.src[0]! : given;
     if (base.dtype !== 'float' || e.dtype !== 'int' || freeIndices(e).size === 0) return undefined;
     const w = unary('exp', binary('*', unary('float', e), logNearOne(base)));
     return base.op === 'const' && (base.arg as number) >= 0 ? w : binary('*', w, signPow(binary('<', base, cnst(0)), e));

@@ -76,6 +76,11 @@ describe('run --size', () => {
     expectUserError(await run('K=0x8'), /--size K/);
     expectUserError(await cli(['run', MODEL, '--fn', 'msr', '--inputs', inputsFile(), '--out', out, '--size', 'H=2', '--size', 'H=3']), /--size H is given more than once/);
   }, 120_000);
+
+  it('--out-dtype i32 for float outputs: a user error before anything runs (was an internal error)', async () => {
+    const r = await cli(['run', MODEL, '--fn', 'msr', '--inputs', inputsFile(), '--out', path.join(dir, 'int.safetensors'), '--size', `H=${H}`, '--target', 'cpu', '--out-dtype', 'i32']);
+    expectUserError(r, /^retnetc: error: --out-dtype i32 cannot hold the float output 'y' of 'msr'/);
+  });
 });
 
 describe('run --repeat', () => {

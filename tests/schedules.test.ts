@@ -33,6 +33,8 @@ const EXAMPLES: Case[] = [
   { B: 1, H: 2, T: 300, K: 3, V: 5, chunk: 128, gammas: [GAMMA_MAX, 0.5], gate: 'near1', data: 3, tKind: 'ragged' },
   { B: 1, H: 1, T: 300, K: 1, V: 1, chunk: 64, gammas: [0.5], gate: 'uniform', data: 300, tKind: 'ragged' },
   { B: 1, H: 1, T: 40, K: 64, V: 16, chunk: 1, gammas: [0.97], gate: 'mixed', data: 6, tKind: 'multiple' },
+  // Decay bases 0 and negative through the K-tiled state (K = 130: three key slices, one padded).
+  { B: 1, H: 2, T: 50, K: 130, V: 40, chunk: 16, gammas: [-0.7, 0], gate: 'mixed', data: 130, tKind: 'ragged' },
 ];
 
 type HostOut = Map<string, { shape: number[]; data: Float32Array | Int32Array }>;

@@ -204,7 +204,17 @@ export class ExprLowering {
           for (let i = 0; i < b.value; i++) r = i === 0 ? x : K.mul(r, x);
           return r;
         }
-        if (b.type !== 'i32') return K.bin('pow', K.cast(a, 'f32'), K.cast(b, 'f32'));
+        if (b.type !== 'i32') {
+          // A float exponent, as the reference (JavaScript's **) has it: 1 at y = 0, and the real
+          // value of a negative base to an integral y (GPU pow is NaN for both); NaN for a
+          // negative base to a fractional y, as there.
+          const x = K.cast(a, 'f32');
+          const y = K.cast(b, 'f32');
+          const negInt = K.and(K.lt(x, K.f32(0)), K.bin('==', K.un('floor', y), y));
+          const mag = K.bin('pow', K.select(negInt, K.un('abs', x), x), y);
+          const odd = K.bin('!=', K.mul(K.un('floor', K.mul(y, K.f32(0.5))), K.f32(2)), y);
+          return K.select(K.bin('==', y, K.f32(0)), K.f32(1), K.select(K.and(negInt, odd), K.un('neg', mag), mag));
+        }
         // An integer power of any base, as the reference has it: GPU pow(x, y) is exp2(y log2 x),
         // NaN for x < 0 and for 0^0. |a|^b, 1 at b = 0, negated for a < 0 and b odd.
         const x = K.cast(a, 'f32');

@@ -62,6 +62,10 @@ export async function cmdRun(args: string[]): Promise<number> {
   if (typeof fn === 'number') return fn;
   const unknown = unknownSize(fn, explicit);
   if (unknown) return fail('retnetc', unknown);
+  const floatOut = fn.outputs.find((x) => x.dtype !== 'i32' && x.dtype !== 'i64');
+  if ((outDtype === 'i32' || outDtype === 'i64') && (floatOut || gradPath !== undefined)) {
+    throw new UsageError(`--out-dtype ${outDtype} cannot hold the float ${floatOut ? `output '${floatOut.name}'` : 'gradients'} of '${fn.name}' (use f32, f64, f16 or bf16)`);
+  }
   const inputs = await readTensors(inPath);
   if (typeof inputs === 'string') return fail(inPath, inputs);
   let upstream: Map<string, Value> | undefined;

@@ -203,7 +203,7 @@ class Gen {
         want(ta, `'${e.op}'`);
         if (ta === 'bool') this.err(`'${e.op}' on bool`);
         if (e.op === 'min' || e.op === 'max') return `Math.${e.op}(${a}, ${b})`;
-        if (ta === 'f32') return e.op === 'pow' ? `fr(Math.pow(${a}, ${b}))` : `fr(${a} ${e.op} ${b})`;
+        if (ta === 'f32') return e.op === 'pow' ? `fr($pow(${a}, ${b}))` : `fr(${a} ${e.op} ${b})`;
         switch (e.op) {
           case '+': case '-': return `((${a} ${e.op} ${b}) | 0)`;
           case '*': return `Math.imul(${a}, ${b})`;
@@ -420,7 +420,9 @@ function compile(k: Kernel): CompiledKernel {
       '  }',
     ];
   }
-  const source = `"use strict";\nconst fr = Math.fround;\nreturn function run(B, S) {\n${src.join('\n')}\n};\n`;
+  // Kernel IR's pow is the targets' common ground: defined for x > 0 and for 0 to a positive
+  // power; WGSL's pow (exp2(y log2 x)) is NaN for x < 0 and for 0^0, so it is NaN here too.
+  const source = `"use strict";\nconst fr = Math.fround;\nconst $pow = (x, y) => (x < 0 || (x === 0 && y === 0) ? NaN : Math.pow(x, y));\nreturn function run(B, S) {\n${src.join('\n')}\n};\n`;
 
   const thread = (i: number): string => `(${i % TX},${Math.floor(i / TX) % TY},${Math.floor(i / (TX * TY))})`;
   const sites = g.sites;

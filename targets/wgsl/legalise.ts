@@ -70,7 +70,7 @@ const WGSL_PREDECLARED = [
 /** Names the WGSL printer declares (ids, helpers, the uniform struct). */
 export const WGSL_INTERNAL = [
   'main', 'lid', 'wid', 'tid_x', 'tid_y', 'tid_z', 'wg_x', 'wg_y', 'wg_z', 'Params', 'params', 'rn_idiv', 'rn_imod', 'rn_isnan', 'rn_f2i',
-  'rn_fmin', 'rn_fmax', 'rn_erf', 'rn_log1p', 'rn_tanh', 'rn_f32_bits', 'rn_f16', 'rn_grid_x', 'rn_fold',
+  'rn_fmin', 'rn_fmax', 'rn_erf', 'rn_log1p', 'rn_tanh', 'rn_f32_bits', 'rn_f16', 'rn_grid_x', 'rn_fold', 'rn_grid_y', 'rn_fold_y', 'rn_wy',
 ];
 
 export const WGSL_RESERVED: ReadonlySet<string> = new Set([...WGSL_KEYWORDS, ...WGSL_RESERVED_WORDS, ...WGSL_PREDECLARED, ...WGSL_INTERNAL]);

@@ -271,11 +271,26 @@ async function fold(root: string, logFile: string): Promise<unknown> {
       if (l.how !== 'contraction' || !got) continue;
       if (!e.foldY || !e.code.includes('const int rn_blk = blockIdx.x + blockIdx.y * gridDim.x;')) { problems.push(`${l.kernel.name}: no id fold in its code`); continue; }
       if (got.grid[1] !== 1) { problems.push(`${l.kernel.name}: launched with ${got.grid[1]} blocks in y`); continue; }
-      // The kernel's prologue, for every block: wg_x = blk % X, wg_y = blk / X must give each (x, y) once.
+      // The printed prologue, run for every launched block: rn_grid_x from the kernel's own text
+      // (not the manifest), rn_blk = blockIdx.x + blockIdx.y * gridDim.x, wg_x = rn_blk % rn_grid_x,
+      // wg_y = rn_blk / rn_grid_x must give each (x, y) of the manifest's X x (B * H) grid once.
+      const gridX = /const int rn_grid_x = (.+);/.exec(e.code)?.[1];
+      const lines3 = ['const int rn_blk = blockIdx.x + blockIdx.y * gridDim.x;', 'const int wg_x = rn_blk % rn_grid_x;', 'const int wg_y = rn_blk / rn_grid_x;'];
+      if (!gridX || !lines3.every((s) => e.code.includes(s))) { problems.push(`${l.kernel.name}: the id fold is not printed as expected`); continue; }
+      const printedX = evalFormula(gridX, {});
       const X = evalFormula(emitPlan(plan, 'cuda').manifest.kernels.find((k) => k.entry === l.kernel.name)!.grid[0], {});
-      const seen = new Uint8Array(X * 70000);
-      for (let bx = 0; bx < got.grid[0]!; bx++) seen[(Math.floor(bx / X)) * X + (bx % X)]!++;
-      if (seen.some((c) => c !== 1)) problems.push(`${l.kernel.name}: the folded ids do not cover each block once`);
+      const Y = shape.B * shape.H;
+      const seen = new Uint8Array(X * Y);
+      let outside = 0;
+      for (let by = 0; by < got.grid[1]!; by++) {
+        for (let bx = 0; bx < got.grid[0]!; bx++) {
+          const blk = bx + by * got.grid[0]!;
+          const wx = blk % printedX, wy = Math.floor(blk / printedX);
+          if (wx >= X || wy >= Y) outside++;
+          else seen[wy * X + wx]!++;
+        }
+      }
+      if (outside || seen.some((c) => c !== 1)) problems.push(`${l.kernel.name}: the folded ids do not cover each block once (${outside} outside the grid)`);
       folded++;
     }
   }
