@@ -346,6 +346,24 @@ function couplingOf(body: Node, row: string, col: string): Node | undefined {
 }
 
 /**
+ * Two reads that put `row` and `col` at the same place of tensors of the same rank
+ * (q[b, h, t, i] and k[b, h, s, i]): the sum over col pairs each position row with every
+ * position col of one axis. Projections (x[b, t, c] w[e, c]) never do.
+ */
+function pairedBySlot(body: Node, row: string, col: string): [Node, Node] | undefined {
+  const loads: Node[] = [];
+  walk(body, (m) => { if (m.op === 'load') loads.push(m); });
+  const at = (l: Node, name: string): number => l.src.findIndex((e) => e.op === 'index' && e.arg === name);
+  for (const a of loads) {
+    const p = at(a, row);
+    if (p < 0) continue;
+    const b = loads.find((l) => l.src.length === a.src.length && at(l, col) === p);
+    if (b) return [a, b];
+  }
+  return undefined;
+}
+
+/**
  * Why a statement that is not a contraction has no recurrent form, or undefined when it does
  * not sum over two positions. Every sum over a position s that is linked to an output position
  * t (by a range constraint, or by arithmetic on both in its body, over the same range) gets a
@@ -366,8 +384,13 @@ export function explain(s: IrStmt): string | undefined {
       const col = v.name;
       const cons = r.cons.map((c, k) => ({ c, rhs: n.src[k + 1]! })).filter(({ c, rhs }) => c.name === col && freeIndices(rhs).has(row));
       const coupled = couplingOf(n.src[0]!, row, col);
-      if (cons.length === 0 && (!coupled || !deq(v.extent, rext))) continue;
+      const paired = cons.length === 0 && !coupled ? pairedBySlot(n.src[0]!, row, col) : undefined;
+      if (cons.length === 0 && ((!coupled && !paired) || !deq(v.extent, rext))) continue;
       const where = `in '${s.target}' the sum over ${col}`;
+      if (paired) {
+        reason = `${where} pairs every ${row} with every ${col} of the same axis (${nodeToString(paired[0])}, ${nodeToString(paired[1])}) with no causal range ${col} <= ${row} (or ${col} >= ${row}): a sum over all positions has no recurrent state form here`;
+        return;
+      }
       const range = (xs: typeof cons) => xs.map(({ c, rhs }) => `${c.name} ${c.op} ${nodeToString(rhs)}`).join(', ');
       if (cons.length === 0) {
         const nf = normalForm(coupled!, row, col);

@@ -77,6 +77,9 @@ fn scaled(q: f32[B, H, T, K], k: f32[B, H, T, K], v: f32[B, H, T, V], gamma: f32
 fn fpow(x: f32[N], y: f32[N]) -> z: f32[N] {
   z[n] = pow(x[n], y[n]) + 10 * x[n] ^ y[n]
 }
+fn fullsum(q: f32[B, H, T, K], k: f32[B, H, T, K], v: f32[B, H, T, V]) -> o: f32[B, H, T, V] {
+  o[b, h, t, j] = sum[s, i] q[b, h, t, i] * k[b, h, s, i] * v[b, h, s, j]
+}
 fn divzero(x: f32[N], d: i32[M]) -> y: f32[N] {
   y[n] = x[n // 0] + 10 * x[n % 0] + 100 * x[min(n // 0, 2)] + 1000 * x[n // d[0]] + 10000 * x[n % d[0]]
 }
@@ -235,6 +238,7 @@ describe('a recurrent or chunkwise schedule the analysis cannot give is refused 
     ['twosided', /in 'o' the sum over s couples s with t through abs\(\(t - s\)\) but has no causal range.*two-sided/],
     ['shifted', /in 'o' the sum over s has the range s <= \(t - 1\), not a single s <= t.*a shifted range/],
     ['conv', /in 'o' the sum over s couples s with t through q\[b, h, \(t - s\), i\] but has no causal range.*two-sided/],
+    ['fullsum', /in 'o' the sum over s pairs every t with every s of the same axis \(q\[b, h, t, i\], k\[b, h, s, i\]\) with no causal range/],
     ['coupled', /in 'o' the sum over s <= t: its weight factor .* depends on both t and s through \(\(c\[h\] \* t\) \* s\), so the weight does not factorise/],
   ] as const;
   const sizes = { K: 3, V: 2 };
