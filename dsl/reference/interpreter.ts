@@ -301,24 +301,35 @@ export interface RunOptions {
  * Runs `fn` on named inputs. Scalars may be given as 0-d or 1-element tensors; params with
  * defaults may be omitted. Returns outputs by name.
  */
-export function runFunction(fn: CheckedFn, inputs: ReadonlyMap<string, Value>, opts: RunOptions = {}): Map<string, Value> {
-  const env = new Map<string, Value>();
-  const shapes = new Map<string, readonly number[]>();
+/**
+ * What every target checks of a function's inputs before sizes are bound: no missing input
+ * without a default, integers in integer inputs, no tensor that is not a parameter.
+ */
+export function checkInputs(fn: Pick<CheckedFn, 'name' | 'params'>, inputs: ReadonlyMap<string, Value>): void {
   for (const p of fn.params) {
-    let v = inputs.get(p.name);
+    const v = inputs.get(p.name);
     if (!v) {
       if (p.default === undefined) throw new RunError(`missing input '${p.name}' of '${fn.name}' (expected ${p.dtype}${p.shape.length ? shapeOf(p.shape) : ''})`);
-      v = makeValue([], [p.default]);
+      continue;
     }
-    if (p.shape.length === 0 && v.shape.length === 1 && v.shape[0] === 1) v = { shape: [], data: v.data };
     if (p.dtype === 'i32' || p.dtype === 'i64') {
       for (const x of v.data) if (!Number.isInteger(x)) throw new RunError(`input '${p.name}' of '${fn.name}' is ${p.dtype} but holds the non-integer ${x}`);
     }
-    env.set(p.v, v);
-    shapes.set(p.name, v.shape);
   }
   for (const name of inputs.keys()) {
     if (!fn.params.some((p) => p.name === name)) throw new RunError(`'${fn.name}' has no parameter '${name}' (its parameters: ${fn.params.map((p) => p.name).join(', ')})`);
+  }
+}
+
+export function runFunction(fn: CheckedFn, inputs: ReadonlyMap<string, Value>, opts: RunOptions = {}): Map<string, Value> {
+  checkInputs(fn, inputs);
+  const env = new Map<string, Value>();
+  const shapes = new Map<string, readonly number[]>();
+  for (const p of fn.params) {
+    let v = inputs.get(p.name) ?? makeValue([], [p.default!]);
+    if (p.shape.length === 0 && v.shape.length === 1 && v.shape[0] === 1) v = { shape: [], data: v.data };
+    env.set(p.v, v);
+    shapes.set(p.name, v.shape);
   }
   const sizes = bindSizes(fn, shapes, opts.sizes);
   execBody(fn, env, sizes, opts);

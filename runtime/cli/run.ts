@@ -2,8 +2,8 @@
 // outputs by name (and with --grad the gradient of every input) and says what it wrote.
 import * as path from 'node:path';
 import type { CheckedFn } from '../../dsl/checked.js';
-import { devaluate, dimToString } from '../../dsl/dims.js';
-import { bindSizes, RunError, runFunction, type Value } from '../../dsl/reference/interpreter.js';
+import { devaluate } from '../../dsl/dims.js';
+import { bindSizes, checkInputs, RunError, runFunction, type Value } from '../../dsl/reference/interpreter.js';
 import { gradient, GradError, upstreamName } from '../../compiler/autodiff.js';
 import { lowerFn, toChecked } from '../../compiler/ir.js';
 import { compilePlan, type Plan, ScheduleError, specialisedSizes } from '../../compiler/plan.js';
@@ -83,9 +83,8 @@ export async function cmdRun(args: string[]): Promise<number> {
   let sizes: Map<string, number>;
   try {
     checkInputs(fn, inputs);
-    // A scalar may be a 1-element tensor (as the reference accepts it).
-    const scalar = (k: string, v: Value): boolean => fn.params.some((p) => p.name === k && p.shape.length === 0) && v.shape.length === 1 && v.shape[0] === 1;
-    const shapes = new Map([...inputs].map(([k, v]) => [k, scalar(k, v) ? [] : v.shape] as const));
+    // (bindSizes takes a 1-element tensor for a scalar, as every target does.)
+    const shapes = new Map([...inputs].map(([k, v]) => [k, v.shape] as const));
     // A --size that the inputs bind as well says nothing new, or contradicts them.
     for (const [name, n] of explicit) {
       let fromInputs: number | undefined;
@@ -211,21 +210,4 @@ function withUpstream(fn: CheckedFn, inputs: Map<string, Value>, upstream: Map<s
     m.set(upstreamName(x.name), upstream.get(x.name) ?? { shape: want, data: new Float64Array(want.reduce((a, b) => a * b, 1)) });
   }
   return m;
-}
-
-/** What the reference checks of its inputs (dsl/reference/interpreter.ts, runFunction), with its messages. */
-function checkInputs(fn: CheckedFn, inputs: ReadonlyMap<string, Value>): void {
-  for (const p of fn.params) {
-    const v = inputs.get(p.name);
-    if (!v) {
-      if (p.default === undefined) throw new RunError(`missing input '${p.name}' of '${fn.name}' (expected ${p.dtype}${p.shape.length ? `[${p.shape.map(dimToString).join(', ')}]` : ''})`);
-      continue;
-    }
-    if (p.dtype === 'i32' || p.dtype === 'i64') {
-      for (const x of v.data) if (!Number.isInteger(x)) throw new RunError(`input '${p.name}' of '${fn.name}' is ${p.dtype} but holds the non-integer ${x}`);
-    }
-  }
-  for (const name of inputs.keys()) {
-    if (!fn.params.some((p) => p.name === name)) throw new RunError(`'${fn.name}' has no parameter '${name}' (its parameters: ${fn.params.map((p) => p.name).join(', ')})`);
-  }
 }
