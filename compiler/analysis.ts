@@ -29,8 +29,8 @@ export type DecayTerm =
 /** The placeholder position index in gated decay terms. */
 export const POS = '%p';
 /** Stand-ins for an absent contracted or value index (extent 1): no user name can clash. */
-const UNIT_INNER = '%i';
-const UNIT_VALUE = '%j';
+export const UNIT_INNER = '%i';
+export const UNIT_VALUE = '%j';
 
 export interface Contraction {
   row: string;

@@ -13,6 +13,7 @@ import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.
 import { lowerElementwise } from './lower/generic.js';
 import { canonicalise } from './rewrite.js';
 import type { Schedule } from './schedule.js';
+import { type StateSpec, statefulIr, StatefulError } from './stateful.js';
 
 /** A schedule that cannot be had; `span` is the statement that causes it, when one does. */
 export class ScheduleError extends Error {
@@ -39,6 +40,8 @@ export interface Plan {
   contractions: Map<string, Contraction>;
   /** Tensors stored in half precision (schedule.dtype), by id; every other one is f32 or i32. */
   half: Map<string, KHalf>;
+  /** The stateful form's states (compiled with `stateful`), else empty. */
+  states: StateSpec[];
 }
 
 /** How tensor `id` of a plan is stored. */
@@ -111,8 +114,25 @@ export function specialisedSizes(fn: CheckedFn, backward: boolean): string[] {
   return [...out];
 }
 
-export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?: boolean; constants?: ReadonlyMap<string, number> } = {}): Plan {
-  const base = opts.backward ? toGradientIr(fn) : toIr(fn);
+export interface CompileOptions {
+  backward?: boolean;
+  /** The derived stateful form (compiler/stateful.ts): block offset t0, initial and final states. */
+  stateful?: boolean;
+  constants?: ReadonlyMap<string, number>;
+}
+
+export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOptions = {}): Plan {
+  if (opts.backward && opts.stateful) throw new ScheduleError(`'${fn.name}': the stateful form has no backward here; train on the whole sequence`, fn.span);
+  let states: StateSpec[] = [];
+  let base = opts.backward ? toGradientIr(fn) : toIr(fn);
+  if (opts.stateful) {
+    try {
+      ({ ir: base, states } = statefulIr(withoutDeadStatements(base)));
+    } catch (e) {
+      if (e instanceof StatefulError) throw new ScheduleError(e.message, fn.span);
+      throw e;
+    }
+  }
   const { fn: ir, contractions } = analyse(withoutDeadStatements(base));
   if (schedule.form !== 'parallel') {
     const reasonsOf = (f: IrFn, cs: ReadonlyMap<string, Contraction>) => f.body.filter((s) => !cs.has(s.target)).map((s) => ({ s, r: explain(s) })).filter((x): x is { s: typeof x.s; r: string } => x.r !== undefined);
@@ -163,7 +183,7 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: { backward?
     kernel.scalars = [...sizes.runtime].sort().map((a) => { scalars[sizeParam(a)] = a; return { name: sizeParam(a), type: 'i32' as const }; });
     launches.push({ kernel, buffers, scalars, target: s.target, how: c ? 'contraction' : 'elementwise' });
   }
-  return { fn: ir, schedule, launches, constants, contractions, half };
+  return { fn: ir, schedule, launches, constants, contractions, half, states };
 }
 
 /**
