@@ -11,8 +11,8 @@
 // T = 1 for decoding.
 import type { CParam, CVar, ReduceVar } from '../dsl/checked.js';
 import { deq, type Dim, dimToString } from '../dsl/dims.js';
-import { analyse, type Contraction, UNIT_INNER, UNIT_VALUE } from './analysis.js';
-import { add, binary, cnst, idx, type IrFn, type IrStmt, ld, mulN, type Node, type ReduceArg, reduce, select, size, subN, unary, withSrc } from './ir.js';
+import { analyse, type Contraction, POS, UNIT_INNER, UNIT_VALUE } from './analysis.js';
+import { add, binary, cnst, idx, type IrFn, type IrStmt, ld, mulN, type Node, type ReduceArg, rebuild, reduce, select, size, subN, substIndex, unary, usedVars, withSrc } from './ir.js';
 
 /** The block's first position: an i32 scalar input of every stateful function. */
 export const T0 = 't0';
@@ -35,9 +35,20 @@ export class StatefulError extends Error {}
 export const stateInput = (name: string): string => `state.${name}`;
 export const stateOutput = (name: string): string => `state.${name}.next`;
 
-/** A readable state name for a statement target: 'msr#1.r' -> 'msr.r', '%n1.o' -> 'o.scan'. */
-function prettyName(target: string, taken: Set<string>): string {
-  let n = target.replace(/#\d+/g, '').replace(/%[nc]\d+\.([A-Za-z0-9_@]+)$/, '$1.scan').replace(/%[nc]\d+\./g, '').replace(/@\d+/g, '');
+/**
+ * A readable state name for a statement target, in the user's names: 'msr#1.r' -> 'msr.r'; a sum
+ * the analysis gave its own statement is named after the statement that reads it: a nested scan
+ * '%n1.o' read by 'msr#1.o' -> 'msr.o.scan', a contraction term '%c1.o' of 'o' -> 'o'.
+ */
+function prettyName(target: string, body: readonly IrStmt[], taken: Set<string>): string {
+  let base = target;
+  let suffix = '';
+  const m = /^%([nc])\d+\./.exec(target);
+  if (m) {
+    const reader = body.find((st) => st.target !== target && usedVars([st]).has(target));
+    if (reader) { base = reader.target; suffix = m[1] === 'n' ? '.scan' : ''; }
+  }
+  let n = base.replace(/#\d+/g, '').replace(/%[nc]\d+\./g, '').replace(/@\d+/g, '') + suffix;
   if (taken.has(n)) { let k = 2; while (taken.has(`${n}.${k}`)) k++; n = `${n}.${k}`; }
   taken.add(n);
   return n;
@@ -50,12 +61,13 @@ const isUnit = (name: string): boolean => name === UNIT_INNER || name === UNIT_V
  * block-local indices (the block's tensors start at t0), range constraints stay local, and
  * `keep` (a contraction's decay factors, which only see distances) is left alone.
  */
-function shiftPositions(n: Node, pos: ReadonlySet<string>, isPos: (d: Dim) => boolean, t0: Node, keep: ReadonlySet<number>, memo = new Map<string, Node>()): Node {
+function shiftPositions(n: Node, pos: ReadonlySet<string>, isPos: (d: Dim) => boolean, t0: Node, keep: ReadonlyMap<number, Node>, memo = new Map<string, Node>()): Node {
   const key = `${n.id}|${[...pos].sort().join(',')}`;
   const hit = memo.get(key);
   if (hit) return hit;
   let out: Node;
-  if (keep.has(n.id) || n.op === 'load' || n.op === 'const' || n.op === 'size') out = n;
+  if (keep.has(n.id)) out = keep.get(n.id)!;
+  else if (n.op === 'load' || n.op === 'const' || n.op === 'size') out = n;
   else if (n.op === 'index') out = pos.has(n.arg as string) ? add(n, t0) : n;
   else if (n.op === 'reduce') {
     const inner = new Set(pos);
@@ -66,16 +78,30 @@ function shiftPositions(n: Node, pos: ReadonlySet<string>, isPos: (d: Dim) => bo
   return out;
 }
 
-/** The weight w(p, q) of a contraction between positions p (later) and q (earlier); q undefined: the position before the block. */
-function weightBetween(c: Contraction, p: Node, q: Node | undefined, where: string): Node {
+/** Loads of tensor `from` replaced by loads of `to` (same indices). */
+const retarget = (n: Node, swap: ReadonlyMap<string, string>): Node =>
+  rebuild(n, (m, src) => (m.op === 'load' && swap.has(m.arg as string) ? ld(swap.get(m.arg as string)!, src, m.dtype) : withSrc(m, src)));
+
+/**
+ * The weight w(p, q) of a contraction between positions p (later) and q (earlier); q undefined:
+ * the position before the block. A gated decay exp(G[p] - G[q]) whose G is a running sum computed
+ * here reads G's block-local part (`local`: G -> G%block), so only sums over the block are ever
+ * subtracted, however long the context before it (G before the block counts as 0).
+ */
+function weightBetween(c: Contraction, p: Node, q: Node | undefined, where: string, local: ReadonlyMap<string, string>): Node {
   let w: Node = cnst(1);
   for (const term of c.decay) {
     if (term.kind === 'fixed') {
       const dist = q ? subN(p, q) : add(p, cnst(1, 'int'));
       w = mulN(w, unary('exp', mulN(unary('float', dist), term.lambda)));
-    } else {
-      throw new StatefulError(`${where}: its gated decay has no stateful form yet (only fixed decays gamma^(t - s) and undecayed sums carry state here)`);
+      continue;
     }
+    if (!term.step || term.G.op !== 'load' || !local.has(term.G.arg as string)) {
+      throw new StatefulError(`${where}: its gated decay exp(G[t] - G[s]) has no stateful form unless G is a running sum (G[t] = sum[u <= t] g[u]) computed in the same function`);
+    }
+    const G = retarget(term.G, local);
+    const at = (x: Node) => substIndex(G, new Map([[POS, x]]));
+    w = mulN(w, unary('exp', q ? subN(at(p), at(q)) : at(p)));
   }
   for (const cond of c.signs) {
     const dist = q ? subN(p, q) : add(p, cnst(1, 'int'));
@@ -103,16 +129,19 @@ export function statefulIr(base: IrFn): Stateful {
   const states: StateSpec[] = [];
   const taken = new Set<string>();
   const body: IrStmt[] = [];
+  /** Running sums (scans) of this function -> their block-local parts. */
+  const local = new Map<string, string>();
   for (const s of fn.body) {
     const pos = new Set(s.indices.filter((v) => isPos(v.extent)).map((v) => v.name));
     const c = contractions.get(s.target);
-    if (!c) { body.push({ ...s, value: shiftPositions(s.value, pos, isPos, t0, new Set()) }); continue; }
+    if (!c) { body.push({ ...s, value: shiftPositions(s.value, pos, isPos, t0, new Map()) }); continue; }
     const where = `'${vars.get(s.target)?.name ?? s.target}' in '${base.name}'`;
     if (c.direction !== 'causal') throw new StatefulError(`${where} sums over later positions; only causal sums have a stateful form`);
     if (c.order !== 0) throw new StatefulError(`${where} weighs by the distance; it has no stateful form`);
-    const keep = new Set(c.decayNodes.map((d) => d.id));
+    // Decay factors see only distances: left unshifted, gated ones reading G's block-local part.
+    const keep = new Map(c.decayNodes.map((d) => [d.id, retarget(d, local)] as const));
     const shifted = (n: Node, extra: string[] = []) => shiftPositions(n, new Set([...pos, ...extra]), isPos, t0, keep);
-    const name = prettyName(s.target, taken);
+    const name = prettyName(s.target, fn.body, taken);
     const tv = vars.get(s.target)!;
     // The state's axes: batch, then contracted (K) and value (V) unless they are absent.
     const axes: ReduceVar[] = [...c.batch, ...(isUnit(c.inner) ? [] : [{ name: c.inner, extent: c.K }]), ...(isUnit(c.value) ? [] : [{ name: c.value, extent: c.V }])];
@@ -129,16 +158,17 @@ export function statefulIr(base: IrFn): Stateful {
     const blk = `${s.target}%block`;
     vars.set(blk, { ...tv, id: blk, name: blk, role: 'local' });
     body.push({ ...s, target: blk, value: shifted(s.value, [c.col]) });
+    local.set(s.target, blk);
     const stateAt = (): Node => ld(input, axes.map((a) => idx(a.name)));
     const a = shifted(c.a);
-    const carryTerm = mulN(mulN(mulN(c.scale, weightBetween(c, idx(c.row), undefined, where)), a), stateAt());
+    const carryTerm = mulN(mulN(mulN(c.scale, weightBetween(c, idx(c.row), undefined, where, local)), a), stateAt());
     const carry = isUnit(c.inner) ? carryTerm : reduce({ op: 'sum', vars: [{ name: c.inner, extent: c.K }], cons: [] }, carryTerm, []);
     body.push({ ...s, value: add(ld(blk, s.indices.map((v) => idx(v.name))), carry) });
     // The final state: the old one carried over the block, plus the block's contributions.
     const last = subN(size(T), cnst(1, 'int'));
-    const bc = mulN(mulN(weightBetween(c, last, idx(c.col), where), shifted(c.b, [c.col])), shifted(c.c, [c.col]));
+    const bc = mulN(mulN(weightBetween(c, last, idx(c.col), where, local), shifted(c.b, [c.col])), shifted(c.c, [c.col]));
     const summed = reduce({ op: 'sum', vars: [{ name: c.col, extent: T }], cons: [] }, bc, []);
-    body.push({ target: output, indices: axes, value: add(mulN(weightBetween(c, last, undefined, where), stateAt()), summed), ...(s.span ? { span: s.span } : {}) });
+    body.push({ target: output, indices: axes, value: add(mulN(weightBetween(c, last, undefined, where, local), stateAt()), summed), ...(s.span ? { span: s.span } : {}) });
   }
   return { ir: { ...fn, params, outputs, vars, body }, states };
 }
