@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import { cmdCheck } from './check.js';
 import { cmdCompile } from './compile.js';
+import { cmdLogits } from './logits.js';
 import { didYouMean, fail, UsageError } from './options.js';
 import { cmdRun } from './run.js';
 
@@ -22,6 +23,11 @@ commands:
                                       with --grad, the gradient of every input as grad.NAME;
                                       --size binds sizes no input binds (fn msr[H]); --repeat
                                       times N more runs of the compiled plan
+  run FILE.ret --model NAME --checkpoint CK.safetensors --out OUT.safetensors [--size NAME]
+      [--inputs TOKENS.safetensors] [--target ...] [--schedule ...] [--chunk N] [--repeat N]
+                                      run a model's forward with a torchscale checkpoint's weights
+                                      (its config sets the hypers; --size a named size when it has
+                                      none) on its tokens or those of --inputs; writes the outputs
   compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward]
       [--dtype f32|f16|bf16] [--target cuda|wgsl] [--emit ir|kernel-ir|ts] [--limits L]
       --out DIR [--size K=64 ...]
@@ -30,10 +36,15 @@ commands:
                                       kernels are checked against the target's guaranteed limits
                                       (--limits default|lavapipe for wgsl, sm_80|sm_90 for cuda,
                                       or a FILE.json of limits)
+  logits --checkpoint CK.safetensors --mode parallel|chunkwise|recurrent [--chunk N]
+      [--target cpu|webgpu|cuda] [--tokens TOKENS.safetensors] --out OUT.safetensors
+                                      a torchscale RetNet checkpoint's logits f32[B, T, vocab] on its
+                                      tokens (or those of --tokens): parallel and chunkwise run the
+                                      forward, recurrent the stateful form one token at a time
   help                                this text
   --version                           the version of retnetc`;
 
-const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check: cmdCheck, run: cmdRun, compile: cmdCompile };
+const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check: cmdCheck, run: cmdRun, compile: cmdCompile, logits: cmdLogits };
 
 /** The version in package.json (found from the built dist/ or from the sources). */
 export function version(): string {

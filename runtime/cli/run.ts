@@ -11,7 +11,12 @@ import { type HostTensor, runPlanCpu } from '../plan-runner.js';
 import { type DType, fromFloat64, SafetensorsError, type Tensor, writeSafetensorsFile } from '../io/safetensors.js';
 import { fail, failAt, findFn, loadChecked, parseSchedule, parseSizeOptions, readTensors, SCHEDULE_OPTIONS, scheduleGiven, unknownSize, wroteTensor } from './common.js';
 import { gatherProblem } from './gathers.js';
-import { type OptionSpecs, parseInteger, parseOptions, refuse, sameFile, str, UsageError } from './options.js';
+import { didYouMean, given, list, type OptionSpecs, type ParsedOptions, parseInteger, parseOptions, refuse, sameFile, str, UsageError } from './options.js';
+import { runModel } from '../../dsl/reference/interpreter.js';
+import { compileModel } from '../../compiler/pipeline.js';
+import { deviceError as execDeviceError, type ExecTarget, planExec } from '../exec.js';
+import { loadTorchscale, NOT_WEIGHTS, tokenProblem, TorchscaleError } from '../io/torchscale.js';
+import { type HostValue, runModelPlan } from '../model-runner.js';
 
 export const RUN_TARGETS = ['reference', 'cpu', 'webgpu', 'cuda'] as const;
 const DTYPE_MAP: Record<string, DType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', f64: 'F64', i32: 'I32', i64: 'I64' };
@@ -26,12 +31,15 @@ export const RUN_OPTIONS: OptionSpecs = {
   'out-dtype': { type: 'string', value: Object.keys(DTYPE_MAP).join('|') },
   size: { type: 'string', multiple: true, value: 'NAME=N' },
   repeat: { type: 'string', value: 'N' },
+  model: { type: 'string', value: 'NAME' },
+  checkpoint: { type: 'string', value: 'CK.safetensors' },
 };
 
-export const RUN_USAGE = 'usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu|webgpu|cuda] [--schedule S] [--chunk N] [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype T] [--size H=2 ...] [--repeat N]';
+export const RUN_USAGE = 'usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu|webgpu|cuda] [--schedule S] [--chunk N] [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype T] [--size H=2 ...] [--repeat N]\n   or: retnetc run FILE.ret --model NAME --checkpoint CK.safetensors --out OUT.safetensors [--size NAME] [--inputs TOKENS.safetensors] [--target T] [--schedule S] [--chunk N] [--dtype D] [--out-dtype T] [--repeat N]';
 
 export async function cmdRun(args: string[]): Promise<number> {
   const o = parseOptions('run', args, RUN_OPTIONS);
+  if (given(o, 'model') || given(o, 'checkpoint')) return runModelCommand(o);
   const fnName = str(o, 'fn');
   const inPath = str(o, 'inputs');
   const outPath = str(o, 'out');
@@ -210,4 +218,135 @@ function withUpstream(fn: CheckedFn, inputs: Map<string, Value>, upstream: Map<s
     m.set(upstreamName(x.name), upstream.get(x.name) ?? { shape: want, data: new Float64Array(want.reduce((a, b) => a * b, 1)) });
   }
   return m;
+}
+
+// ---- run --model: a whole model with a torchscale checkpoint's weights ----------------------
+
+async function runModelCommand(o: ParsedOptions): Promise<number> {
+  const modelName = str(o, 'model');
+  const ckPath = str(o, 'checkpoint');
+  const outPath = str(o, 'out');
+  const inPath = str(o, 'inputs');
+  if (given(o, 'fn')) throw new UsageError('--fn and --model do not go together: run runs a function or a model');
+  if (!modelName) throw new UsageError(`--checkpoint needs --model NAME (the model whose weights it holds)\n${RUN_USAGE}`);
+  if (!ckPath) throw new UsageError(`--model needs --checkpoint CK.safetensors (the weights, by torchscale's names)\n${RUN_USAGE}`);
+  if (o.positionals.length !== 1 || !outPath) throw new UsageError(RUN_USAGE);
+  refuse(o, ['grad'], 'to --model: a model runs forward only here');
+  const file = o.positionals[0]!;
+  const target = str(o, 'target') ?? 'reference';
+  if (!(RUN_TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})`);
+  if (target === 'reference' && scheduleGiven(o)) {
+    refuse(o, ['schedule', 'chunk', 'dtype'], 'to --target reference, which evaluates the definition directly in float64 (use --target cpu, webgpu or cuda)');
+  }
+  const schedule = parseSchedule(o, false);
+  if (target === 'webgpu' && schedule.dtype === 'bf16') throw new UsageError('--dtype bf16 does not apply to --target webgpu: WGSL has no bf16 (use --dtype f16 or f32 there; bf16 runs on cpu and cuda)');
+  const outDtype = str(o, 'out-dtype');
+  if (outDtype !== undefined && !DTYPE_MAP[outDtype]) throw new UsageError(`unknown --out-dtype '${outDtype}' (expected one of ${Object.keys(DTYPE_MAP).join(', ')})`);
+  const repeatText = str(o, 'repeat');
+  const repeat = repeatText === undefined ? 0 : parseInteger('--repeat', repeatText, 1, 100_000);
+  if (repeat && target === 'reference') refuse(o, ['repeat'], 'to --target reference: it times the compiled plan on a device (use --target cpu, webgpu or cuda)');
+  const sizes = list(o, 'size');
+  if (sizes.length > 1) throw new UsageError(`--size is given more than once; with --model it names one size of the model`);
+  const size = sizes[0];
+  if (size !== undefined && size.includes('=')) throw new UsageError(`--size ${size}: with --model, --size names a size of the model (a 'size NAME { ... }' block), not NAME=N`);
+  for (const [opt, p] of [['--inputs', inPath], ['--checkpoint', ckPath]] as const) {
+    if (p !== undefined && sameFile(p, outPath)) throw new UsageError(`--out ${outPath} is the ${opt} file ${p}; writing it would destroy it (choose another --out)`);
+  }
+
+  const program = loadChecked(file);
+  if (!program) return 1;
+  const info = program.checked!.models.get(modelName);
+  if (!info) {
+    const names = [...program.checked!.models.keys()];
+    return fail(`${file}:1:1`, `no model '${modelName}' (models: ${names.join(', ') || 'none'})${didYouMean(modelName, names)}`);
+  }
+  if (size !== undefined && !info.configs.includes(size)) return fail('retnetc', `--size ${size}: model '${modelName}' has no size '${size}' (sizes: ${info.configs.join(', ')})${didYouMean(size, info.configs)}`);
+  let ck;
+  try {
+    ck = await loadTorchscale(ckPath, { program, model: modelName, ...(size !== undefined ? { size } : {}) });
+  } catch (e) {
+    if (e instanceof TorchscaleError) return fail(ckPath, e.message);
+    throw e;
+  }
+  const model = ck.model;
+  // The forward's inputs: from --inputs by name, else the checkpoint's tensors of those names.
+  const inputs = new Map<string, HostValue>();
+  const where = inPath ?? ckPath;
+  if (inPath !== undefined) {
+    const t = await readTensors(inPath);
+    if (typeof t === 'string') return fail(inPath, t);
+    for (const [name, v] of t) {
+      if (!model.forward.params.some((p) => p.name === name)) return fail(inPath, `'${name}' is not an input of model '${modelName}' (inputs: ${model.forward.params.map((p) => p.name).join(', ')})`);
+      inputs.set(name, v);
+    }
+  }
+  for (const p of model.forward.params) {
+    if (inputs.has(p.name)) continue;
+    const v = p.name === 'tokens' ? ck.tokens : NOT_WEIGHTS(p.name) ? ck.weights.get(p.name) : undefined;
+    if (!v) return fail(where, `no input '${p.name}' of model '${modelName}'${inPath === undefined ? ` in the checkpoint; give it with --inputs FILE.safetensors` : ''}`);
+    inputs.set(p.name, v);
+  }
+  try {
+    checkInputs(model.forward, inputs as Map<string, Value>);
+  } catch (e) {
+    if (e instanceof RunError) return fail(where, e.message);
+    throw e;
+  }
+  const tokens = inputs.get('tokens');
+  const vocab = model.hypers.get('vocab');
+  if (tokens && typeof vocab === 'number') {
+    const bad = tokenProblem(tokens, vocab);
+    if (bad) return fail(where, bad);
+  }
+
+  const results = new Map<string, { shape: number[]; data: ArrayLike<number>; dtype: DType }>();
+  const device = target === 'reference' ? undefined : planExec(target as ExecTarget);
+  try {
+    if (!device) {
+      for (const [name, v] of runModel(model, ck.weights as Map<string, Value>, inputs as Map<string, Value>)) results.set(name, { ...v, dtype: v.data instanceof Int32Array ? 'I32' : 'F64' });
+    } else {
+      const c0 = performance.now();
+      const mp = compileModel(model, schedule);
+      const compileMs = performance.now() - c0;
+      const once = async (): Promise<void> => {
+        const { outputs } = await runModelPlan(mp, ck.weights, inputs, device.exec);
+        for (const [name, t] of outputs) results.set(name, { ...t, dtype: t.data instanceof Int32Array ? 'I32' : 'F32' });
+      };
+      const r0 = performance.now();
+      await once();
+      const firstMs = performance.now() - r0;
+      if (repeat) {
+        const ms: number[] = [];
+        for (let i = 0; i < repeat; i++) { const t0 = performance.now(); await once(); ms.push(performance.now() - t0); }
+        ms.sort((a, b) => a - b);
+        const median = ms.length % 2 ? ms[(ms.length - 1) / 2]! : (ms[ms.length / 2 - 1]! + ms[ms.length / 2]!) / 2;
+        const L = model.hypers.get('n_layers');
+        process.stdout.write(`timing: ${target} ${schedule.form} model ${modelName}${L !== undefined ? ` (${L} layers)` : ''} forward: compile ${compileMs.toFixed(1)} ms, first run ${firstMs.toFixed(1)} ms, median ${median.toFixed(2)} ms per run over ${repeat} more (min ${ms[0]!.toFixed(2)}, max ${ms[ms.length - 1]!.toFixed(2)})\n`);
+      }
+    }
+  } catch (e) {
+    if (e instanceof RunError) return fail(where, e.message.split('\n')[0]!);
+    if (e instanceof ScheduleError) return failAt(program, model.forward, e);
+    const dev = execDeviceError(e);
+    if (dev) return fail('retnetc', dev);
+    throw e;
+  } finally {
+    await device?.release();
+  }
+  for (const [name, r] of results) {
+    const bad = nonFinite(r.data);
+    if (bad) process.stderr.write(`retnetc: warning: '${name}' holds ${bad.count} non-finite value${bad.count === 1 ? '' : 's'}, the first ${bad.value} at [${unflatten(bad.first, r.shape).join(', ')}]\n`);
+  }
+  const tensors = new Map<string, Tensor>();
+  for (const [name, r] of results) tensors.set(name, fromFloat64(r.data, r.shape, outDtype ? DTYPE_MAP[outDtype]! : r.dtype));
+  const meta: Record<string, string> = { model: modelName, config: model.config, source: path.basename(file), checkpoint: path.basename(ckPath), target };
+  if (target !== 'reference') meta['schedule'] = JSON.stringify(schedule);
+  try {
+    await writeSafetensorsFile(outPath, tensors, meta);
+  } catch (e) {
+    if (e instanceof SafetensorsError) return fail(outPath, e.message.replace(`${outPath}: `, ''));
+    throw e;
+  }
+  for (const [name, t] of tensors) wroteTensor(name, t.dtype, t.shape, outPath);
+  return 0;
 }
