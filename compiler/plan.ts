@@ -6,13 +6,13 @@ import { type Dim, dimSymbols } from '../dsl/dims.js';
 import { analyse, type Contraction, explain } from './analysis.js';
 import { gradient, gradName } from './autodiff.js';
 import { decayGradHook, hoistDecayParams } from './decay-grad.js';
-import { type IrFn, lowerFn, type Node, usedVars, walk } from './ir.js';
+import { type IrFn, type IrStmt, lowerFn, type Node, usedVars, walk } from './ir.js';
 import type { KHalf, Kernel, KStorage } from './kir.js';
 import { lowerChunkwise, lowerParallel, lowerRecurrent } from './lower/contraction.js';
 import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.js';
 import { lowerElementwise } from './lower/generic.js';
 import { canonicalise } from './rewrite.js';
-import type { Schedule } from './schedule.js';
+import { type Form, type Schedule, type StatementChoice, scheduleToJson, statementSchedule } from './schedule.js';
 import { type StateSpec, statefulIr, StatefulError } from './stateful.js';
 
 /** A schedule that cannot be had; `span` is the statement that causes it, when one does. */
@@ -29,6 +29,8 @@ export interface Launch {
   /** The statement this launch computes, and how. */
   target: string;
   how: 'elementwise' | 'contraction';
+  /** The schedule this statement was lowered with: the plan's default with the statement's choice (schedule.statements) put in. */
+  schedule?: Schedule;
 }
 
 export interface Plan {
@@ -134,14 +136,18 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     }
   }
   const { fn: ir, contractions } = analyse(withoutDeadStatements(base));
-  if (schedule.form !== 'parallel') {
-    const reasonsOf = (f: IrFn, cs: ReadonlyMap<string, Contraction>) => f.body.filter((s) => !cs.has(s.target)).map((s) => ({ s, r: explain(s) })).filter((x): x is { s: typeof x.s; r: string } => x.r !== undefined);
+  const choose = statementChooser(fn, schedule, ir, contractions);
+  {
+    const reasonsOf = (f: IrFn, cs: ReadonlyMap<string, Contraction>, formOf: (s: IrStmt) => Form) => f.body.filter((s) => !cs.has(s.target) && formOf(s) !== 'parallel').map((s) => ({ s, r: explain(s), form: formOf(s) })).filter((x): x is { s: IrStmt; r: string; form: Form } => x.r !== undefined);
     // In a backward, the forward's statements first: their reasons read in the user's names.
     const fwd = opts.backward ? analyse(withoutDeadStatements(toIr(fn))) : undefined;
-    const reasons = [...(fwd ? reasonsOf(fwd.fn, fwd.contractions) : []), ...reasonsOf(ir, contractions)];
+    const reasons = [...(fwd ? reasonsOf(fwd.fn, fwd.contractions, (s) => choose.forwardForm(s.target)) : []), ...reasonsOf(ir, contractions, (s) => choose.of(s).form)];
     // A weight that does not factorise is the root cause; a running max usually comes with it.
     const why = reasons.find((x) => x.r.includes('does not factorise')) ?? reasons[0];
-    if (why) throw new ScheduleError(`'${fn.name}' has no ${schedule.form} schedule: ${why.r}; only the parallel schedule exists for it`, why.s.span);
+    if (why) {
+      if (why.form === schedule.form) throw new ScheduleError(`'${fn.name}' has no ${schedule.form} schedule: ${why.r}; only the parallel schedule exists for it`, why.s.span);
+      throw new ScheduleError(`'${fn.name}': statement '${why.s.target}' has no ${why.form} form (its schedule choice): ${why.r}; only the parallel form exists for it`, why.s.span);
+    }
   }
   const constants = new Map(opts.constants ?? []);
   const half = new Map<string, KHalf>();
@@ -162,13 +168,14 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     const sizes: SizeEnv = { constants, runtime: new Set() };
     const L = new ExprLowering(ir.vars, sizes);
     const c = contractions.get(s.target);
-    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? schedule.form : 'map'}`;
+    const sched = statementSchedule(schedule, choose.of(s));
+    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? sched.form : 'map'}`;
     let kernel: Kernel;
     try {
-      if (!c) kernel = lowerElementwise(name, s, L, schedule.workgroup.elementwise);
-      else if (schedule.form === 'recurrent') kernel = lowerRecurrent(name, s, c, L, schedule);
-      else if (schedule.form === 'chunkwise') kernel = lowerChunkwise(name, s, c, L, schedule);
-      else kernel = lowerParallel(name, s, c, L, schedule);
+      if (!c) kernel = lowerElementwise(name, s, L, sched.workgroup.elementwise);
+      else if (sched.form === 'recurrent') kernel = lowerRecurrent(name, s, c, L, sched);
+      else if (sched.form === 'chunkwise') kernel = lowerChunkwise(name, s, c, L, sched);
+      else kernel = lowerParallel(name, s, c, L, sched);
     } catch (e) {
       if (e instanceof LowerError) throw new ScheduleError(`${fn.name}: ${e.message}`, s.span);
       throw e;
@@ -181,9 +188,160 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     });
     const scalars: Record<string, string> = {};
     kernel.scalars = [...sizes.runtime].sort().map((a) => { scalars[sizeParam(a)] = a; return { name: sizeParam(a), type: 'i32' as const }; });
-    launches.push({ kernel, buffers, scalars, target: s.target, how: c ? 'contraction' : 'elementwise' });
+    launches.push({ kernel, buffers, scalars, target: s.target, how: c ? 'contraction' : 'elementwise', schedule: sched });
   }
   return { fn: ir, schedule, launches, constants, contractions, half, states };
+}
+
+// ---- per-statement choices ------------------------------------------------------------------
+
+type Kind = 'contraction' | 'quadratic' | 'map';
+const kindOf = (s: IrStmt, cs: ReadonlyMap<string, Contraction>): Kind => (cs.has(s.target) ? 'contraction' : explain(s) !== undefined ? 'quadratic' : 'map');
+/** A statement's name without the call-instance marks of inlined functions: 'msr#2.r' -> 'msr.r'. */
+export const instanceFreeName = (target: string): string => target.replace(/#\d+/g, '');
+const spanKey = (s: IrStmt): string | undefined => (s.span ? `${s.span.file}:${s.span.offset}:${s.span.length}` : undefined);
+
+/**
+ * The choice of `schedule.statements` that names `target` of function `fn`, with its key: the
+ * key `fn/target` (a statement of that function only) before `target` (that statement in every
+ * function of a program that has it), each also without instance marks ('msr.r' for 'msr#2.r').
+ */
+export function choiceFor(schedule: Schedule, target: string, fn?: string): [string, StatementChoice] | undefined {
+  const st = schedule.statements;
+  if (!st) return undefined;
+  const k = instanceFreeName(target);
+  const keys = [...(fn !== undefined ? [`${fn}/${target}`, `${fn}/${k}`] : []), target, k];
+  for (const key of keys) if (Object.hasOwn(st, key)) return [key, st[key]!];
+  return undefined;
+}
+
+/** The statements of a function that a schedule's per-statement choices name: its forward's, after analysis (as --emit ir prints them). */
+export function forwardStatementNames(fn: CheckedFn): string[] {
+  return analyse(toIr(fn)).fn.body.map((s) => s.target);
+}
+
+/** Keys of `schedule.statements` that name none of the statements (`names` by function: neither exactly nor without instance marks, with or without 'fn/'). */
+export function unknownStatementKeys(schedule: Schedule, names: ReadonlyMap<string, Iterable<string>> | Iterable<string>): string[] {
+  const known = new Set<string>();
+  const byFn: [string | undefined, Iterable<string>][] = names instanceof Map ? [...names] : [[undefined, names as Iterable<string>]];
+  for (const [fn, ns] of byFn) for (const n of ns) {
+    for (const x of [n, instanceFreeName(n)]) { known.add(x); if (fn !== undefined) known.add(`${fn}/${x}`); }
+  }
+  return Object.keys(schedule.statements ?? {}).filter((k) => !known.has(k));
+}
+
+/**
+ * The schedule with every forward statement's choice spelled out (what each is lowered with):
+ * contractions their form, chunk (not for recurrent) and workgroup, other statements their
+ * workgroup (and form parallel where a statement has only that form and its choice says so).
+ * Choices that name no forward statement (a backward's gradient statements) are kept as given.
+ * It compiles to the same kernels as `schedule`, and reads back with scheduleFromJson.
+ */
+export function spelledOutSchedule(schedule: Schedule, fns: readonly CheckedFn[]): Schedule {
+  const statements: Record<string, StatementChoice> = {};
+  const seen = new Set<string>();
+  // In a program of several functions, keys name the function too ('retnet_layers/msr#2.r').
+  const scoped = fns.length > 1;
+  for (const fn of fns) {
+    const { fn: f, contractions } = analyse(toIr(fn));
+    for (const s of f.body) {
+      const key = scoped ? `${fn.name}/${s.target}` : s.target;
+      if (Object.hasOwn(statements, key)) continue;
+      const kind = kindOf(s, contractions);
+      const hit = choiceFor(schedule, s.target, fn.name);
+      if (hit) seen.add(hit[0]);
+      const e = statementSchedule(schedule, hit?.[1]);
+      if (kind === 'contraction') statements[key] = { form: e.form, ...(e.form === 'recurrent' ? {} : { chunk: e.chunk }), ...(e.form === 'parallel' && e.tiles.cols !== e.chunk ? { tiles: { cols: e.tiles.cols } } : {}), workgroup: e.workgroup.contraction };
+      else statements[key] = { ...(kind === 'quadratic' && hit?.[1].form === 'parallel' ? { form: 'parallel' as const } : {}), workgroup: e.workgroup.elementwise };
+      if (hit?.[1].tiles && kind !== 'contraction') statements[key]!.tiles = hit[1].tiles;
+    }
+  }
+  for (const [k, c] of Object.entries(schedule.statements ?? {})) if (!seen.has(k) && !Object.hasOwn(statements, k)) statements[k] = c;
+  return { ...scheduleToJson({ ...schedule, statements: {} }), statements };
+}
+
+/** An effective choice: the form is always set (the statement's, else the default). */
+export type EffectiveChoice = StatementChoice & { form: Form };
+
+interface Chooser {
+  /** The choice a statement of the plan is lowered with. */
+  of(s: IrStmt): EffectiveChoice;
+  /** The form of a forward statement (by target). */
+  forwardForm(target: string): Form;
+}
+
+/**
+ * Which choice each statement of a plan takes. Choices name forward statements (or, in a
+ * backward, gradient statements by their own names). A statement the backward or the stateful
+ * form derives from a forward one takes that one's choice: the stateful block sum `X%block` X's,
+ * a gradient statement the choice its forward statements of the same kind and source
+ * statement (span) agree on. A choice a statement cannot have is a ScheduleError at it; an
+ * inherited one keeps only the fields that apply.
+ */
+function statementChooser(fn: CheckedFn, schedule: Schedule, ir: IrFn, contractions: ReadonlyMap<string, Contraction>): Chooser {
+  if (!schedule.statements || Object.keys(schedule.statements).length === 0) return { of: () => ({ form: schedule.form }), forwardForm: () => schedule.form };
+  const fwd = analyse(toIr(fn));
+  const fwdKind = new Map(fwd.fn.body.map((s) => [s.target, kindOf(s, fwd.contractions)] as const));
+  const validate = (key: string, c: StatementChoice, kind: Kind, s: IrStmt): void => {
+    const where = `'${fn.name}': statement '${key}'`;
+    if (kind === 'map') {
+      if (c.form !== undefined || c.chunk !== undefined) throw new ScheduleError(`${where} is elementwise (a map kernel, the same in every form): only workgroup applies to it, not ${c.form !== undefined ? `form ${c.form}` : `chunk ${c.chunk}`}`, s.span);
+    } else if (kind === 'quadratic') {
+      if (c.form !== undefined && c.form !== 'parallel') throw new ScheduleError(`${where} has no ${c.form} form: ${explain(s)}; only the parallel form exists for it`, s.span);
+      if (c.chunk !== undefined) throw new ScheduleError(`${where} is an elementwise kernel over all position pairs: chunk does not apply to it (only form parallel and workgroup)`, s.span);
+    } else if ((c.form ?? schedule.form) === 'recurrent' && c.chunk !== undefined) {
+      throw new ScheduleError(`${where}: chunk ${c.chunk} does not apply to the recurrent form (it steps one position at a time); give form chunkwise or parallel with it`, s.span);
+    }
+  };
+  for (const s of fwd.fn.body) {
+    const hit = choiceFor(schedule, s.target, fn.name);
+    if (hit) validate(hit[0], hit[1], fwdKind.get(s.target)!, s);
+  }
+  const sameKind = (a: Kind, b: Kind): boolean => (a === 'contraction') === (b === 'contraction');
+  // Forward statements by source statement and kind, for what gradient statements inherit.
+  const bySpan = new Map<string, IrStmt[]>();
+  for (const s of fwd.fn.body) {
+    const k = spanKey(s);
+    if (k) bySpan.set(k, [...(bySpan.get(k) ?? []), s]);
+  }
+  const applicable = (c: StatementChoice | undefined, kind: Kind): EffectiveChoice => {
+    const out: EffectiveChoice = { form: schedule.form };
+    if (!c) return out;
+    if (c.workgroup !== undefined) out.workgroup = c.workgroup;
+    if (c.tiles !== undefined) out.tiles = c.tiles;
+    if (kind === 'contraction') {
+      if (c.form !== undefined) out.form = c.form;
+      if (c.chunk !== undefined && out.form !== 'recurrent') out.chunk = c.chunk;
+    } else if (kind === 'quadratic' && c.form === 'parallel') out.form = 'parallel';
+    return out;
+  };
+  const memo = new Map<IrStmt, EffectiveChoice>();
+  const of = (s: IrStmt): EffectiveChoice => {
+    const hit = memo.get(s);
+    if (hit) return hit;
+    const kind = kindOf(s, contractions);
+    const base = s.target.endsWith('%block') ? s.target.slice(0, -'%block'.length) : s.target;
+    let c: StatementChoice | undefined;
+    if (fwdKind.has(base)) {
+      // A forward statement (or its stateful block sum); one whose kind changed (the stateful carry) takes the default.
+      if (sameKind(fwdKind.get(base)!, kind)) c = choiceFor(schedule, base, fn.name)?.[1];
+    } else {
+      const direct = choiceFor(schedule, s.target, fn.name);
+      if (direct) {
+        validate(direct[0], direct[1], kind, s);
+        c = direct[1];
+      } else {
+        const k = spanKey(s);
+        const from = (k ? bySpan.get(k) ?? [] : []).filter((f) => sameKind(fwdKind.get(f.target)!, kind));
+        const choices = new Set(from.map((f) => JSON.stringify(choiceFor(schedule, f.target, fn.name)?.[1] ?? null)));
+        if (from.length && choices.size === 1) c = choiceFor(schedule, from[0]!.target, fn.name)?.[1];
+      }
+    }
+    const e = applicable(c, kind);
+    memo.set(s, e);
+    return e;
+  };
+  return { of, forwardForm: (t) => choiceFor(schedule, t, fn.name)?.[1].form ?? schedule.form };
 }
 
 /**

@@ -1,8 +1,29 @@
 // Schedules: small serialisable records, separate from the algorithm (Halide, TVM). The
 // lowering takes (function, schedule) and returns kernels; a tuner searches these records.
+// A schedule is a default (form, chunk, tiles, workgroup, dtype) plus per-statement choices,
+// keyed by the statement's target name as `retnetc compile --emit ir` prints it ('r',
+// 'msr#2.r', '%n1.o'); the JSON of a Schedule is what `--schedule-file` reads.
 
 export type Form = 'parallel' | 'recurrent' | 'chunkwise';
 export const FORMS: readonly Form[] = ['parallel', 'recurrent', 'chunkwise'];
+
+/**
+ * How one statement is lowered, where it differs from the schedule's default. `form` and
+ * `chunk` are for causal contractions (and `form: 'parallel'` for a statement that only has an
+ * O(T^2) map kernel, such as softmax attention's scores); `workgroup` is the threads per
+ * workgroup of the statement's kernel (a map's, or a contraction's over the value index).
+ */
+export interface StatementChoice {
+  form?: Form;
+  /** Chunk length (chunkwise) or tile of positions (parallel). */
+  chunk?: number;
+  workgroup?: number;
+  /**
+   * Tiles: `cols` is the key-position tile of a parallel contraction; other axes are for dense
+   * sums (projections), which the lowering does not tile yet: they are kept, not used.
+   */
+  tiles?: Record<string, number>;
+}
 
 export interface Schedule {
   form: Form;
@@ -19,18 +40,125 @@ export interface Schedule {
    * f32Tensors); state and accumulators are always f32.
    */
   dtype: StorageDtype;
+  /** Per-statement choices by statement target name (absent: every statement takes the default). */
+  statements?: Record<string, StatementChoice>;
 }
 
 export type StorageDtype = 'f32' | 'f16' | 'bf16';
 export const STORAGE_DTYPES: readonly StorageDtype[] = ['f32', 'f16', 'bf16'];
 
 export const DEFAULT_CHUNK = 64;
+export const MAX_CHUNK = 1024;
+/** The most threads a workgroup may have on any target (WebGPU's guaranteed 256 is checked against the target later). */
+export const MAX_WORKGROUP = 1024;
+
+/** A schedule record that is not well formed (a schedule file's mistake). */
+export class ScheduleFormatError extends RangeError {}
+
+const checkChunk = (chunk: unknown, what: string): number => {
+  if (typeof chunk !== 'number' || !Number.isInteger(chunk) || chunk < 1 || chunk > MAX_CHUNK) throw new ScheduleFormatError(`${what} must be an integer in 1..${MAX_CHUNK}, got ${JSON.stringify(chunk)}`);
+  return chunk;
+};
+const checkThreads = (n: unknown, what: string): number => {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_WORKGROUP) throw new ScheduleFormatError(`${what} must be an integer in 1..${MAX_WORKGROUP}, got ${JSON.stringify(n)}`);
+  return n;
+};
 
 export function makeSchedule(form: Form, chunk = DEFAULT_CHUNK, overrides: Partial<Omit<Schedule, 'form' | 'chunk'>> = {}): Schedule {
-  if (!Number.isInteger(chunk) || chunk < 1 || chunk > 1024) throw new RangeError(`chunk must be an integer in 1..1024, got ${chunk}`);
+  if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_CHUNK) throw new RangeError(`chunk must be an integer in 1..${MAX_CHUNK}, got ${chunk}`);
   const dtype = overrides.dtype ?? 'f32';
   if (!STORAGE_DTYPES.includes(dtype)) throw new RangeError(`dtype must be one of ${STORAGE_DTYPES.join(', ')}, got ${String(dtype)}`);
-  return { form, chunk, tiles: { cols: overrides.tiles?.cols ?? chunk }, workgroup: overrides.workgroup ?? { contraction: 64, elementwise: 256 }, dtype };
+  const s: Schedule = { form, chunk, tiles: { cols: overrides.tiles?.cols ?? chunk }, workgroup: overrides.workgroup ?? { contraction: 64, elementwise: 256 }, dtype };
+  const st = overrides.statements;
+  if (st && Object.keys(st).length) s.statements = Object.fromEntries(Object.entries(st).map(([k, c]) => [k, checkChoice(c, `statement '${k}'`)]));
+  return s;
 }
 
-export const scheduleKey = (s: Schedule): string => JSON.stringify(s);
+/** A statement choice, checked field by field (unknown fields are an error: a typo must not pass silently). */
+export function checkChoice(c: unknown, where: string): StatementChoice {
+  if (!c || typeof c !== 'object' || Array.isArray(c)) throw new ScheduleFormatError(`${where}: expected an object such as {"form": "chunkwise", "chunk": 16}, got ${JSON.stringify(c)}`);
+  const out: StatementChoice = {};
+  for (const [k, v] of Object.entries(c as Record<string, unknown>)) {
+    if (v === undefined) continue;
+    if (k === 'form') {
+      if (typeof v !== 'string' || !(FORMS as readonly string[]).includes(v)) throw new ScheduleFormatError(`${where}: form must be one of ${FORMS.join(', ')}, got ${JSON.stringify(v)}`);
+      out.form = v as Form;
+    } else if (k === 'chunk') out.chunk = checkChunk(v, `${where}: chunk`);
+    else if (k === 'workgroup') out.workgroup = checkThreads(v, `${where}: workgroup`);
+    else if (k === 'tiles') {
+      if (!v || typeof v !== 'object' || Array.isArray(v)) throw new ScheduleFormatError(`${where}: tiles must be an object of positive integers such as {"cols": 32}, got ${JSON.stringify(v)}`);
+      out.tiles = Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([a, n]) => [a, checkChunk(n, `${where}: tiles.${a}`)]));
+    } else throw new ScheduleFormatError(`${where}: unknown field '${k}' (a statement's choice has form, chunk, workgroup, tiles)`);
+  }
+  if (out.form === 'recurrent' && out.chunk !== undefined) throw new ScheduleFormatError(`${where}: chunk does not apply to the recurrent form (it steps one position at a time)`);
+  return out;
+}
+
+/**
+ * A schedule from its JSON (a schedule file): `form` is required; `chunk`, `tiles`,
+ * `workgroup`, `dtype` and `statements` default as makeSchedule has them.
+ */
+export function scheduleFromJson(json: unknown): Schedule {
+  if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ScheduleFormatError(`expected a JSON object such as {"form": "chunkwise", "chunk": 64, "statements": {...}}, got ${JSON.stringify(json)}`);
+  const r = json as Record<string, unknown>;
+  const known = ['form', 'chunk', 'tiles', 'workgroup', 'dtype', 'statements'];
+  for (const k of Object.keys(r)) if (!known.includes(k)) throw new ScheduleFormatError(`unknown field '${k}' (a schedule has ${known.join(', ')})`);
+  if (typeof r['form'] !== 'string' || !(FORMS as readonly string[]).includes(r['form'])) throw new ScheduleFormatError(`form must be one of ${FORMS.join(', ')}, got ${JSON.stringify(r['form'])}`);
+  const form = r['form'] as Form;
+  const chunk = r['chunk'] === undefined ? DEFAULT_CHUNK : checkChunk(r['chunk'], 'chunk');
+  const overrides: Partial<Omit<Schedule, 'form' | 'chunk'>> = {};
+  if (r['tiles'] !== undefined) {
+    const t = r['tiles'] as Record<string, unknown> | null;
+    if (!t || typeof t !== 'object' || Object.keys(t).some((k) => k !== 'cols')) throw new ScheduleFormatError(`tiles must be {"cols": N}, got ${JSON.stringify(r['tiles'])}`);
+    overrides.tiles = { cols: checkChunk(t['cols'], 'tiles.cols') };
+  }
+  if (r['workgroup'] !== undefined) {
+    const w = r['workgroup'] as Record<string, unknown> | null;
+    if (!w || typeof w !== 'object' || Object.keys(w).some((k) => k !== 'contraction' && k !== 'elementwise')) throw new ScheduleFormatError(`workgroup must be {"contraction": N, "elementwise": N}, got ${JSON.stringify(r['workgroup'])}`);
+    overrides.workgroup = { contraction: w['contraction'] === undefined ? 64 : checkThreads(w['contraction'], 'workgroup.contraction'), elementwise: w['elementwise'] === undefined ? 256 : checkThreads(w['elementwise'], 'workgroup.elementwise') };
+  }
+  if (r['dtype'] !== undefined) {
+    if (typeof r['dtype'] !== 'string' || !(STORAGE_DTYPES as readonly string[]).includes(r['dtype'])) throw new ScheduleFormatError(`dtype must be one of ${STORAGE_DTYPES.join(', ')}, got ${JSON.stringify(r['dtype'])}`);
+    overrides.dtype = r['dtype'] as StorageDtype;
+  }
+  if (r['statements'] !== undefined) {
+    const st = r['statements'];
+    if (!st || typeof st !== 'object' || Array.isArray(st)) throw new ScheduleFormatError(`statements must be an object keyed by statement name, got ${JSON.stringify(st)}`);
+    overrides.statements = Object.fromEntries(Object.entries(st as Record<string, unknown>).map(([k, c]) => [k, checkChoice(c, `statement '${k}'`)]));
+  }
+  return makeSchedule(form, chunk, overrides);
+}
+
+/**
+ * The schedule one statement is lowered with: the default with the statement's choice put in
+ * (a chunk without tiles also sets the parallel form's key tile, as makeSchedule does), and no
+ * per-statement choices of its own.
+ */
+export function statementSchedule(s: Schedule, c: StatementChoice | undefined): Schedule {
+  const { statements: _, ...base } = s;
+  if (!c) return base;
+  const chunk = c.chunk ?? s.chunk;
+  const cols = c.tiles?.['cols'] ?? (c.chunk !== undefined ? c.chunk : s.tiles.cols);
+  const workgroup = c.workgroup === undefined ? s.workgroup : { contraction: c.workgroup, elementwise: c.workgroup };
+  return { ...base, form: c.form ?? s.form, chunk, tiles: { cols }, workgroup };
+}
+
+const sortedChoice = (c: StatementChoice): StatementChoice => {
+  const out: StatementChoice = {};
+  if (c.form !== undefined) out.form = c.form;
+  if (c.chunk !== undefined) out.chunk = c.chunk;
+  if (c.workgroup !== undefined) out.workgroup = c.workgroup;
+  if (c.tiles !== undefined) out.tiles = Object.fromEntries(Object.entries(c.tiles).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return out;
+};
+
+/** The schedule as it is written to a file: fields in a fixed order, empty choices dropped (`sort`: statements sorted by name). */
+export function scheduleToJson(s: Schedule, sort = false): Schedule {
+  const out: Schedule = { form: s.form, chunk: s.chunk, tiles: { cols: s.tiles.cols }, workgroup: { contraction: s.workgroup.contraction, elementwise: s.workgroup.elementwise }, dtype: s.dtype };
+  const st = Object.entries(s.statements ?? {}).map(([k, c]) => [k, sortedChoice(c)] as const).filter(([, c]) => Object.keys(c).length > 0);
+  if (st.length) out.statements = Object.fromEntries(sort ? st.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : st);
+  return out;
+}
+
+/** A cache key: equal for schedules that lower alike field for field (statements included, in any order). */
+export const scheduleKey = (s: Schedule): string => JSON.stringify(scheduleToJson(s, true));
