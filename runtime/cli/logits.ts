@@ -64,6 +64,7 @@ export async function cmdLogits(args: string[]): Promise<number> {
       throw e;
     }
   } else {
+    if (ck.tokensError) return fail(ckPath, `${ck.tokensError}; give the tokens with --tokens FILE.safetensors`);
     if (!ck.tokens) return fail(ckPath, `has no 'tokens' tensor; give the tokens with --tokens FILE.safetensors (int32 [B, T] named 'tokens')`);
     tokens = ck.tokens;
   }
@@ -87,6 +88,13 @@ export async function cmdLogits(args: string[]): Promise<number> {
     await release();
   }
   const ms = performance.now() - t0;
+  let nonFinite = 0;
+  let first = -1;
+  for (let i = 0; i < logits.data.length; i++) if (!Number.isFinite(logits.data[i]!)) { if (nonFinite++ === 0) first = i; }
+  if (nonFinite) {
+    const V = logits.shape[2]!, T = logits.shape[1]!;
+    process.stderr.write(`retnetc: warning: 'logits' holds ${nonFinite} non-finite value${nonFinite === 1 ? '' : 's'}, the first ${logits.data[first]} at [${Math.floor(first / (T * V))}, ${Math.floor(first / V) % T}, ${first % V}]\n`);
+  }
   const meta: Record<string, string> = { mode, target, source: path.basename(ckPath) };
   if (mode !== 'recurrent') meta['chunk'] = String(chunk);
   try {

@@ -282,6 +282,7 @@ async function runModelCommand(o: ParsedOptions): Promise<number> {
   }
   for (const p of model.forward.params) {
     if (inputs.has(p.name)) continue;
+    if (p.name === 'tokens' && ck.tokensError) return fail(ckPath, `${ck.tokensError}; give the tokens with --inputs FILE.safetensors`);
     const v = p.name === 'tokens' ? ck.tokens : NOT_WEIGHTS(p.name) ? ck.weights.get(p.name) : undefined;
     if (!v) return fail(where, `no input '${p.name}' of model '${modelName}'${inPath === undefined ? ` in the checkpoint; give it with --inputs FILE.safetensors` : ''}`);
     inputs.set(p.name, v);

@@ -234,6 +234,8 @@ export interface LoadedCheckpoint {
   weights: Map<string, HostValue>;
   /** The file's `tokens` (int32 [B, T]) when it has them. */
   tokens?: HostValue;
+  /** Why the file's `tokens` tensor cannot be used (wrong dtype or rank), when it cannot. */
+  tokensError?: string;
   /** The file's config, when its metadata has one. */
   config?: TorchscaleConfig;
   metadata: Record<string, string>;
@@ -294,7 +296,12 @@ export async function loadTorchscale(file: string, opts: { program?: Program; mo
   }
   const out: LoadedCheckpoint = { model, weights, metadata, tensors };
   const tok = tensors.get('tokens');
-  if (tok) out.tokens = tokensOf(tok, 'tokens');
+  if (tok) {
+    try { out.tokens = tokensOf(tok, 'tokens'); } catch (e) {
+      if (!(e instanceof TorchscaleError)) throw e;
+      out.tokensError = e.message;
+    }
+  }
   if (config) out.config = config;
   return out;
 }
