@@ -1,11 +1,13 @@
-// Executes a compiled plan on the CPU target: binds sizes from the inputs, allocates every
-// tensor the plan writes, and runs its kernels in order through the kernel IR executor.
+// Executes a compiled plan on the CPU target: binds sizes from the inputs, allocates the
+// outputs and one zeroed buffer per memory slot (compiler/memory.ts: intermediates whose lives
+// do not meet share one), and runs its kernels in order through the kernel IR executor.
 // Tensors the plan stores in half precision (plan.half) are Uint16Arrays of bits: inputs are
 // rounded to them (nearest even, from the given numbers), outputs come back as f32 values.
 import { devaluate } from '../dsl/dims.js';
 import { bindSizes, RunError, shapeStr, type Value } from '../dsl/reference/interpreter.js';
 import type { Plan } from '../compiler/plan.js';
 import { planBuffers } from '../compiler/plan.js';
+import { defaultReuse, planMemory } from '../compiler/memory.js';
 import { runKernel } from '../targets/cpu/executor.js';
 import { fromHalfArray, toHalfArray } from '../targets/half.js';
 
@@ -32,8 +34,24 @@ export function planSizes(plan: Plan, inputs: ReadonlyMap<string, { shape: numbe
   return sizes;
 }
 
-export function runPlanCpu(plan: Plan, inputs: ReadonlyMap<string, Value>): Map<string, HostTensor> {
+export interface CpuRunOptions {
+  /** Intermediates share memory slots by liveness (default on; RETNETC_MEMORY_REUSE=0 turns it off). */
+  reuse?: boolean;
+  /**
+   * For tests: fill every slot whose first tenant does not need zeroed memory with this value
+   * (NaN) before running, to show that no kernel reads what it did not write.
+   */
+  poison?: number;
+}
+
+export function runPlanCpu(plan: Plan, inputs: ReadonlyMap<string, Value>, opts: CpuRunOptions = {}): Map<string, HostTensor> {
   const sizes = planSizes(plan, inputs);
+  const mem = planMemory(plan, sizes, { reuse: opts.reuse ?? defaultReuse() });
+  const slots = mem.slots.map((s) => {
+    const buf = new ArrayBuffer(Math.ceil(s.bytes / 4) * 4);
+    if (opts.poison !== undefined && !s.zero) new Float32Array(buf).fill(opts.poison);
+    return buf;
+  });
   const arrays = new Map<string, Float32Array | Int32Array | Uint16Array>();
   const shapes = new Map<string, number[]>();
   for (const p of plan.fn.params) {
@@ -49,7 +67,12 @@ export function runPlanCpu(plan: Plan, inputs: ReadonlyMap<string, Value>): Map<
       if (n === undefined || !Number.isInteger(n) || n < 0) throw new RunError(`cannot size '${cv.name}'`);
       return n;
     });
-    arrays.set(cv.id, cv.dtype === 'i32' || cv.dtype === 'i64' ? new Int32Array(numel(shape)) : plan.half.has(cv.id) ? new Uint16Array(numel(shape)) : new Float32Array(numel(shape)));
+    const n = numel(shape);
+    const slot = mem.slotOf.get(cv.id);
+    const buf = slot === undefined ? undefined : slots[slot]!;
+    const int = cv.dtype === 'i32' || cv.dtype === 'i64';
+    if (!buf) arrays.set(cv.id, int ? new Int32Array(n) : plan.half.has(cv.id) ? new Uint16Array(n) : new Float32Array(n));
+    else arrays.set(cv.id, int ? new Int32Array(buf, 0, n) : plan.half.has(cv.id) ? new Uint16Array(buf, 0, n) : new Float32Array(buf, 0, n));
     shapes.set(cv.id, shape);
   }
   for (const l of plan.launches) {

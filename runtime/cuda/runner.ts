@@ -16,12 +16,18 @@
 // Tensors a plan stores in half precision (plan.half: schedule dtype f16 or bf16) take 2 bytes
 // an element on the device: inputs are rounded to them on upload (nearest even, targets/half.ts)
 // and outputs read back as f32 values.
+//
+// Parameters and outputs have a device allocation each; intermediates one per memory slot with
+// `reuse: true` (compiler/memory.ts: tensors whose lives do not meet share one), zeroed once when
+// allocated; by default (for now) each intermediate has its own, as the mock driver's checks in
+// runtime/cuda/mock/harness.ts expect one buffer of the tensor's own size per tensor.
 import { evalKExpr, KExprEvalError } from '../kexpr-eval.js';
 import { createHash } from 'node:crypto';
 import { devaluate } from '../../dsl/dims.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
 import type { KHalf, Kernel, KExpr } from '../../compiler/kir.js';
 import { type Launch, type Plan, planBuffers } from '../../compiler/plan.js';
+import { planMemory } from '../../compiler/memory.js';
 import type { EmittedKernel } from '../../targets/emitted.js';
 import { fromHalfArray, toHalfArray } from '../../targets/half.js';
 import { type HostTensor, planSizes } from '../plan-runner.js';
@@ -49,6 +55,11 @@ export interface CudaRunOptions {
   cacheDir?: string | null;
   /** Synchronise after every launch, so that a failing kernel is named (slower). */
   syncEachLaunch?: boolean;
+  /**
+   * Intermediates share allocations by liveness. Default: off, unless RETNETC_MEMORY_REUSE=1
+   * (on once the mock harness checks tensors by slot).
+   */
+  reuse?: boolean;
 }
 
 // ---- the printer ------------------------------------------------------------------------------
@@ -239,7 +250,10 @@ export interface CudaInput { shape: number[]; data: ArrayLike<number> }
  * (asynchronously); read() waits and downloads the outputs; dispose() frees the device memory.
  */
 export class CudaPlanRun {
+  /** Tensor id -> its device pointer (an intermediate's is its slot's allocation). */
   private readonly ptrs = new Map<string, { ptr: CuHandle; bytes: number; int: boolean; half?: KHalf; shape: number[] }>();
+  /** Every device allocation, freed once each. */
+  private readonly allocations: { ptr: CuHandle; bytes: number }[] = [];
   readonly launches: PreparedLaunch[] = [];
   private disposed = false;
 
@@ -278,9 +292,12 @@ export class CudaPlanRun {
       const half = int ? undefined : this.plan.half.get(id);
       const bytes = numel(shape) * (half ? 2 : 4);
       const ptr = addon.alloc(bytes);
+      this.allocations.push({ ptr, bytes });
       this.ptrs.set(id, { ptr, bytes, int, ...(half ? { half } : {}), shape });
       return ptr;
     };
+    const mem = planMemory(this.plan, sizes, { reuse: this.opts.reuse ?? process.env['RETNETC_MEMORY_REUSE'] === '1' });
+    const slotPtrs = new Map<number, CuHandle>();
     for (const p of this.plan.fn.params) {
       const v = inputs.get(p.name) ?? { shape: [], data: [p.default!] };
       const int = isInt(p.dtype);
@@ -301,8 +318,28 @@ export class CudaPlanRun {
         if (n === undefined || !Number.isInteger(n) || n < 0) throw new RunError(`cannot size '${cv.name}'`);
         return n;
       });
+      const slot = mem.slotOf.get(cv.id);
+      if (slot !== undefined) {
+        // An intermediate: its slot's allocation, made and zeroed for the first tenant.
+        let ptr = slotPtrs.get(slot);
+        if (ptr === undefined) {
+          const bytes = mem.slots[slot]!.bytes;
+          ptr = addon.alloc(bytes);
+          this.allocations.push({ ptr, bytes });
+          addon.memsetZero(ptr, bytes);
+          slotPtrs.set(slot, ptr);
+        }
+        const int = isInt(cv.dtype);
+        const half = int ? undefined : this.plan.half.get(cv.id);
+        this.ptrs.set(cv.id, { ptr, bytes: numel(shape) * (half ? 2 : 4), int, ...(half ? { half } : {}), shape });
+        continue;
+      }
       const old = this.ptrs.get(cv.id);
-      if (old) addon.free(old.ptr);
+      if (old) {
+        const k = this.allocations.findIndex((a) => a.ptr === old.ptr);
+        if (k >= 0) this.allocations.splice(k, 1);
+        addon.free(old.ptr);
+      }
       const ptr = alloc(cv.id, shape, isInt(cv.dtype));
       addon.memsetZero(ptr, this.ptrs.get(cv.id)!.bytes);
     }
@@ -397,18 +434,19 @@ export class CudaPlanRun {
   /** Device bytes this run holds. */
   get deviceBytes(): number {
     let n = 0;
-    for (const b of this.ptrs.values()) n += b.bytes;
+    for (const a of this.allocations) n += a.bytes;
     return n;
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const b of this.ptrs.values()) {
+    for (const a of this.allocations) {
       try {
-        this.ctx.addon.free(b.ptr);
+        this.ctx.addon.free(a.ptr);
       } catch { /* the context may be broken after a kernel fault; nothing more to free */ }
     }
+    this.allocations.length = 0;
     this.ptrs.clear();
   }
 }

@@ -7,8 +7,10 @@
 //   - kernels are printed to WGSL once per Kernel object and compiled once per distinct WGSL
 //     text (pipeline-cache.ts); sizes travel in a uniform buffer, so one pipeline serves all
 //     B, H, T;
-//   - tensors live in pooled GPU buffers (buffer-pool.ts); buffers the plan writes are cleared
-//     first, as the CPU runner's fresh arrays are zero;
+//   - tensors live in pooled GPU buffers (buffer-pool.ts): parameters and outputs one each,
+//     intermediates one per memory slot (compiler/memory.ts: tensors whose lives do not meet
+//     share a buffer, bound at offset 0 with their own size; `reuse: false` gives each its own);
+//     buffers the plan writes are cleared first, as the CPU runner's fresh arrays are zero;
 //   - all launches of a plan are one compute pass in one command encoder and one submit,
 //     followed by copies of the outputs (only) into one staging buffer (more only past
 //     maxBufferSize) that is mapped once; runs on one device are serialised;
@@ -21,6 +23,7 @@
 import type { KHalf, Kernel } from '../../compiler/kir.js';
 import type { Plan } from '../../compiler/plan.js';
 import { planBuffers } from '../../compiler/plan.js';
+import { defaultReuse, planMemory } from '../../compiler/memory.js';
 import { devaluate } from '../../dsl/dims.js';
 import { emitKernel } from '../../targets/emit.js';
 import type { EmittedKernel } from '../../targets/emitted.js';
@@ -46,6 +49,8 @@ export interface RunPlanWebGPUOptions {
   device?: AcquiredWebGPU | GPUDevice;
   /** The WGSL printer (default: targets/emit.ts's emitKernel(kernel, 'wgsl')). */
   emit?: EmitWGSL;
+  /** Intermediates share buffers by liveness (default on; RETNETC_MEMORY_REUSE=0 turns it off). */
+  reuse?: boolean;
 }
 
 export interface WebGPURuntimeStats {
@@ -196,6 +201,8 @@ interface Tensor {
   /** Host data for parameters (the f16 bits for half tensors, padded to a multiple of 4 bytes). */
   host?: Float32Array | Int32Array | Uint16Array;
   written: boolean;
+  /** The memory slot of an intermediate (compiler/memory.ts). */
+  slot?: number;
   gpu?: GPUBuffer;
 }
 
@@ -279,11 +286,14 @@ export async function runPlanWebGPU(
     const half = int ? undefined : plan.half.get(cv.id);
     tensors.set(cv.id, { id: cv.id, name: cv.name, dtype: cv.dtype, shape, numel: numel(shape), bytes: bufferBytes(numel(shape), half), int, ...(half ? { half } : {}), written: true });
   }
+  const mem = planMemory(plan, sizes, { reuse: opts.reuse ?? defaultReuse() });
+  for (const [id, slot] of mem.slotOf) { const t = tensors.get(id); if (t) t.slot = slot; }
+  const slotBytes = mem.slots.map((s) => bufferBytes(Math.ceil(s.bytes / 2), 'f16'));
 
   const acquired = opts.device ?? (await runtimeDevice());
   const device = 'adapter' in acquired && 'device' in acquired ? acquired.device : (acquired as GPUDevice);
   const st = stateOf(device);
-  const run = st.queue.then(() => runOn(st, plan, sizes, tensors, opts));
+  const run = st.queue.then(() => runOn(st, plan, sizes, tensors, slotBytes, opts));
   st.queue = run.then(() => undefined, () => undefined);
   return run;
 }
@@ -293,6 +303,7 @@ async function runOn(
   plan: Plan,
   sizes: Map<string, number>,
   tensors: Map<string, Tensor>,
+  slotBytes: number[],
   opts: RunPlanWebGPUOptions,
 ): Promise<Map<string, HostTensor>> {
   const { device, limits } = st;
@@ -381,15 +392,30 @@ async function runOn(
     device.pushErrorScope('validation');
     scoped = true;
     const usage = STORAGE_USAGE();
-    const toClear: Tensor[] = [];
+    const toClear: { gpu: GPUBuffer; bytes: number }[] = [];
+    const slotGpu = new Map<number, GPUBuffer>();
     for (const id of used) {
       const t = tensors.get(id)!;
+      if (t.slot !== undefined) {
+        // An intermediate: its slot's buffer, acquired and cleared once for all its tenants.
+        let g = slotGpu.get(t.slot);
+        if (!g) {
+          const bytes = slotBytes[t.slot]!;
+          totalBytes += bytes;
+          g = st.pool.acquire(bytes, usage, `slot ${t.slot}`);
+          held.push(g);
+          slotGpu.set(t.slot, g);
+          toClear.push({ gpu: g, bytes });
+        }
+        t.gpu = g;
+        continue;
+      }
       const bytes = t.bytes;
       totalBytes += bytes;
       t.gpu = st.pool.acquire(bytes, usage, t.name);
       held.push(t.gpu);
       if (t.host && t.host.length > 0) device.queue.writeBuffer(t.gpu, 0, t.host.buffer, t.host.byteOffset, t.host.byteLength);
-      else if (t.written && t.numel > 0) toClear.push(t);
+      else if (t.written && t.numel > 0) toClear.push({ gpu: t.gpu, bytes });
     }
     // Uniforms: one buffer, one slot per launch at the adapter's offset alignment.
     const align = Math.max(16, device.limits.minUniformBufferOffsetAlignment);
@@ -430,7 +456,7 @@ async function runOn(
     const pipelines = await pipelinesP;
 
     const encoder = device.createCommandEncoder({ label: planName });
-    for (const t of toClear) encoder.clearBuffer(t.gpu!, 0, t.bytes);
+    for (const t of toClear) encoder.clearBuffer(t.gpu, 0, t.bytes);
     const pass = encoder.beginComputePass({ label: planName });
     let dispatches = 0;
     prepared.forEach((p, i) => {
