@@ -117,6 +117,12 @@ describe.skipIf(!present && !process.env['CI'])('retnetc logits', () => {
     }
   }, 60_000);
 
+  test.skipIf(existsSync('/usr/lib/x86_64-linux-gnu/libcuda.so.1') || !!process.env['RETNETC_LIBCUDA'])('--target cuda without a CUDA driver is one line', async () => {
+    const r = await cli(['logits', '--checkpoint', CK, '--mode', 'parallel', '--target', 'cuda', '--out', path.join(dir, 'cuda.safetensors')]);
+    expectUserError(r, /^retnetc: error: no CUDA driver: /);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  }, 60_000);
+
   test('--chunk with --mode recurrent is refused; --out cannot be the checkpoint', async () => {
     expectUserError(await cli(['logits', '--checkpoint', CK, '--mode', 'recurrent', '--chunk', '4', '--out', path.join(dir, 'x.safetensors')]), /^retnetc: error: --chunk does not apply to --mode recurrent/);
     expectUserError(await cli(['logits', '--checkpoint', CK, '--mode', 'parallel', '--out', CK]), /^retnetc: error: --out .* is the --checkpoint file/);
