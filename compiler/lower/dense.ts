@@ -1,0 +1,221 @@
+// Dense contractions (compiler/dense.ts) as tiled matrix products. One workgroup computes a
+// tile.m x tile.n tile of C[batch, m, n] = sum_k A[batch, m, k] B[batch, k, n]:
+//   - grid: x over n tiles, y over m tiles, z over the flattened batch;
+//   - the K loop steps by splitK * tile.k; each step all threads stage the A and B slabs in
+//     workgroup memory (As[k][m], Bs[k][n], zero outside the ragged edges), barrier, then each
+//     thread accumulates its regM x regN outputs (rows ty + i*TY, columns tx + j*TX) in f32
+//     locals over its k-slice of the slab, barrier;
+//   - split-K: splitK groups of TY*TX threads each take tile.k of every slab and their partial
+//     sums meet in a workgroup-memory tree reduction (log2 splitK rounds), so a long sum into a
+//     small output (a weight gradient over B*T) uses splitK times the threads with one kernel;
+//   - the epilogue (group 0): the statement's elementwise tail on the accumulator, guarded to
+//     the output's ragged edge, stored at the output's row-major offset.
+// Loads give f32 whatever the storage (half storage is the buffer's KBuffer.storage).
+import { type Dense, type DenseOperand, type DenseVar, mergedGroup, unitStride } from '../dense.js';
+import type { IrStmt } from '../ir.js';
+import * as K from '../kir.js';
+import type { Kernel, KExpr, KStmt } from '../kir.js';
+import { type Binding, dimExpr, type ExprLowering, fold, LowerError } from './expr.js';
+
+/** The tiling of a dense contraction (to become a schedule field). */
+export interface DenseTile {
+  /** Output rows and columns per workgroup. */
+  m: number; n: number;
+  /** Summed extent staged per step and per split-K group. */
+  k: number;
+  /** Outputs per thread: regM rows x regN columns. */
+  regM: number; regN: number;
+  /** Thread groups per workgroup that split the sum (a power of two; 1: no split). */
+  splitK: number;
+}
+
+export const DEFAULT_DENSE_TILE: DenseTile = { m: 64, n: 64, k: 16, regM: 4, regN: 4, splitK: 1 };
+/** For long sums into small outputs: 4 groups of 64 threads over 32 x 32 tiles. */
+export const SPLITK_DENSE_TILE: DenseTile = { m: 32, n: 32, k: 8, regM: 4, regN: 4, splitK: 4 };
+/** WebGPU's default maxComputeWorkgroupStorageSize (also lavapipe's default device). */
+export const DENSE_SHARED_BUDGET = 16384;
+/** WebGPU's guaranteed maxComputeInvocationsPerWorkgroup. */
+export const DENSE_MAX_THREADS = 256;
+
+export const denseThreads = (t: DenseTile): number => (t.m / t.regM) * (t.n / t.regN) * t.splitK;
+export const denseSharedBytes = (t: DenseTile): number => 4 * (t.splitK * t.k * (t.m + t.n) + (t.splitK / 2) * t.m * t.n * (t.splitK > 1 ? 1 : 0));
+
+/** Why a tile is not usable, or undefined. */
+export function denseTileProblem(t: DenseTile): string | undefined {
+  const ints = (['m', 'n', 'k', 'regM', 'regN', 'splitK'] as const).filter((f) => !Number.isInteger(t[f]) || t[f] < 1);
+  if (ints.length) return `dense tile fields ${ints.join(', ')} must be positive integers`;
+  if (t.m % t.regM || t.n % t.regN) return `dense tile ${t.m}x${t.n} is not a multiple of the register block ${t.regM}x${t.regN}`;
+  if (t.splitK & (t.splitK - 1)) return `dense tile splitK ${t.splitK} is not a power of two`;
+  if (denseThreads(t) > DENSE_MAX_THREADS) return `dense tile ${t.m}x${t.n} / ${t.regM}x${t.regN} x splitK ${t.splitK} needs ${denseThreads(t)} threads; at most ${DENSE_MAX_THREADS}`;
+  if (denseSharedBytes(t) > DENSE_SHARED_BUDGET) return `dense tile needs ${denseSharedBytes(t)} bytes of workgroup memory; at most ${DENSE_SHARED_BUDGET}`;
+  return undefined;
+}
+
+/**
+ * A default tile for a dense contraction: split-K where the output is small against the sum
+ * (known sizes: M N <= 256 * 256 and K >= 4 * max(M, N)); 64 x 64 otherwise; 32 x 32 when a
+ * side of the output is at most 32 (fewer idle threads).
+ */
+export function chooseDenseTile(d: Dense, constants: ReadonlyMap<string, number>): DenseTile {
+  const val = (x: Dense['M']): number | undefined => {
+    let out = 0;
+    for (const [mono, c] of x) {
+      let t = c;
+      for (const a of mono ? mono.split('*') : []) { const v = constants.get(a); if (v === undefined) return undefined; t *= v; }
+      out += t;
+    }
+    return out;
+  };
+  const M = val(d.M), N = val(d.N), Kx = val(d.K);
+  if (M !== undefined && N !== undefined && Kx !== undefined && M * N <= 65536 && Kx >= 4 * Math.max(M, N)) return SPLITK_DENSE_TILE;
+  if ((M !== undefined && M <= 32) || (N !== undefined && N <= 32)) return { m: 32, n: 32, k: 16, regM: 2, regN: 2, splitK: 1 };
+  return DEFAULT_DENSE_TILE;
+}
+
+const cleanName = (v: string): string => v.replace(/[^A-Za-z0-9_]/g, '_');
+
+export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, tile: DenseTile): Kernel {
+  const problem = denseTileProblem(tile);
+  if (problem) throw new LowerError(`statement '${s.target}': ${problem}`);
+  const { m: tm, n: tn, k: tk, regM, regN, splitK } = tile;
+  const TX = tn / regN, TY = tm / regM, P = TX * TY, T = P * splitK, slab = splitK * tk;
+  const aName = L.buffer(d.a.tensor);
+  const bName = L.buffer(d.b.tensor);
+  const out = L.buffer(s.target, true);
+  const dim = (x: Dense['M']): KExpr => dimExpr(x, L.sizes);
+  const Mx = dim(d.M), Nx = dim(d.N), Kx = dim(d.K);
+  const body: KStmt[] = [];
+  const decl = (n: string, e: KExpr, into: KStmt[] = body): KExpr => { into.push(K.decl(n, 'i32', fold(e))); return K.v(n); };
+  const fresh = (() => { let c = 0; return (p: string) => `${p}${c++}`; })();
+
+  /** Offset into `o` of flat index `f` over group `g` (merged where `o` and `with` read it contiguously). */
+  const groupOffset = (g: readonly DenseVar[], ops: readonly DenseOperand[], o: DenseOperand, f: KExpr, into: KStmt[]): KExpr => {
+    const entries = mergedGroup(g, ops);
+    if (entries.length === 0) return K.i32(0);
+    let off: KExpr | undefined;
+    let rest = f;
+    for (let e = entries.length - 1; e >= 0; e--) {
+      const ent = entries[e]!;
+      const inner = ent.vars[ent.vars.length - 1]!;
+      const stride = o.strides.get(inner.name)!;
+      let val: KExpr;
+      if (e === 0) val = rest;
+      else {
+        const ext = dim(ent.extent);
+        val = decl(fresh('r'), K.bin('%', rest, ext), into);
+        rest = decl(fresh('q'), K.bin('/', rest, ext), into);
+      }
+      if (stride.size === 0) continue;
+      const term = K.mul(val, dim(stride));
+      off = off ? K.add(off, term) : term;
+    }
+    return fold(off ?? K.i32(0));
+  };
+
+  body.push(K.comment(`dense ${d.target}: [${d.groups.batch.map((v) => v.name).join(',')}] (${d.groups.m.map((v) => v.name).join(',')}) x (${d.groups.n.map((v) => v.name).join(',')}) over (${d.groups.k.map((v) => v.name).join(',')}); tile ${tm}x${tn}x${tk}, regs ${regM}x${regN}, splitK ${splitK}`));
+  const tid = decl('t', K.tid('x'));
+  const lt = splitK > 1 ? decl('lt', K.bin('%', tid, K.i32(P))) : tid;
+  const grp = splitK > 1 ? decl('grp', K.bin('/', tid, K.i32(P))) : K.i32(0);
+  const tx = decl('tx', K.bin('%', lt, K.i32(TX)));
+  const ty = decl('ty', K.bin('/', lt, K.i32(TX)));
+  const n0 = decl('n0', K.mul(K.wg('x'), K.i32(tn)));
+  const m0 = decl('m0', K.mul(K.wg('y'), K.i32(tm)));
+  const bz = decl('bz', K.wg('z'));
+  const baseA = decl('baseA', groupOffset(d.groups.batch, [d.a], d.a, bz, body));
+  const baseB = decl('baseB', groupOffset(d.groups.batch, [d.b], d.b, bz, body));
+  const acc = (i: number, j: number): string => `acc_${i}_${j}`;
+  for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) body.push(K.decl(acc(i, j), 'f32', K.f32(0)));
+
+  // ---- the K loop --------------------------------------------------------------------------
+  const kLoop: KStmt[] = [];
+  const kInner = d.groups.k.at(-1);
+  const stage = (o: DenseOperand, arr: string, buf: string, base: KExpr, rows: number, group: readonly DenseVar[], R: KExpr, r0: KExpr): void => {
+    const kFast = kInner !== undefined && unitStride(o.strides.get(kInner.name)!);
+    const total = slab * rows;
+    for (let slot = 0; slot * T < total; slot++) {
+      const blk: KStmt[] = [];
+      const e = decl(fresh('e'), K.add(tid, K.i32(slot * T)), blk);
+      const kk = decl(fresh('kk'), kFast ? K.bin('%', e, K.i32(slab)) : K.bin('/', e, K.i32(rows)), blk);
+      const rr = decl(fresh('rr'), kFast ? K.bin('/', e, K.i32(slab)) : K.bin('%', e, K.i32(rows)), blk);
+      const gr = decl(fresh('gr'), K.add(r0, rr), blk);
+      const gk = decl(fresh('gk'), K.add(K.v('k0'), kk), blk);
+      const ld: KStmt[] = [];
+      const off = fold(K.add(K.add(base, groupOffset(group, [o], o, gr, ld)), groupOffset(d.groups.k, [o], o, gk, ld)));
+      ld.push(K.store(arr, fold(K.add(K.mul(kk, K.i32(rows)), rr)), K.load(buf, off, 'f32')));
+      blk.push(K.iff(K.and(K.lt(gr, R), K.lt(gk, Kx)), ld, [K.store(arr, fold(K.add(K.mul(kk, K.i32(rows)), rr)), K.f32(0))]));
+      kLoop.push(...((slot + 1) * T > total ? [K.iff(K.lt(tid, K.i32(total - slot * T)), blk)] : blk));
+    }
+  };
+  stage(d.a, 'As', aName, baseA, tm, d.groups.m, Mx, m0);
+  stage(d.b, 'Bs', bName, baseB, tn, d.groups.n, Nx, n0);
+  kLoop.push(K.barrier());
+  const inner: KStmt[] = [];
+  const kr = decl('kr', splitK > 1 ? K.add(K.mul(grp, K.i32(tk)), K.v('kk')) : K.v('kk'), inner);
+  for (let i = 0; i < regM; i++) inner.push(K.decl(`a${i}`, 'f32', K.load('As', fold(K.add(K.mul(kr, K.i32(tm)), K.add(ty, K.i32(i * TY)))), 'f32')));
+  for (let j = 0; j < regN; j++) inner.push(K.decl(`b${j}`, 'f32', K.load('Bs', fold(K.add(K.mul(kr, K.i32(tn)), K.add(tx, K.i32(j * TX)))), 'f32')));
+  for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) inner.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.mul(K.v(`a${i}`, 'f32'), K.v(`b${j}`, 'f32')))));
+  kLoop.push(K.loop('kk', K.i32(0), K.i32(tk), inner));
+  kLoop.push(K.barrier());
+  body.push(K.loop('k0', K.i32(0), Kx, kLoop, slab));
+
+  // ---- split-K: a tree reduction of the groups' partial sums in workgroup memory -----------
+  const lo = (i: number, j: number): KExpr => fold(K.add(K.mul(K.add(ty, K.i32(i * TY)), K.i32(tn)), K.add(tx, K.i32(j * TX))));
+  for (let half = splitK / 2; half >= 1; half /= 2) {
+    const put: KStmt[] = [];
+    const get: KStmt[] = [];
+    for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) {
+      put.push(K.store('Red', fold(K.add(K.mul(K.sub(grp, K.i32(half)), K.i32(tm * tn)), lo(i, j))), K.v(acc(i, j), 'f32')));
+      get.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.load('Red', fold(K.add(K.mul(grp, K.i32(tm * tn)), lo(i, j))), 'f32'))));
+    }
+    body.push(K.iff(K.and(K.bin('>=', grp, K.i32(half)), K.lt(grp, K.i32(2 * half))), put));
+    body.push(K.barrier());
+    body.push(K.iff(K.lt(grp, K.i32(half)), get));
+    if (half > 1) body.push(K.barrier());
+  }
+
+  // ---- the epilogue: the tail on each accumulator, stored where the output has it ----------
+  const epi: KStmt[] = [];
+  const bind = new Map<string, Binding>();
+  const unflat = (g: readonly DenseVar[], f: KExpr, into: KStmt[]): void => {
+    let rest = f;
+    for (let k = g.length - 1; k >= 0; k--) {
+      const v = g[k]!;
+      const n = fresh(`i_${cleanName(v.name)}_`);
+      if (k === 0) { into.push(K.decl(n, 'i32', rest)); }
+      else {
+        const ext = dim(v.extent);
+        into.push(K.decl(n, 'i32', fold(K.bin('%', rest, ext))));
+        rest = decl(fresh('q'), K.bin('/', rest, ext), into);
+      }
+      bind.set(v.name, { expr: K.v(n), extent: v.extent });
+    }
+  };
+  unflat(d.groups.batch, bz, epi);
+  for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) {
+    const blk: KStmt[] = [];
+    const gm = decl(fresh('gm'), K.add(m0, K.add(ty, K.i32(i * TY))), epi);
+    const gn = decl(fresh('gn'), K.add(n0, K.add(tx, K.i32(j * TX))), epi);
+    unflat(d.groups.m, gm, blk);
+    unflat(d.groups.n, gn, blk);
+    const b2 = new Map(bind);
+    b2.set('%acc', { expr: K.v(acc(i, j), 'f32') });
+    const value = L.expr(d.epilogue, b2, blk);
+    const outIdx = s.indices.map((v) => L.expr(d.outputs.get(v.name)!, b2, blk));
+    blk.push(K.store(out, L.offset(s.target, outIdx), K.cast(value, L.buffers.get(s.target)!.type)));
+    epi.push(K.iff(K.and(K.lt(gm, Mx), K.lt(gn, Nx)), blk));
+  }
+  body.push(...(splitK > 1 ? [K.iff(K.bin('==', grp, K.i32(0)), epi)] : epi));
+
+  const ceil = (x: KExpr, t: number): KExpr => fold(K.div(K.add(x, K.i32(t - 1)), K.i32(t)));
+  return {
+    name, workgroup: [T, 1, 1],
+    grid: [ceil(Nx, tn), ceil(Mx, tm), dim(d.batch)],
+    buffers: [], scalars: [],
+    shared: [
+      { name: 'As', type: 'f32', size: slab * tm },
+      { name: 'Bs', type: 'f32', size: slab * tn },
+      ...(splitK > 1 ? [{ name: 'Red', type: 'f32' as const, size: (splitK / 2) * tm * tn }] : []),
+    ],
+    body,
+  };
+}
