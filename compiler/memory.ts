@@ -12,11 +12,12 @@
 //     it is the first tenant of a fresh slot, never a later one. Every other intermediate is
 //     written before it is read (each lowering stores every element of its target, compiler/
 //     lower/*.ts); tests/memory.test.ts runs plans with reused memory poisoned to show it.
-//   - Slots are assigned greedily, intervals by start (larger first on ties): a free slot that
-//     fits with the least slack, else the largest free slot grown to fit, else a new slot.
+//   - Slots are assigned greedily two ways, the one with fewer bytes kept: intervals by start
+//     (a free slot that fits with the least slack, else the largest free slot grown to fit, else
+//     a new slot), and largest tensors first into the smallest slot they do not meet a tenant of.
 //   - Peak bytes count parameters, outputs and slots (as exact element bytes: 2 for f16/bf16
 //     storage, 4 for f32/i32); naive bytes count every tensor on its own.
-import { devaluate, type Dim } from '../dsl/dims.js';
+import { devaluate, type Dim, dimSymbols } from '../dsl/dims.js';
 import { bindSizes } from '../dsl/reference/interpreter.js';
 import type { KExpr, Kernel, KStmt } from './kir.js';
 import { storageBytes } from './kir.js';
@@ -55,6 +56,8 @@ export interface MemoryPlan {
   peakBytes: number;
   /** Parameters + outputs + every intermediate on its own. */
   naiveBytes: number;
+  /** Parameters + outputs + the most intermediate bytes live at one launch: no assignment does better. */
+  boundBytes: number;
   reuse: boolean;
 }
 
@@ -134,6 +137,78 @@ export function planSizesFromShapes(plan: Plan, shapes: ReadonlyMap<string, read
 
 // ---- the plan ---------------------------------------------------------------------------------
 
+const byId = (a: TensorLife, b: TensorLife): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+const total = (slots: readonly MemorySlot[]): number => slots.reduce((a, s) => a + s.bytes, 0);
+interface Assignment { slots: MemorySlot[]; slotOf: Map<string, number> }
+
+/**
+ * Intervals by start (larger first on ties): a slot freed before the tensor's first launch that
+ * fits with the least slack, else the largest free one grown to fit, else a new slot. A tensor
+ * needing zeroed memory always starts a new slot. `reuse` false: a slot per tensor.
+ */
+function byStart(lives: readonly TensorLife[], reuse = true): Assignment {
+  const slots: MemorySlot[] = [];
+  const lastOf: number[] = [];
+  const slotOf = new Map<string, number>();
+  for (const t of [...lives].sort((a, b) => a.first - b.first || b.bytes - a.bytes || byId(a, b))) {
+    let pick = -1;
+    if (reuse && !t.zero) {
+      let fit = -1, big = -1;
+      for (let s = 0; s < slots.length; s++) {
+        if (!(lastOf[s]! < t.first)) continue;
+        const b = slots[s]!.bytes;
+        if (b >= t.bytes && (fit < 0 || b < slots[fit]!.bytes)) fit = s;
+        if (big < 0 || b > slots[big]!.bytes) big = s;
+      }
+      pick = fit >= 0 ? fit : big;
+    }
+    if (pick < 0) {
+      pick = slots.length;
+      slots.push({ bytes: 0, zero: t.zero, tenants: [] });
+      lastOf.push(-1);
+    }
+    const s = slots[pick]!;
+    s.bytes = Math.max(s.bytes, t.bytes);
+    s.tenants.push(t.id);
+    lastOf[pick] = t.last;
+    slotOf.set(t.id, pick);
+  }
+  return { slots, slotOf };
+}
+
+/**
+ * Largest tensors first (TFLite's greedy by size): into the smallest slot none of whose tenants
+ * is live at any launch of the tensor's span, else a new slot (slots never grow: the first tenant
+ * is the largest). A tensor needing zeroed memory joins only a slot all of whose tenants start
+ * after it ends, and no tensor goes before such a tenant.
+ */
+function bySize(lives: readonly TensorLife[]): Assignment {
+  const slots: MemorySlot[] = [];
+  const members: TensorLife[][] = [];
+  const slotOf = new Map<string, number>();
+  for (const t of [...lives].sort((a, b) => b.bytes - a.bytes || a.first - b.first || byId(a, b))) {
+    let pick = -1;
+    for (let s = 0; s < slots.length; s++) {
+      const ok = members[s]!.every((u) => (u.last < t.first || t.last < u.first) && !(t.zero && u.first < t.first) && !(u.zero && t.first < u.first));
+      if (ok && (pick < 0 || slots[s]!.bytes < slots[pick]!.bytes)) pick = s;
+    }
+    if (pick < 0) {
+      pick = slots.length;
+      slots.push({ bytes: 0, zero: false, tenants: [] });
+      members.push([]);
+    }
+    slots[pick]!.bytes = Math.max(slots[pick]!.bytes, t.bytes);
+    members[pick]!.push(t);
+    slotOf.set(t.id, pick);
+  }
+  members.forEach((m, s) => {
+    m.sort((a, b) => a.first - b.first);
+    slots[s]!.tenants = m.map((u) => u.id);
+    slots[s]!.zero = m[0]?.zero ?? false;
+  });
+  return { slots, slotOf };
+}
+
 /** Intermediates' lives, slots by liveness and the peak and naive bytes of `plan` at `sizes`. */
 export function planMemory(plan: Plan, sizes: ReadonlyMap<string, number>, opts: MemoryOptions = {}): MemoryPlan {
   const reuse = opts.reuse ?? true;
@@ -169,39 +244,23 @@ export function planMemory(plan: Plan, sizes: ReadonlyMap<string, number>, opts:
     if (!params.has(id) && !outputs.has(id) && !lives.has(id)) lives.set(id, { id, bytes: bytes(id), first: 0, last: plan.launches.length, zero: true });
   }
 
-  const slots: MemorySlot[] = [];
-  const lastOf: number[] = [];
-  const slotOf = new Map<string, number>();
-  const order = [...lives.values()].sort((a, b) => a.first - b.first || b.bytes - a.bytes || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  for (const t of order) {
-    let pick = -1;
-    if (reuse && !t.zero) {
-      let fit = -1, big = -1;
-      for (let s = 0; s < slots.length; s++) {
-        if (!(lastOf[s]! < t.first)) continue;
-        const b = slots[s]!.bytes;
-        if (b >= t.bytes && (fit < 0 || b < slots[fit]!.bytes)) fit = s;
-        if (big < 0 || b > slots[big]!.bytes) big = s;
-      }
-      pick = fit >= 0 ? fit : big;
-    }
-    if (pick < 0) {
-      pick = slots.length;
-      slots.push({ bytes: 0, zero: t.zero, tenants: [] });
-      lastOf.push(-1);
-    }
-    const s = slots[pick]!;
-    s.bytes = Math.max(s.bytes, t.bytes);
-    s.tenants.push(t.id);
-    lastOf[pick] = t.last;
-    slotOf.set(t.id, pick);
-  }
+  const all = [...lives.values()];
+  const tries = reuse ? [byStart(all), bySize(all)] : [byStart(all, false)];
+  const best = tries.reduce((a, b) => (total(b.slots) < total(a.slots) ? b : a));
+  const { slots, slotOf } = best;
   let slotBytes = 0;
   for (const s of slots) slotBytes += s.bytes;
   let interBytes = 0;
   for (const t of lives.values()) interBytes += t.bytes;
+  let bound = 0;
+  for (let i = 0; i < plan.launches.length; i++) {
+    let live = 0;
+    for (const t of lives.values()) if (t.first <= i && i <= t.last) live += t.bytes;
+    bound = Math.max(bound, live);
+  }
   return {
     slots, slotOf, lives, bytesOf, paramBytes, outputBytes, reuse,
+    boundBytes: paramBytes + outputBytes + bound,
     peakBytes: paramBytes + outputBytes + slotBytes,
     naiveBytes: paramBytes + outputBytes + interBytes,
   };
@@ -250,10 +309,41 @@ export function formatBytes(n: number): string {
 
 const sizesStr = (sizes: ReadonlyMap<string, number>): string => [...sizes].map(([k, v]) => `${k}=${v}`).join(' ');
 
-/** One line for the CLI: `memory: peak 12.3 MiB (naive 40.1 MiB) at B=1 T=4096`. */
-export function memoryLine(plan: Plan, sizes: ReadonlyMap<string, number>, opts: MemoryOptions = {}): string {
-  const m = planMemory(plan, sizes, opts);
-  return `memory: peak ${formatBytes(m.peakBytes)} (naive ${formatBytes(m.naiveBytes)}) at ${sizesStr(sizes)}`;
+/** Sizes a report is given at when the caller gives none: one sequence of 4096 positions, 8 heads. */
+export const REPORT_SIZES: ReadonlyMap<string, number> = new Map([['B', 1], ['H', 8], ['T', 4096]]);
+
+/**
+ * Every size symbol of a plan's tensors, in order of first use: the plan's constants, then
+ * `given`, then `defaults` (REPORT_SIZES), else 1.
+ */
+export function reportSizes(plan: Plan, given: ReadonlyMap<string, number> = new Map(), defaults: ReadonlyMap<string, number> = REPORT_SIZES): Map<string, number> {
+  const syms = new Set<string>();
+  const f = plan.fn;
+  for (const t of [...f.params, ...f.outputs, ...f.vars.values()]) for (const d of t.shape) for (const x of dimSymbols(d)) syms.add(x);
+  const out = new Map<string, number>();
+  for (const x of [...syms].sort()) out.set(x, plan.constants.get(x) ?? given.get(x) ?? defaults.get(x) ?? 1);
+  return out;
+}
+
+/**
+ * One line for the CLI's compile: `memory: peak 12.3 MiB (naive 40.1 MiB) at B=1 H=8 K=64 T=4096 V=64`,
+ * at `sizes` (missing ones from reportSizes).
+ */
+export function memoryLine(plan: Plan, sizes: ReadonlyMap<string, number> = new Map(), opts: MemoryOptions = {}): string {
+  const all = reportSizes(plan, sizes);
+  const m = planMemory(plan, all, opts);
+  return `memory: peak ${formatBytes(m.peakBytes)} (naive ${formatBytes(m.naiveBytes)}) at ${sizesStr(all)}`;
+}
+
+/**
+ * One line for a model's compile: `memory: forward peak 326.8 MiB (every tensor on its own
+ * 608.9 MiB); forward + backward 603.1 MiB (kept activations 14.0 MiB) at B=1 T=1024`; the second
+ * part only with backward plans.
+ */
+export function modelMemoryLine(program: ModelProgram, forward: readonly Plan[], backward?: readonly Plan[], sizes: ReadonlyMap<string, number> = new Map([['B', 1], ['T', 1024]])): string {
+  const mm = modelMemory({ program, forward, ...(backward ? { backward } : {}), sizes });
+  const train = backward ? `; forward + backward ${formatBytes(mm.trainPeakBytes)} (kept activations ${formatBytes(mm.keptBytes)})` : '';
+  return `memory: forward peak ${formatBytes(mm.forwardPeakBytes)} (every tensor on its own ${formatBytes(mm.forwardNaiveBytes)})${train} at ${sizesStr(sizes)}`;
 }
 
 // ---- whole models -----------------------------------------------------------------------------
