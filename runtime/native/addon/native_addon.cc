@@ -1,0 +1,226 @@
+// The native target's addon (node-addon-api): dlopen()s shared libraries compiled from kernel IR
+// (targets/native/compile.ts) and runs their kernel functions over a launch's workgroups on a
+// pool of threads (one per hardware thread; RETNETC_NATIVE_THREADS overrides), the calling thread
+// among them. A kernel function has the signature of targets/native/printer.ts:
+//   void k(void *const *bufs, const int64_t *lens, const int32_t *scalars, const int32_t *grid,
+//          int64_t begin, int64_t end, unsigned char *scratch, int32_t *err)
+// and runs workgroups [begin, end). Each thread has its own scratch (the workgroup arrays).
+//
+// Exports:
+//   open(path) -> library id         (dlopen RTLD_NOW | RTLD_LOCAL; throws the dlerror line)
+//   symbol(library, name) -> kernel id
+//   run(kernel, buffers: TypedArray[], scalars: Int32Array, grid: Int32Array(3),
+//       scratchBytes, err: Int32Array(8))   synchronous; err is the kernel's error record
+//   threads() -> number of threads a run uses
+//   abiVersion
+#include <napi.h>
+#include <dlfcn.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr int ABI_VERSION = 1;
+
+using KernelFn = void (*)(void *const *, const int64_t *, const int32_t *, const int32_t *, int64_t, int64_t, unsigned char *, int32_t *);
+
+std::vector<void *> libraries;
+std::vector<KernelFn> kernels;
+
+struct Scratch {
+  unsigned char *p = nullptr;
+  size_t n = 0;
+  unsigned char *get(size_t bytes) {
+    if (bytes > n) {
+      std::free(p);
+      n = (bytes + 4095) / 4096 * 4096;
+      p = static_cast<unsigned char *>(std::aligned_alloc(64, n));
+      if (!p) n = 0;
+    }
+    return p;
+  }
+  ~Scratch() { std::free(p); }
+};
+
+struct Job {
+  KernelFn fn;
+  void *const *bufs;
+  const int64_t *lens;
+  const int32_t *scalars;
+  const int32_t *grid;
+  int64_t total;
+  int64_t chunk;
+  size_t scratch;
+  int32_t *err;
+};
+
+class Pool {
+ public:
+  explicit Pool(int n) : n_(n) {
+    for (int i = 1; i < n_; i++) workers_.emplace_back([this] { loop(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto &t : workers_) t.join();
+  }
+  int size() const { return n_; }
+
+  /** Runs the job on all threads; returns false when scratch memory could not be had. */
+  bool run(const Job &job) {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      job_ = job;
+      next_.store(0);
+      active_ = static_cast<int>(workers_.size());
+      failed_.store(false);
+      gen_++;
+    }
+    cv_.notify_all();
+    work();
+    std::unique_lock<std::mutex> l(m_);
+    done_.wait(l, [this] { return active_ == 0; });
+    return !failed_.load();
+  }
+
+ private:
+  void work() {
+    thread_local Scratch scratch;
+    const Job job = job_;
+    unsigned char *s = job.scratch ? scratch.get(job.scratch) : nullptr;
+    if (job.scratch && !s) { failed_.store(true); return; }
+    for (;;) {
+      const int64_t b = next_.fetch_add(job.chunk);
+      if (b >= job.total) break;
+      const int64_t e = b + job.chunk < job.total ? b + job.chunk : job.total;
+      job.fn(job.bufs, job.lens, job.scalars, job.grid, b, e, s, job.err);
+    }
+  }
+  void loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> l(m_);
+        cv_.wait(l, [&] { return stop_ || gen_ != seen; });
+        if (stop_) return;
+        seen = gen_;
+      }
+      work();
+      {
+        std::lock_guard<std::mutex> l(m_);
+        if (--active_ == 0) done_.notify_all();
+      }
+    }
+  }
+
+  int n_;
+  std::vector<std::thread> workers_;
+  std::mutex m_;
+  std::condition_variable cv_, done_;
+  Job job_{};
+  std::atomic<int64_t> next_{0};
+  std::atomic<bool> failed_{false};
+  int active_ = 0;
+  uint64_t gen_ = 0;
+  bool stop_ = false;
+};
+
+Pool *pool() {
+  static Pool *p = [] {
+    int n = static_cast<int>(std::thread::hardware_concurrency());
+    if (const char *e = std::getenv("RETNETC_NATIVE_THREADS")) {
+      const int v = std::atoi(e);
+      if (v > 0) n = v;
+    }
+    if (n < 1) n = 1;
+    return new Pool(n);  // never destroyed: its threads live as long as the process
+  }();
+  return p;
+}
+
+void *viewData(const Napi::Value &v, int64_t *elements, const char *what) {
+  if (!v.IsTypedArray()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a typed array");
+  Napi::TypedArray t = v.As<Napi::TypedArray>();
+  if (elements) *elements = static_cast<int64_t>(t.ElementLength());
+  return static_cast<unsigned char *>(t.ArrayBuffer().Data()) + t.ByteOffset();
+}
+
+Napi::Value Open(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "open(path)");
+  const std::string path = info[0].As<Napi::String>();
+  void *h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *e = dlerror();
+    throw Napi::Error::New(env, std::string("dlopen: ") + (e ? e : path));
+  }
+  libraries.push_back(h);
+  return Napi::Number::New(env, static_cast<double>(libraries.size() - 1));
+}
+
+Napi::Value Symbol(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsString()) throw Napi::TypeError::New(env, "symbol(library, name)");
+  const uint32_t lib = info[0].As<Napi::Number>().Uint32Value();
+  if (lib >= libraries.size()) throw Napi::RangeError::New(env, "symbol: unknown library");
+  const std::string name = info[1].As<Napi::String>();
+  dlerror();
+  void *s = dlsym(libraries[lib], name.c_str());
+  if (!s) throw Napi::Error::New(env, "dlsym: no symbol " + name);
+  kernels.push_back(reinterpret_cast<KernelFn>(s));
+  return Napi::Number::New(env, static_cast<double>(kernels.size() - 1));
+}
+
+Napi::Value Run(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[0].IsNumber() || !info[1].IsArray() || !info[4].IsNumber()) {
+    throw Napi::TypeError::New(env, "run(kernel, buffers, scalars, grid, scratchBytes, err)");
+  }
+  const uint32_t k = info[0].As<Napi::Number>().Uint32Value();
+  if (k >= kernels.size()) throw Napi::RangeError::New(env, "run: unknown kernel");
+  Napi::Array arr = info[1].As<Napi::Array>();
+  std::vector<void *> bufs(arr.Length());
+  std::vector<int64_t> lens(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) bufs[i] = viewData(arr.Get(i), &lens[i], "a buffer");
+  int64_t ns = 0, ng = 0, ne = 0;
+  const int32_t *scalars = static_cast<const int32_t *>(viewData(info[2], &ns, "scalars"));
+  const int32_t *grid = static_cast<const int32_t *>(viewData(info[3], &ng, "grid"));
+  int32_t *err = static_cast<int32_t *>(viewData(info[5], &ne, "err"));
+  if (ng < 3 || ne < 8) throw Napi::RangeError::New(env, "run: grid needs 3 and err 8 elements");
+  const double scratch = info[4].As<Napi::Number>().DoubleValue();
+  const int64_t total = static_cast<int64_t>(grid[0]) * grid[1] * grid[2];
+  if (grid[0] < 0 || grid[1] < 0 || grid[2] < 0) throw Napi::RangeError::New(env, "run: negative grid");
+  if (total == 0) return env.Undefined();
+  Pool *p = pool();
+  const int64_t parts = static_cast<int64_t>(p->size()) * 8;
+  int64_t chunk = (total + parts - 1) / parts;
+  if (chunk < 1) chunk = 1;
+  Job job{kernels[k], bufs.data(), lens.data(), scalars, grid, total, chunk, static_cast<size_t>(scratch), err};
+  if (!p->run(job)) throw Napi::Error::New(env, "native target: out of memory for workgroup arrays");
+  return env.Undefined();
+}
+
+Napi::Value Threads(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), pool()->size()); }
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("open", Napi::Function::New(env, Open));
+  exports.Set("symbol", Napi::Function::New(env, Symbol));
+  exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("threads", Napi::Function::New(env, Threads));
+  exports.Set("abiVersion", Napi::Number::New(env, ABI_VERSION));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(retnetc_native, Init)

@@ -1,0 +1,230 @@
+// Barrier split: a kernel-IR pass that turns a SIMT kernel into one whose workgroup is a single
+// thread and which has no barriers, as POCL runs OpenCL kernels on CPUs. The result is ordinary
+// kernel IR (the CPU executor runs it with the same results), so a target for sequential
+// machines only has to print it and spread workgroups over cores.
+//
+//   - The body is split at barriers into parallel regions. Each region becomes a work-item
+//     loop `for (rn_t = 0; rn_t < threads; rn_t++)` that runs the region's statements for every
+//     thread of the workgroup in the order the CPU executor runs them (tid.x fastest); the tid
+//     builtins become functions of rn_t.
+//   - An `if` or `for` that holds a barrier must be uniform (compiler/kir-verify.ts checks it):
+//     it becomes a region boundary, evaluated once for the whole workgroup, and its body is
+//     split in turn (a loop with a barrier runs once for all threads; its body's regions are
+//     work-item loops).
+//   - A variable or local array declared at a region boundary's level and used outside the
+//     region that declares it lives across a barrier: it becomes a per-thread context array, a
+//     workgroup array `NAME_ctx[threads]` (`[threads * size]` for local arrays) indexed by rn_t.
+//     Uniform code (loop bounds, conditions) reads a uniform variable's slot 0.
+//   - A declaration at such a level that every thread computes alike (uniform, never assigned)
+//     is hoisted out of the work-item loops instead: it is evaluated once, where it stands, and
+//     read as a plain variable by the regions after it.
+// Names are made unique first (every declaration gets a name of its own), so that hoisted names
+// and context arrays cannot collide. Names starting with `rn_` are the pass's and the printers'.
+import { mapExpr, NameSupply, walkExpr } from '../../compiler/c-printer.js';
+import type { Kernel, KExpr, KShared, KStmt, KType } from '../../compiler/kir.js';
+import * as K from '../../compiler/kir.js';
+import { hasBarrier, uniformity, verifyKernel } from '../../compiler/kir-verify.js';
+
+export interface SplitKernel {
+  /** The kernel with workgroup [1, 1, 1] and no barriers; context arrays appended to `shared`. */
+  kernel: Kernel;
+  /** Threads per workgroup of the original kernel. */
+  threads: number;
+  /** The work-item loops (statement objects of kernel.body), for printers that vectorise them. */
+  workItemLoops: Set<KStmt>;
+  /** Context arrays the pass added (a subset of kernel.shared). */
+  context: KShared[];
+  /** Declarations hoisted out of work-item loops (uniform, by their unique names). */
+  hoisted: string[];
+}
+
+/** The loop variable of the work-item loops. */
+export const WORK_ITEM = 'rn_t';
+
+/** Gives every declared name of `k` (decl, local, loop variable) a spelling of its own. */
+export function uniquifyNames(k: Kernel, reserved: ReadonlySet<string> = new Set()): Kernel {
+  const taken = new Set<string>([...reserved, k.name, ...k.buffers.map((b) => b.name), ...k.scalars.map((s) => s.name), ...k.shared.map((s) => s.name)]);
+  const supply = new NameSupply(taken);
+  const fresh = (n: string): string => supply.fresh(n.startsWith('rn_') ? `u_${n}` : n);
+  const scopes: Map<string, string>[] = [new Map()];
+  const lookup = (name: string): string => {
+    for (let i = scopes.length - 1; i >= 0; i--) { const n = scopes[i]!.get(name); if (n !== undefined) return n; }
+    return name; // parameters and shared arrays keep their names
+  };
+  const declare = (name: string): string => { const n = fresh(name); scopes[scopes.length - 1]!.set(name, n); return n; };
+  const ex = (e: KExpr): KExpr => mapExpr(e, (x) => (x.k === 'var' ? { ...x, name: lookup(x.name) } : x.k === 'load' ? { ...x, array: lookup(x.array) } : x));
+  const block = (ss: readonly KStmt[]): KStmt[] => { scopes.push(new Map()); const out = ss.map(stmt); scopes.pop(); return out; };
+  const stmt = (s: KStmt): KStmt => {
+    switch (s.k) {
+      case 'decl': { const init = ex(s.init); return { ...s, init, name: declare(s.name) }; }
+      case 'local': return { ...s, name: declare(s.name) };
+      case 'assign': return { ...s, name: lookup(s.name), value: ex(s.value) };
+      case 'store': return { ...s, array: lookup(s.array), index: ex(s.index), value: ex(s.value) };
+      case 'if': return { ...s, cond: ex(s.cond), then: block(s.then), else: block(s.else) };
+      case 'for': {
+        const start = ex(s.start);
+        scopes.push(new Map());
+        const v = declare(s.v);
+        const end = ex(s.end);
+        const body = block(s.body);
+        scopes.pop();
+        return { ...s, v, start, end, body };
+      }
+      default: return s;
+    }
+  };
+  return { ...k, body: block(k.body) };
+}
+
+type Node =
+  | { k: 'piece'; id: number; stmts: KStmt[] }
+  | { k: 'hoist'; s: Extract<KStmt, { k: 'decl' }> }
+  | { k: 'for'; s: Extract<KStmt, { k: 'for' }>; body: Node[] }
+  | { k: 'if'; s: Extract<KStmt, { k: 'if' }>; then: Node[]; else: Node[] };
+
+/** Names a statement list reads or writes (variables, arrays). */
+function namesIn(ss: readonly KStmt[], out: Set<string>): void {
+  const ex = (e: KExpr): void => walkExpr(e, (x) => { if (x.k === 'var') out.add(x.name); if (x.k === 'load') out.add(x.array); });
+  for (const s of ss) {
+    switch (s.k) {
+      case 'decl': ex(s.init); break;
+      case 'assign': out.add(s.name); ex(s.value); break;
+      case 'store': out.add(s.array); ex(s.index); ex(s.value); break;
+      case 'if': ex(s.cond); namesIn(s.then, out); namesIn(s.else, out); break;
+      case 'for': ex(s.start); ex(s.end); namesIn(s.body, out); break;
+      default: break;
+    }
+  }
+}
+
+/**
+ * Splits `k` at its barriers (see the header). The kernel is verified first (barriers only in
+ * uniform control flow); `reserved` names are kept free (the printer's own identifiers).
+ */
+export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Set()): SplitKernel {
+  verifyKernel(k0);
+  const k = uniquifyNames(k0, reserved);
+  const [TX, TY, TZ] = k.workgroup;
+  const T = TX * TY * TZ;
+  const u = uniformity(k);
+  const assigned = new Set<string>();
+  const walkAll = (ss: readonly KStmt[], f: (s: KStmt) => void): void => {
+    for (const s of ss) { f(s); if (s.k === 'if') { walkAll(s.then, f); walkAll(s.else, f); } if (s.k === 'for') walkAll(s.body, f); }
+  };
+  walkAll(k.body, (s) => { if (s.k === 'assign') assigned.add(s.name); });
+
+  // 1. The structure: pieces (work-item loops), hoisted declarations and uniform constructs.
+  let pieces = 0;
+  const hoisted: string[] = [];
+  const build = (ss: readonly KStmt[]): Node[] => {
+    const out: Node[] = [];
+    let cur: KStmt[] = [];
+    const close = (): void => {
+      if (cur.some((s) => s.k !== 'comment')) out.push({ k: 'piece', id: pieces++, stmts: cur });
+      cur = [];
+    };
+    for (const s of ss) {
+      if (s.k === 'barrier') close();
+      else if (s.k === 'for' && hasBarrier(s.body)) { close(); out.push({ k: 'for', s, body: build(s.body) }); }
+      else if (s.k === 'if' && (hasBarrier(s.then) || hasBarrier(s.else))) { close(); out.push({ k: 'if', s, then: build(s.then), else: build(s.else) }); }
+      else if (s.k === 'decl' && !u.varying.has(s.name) && !assigned.has(s.name)) { close(); out.push({ k: 'hoist', s }); hoisted.push(s.name); }
+      else cur.push(s);
+    }
+    close();
+    return out;
+  };
+  const tree = build(k.body);
+
+  // 2. Where each name is used: piece ids, or -1 for uniform code (hoisted initialisers, bounds, conditions).
+  const uses = new Map<string, Set<number>>();
+  const note = (names: Set<string>, place: number): void => { for (const n of names) { let s = uses.get(n); if (!s) uses.set(n, (s = new Set())); s.add(place); } };
+  const uniformNames = (es: KExpr[]): Set<string> => { const s = new Set<string>(); for (const e of es) walkExpr(e, (x) => { if (x.k === 'var') s.add(x.name); if (x.k === 'load') s.add(x.array); }); return s; };
+  // Declarations at a boundary level, by the piece that holds them.
+  const declaredIn = new Map<string, { id: number; s: KStmt }>();
+  const scan = (ns: Node[]): void => {
+    for (const n of ns) {
+      switch (n.k) {
+        case 'piece': {
+          const names = new Set<string>();
+          namesIn(n.stmts, names);
+          note(names, n.id);
+          for (const s of n.stmts) if (s.k === 'decl' || s.k === 'local') declaredIn.set(s.name, { id: n.id, s });
+          break;
+        }
+        case 'hoist': note(uniformNames([n.s.init]), -1); break;
+        case 'for': note(uniformNames([n.s.start, n.s.end]), -1); scan(n.body); break;
+        case 'if': note(uniformNames([n.s.cond]), -1); scan(n.then); scan(n.else); break;
+      }
+    }
+  };
+  scan(tree);
+
+  // 3. Context arrays for what lives across regions.
+  const supply = new NameSupply(new Set([...reserved, k.name, ...k.buffers.map((b) => b.name), ...k.scalars.map((s) => s.name), ...k.shared.map((s) => s.name)]));
+  walkAll(k.body, (s) => { if (s.k === 'decl' || s.k === 'local') supply.taken.add(s.name); if (s.k === 'for') supply.taken.add(s.v); });
+  const ctxVar = new Map<string, { array: string; type: KType }>();
+  const ctxLocal = new Map<string, { array: string; size: number }>();
+  const context: KShared[] = [];
+  for (const [name, { id, s }] of declaredIn) {
+    const places = uses.get(name);
+    if (!places || [...places].every((p) => p === id)) continue;
+    const array = supply.fresh(`${name}_ctx`);
+    if (s.k === 'decl') { ctxVar.set(name, { array, type: s.type }); context.push({ name: array, type: s.type, size: T }); }
+    else if (s.k === 'local') { ctxLocal.set(name, { array, size: s.size }); context.push({ name: array, type: s.type, size: T * s.size }); }
+  }
+
+  // 4. Rewriting: context references, tid builtins, work-item loops.
+  const t = K.v(WORK_ITEM);
+  const tidOf = (axis: string): KExpr => {
+    if (axis === 'x') return TX === 1 ? K.i32(0) : TY * TZ === 1 ? t : K.bin('%', t, K.i32(TX));
+    if (axis === 'y') { if (TY === 1) return K.i32(0); const q = TX === 1 ? t : K.div(t, K.i32(TX)); return TZ === 1 ? q : K.bin('%', q, K.i32(TY)); }
+    return TZ === 1 ? K.i32(0) : TX * TY === 1 ? t : K.div(t, K.i32(TX * TY));
+  };
+  const ex = (e: KExpr, region: boolean): KExpr => mapExpr(e, (x) => {
+    if (x.k === 'builtin' && x.name.startsWith('tid.')) {
+      const axis = x.name.slice(4);
+      if (!region && k.workgroup['xyz'.indexOf(axis)] !== 1) throw new Error(`internal error: barrier split of kernel ${k.name}: ${x.name} in uniform code`);
+      return tidOf(axis);
+    }
+    if (x.k === 'var') { const c = ctxVar.get(x.name); if (c) return K.load(c.array, region ? t : K.i32(0), c.type); }
+    if (x.k === 'load') { const c = ctxLocal.get(x.array); if (c) { if (!region) throw new Error(`internal error: barrier split of kernel ${k.name}: local array ${x.array} read in uniform code`); return { ...x, array: c.array, index: K.add(K.mul(t, K.i32(c.size)), x.index) }; } }
+    return x;
+  });
+  const rs = (ss: readonly KStmt[]): KStmt[] => ss.flatMap((s): KStmt[] => {
+    switch (s.k) {
+      case 'decl': { const c = ctxVar.get(s.name); const init = ex(s.init, true); return c ? [K.store(c.array, t, init)] : [{ ...s, init }]; }
+      case 'assign': { const c = ctxVar.get(s.name); const value = ex(s.value, true); return c ? [K.store(c.array, t, value)] : [{ ...s, value }]; }
+      case 'local': return ctxLocal.has(s.name) ? [] : [s];
+      case 'store': {
+        const c = ctxLocal.get(s.array);
+        const index = ex(s.index, true), value = ex(s.value, true);
+        return c ? [K.store(c.array, K.add(K.mul(t, K.i32(c.size)), index), value)] : [{ ...s, index, value }];
+      }
+      case 'if': return [{ ...s, cond: ex(s.cond, true), then: rs(s.then), else: rs(s.else) }];
+      case 'for': return [{ ...s, start: ex(s.start, true), end: ex(s.end, true), body: rs(s.body) }];
+      case 'barrier': throw new Error(`internal error: barrier split of kernel ${k.name}: a barrier inside a region`);
+      default: return [s];
+    }
+  });
+  const workItemLoops = new Set<KStmt>();
+  const emit = (ns: Node[]): KStmt[] => ns.flatMap((n): KStmt[] => {
+    switch (n.k) {
+      case 'piece': {
+        const l = K.loop(WORK_ITEM, K.i32(0), K.i32(T), rs(n.stmts));
+        workItemLoops.add(l);
+        return [l];
+      }
+      case 'hoist': return [{ ...n.s, init: ex(n.s.init, false) }];
+      case 'for': return [{ ...n.s, start: ex(n.s.start, false), end: ex(n.s.end, false), body: emit(n.body) }];
+      case 'if': return [{ ...n.s, cond: ex(n.s.cond, false), then: emit(n.then), else: emit(n.else) }];
+    }
+  });
+  const body = emit(tree);
+  return {
+    kernel: { ...k, workgroup: [1, 1, 1], shared: [...k.shared, ...context], body },
+    threads: T,
+    workItemLoops,
+    context,
+    hoisted,
+  };
+}

@@ -1,0 +1,328 @@
+// Kernel IR -> C (C11) for the native CPU target: a thin subclass of the shared C-style printer
+// (compiler/c-printer.ts) over the barrier-split kernel (targets/native/barrier-split.ts). One C
+// function per kernel runs a range of workgroups, one after another, each as work-item loops:
+//
+//   void SYMBOL(void *const *rn_b, const int64_t *rn_n, const int32_t *rn_s, const int32_t *rn_g,
+//               int64_t rn_begin, int64_t rn_end, unsigned char *rn_scratch, int32_t *rn_err)
+//
+// rn_b: the buffers in KERNEL order (kernel.buffers), rn_n their element counts, rn_s the scalars
+// as 4-byte words (f32 as its bits), rn_g the grid (x, y, z), [rn_begin, rn_end) the linear
+// workgroup range (x fastest), rn_scratch `scratchBytes` of memory for the workgroup arrays (the
+// kernel's shared arrays and the split's context arrays, 64-byte aligned), rn_err 8 words for
+// the first out-of-bounds access (flag, site, index, length, wg x, y, z, thread).
+//
+// The kernel IR semantics (compiler/kir.ts; targets/cpu/executor.ts is their definition), in C
+// compiled with -fwrapv -ffp-contract=off and without fast-math (targets/native/compile.ts):
+//   - f32 is float, computed in float (x86-64 SSE: FLT_EVAL_METHOD 0), so + - * / sqrt round
+//     once to float32, as the executor's Math.fround does; no contraction into fma.
+//   - transcendentals (exp exp2 log log2 log1p sin cos tanh pow rsqrt erf) are computed in double
+//     and rounded once, as the executor computes them (float64 function, then fround); erf is the
+//     executor's own series and continued fraction (dsl/math.ts), ported operation for operation.
+//   - i32 wraps (-fwrapv); x / 0 = x % 0 = 0, INT_MIN / -1 = INT_MIN, x % -1 = 0 (rn_idiv,
+//     rn_imod); f32 -> i32 truncates, saturates, NaN -> 0 (rn_f2i); abs(INT_MIN) = INT_MIN.
+//   - min / max of f32 are JavaScript's Math.min / Math.max: NaN if either is NaN, min(-0, +0) =
+//     -0, max(-0, +0) = +0.
+//   - half storage: loads convert exactly (rn_h2f, rn_bf2f), stores round to nearest even with
+//     the overflow to +-inf and NaN to the canonical quiet NaN of targets/half.ts (rn_f2h, rn_f2bf).
+//   - loads and stores are bounds-checked unless `checks: false`: an out-of-range access records
+//     itself in rn_err (the first one wins), loads give 0, stores are dropped, and the remaining
+//     workgroups of the launch are skipped; the runner turns the record into the executor's error.
+import { CPrinter, f32Text, type Fmt, prim, PRIMARY, renameKernel, UNARY } from '../../compiler/c-printer.js';
+import type { KBinOp, KBuiltin, Kernel, KExpr, KHalf, KStmt, KType, KUnOp } from '../../compiler/kir.js';
+import { verifyKernel } from '../../compiler/kir-verify.js';
+import { CUDA_RESERVED, validCudaIdent } from '../cuda/legalise.js';
+import { splitBarriers, type SplitKernel, WORK_ITEM } from './barrier-split.js';
+
+const TYPE: Record<KType, string> = { f32: 'float', i32: 'int32_t', bool: 'bool' };
+const ELEM_BYTES: Record<KType, number> = { f32: 4, i32: 4, bool: 1 };
+/** Identifiers C, its headers or this printer use. */
+const C_RESERVED: ReadonlySet<string> = new Set([
+  ...CUDA_RESERVED, '_Bool', '_Complex', '_Imaginary', '_Alignas', '_Alignof', '_Atomic', '_Generic', '_Noreturn', '_Static_assert',
+  '_Thread_local', 'complex', 'imaginary', 'I', 'stdin', 'stdout', 'stderr', 'int64_t', 'uint64_t', 'int16_t', 'uint16_t', 'int8_t',
+  'uint8_t', 'INT32_MIN', 'INT32_MAX', 'UINT32_MAX', 'fmodf', 'signbit', 'wg_x', 'wg_y', 'wg_z',
+]);
+
+/** A load or store site, for the out-of-bounds message. */
+export interface NativeSite { op: 'load' | 'store'; kind: 'buffer' | 'shared' | 'local'; array: string }
+
+export interface NativeEntry {
+  /** The kernel as given (before legalisation). */
+  kernel: Kernel;
+  symbol: string;
+  threads: number;
+  /** Bytes of rn_scratch one workgroup needs. */
+  scratchBytes: number;
+  sites: NativeSite[];
+  checks: boolean;
+}
+
+export interface NativeModule { code: string; entries: NativeEntry[] }
+
+export interface NativePrintOptions {
+  /** Bounds-check every load and store (default true). */
+  checks?: boolean;
+}
+
+const HELPERS = String.raw`#include <stdint.h>
+#include <stdbool.h>
+#include <string.h>
+#include <math.h>
+
+static inline int32_t rn_idiv(int32_t a, int32_t b) { return b == 0 ? 0 : b == -1 ? (int32_t)(0u - (uint32_t)a) : a / b; }
+static inline int32_t rn_imod(int32_t a, int32_t b) { return (b == 0 || b == -1) ? 0 : a % b; }
+static inline int32_t rn_iabs(int32_t a) { return a < 0 ? (int32_t)(0u - (uint32_t)a) : a; }
+static inline int32_t rn_imin(int32_t a, int32_t b) { return a < b ? a : b; }
+static inline int32_t rn_imax(int32_t a, int32_t b) { return a > b ? a : b; }
+static inline int32_t rn_f2i(float x) { return x != x ? 0 : x >= 2147483647.0f ? 2147483647 : x <= -2147483648.0f ? (-2147483647 - 1) : (int32_t)x; }
+static inline float rn_fminf(float a, float b) { return (a != a || b != b) ? NAN : a < b ? a : b < a ? b : (signbit(a) ? a : b); }
+static inline float rn_fmaxf(float a, float b) { return (a != a || b != b) ? NAN : a > b ? a : b > a ? b : (signbit(a) ? b : a); }
+static inline float rn_exp(float x) { return (float)exp((double)x); }
+static inline float rn_exp2(float x) { return (float)pow(2.0, (double)x); }
+static inline float rn_log(float x) { return (float)log((double)x); }
+static inline float rn_log2(float x) { return (float)log2((double)x); }
+static inline float rn_log1p(float x) { return (float)log1p((double)x); }
+static inline float rn_sin(float x) { return (float)sin((double)x); }
+static inline float rn_cos(float x) { return (float)cos((double)x); }
+static inline float rn_tanh(float x) { return (float)tanh((double)x); }
+static inline float rn_rsqrt(float x) { return (float)(1.0 / sqrt((double)x)); }
+static inline float rn_pow(float x, float y) { return (x < 0.0f || (x == 0.0f && y == 0.0f)) ? NAN : (float)pow((double)x, (double)y); }
+static double rn_erfc_large(double x) {
+  double f = 0.0;
+  for (int n = 60; n >= 1; n--) f = ((double)n / 2.0) / (x + f);
+  return exp(-x * x) / sqrt(3.141592653589793) / (x + f);
+}
+static float rn_erf(float xf) {
+  const double x = (double)xf;
+  if (x != x) return NAN;
+  const double ax = fabs(x);
+  double r;
+  if (ax < 3.0) {
+    double term = ax, sum = ax;
+    const double x2 = ax * ax;
+    for (int n = 1; n < 200; n++) {
+      term *= (2.0 * x2) / (double)(2 * n + 1);
+      sum += term;
+      if (term < sum * 1e-17) break;
+    }
+    r = (2.0 / sqrt(3.141592653589793)) * exp(-x2) * sum;
+  } else {
+    r = 1.0 - rn_erfc_large(ax);
+  }
+  return (float)(x < 0.0 ? -r : r);
+}
+static inline float rn_bits_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t rn_f_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float rn_h2f(uint16_t h) {
+  const uint32_t s = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0) { const float v = (float)m * 5.9604644775390625e-8f; return s ? -v : v; }
+  if (e == 31) return rn_bits_f(s | 0x7f800000u | (m << 13));
+  return rn_bits_f(s | ((e + 112u) << 23) | (m << 13));
+}
+static inline float rn_bf2f(uint16_t h) { return rn_bits_f((uint32_t)h << 16); }
+static inline uint16_t rn_f2h(float f) {
+  if (f != f) return 0x7e00u;
+  const uint32_t u = rn_f_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+  if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520: rounds past the largest finite f16 */
+  if (a < 0x38800000u) { /* below 2^-14: subnormal f16, quantum 2^-24 */
+    const uint32_t e = a >> 23;
+    if (e < 102) return (uint16_t)sign; /* below 2^-25: rounds to 0 */
+    const uint32_t m = (a & 0x7fffffu) | 0x800000u, shift = 126 - e; /* value = m * 2^(e - 150) = r * 2^-24 */
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1u))) r++;
+    return (uint16_t)(sign | r);
+  }
+  uint32_t r = a - 0x38000000u; /* rebias 127 -> 15 */
+  const uint32_t rem = r & 0x1fffu;
+  r >>= 13;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+  return (uint16_t)(sign | r);
+}
+static inline uint16_t rn_f2bf(float f) {
+  if (f != f) return 0x7fc0u;
+  const uint32_t u = rn_f_bits(f);
+  const uint32_t r = u + 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(r >> 16);
+}
+static void rn_oob(int32_t *err, int32_t site, int32_t i, int64_t n, int32_t wx, int32_t wy, int32_t wz, int32_t t) {
+  int32_t zero = 0;
+  if (__atomic_compare_exchange_n(err, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+    err[1] = site; err[2] = i; err[3] = (int32_t)(n > 2147483647 ? 2147483647 : n); err[4] = wx; err[5] = wy; err[6] = wz; err[7] = t;
+  }
+}
+#define RN_IN(i, n) ((uint64_t)(uint32_t)(i) < (uint64_t)(n))
+#define RN_CHK_LOAD(T, NAME) static inline T NAME(const T *a, int64_t n, int32_t i, int32_t *err, int32_t site, int32_t wx, int32_t wy, int32_t wz, int32_t t) { \
+  if (RN_IN(i, n)) return a[i]; rn_oob(err, site, i, n, wx, wy, wz, t); return 0; }
+RN_CHK_LOAD(float, rn_ldf)
+RN_CHK_LOAD(int32_t, rn_ldi)
+RN_CHK_LOAD(bool, rn_ldb)
+RN_CHK_LOAD(uint16_t, rn_ldh)
+`;
+
+const MATH: Partial<Record<KUnOp, string>> = {
+  exp: 'rn_exp', exp2: 'rn_exp2', log: 'rn_log', log2: 'rn_log2', log1p: 'rn_log1p', sin: 'rn_sin', cos: 'rn_cos',
+  tanh: 'rn_tanh', rsqrt: 'rn_rsqrt', erf: 'rn_erf', sqrt: 'sqrtf', floor: 'floorf', ceil: 'ceilf', abs: 'fabsf',
+};
+
+interface ArrayInfo { kind: NativeSite['kind']; type: KType; storage?: KHalf; len: string; orig: string; c: string }
+
+class NativePrinter extends CPrinter {
+  readonly sites: NativeSite[] = [];
+  private readonly arrays = new Map<string, ArrayInfo>();
+  private inItem = 0;
+
+  constructor(readonly split: SplitKernel, readonly checks: boolean, origNames: Map<string, string>) {
+    super();
+    const k = split.kernel;
+    k.buffers.forEach((b, i) => this.arrays.set(b.name, { kind: 'buffer', type: b.type, ...(b.storage ? { storage: b.storage } : {}), len: `rn_n[${i}]`, orig: origNames.get(b.name) ?? b.name, c: b.name }));
+    for (const s of k.shared) this.arrays.set(s.name, { kind: 'shared', type: s.type, len: String(s.size), orig: origNames.get(s.name) ?? s.name, c: s.name });
+    const locals = (ss: readonly KStmt[]): void => {
+      for (const s of ss) {
+        if (s.k === 'local') this.arrays.set(s.name, { kind: 'local', type: s.type, len: String(s.size), orig: s.name, c: s.name });
+        if (s.k === 'if') { locals(s.then); locals(s.else); }
+        if (s.k === 'for') locals(s.body);
+      }
+    };
+    locals(k.body);
+  }
+
+  override typeName(t: KType): string { return TYPE[t]; }
+
+  override builtin(name: KBuiltin): Fmt {
+    if (name.startsWith('tid.')) throw new Error(`internal error: native printer: ${name} after the barrier split`);
+    return prim(name.replace('.', '_'));
+  }
+
+  override constant(type: KType, value: number): Fmt {
+    if (type === 'bool') return prim(value ? 'true' : 'false');
+    if (type === 'i32') {
+      const v = value | 0;
+      if (v === -2147483648) return prim('(-2147483647 - 1)');
+      return { s: String(v), p: v < 0 ? UNARY : PRIMARY };
+    }
+    const x = Math.fround(value);
+    if (Number.isNaN(x)) return prim('NAN');
+    if (!Number.isFinite(x)) return x > 0 ? prim('INFINITY') : { s: '-INFINITY', p: UNARY };
+    const s = `${f32Text(x)}f`;
+    return { s, p: s.startsWith('-') ? UNARY : PRIMARY };
+  }
+
+  private site(op: NativeSite['op'], a: ArrayInfo): number {
+    this.sites.push({ op, kind: a.kind, array: a.orig });
+    return this.sites.length - 1;
+  }
+
+  private ctx(): string { return `wg_x, wg_y, wg_z, ${this.inItem ? WORK_ITEM : '-1'}`; }
+
+  override load(array: string, index: KExpr, type: KType): Fmt {
+    const a = this.arrays.get(array);
+    if (!a) throw new Error(`internal error: native printer: unknown array '${array}'`);
+    const idx = this.expr(index);
+    let raw: string;
+    if (this.checks) {
+      const fn = a.storage ? 'rn_ldh' : a.kind === 'buffer' ? (a.type === 'f32' ? 'rn_ldf' : 'rn_ldi') : a.type === 'f32' ? 'rn_ldf' : a.type === 'i32' ? 'rn_ldi' : 'rn_ldb';
+      raw = `${fn}(${a.c}, ${a.len}, ${idx}, rn_err, ${this.site('load', a)}, ${this.ctx()})`;
+    } else raw = `${a.c}[${idx}]`;
+    if (a.storage) return prim(`${a.storage === 'f16' ? 'rn_h2f' : 'rn_bf2f'}(${raw})`);
+    if (a.kind === 'buffer' && type === 'bool') return { s: `${raw} != 0`, p: 3 };
+    return prim(raw);
+  }
+
+  override store(array: string, index: KExpr, value: KExpr): string {
+    const a = this.arrays.get(array);
+    if (!a) throw new Error(`internal error: native printer: unknown array '${array}'`);
+    let v = this.expr(value);
+    if (a.storage) v = `${a.storage === 'f16' ? 'rn_f2h' : 'rn_f2bf'}(${v})`;
+    else if (a.kind === 'buffer' && a.type === 'bool') v = `(int32_t)(${v})`;
+    if (!this.checks) return `${a.c}[${this.expr(index)}] = ${v};`;
+    const site = this.site('store', a);
+    return `{ const int32_t rn_i = ${this.expr(index)}; if (RN_IN(rn_i, ${a.len})) ${a.c}[rn_i] = ${v}; else rn_oob(rn_err, ${site}, rn_i, ${a.len}, ${this.ctx()}); }`;
+  }
+
+  override unary(op: KUnOp, a: KExpr, type: KType): Fmt {
+    if (type === 'i32' && op === 'abs') return this.call('rn_iabs', a);
+    return super.unary(op, a, type);
+  }
+
+  override unaryFn(op: KUnOp, type: KType): string {
+    const f = MATH[op];
+    if (!f || type !== 'f32') throw new Error(`native printer: no function for '${op}' on ${type}`);
+    return f;
+  }
+
+  override binary(op: KBinOp, a: KExpr, b: KExpr, type: KType): Fmt {
+    if (type === 'i32' && (op === '/' || op === '%')) {
+      if (b.k === 'const' && b.value !== 0 && b.value !== -1) return this.infix(op, a, b);
+      return this.call(op === '/' ? 'rn_idiv' : 'rn_imod', a, b);
+    }
+    if (op === 'min' || op === 'max') return this.call(type === 'i32' ? `rn_i${op}` : `rn_f${op}f`, a, b);
+    if (op === 'pow') return this.call('rn_pow', a, b);
+    if (op === '%') return this.call('fmodf', a, b);
+    return super.binary(op, a, b, type);
+  }
+
+  override cast(a: KExpr, to: KType): Fmt {
+    const from = a.type;
+    if (from === to) return this.fmt(a);
+    if (to === 'bool') return { s: `${this.expr(a, 4)} != ${from === 'f32' ? '0.0f' : '0'}`, p: 3 };
+    if (from === 'bool') return { s: `${this.expr(a, 1)} ? ${to === 'f32' ? '1.0f : 0.0f' : '1 : 0'}`, p: 0 };
+    if (to === 'i32') return this.call('rn_f2i', a);
+    return { s: `(float)${this.expr(a, UNARY)}`, p: UNARY };
+  }
+
+  override localArray(name: string, type: KType, size: number): string { return `${TYPE[type]} ${name}[${size}];`; }
+  override barrier(): string { throw new Error('internal error: native printer: a barrier after the barrier split'); }
+  override comment(text: string): string[] { return text.split('\n').map((l) => `// ${l.replace(/\\$/, '')}`); }
+
+  override beforeFor(s: Extract<KStmt, { k: 'for' }>): string[] {
+    return this.split.workItemLoops.has(s) ? ['/* work-item loop */'] : [];
+  }
+
+  override stmt(s: KStmt, ind: string, out: string[]): void {
+    const item = s.k === 'for' && this.split.workItemLoops.has(s);
+    if (item) this.inItem++;
+    super.stmt(s, ind, out);
+    if (item) this.inItem--;
+  }
+}
+
+/** Prints kernels as one C translation unit. */
+export function printNative(kernels: readonly Kernel[], opts: NativePrintOptions = {}): NativeModule {
+  const checks = opts.checks ?? true;
+  const out: string[] = [HELPERS];
+  const entries: NativeEntry[] = [];
+  kernels.forEach((k0, n) => {
+    verifyKernel(k0);
+    const { kernel: renamed, globals } = renameKernel(k0, { valid: validCudaIdent, reserved: C_RESERVED });
+    const origNames = new Map([...globals].map(([o, c]) => [c, o]));
+    const split = splitBarriers(renamed, C_RESERVED);
+    const k = split.kernel;
+    const p = new NativePrinter(split, checks, origNames);
+    const symbol = `rn_k${n}_${k.name}`.slice(0, 120);
+    const lines: string[] = [];
+    lines.push(`// kernel IR '${k0.name}': workgroup ${k0.workgroup.join('x')} (${split.threads} work-items per workgroup)`);
+    lines.push(`void ${symbol}(void *const *rn_b, const int64_t *rn_n, const int32_t *rn_s, const int32_t *rn_g, int64_t rn_begin, int64_t rn_end, unsigned char *rn_scratch, int32_t *rn_err) {`);
+    const I = '  ';
+    k.buffers.forEach((b, i) => {
+      const t = b.storage ? 'uint16_t' : b.type === 'f32' ? 'float' : 'int32_t';
+      lines.push(`${I}${b.access === 'read' ? 'const ' : ''}${t} *const restrict ${b.name} = (${b.access === 'read' ? 'const ' : ''}${t} *)rn_b[${i}];`);
+    });
+    k.scalars.forEach((s, i) => lines.push(`${I}const ${TYPE[s.type]} ${s.name} = ${s.type === 'f32' ? `rn_bits_f((uint32_t)rn_s[${i}])` : `rn_s[${i}]`};`));
+    let off = 0;
+    for (const s of k.shared) {
+      lines.push(`${I}${TYPE[s.type]} *const restrict ${s.name} = (${TYPE[s.type]} *)(rn_scratch + ${off});`);
+      off += Math.ceil((s.size * ELEM_BYTES[s.type]) / 64) * 64;
+    }
+    lines.push(`${I}(void)rn_n; (void)rn_s; (void)rn_scratch; (void)rn_err;`);
+    lines.push(`${I}const int64_t rn_gx = rn_g[0], rn_gy = rn_g[1];`);
+    lines.push(`${I}for (int64_t rn_l = rn_begin; rn_l < rn_end; rn_l++) {`);
+    if (checks) lines.push(`${I}${I}if (__atomic_load_n(rn_err, __ATOMIC_RELAXED)) return;`);
+    lines.push(`${I}${I}const int32_t wg_x = (int32_t)(rn_l % rn_gx), wg_y = (int32_t)((rn_l / rn_gx) % rn_gy), wg_z = (int32_t)(rn_l / (rn_gx * rn_gy));`);
+    lines.push(`${I}${I}(void)wg_x; (void)wg_y; (void)wg_z;`);
+    p.stmts(k.body, I + I, lines);
+    lines.push(`${I}}`, '}', '');
+    out.push(lines.join('\n'));
+    entries.push({ kernel: k0, symbol, threads: split.threads, scratchBytes: off, sites: p.sites, checks });
+  });
+  return { code: out.join('\n'), entries };
+}
