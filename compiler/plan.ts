@@ -285,7 +285,8 @@ function statementChooser(fn: CheckedFn, schedule: Schedule, ir: IrFn, contracti
   const validate = (key: string, c: StatementChoice, kind: Kind, s: IrStmt): void => {
     const where = `'${fn.name}': statement '${key}'`;
     if (kind === 'map') {
-      if (c.form !== undefined || c.chunk !== undefined) throw new ScheduleError(`${where} is elementwise (a map kernel, the same in every form): only workgroup applies to it, not ${c.form !== undefined ? `form ${c.form}` : `chunk ${c.chunk}`}`, s.span);
+      // A map is the same kernel in every form (form parallel, what it is, may be said).
+      if ((c.form !== undefined && c.form !== 'parallel') || c.chunk !== undefined) throw new ScheduleError(`${where} is elementwise (a map kernel, the same in every form): only workgroup applies to it, not ${c.chunk === undefined ? `form ${c.form}` : `chunk ${c.chunk}`}`, s.span);
     } else if (kind === 'quadratic') {
       if (c.form !== undefined && c.form !== 'parallel') throw new ScheduleError(`${where} has no ${c.form} form: ${explain(s)}; only the parallel form exists for it`, s.span);
       if (c.chunk !== undefined) throw new ScheduleError(`${where} is an elementwise kernel over all position pairs: chunk does not apply to it (only form parallel and workgroup)`, s.span);
