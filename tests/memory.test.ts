@@ -23,7 +23,7 @@ import type { Value } from '../dsl/reference/interpreter.js';
 
 /** runPlanCpu on host values (f32 and i32 data too, as the model runner passes them). */
 const runPlanCpu = (p: Plan, i: ReadonlyMap<string, HostValue>, o?: CpuRunOptions) => runCpu(p, i as ReadonlyMap<string, Value>, o);
-import { releaseRuntimeDevice, runPlanWebGPU } from '../runtime/webgpu/runner.js';
+import { releaseRuntimeDevice, runPlanWebGPU, runtimeStats } from '../runtime/webgpu/runner.js';
 import { assertProperty, fcSeed, prng, runsScale, seedFor } from './helpers/harness.js';
 import { acquireTestGpu } from './helpers/webgpu.js';
 
@@ -249,10 +249,10 @@ function expectSameBits(a: Map<string, { data: ArrayLike<number> }>, b: Map<stri
 const rand = prng(7);
 const tensorOf = (shape: number[], scale = 1): HostValue => ({ shape, data: Float64Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => Math.fround((rand() * 2 - 1) * scale)) });
 
-function retentionCase(backward: boolean): { plan: Plan; inputs: Map<string, HostValue> } {
+function retentionCase(backward: boolean, dtype: StorageDtype = 'f32'): { plan: Plan; inputs: Map<string, HostValue> } {
   const fn = fns.find((f) => f.name === 'retention')!;
   const [B, H, T, K, V] = [2, 2, 37, 8, 8];
-  const plan = compileFunction(fn, makeSchedule('chunkwise', 8), { backward, constants: new Map([['K', K], ['V', V]]) });
+  const plan = compileFunction(fn, makeSchedule('chunkwise', 8, { dtype }), { backward, constants: new Map([['K', K], ['V', V]]) });
   const inputs = new Map<string, HostValue>([['q', tensorOf([B, H, T, K])], ['k', tensorOf([B, H, T, K])], ['v', tensorOf([B, H, T, V])], ['gamma', { shape: [H], data: Float64Array.of(0.9, 0.97) }]]);
   if (backward) inputs.set('grad.o', tensorOf([B, H, T, V]));
   return { plan, inputs };
@@ -272,9 +272,9 @@ const tiny = () => {
 };
 
 /** The tiny RetNet layer's gradient plan with its inputs (the most intermediates of any plan here). */
-function layerBackwardCase(t: ReturnType<typeof tiny>): { plan: Plan; inputs: Map<string, HostValue> } {
+function layerBackwardCase(t: ReturnType<typeof tiny>, dtype: StorageDtype = 'f32'): { plan: Plan; inputs: Map<string, HostValue> } {
   const st = t.mp.program.steps.find((s) => s.scope?.startsWith('layers.'))!;
-  const plan = compileFunction(t.mp.program.fns[st.fn]!, makeSchedule('chunkwise', 8), { backward: true });
+  const plan = compileFunction(t.mp.program.fns[st.fn]!, makeSchedule('chunkwise', 8, { dtype }), { backward: true });
   const inputs = new Map<string, HostValue>();
   for (const p of plan.fn.params) {
     if (p.shape.length === 0) continue;
@@ -304,6 +304,12 @@ describe('outputs with shared slots are those with one buffer per tensor, bit fo
     expect(m.slots.length).toBeLessThan(m.lives.size);
     const loff = runPlanCpu(lb.plan, lb.inputs, { reuse: false });
     expectSameBits(runPlanCpu(lb.plan, lb.inputs, { reuse: true, poison: NaN }), loff, 'retnet layer backward poisoned');
+    // Half storage: 2-byte tensors share slots with 4-byte ones.
+    for (const dtype of ['bf16'] as const) {
+      const h = layerBackwardCase(t, dtype);
+      expect(h.plan.half.size).toBeGreaterThan(0);
+      expectSameBits(runPlanCpu(h.plan, h.inputs, { reuse: true, poison: NaN }), runPlanCpu(h.plan, h.inputs, { reuse: false }), `retnet layer backward ${dtype} poisoned`);
+    }
   }, 120_000);
 
   const gpuP = acquireTestGpu('memory');
@@ -322,7 +328,22 @@ describe('outputs with shared slots are those with one buffer per tensor, bit fo
     const run = (reuse: boolean) => runModelPlan(t.mp, t.weights, t.inputs, async (p, i) => runPlanWebGPU(p, i, { reuse }));
     const off = (await run(false)).outputs;
     expectSameBits((await run(true)).outputs, off, 'webgpu retnet tiny');
+    // Buffers each run acquires from the pool: one per slot with reuse, one per tensor without.
+    const acquired = async (p: Plan, i: Map<string, HostValue>, reuse: boolean) => {
+      const before = runtimeStats()!.pool;
+      const out = await runPlanWebGPU(p, i, { reuse });
+      const after = runtimeStats()!.pool;
+      return { out, buffers: after.hits + after.misses - before.hits - before.misses };
+    };
     const lb = layerBackwardCase(t);
-    expectSameBits(await runPlanWebGPU(lb.plan, lb.inputs, { reuse: true }), await runPlanWebGPU(lb.plan, lb.inputs, { reuse: false }), 'webgpu retnet layer backward');
+    const on = await acquired(lb.plan, lb.inputs, true);
+    const offl = await acquired(lb.plan, lb.inputs, false);
+    expectSameBits(on.out, offl.out, 'webgpu retnet layer backward');
+    const m = planMemory(lb.plan, new Map([['B', 2], ['T', 13], ...lb.plan.constants]));
+    expect(offl.buffers - on.buffers).toBe(m.lives.size - m.slots.length);
+    if (g.gpu!.device.features.has('shader-f16')) {
+      const r = retentionCase(true, 'f16');
+      expectSameBits(await runPlanWebGPU(r.plan, r.inputs, { reuse: true }), await runPlanWebGPU(r.plan, r.inputs, { reuse: false }), 'webgpu retention backward f16');
+    } else console.warn('[memory] no shader-f16: the f16 runs on WebGPU are skipped');
   }, 240_000);
 });
