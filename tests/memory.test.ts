@@ -5,6 +5,9 @@
 // that bind intermediates to shared slots (CPU, WebGPU) give outputs identical bit for bit to
 // runs with one buffer per tensor, also when reused memory starts as NaN.
 import fc from 'fast-check';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CheckedFn } from '../dsl/checked.js';
@@ -345,5 +348,103 @@ describe('outputs with shared slots are those with one buffer per tensor, bit fo
       const r = retentionCase(true, 'f16');
       expectSameBits(await runPlanWebGPU(r.plan, r.inputs, { reuse: true }), await runPlanWebGPU(r.plan, r.inputs, { reuse: false }), 'webgpu retention backward f16');
     } else console.warn('[memory] no shader-f16: the f16 runs on WebGPU are skipped');
+  }, 240_000);
+});
+
+// ---- CUDA, against the mock driver ----------------------------------------------------------
+
+// Run in a process of its own (the addon loads its driver once per process), bundled by esbuild:
+// plans run through runPlanCuda with reuse on and a contract-stub printer; the mock logs every
+// allocation and, per launch, the allocation each pointer argument lies in.
+const CUDA_SCRIPT = String.raw`
+import * as fs from 'node:fs';
+import { compilePlan } from 'ROOT/compiler/plan.ts';
+import { makeSchedule } from 'ROOT/compiler/schedule.ts';
+import { planMemory } from 'ROOT/compiler/memory.ts';
+import { loadProgram } from 'ROOT/dsl/program.ts';
+import { planSizes } from 'ROOT/runtime/plan-runner.ts';
+import { runPlanCuda, CudaPlanRun } from 'ROOT/runtime/cuda/runner.ts';
+const C = { f32: 'float', i32: 'int', bool: 'int' };
+const stubEmit = (k) => ({
+  target: 'cuda', entry: k.name,
+  code: 'extern "C" __global__ void ' + k.name + '(' + [...k.buffers.map((b) => (b.storage ? 'unsigned short' : C[b.type]) + '* ' + b.name), ...k.scalars.map((x) => C[x.type] + ' ' + x.name)].join(', ') + ') {}\n',
+  workgroup: k.workgroup,
+  buffers: k.buffers.map((b, i) => ({ name: b.name, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access, binding: i })),
+  scalars: k.scalars.map((x, i) => ({ name: x.name, type: x.type, offset: k.buffers.length + i })),
+  grid: k.grid, foldX: false, dynamicSharedBytes: 0,
+});
+const [log] = process.argv.slice(2);
+const fn = loadProgram('ROOT/models/retention.ret').checked.fns.get('retention');
+const [B, H, T, K, V] = [2, 3, 70, 8, 8];
+const mk = (shape) => ({ shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i)) });
+const problems = [];
+let shared = 0;
+for (const form of ['chunkwise', 'recurrent']) {
+  const plan = compilePlan(fn, makeSchedule(form, 16), { backward: true, constants: new Map([['K', K], ['V', V]]) });
+  const inputs = new Map([['q', mk([B, H, T, K])], ['k', mk([B, H, T, K])], ['v', mk([B, H, T, V])], ['gamma', { shape: [H], data: Float32Array.of(0.9, 0.8, 0.7) }], ['grad.o', mk([B, H, T, V])]]);
+  const mem = planMemory(plan, planSizes(plan, inputs));
+  for (const reuse of [true, false]) {
+    fs.writeFileSync(log, '');
+    const run = await CudaPlanRun.create(plan, inputs, { emit: stubEmit, reuse });
+    const bytes = run.deviceBytes;
+    run.launch();
+    run.read();
+    run.dispose();
+    const lines = fs.readFileSync(log, 'utf8').split('\n');
+    const allocs = new Map(lines.map((l) => /^alloc (buf\d+) (\d+)$/.exec(l)).filter(Boolean).map((m) => [m[1], Number(m[2])]));
+    const launches = lines.filter((l) => l.startsWith('launch '));
+    const bufOf = new Map();
+    launches.forEach((line, i) => {
+      const args = line.split(' args ')[1].split(' ');
+      plan.launches[i].kernel.buffers.forEach((b, j) => {
+        const m = /^(buf\d+)(\+\d+)?:(\d+):/.exec(args[j]);
+        const id = plan.launches[i].buffers[b.name];
+        if (!m || m[2]) { problems.push(form + ': ' + id + ' bound as ' + args[j]); return; }
+        if (bufOf.has(id) && bufOf.get(id) !== m[1]) problems.push(form + ': ' + id + ' in two allocations');
+        bufOf.set(id, m[1]);
+      });
+    });
+    const ends = new Set([...plan.fn.params.map((p) => p.v), ...plan.fn.outputs.map((o) => o.v)]);
+    const ids = [...bufOf.keys()];
+    for (const a of ids) for (const b of ids) {
+      if (a >= b) continue;
+      const same = bufOf.get(a) === bufOf.get(b);
+      const want = reuse && !ends.has(a) && !ends.has(b) && mem.slotOf.get(a) === mem.slotOf.get(b);
+      if (same !== want) problems.push(form + (reuse ? '' : ' no reuse') + ': ' + a + ' and ' + b + (same ? ' share an allocation' : ' do not share one'));
+      if (same) shared++;
+    }
+    for (const [id, s] of mem.slotOf) if (reuse && bufOf.has(id) && allocs.get(bufOf.get(id)) !== mem.slots[s].bytes) problems.push(form + ': the allocation of slot ' + s + ' has ' + allocs.get(bufOf.get(id)) + ' bytes, the slot ' + mem.slots[s].bytes);
+    const want = reuse ? mem.peakBytes : mem.naiveBytes;
+    if (bytes !== want) problems.push(form + (reuse ? '' : ' no reuse') + ': deviceBytes ' + bytes + ', planned ' + want);
+  }
+}
+process.stdout.write(JSON.stringify({ problems, shared }) + '\n');
+`;
+
+describe('the CUDA runner with reuse: true, against the mock driver', () => {
+  it('binds tensors of one slot to one allocation of the slot\'s size, every other tensor to its own', async () => {
+    const which = (cmd: string) => (process.env['PATH'] ?? '').split(path.delimiter).map((d) => path.join(d, cmd)).find((p) => fs.existsSync(p));
+    const cc = which('cc') ?? which('gcc');
+    const addon = path.join(ROOT, 'runtime', 'cuda', 'addon', 'build', 'Release', 'retnetc_cuda.node');
+    if (!cc || !which('nvcc') || !fs.existsSync(addon)) throw new Error(`needs cc, nvcc and the CUDA addon (tests/cuda-runtime.test.ts builds it): cc ${cc}, addon ${fs.existsSync(addon)}`);
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'retnetc-memory-'));
+    try {
+      const lib = path.join(tmp, 'libcuda_mock.so');
+      const b = spawnSync(cc, ['-shared', '-fPIC', '-O1', '-o', lib, path.join(ROOT, 'runtime', 'cuda', 'mock', 'libcuda_mock.c')], { encoding: 'utf8' });
+      expect(b.status, b.stderr).toBe(0);
+      const src = path.join(tmp, 'script.ts');
+      fs.writeFileSync(src, CUDA_SCRIPT.replaceAll('ROOT/', `${ROOT}/`));
+      const esbuild = await import('esbuild');
+      const out = path.join(tmp, 'script.mjs');
+      await esbuild.build({ entryPoints: [src], bundle: true, platform: 'node', format: 'esm', target: 'node20', outfile: out, logLevel: 'error' });
+      const log = path.join(tmp, 'log');
+      const r = spawnSync(process.execPath, [out, log], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, RETNETC_CUDA_ADDON: addon, RETNETC_LIBCUDA: lib, RETNETC_CUDA_CACHE: path.join(tmp, 'cache'), RETNETC_CUDA_FORMAT: 'ptx', MOCK_CUDA_LOG: log } });
+      expect(r.status, r.stderr).toBe(0);
+      const res = JSON.parse(r.stdout) as { problems: string[]; shared: number };
+      expect(res.problems).toEqual([]);
+      expect(res.shared).toBeGreaterThan(0);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   }, 240_000);
 });
