@@ -1,11 +1,12 @@
 // What the retnetc commands share: loading a checked program, finding a function, reading
 // tensors, the schedule options, located schedule/gradient errors and the `wrote` lines.
+import * as fs from 'node:fs';
 import type { CheckedFn } from '../../dsl/checked.js';
 import { type Dim, dimToString } from '../../dsl/dims.js';
 import { loadProgram, type Program, sourceFor } from '../../dsl/program.js';
 import { formatDiagnostic, type Span } from '../../dsl/source.js';
 import type { Value } from '../../dsl/reference/interpreter.js';
-import { DEFAULT_CHUNK, type Form, FORMS, makeSchedule, type Schedule, STORAGE_DTYPES, type StorageDtype } from '../../compiler/schedule.js';
+import { DEFAULT_CHUNK, type Form, FORMS, makeSchedule, type Schedule, ScheduleFormatError, scheduleFromJson, STORAGE_DTYPES, type StorageDtype } from '../../compiler/schedule.js';
 import { readSafetensorsFile, SafetensorsError, toFloat64 as toF64 } from '../io/safetensors.js';
 import { at, didYouMean, fail, given, list, type OptionSpecs, type ParsedOptions, parseInteger, refuse, str, UsageError } from './options.js';
 
@@ -67,6 +68,28 @@ export function parseSchedule(o: ParsedOptions, required: boolean): Schedule {
   const dtype = str(o, 'dtype') ?? 'f32';
   if (!(STORAGE_DTYPES as readonly string[]).includes(dtype)) throw new UsageError(`unknown --dtype '${dtype}' (expected ${STORAGE_DTYPES.join(', ')})${didYouMean(dtype, STORAGE_DTYPES)}`);
   return makeSchedule(form as Form, chunk, { dtype: dtype as StorageDtype });
+}
+
+/** --schedule-file FILE.json: a whole schedule record with per-statement choices (as `compile --emit ir` writes it). */
+export const SCHEDULE_FILE_OPTION: OptionSpecs = { 'schedule-file': { type: 'string', value: 'FILE.json' } };
+
+/** The schedule of --schedule-file (refusing --schedule, --chunk and --dtype beside it); a user error when it is not a schedule. */
+export function scheduleFromFile(o: ParsedOptions): Schedule {
+  const f = str(o, 'schedule-file')!;
+  refuse(o, ['schedule', 'chunk', 'dtype'], 'with --schedule-file: the file states the schedule');
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(f, 'utf8'));
+  } catch (e) {
+    const why = e instanceof SyntaxError ? `not JSON: ${e.message}` : `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
+    throw new UsageError(`--schedule-file ${f}: ${why}`);
+  }
+  try {
+    return scheduleFromJson(json);
+  } catch (e) {
+    if (e instanceof ScheduleFormatError) throw new UsageError(`--schedule-file ${f}: ${e.message}`);
+    throw e;
+  }
 }
 
 export const scheduleGiven = (o: ParsedOptions): boolean => given(o, 'schedule') || given(o, 'chunk') || given(o, 'dtype');

@@ -8,22 +8,22 @@ import { GradError } from '../../compiler/autodiff.js';
 import { fnToString, nodeToString } from '../../compiler/ir.js';
 import { kernelToString } from '../../compiler/kir-print.js';
 import { compileModel, type ModelState, modelProgram } from '../../compiler/pipeline.js';
-import { compilePlan, forwardStatementNames, type Launch, type Plan, ScheduleError, specialisedSizes, spelledOutSchedule, toIr, unknownStatementKeys, withoutDeadStatements } from '../../compiler/plan.js';
-import { type Schedule, ScheduleFormatError, scheduleFromJson } from '../../compiler/schedule.js';
+import { compilePlan, forwardStatementNames, instanceFreeName, type Launch, type Plan, ScheduleError, specialisedSizes, spelledOutSchedule, toIr, unknownStatementKeys, withoutDeadStatements } from '../../compiler/plan.js';
+import type { Schedule } from '../../compiler/schedule.js';
 import { type StateSpec, StatefulError, statefulIr } from '../../compiler/stateful.js';
 import type { CheckedFn, CheckedModel } from '../../dsl/checked.js';
 import { constValue, dconst, type Dim, dimToString, dmul, dsubst, isConst } from '../../dsl/dims.js';
 import type { Program } from '../../dsl/program.js';
 import type { TargetName } from '../../targets/emitted.js';
 import { kernelLimitProblem, type KernelLimits, LIMIT_PROFILES } from '../webgpu/limits.js';
-import { fail, failAt, findFn, loadChecked, parseSchedule, parseSizeOptions, SCHEDULE_OPTIONS, unknownSize, wroteFile } from './common.js';
+import { fail, failAt, findFn, loadChecked, parseSchedule, parseSizeOptions, SCHEDULE_FILE_OPTION, SCHEDULE_OPTIONS, scheduleFromFile, unknownSize, wroteFile } from './common.js';
 import { at, didYouMean, flag, list, type OptionSpecs, type ParsedOptions, parseOptions, refuse, str, UsageError } from './options.js';
 
 export const COMPILE_OPTIONS: OptionSpecs = {
   fn: { type: 'string', value: 'NAME' },
   model: { type: 'string', value: 'NAME' },
   ...SCHEDULE_OPTIONS,
-  'schedule-file': { type: 'string', value: 'FILE.json' },
+  ...SCHEDULE_FILE_OPTION,
   backward: { type: 'boolean' },
   stateful: { type: 'boolean' },
   target: { type: 'string', value: 'cuda|wgsl' },
@@ -98,7 +98,7 @@ export async function cmdCompile(args: string[]): Promise<number> {
   if (emit === 'state') refuse(o, ['backward', 'chunk', 'dtype', 'schedule-file'], 'to --emit state: the state layout does not depend on them');
   if (emit === 'ir') refuse(o, ['dtype'], "to --emit ir: the tensor IR does not depend on them (use --emit kernel-ir or a --target)");
   if (!target) refuse(o, ['limits'], 'without a --target (the limits are a target\'s: --target wgsl or cuda)');
-  const schedule = str(o, 'schedule-file') !== undefined ? await scheduleFromFile(o) : parseSchedule(o, emit !== 'state');
+  const schedule = str(o, 'schedule-file') !== undefined ? scheduleFromFile(o) : parseSchedule(o, emit !== 'state');
   if (target === 'wgsl' && schedule.dtype === 'bf16') throw new UsageError('--dtype bf16 does not apply to --target wgsl: WGSL has no bf16 (use --dtype f16 or f32; bf16 is for --target cuda)');
   const limits = target ? await limitsFor(target, str(o, 'limits')) : undefined;
 
@@ -160,27 +160,8 @@ function unknownKeys(schedule: Schedule, fns: readonly CheckedFn[], plans: reado
   const one = per.size === 1;
   const all = [...per].flatMap(([f, ns]) => (one ? ns : ns.map((n) => `${f}/${n}`)));
   const listed = [...per].map(([f, ns]) => (one ? ns.join(', ') : `${f}: ${ns.join(', ')}`)).join('; ');
-  const hint = didYouMean(bad[0]!, [...all, ...[...per.values()].flat()]);
+  const hint = didYouMean(bad[0]!, [...new Set([...all, ...[...per.values()].flat().flatMap((n) => [n, instanceFreeName(n)])])]);
   return `the schedule names ${bad.length === 1 ? 'a statement' : 'statements'} that ${one ? `'${fns[0]!.name}' does` : 'the functions do'} not have: ${bad.map((b) => `'${b}'`).join(', ')}${hint} (statements${one ? '' : ', by function; a key FN/NAME names one function\'s'}: ${listed})`;
-}
-
-/** The schedule of --schedule-file (a JSON Schedule record, as --emit ir writes it). */
-async function scheduleFromFile(o: ParsedOptions): Promise<Schedule> {
-  const f = str(o, 'schedule-file')!;
-  refuse(o, ['schedule', 'chunk', 'dtype'], 'with --schedule-file: the file states the schedule');
-  let json: unknown;
-  try {
-    json = JSON.parse(await fs.readFile(f, 'utf8'));
-  } catch (e) {
-    const why = e instanceof SyntaxError ? `not JSON: ${e.message}` : `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
-    throw new UsageError(`--schedule-file ${f}: ${why}`);
-  }
-  try {
-    return scheduleFromJson(json);
-  } catch (e) {
-    if (e instanceof ScheduleFormatError) throw new UsageError(`--schedule-file ${f}: ${e.message}`);
-    throw e;
-  }
 }
 
 interface ModelCmd { schedule: Schedule; backward: boolean; stateful: boolean; target: TargetName | undefined; emit: string; limits: KernelLimits | undefined; outDir: string }
