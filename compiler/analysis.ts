@@ -11,7 +11,7 @@
 // sum over two positions (softmax attention, a window, a two-sided sum) gets the parallel
 // schedule only, and `explain` says why, naming the factor that depends on both positions.
 import type { CVar, ReduceVar } from '../dsl/checked.js';
-import { type Dim, dconst, deq, dimToString } from '../dsl/dims.js';
+import { type Dim, dconst, deq, dimToString, isConst as isConstDim } from '../dsl/dims.js';
 import { add, binary, cnst, divN, freeIndices, idx, type IrFn, type IrStmt, ld, mulN, type Node, nodeToString, type ReduceArg, rebuild, reduce, subN, substIndex, unary, walk, withSrc } from './ir.js';
 import { coefAdd, coefIsZero, coefNumber, coefOf, coefToNode, type Lin, linearForm, linToNode } from './linform.js';
 import { signPow } from './rewrite.js';
@@ -373,6 +373,7 @@ function pairedBySlot(body: Node, row: string, col: string): [Node, Node] | unde
  * evaluated elementwise in every schedule.
  */
 export function explain(s: IrStmt): string | undefined {
+  if (s.derived === 'state') return undefined;
   const outIdx = new Map(s.indices.map((v) => [v.name, v.extent] as const));
   let reason: string | undefined;
   walk(s.value, (n) => {
@@ -385,7 +386,10 @@ export function explain(s: IrStmt): string | undefined {
       const cons = r.cons.map((c, k) => ({ c, rhs: n.src[k + 1]! })).filter(({ c, rhs }) => c.name === col && freeIndices(rhs).has(row));
       const coupled = couplingOf(n.src[0]!, row, col);
       const paired = cons.length === 0 && !coupled ? pairedBySlot(n.src[0]!, row, col) : undefined;
-      if (cons.length === 0 && ((!coupled && !paired) || !deq(v.extent, rext))) continue;
+      // Without a range constraint, a sum is over positions only if its extent is a runtime
+      // size: a constant extent (a model's head or feature size, fixed by its hypers) is a
+      // feature axis even when it happens to equal another one (heads = 4 = value head size).
+      if (cons.length === 0 && ((!coupled && !paired) || !deq(v.extent, rext) || isConstDim(v.extent))) continue;
       const where = `in '${s.target}' the sum over ${col}`;
       if (paired) {
         reason = `${where} pairs every ${row} with every ${col} of the same axis (${nodeToString(paired[0])}, ${nodeToString(paired[1])}) with no causal range ${col} <= ${row} (or ${col} >= ${row}): a sum over all positions has no recurrent state form here`;

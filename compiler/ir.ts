@@ -74,7 +74,18 @@ export const neg = (a: Node): Node => unary('neg', a);
 
 // ---- functions --------------------------------------------------------------------------
 
-export interface IrStmt { target: string; indices: ReduceVar[]; value: Node; span?: Span }
+export interface IrStmt {
+  target: string;
+  indices: ReduceVar[];
+  value: Node;
+  span?: Span;
+  /**
+   * Set on statements a derivation made whose form is known to be right (the stateful form's
+   * carry-in and final state: sums over the state's key axis or the block), so that `explain`
+   * does not second-guess them when a key and a value axis happen to have the same extent.
+   */
+  derived?: 'state';
+}
 
 export interface IrFn {
   name: string;

@@ -163,12 +163,12 @@ export function statefulIr(base: IrFn): Stateful {
     const a = shifted(c.a);
     const carryTerm = mulN(mulN(mulN(c.scale, weightBetween(c, idx(c.row), undefined, where, local)), a), stateAt());
     const carry = isUnit(c.inner) ? carryTerm : reduce({ op: 'sum', vars: [{ name: c.inner, extent: c.K }], cons: [] }, carryTerm, []);
-    body.push({ ...s, value: add(ld(blk, s.indices.map((v) => idx(v.name))), carry) });
+    body.push({ ...s, value: add(ld(blk, s.indices.map((v) => idx(v.name))), carry), derived: 'state' });
     // The final state: the old one carried over the block, plus the block's contributions.
     const last = subN(size(T), cnst(1, 'int'));
     const bc = mulN(mulN(weightBetween(c, last, idx(c.col), where, local), shifted(c.b, [c.col])), shifted(c.c, [c.col]));
     const summed = reduce({ op: 'sum', vars: [{ name: c.col, extent: T }], cons: [] }, bc, []);
-    body.push({ target: output, indices: axes, value: add(mulN(weightBetween(c, last, undefined, where, local), stateAt()), summed), ...(s.span ? { span: s.span } : {}) });
+    body.push({ target: output, indices: axes, value: add(mulN(weightBetween(c, last, undefined, where, local), stateAt()), summed), ...(s.span ? { span: s.span } : {}), derived: 'state' });
   }
   return { ir: { ...fn, params, outputs, vars, body }, states };
 }
