@@ -136,6 +136,13 @@ describe.concurrent('retnetc compile MODEL.ret', { timeout: 120_000 }, () => {
       for (const k of a.files.filter((x) => x.endsWith('.kir'))) expect(read(b.out, k), k).toBe(read(a.out, k));
       expect(a.files.filter((x) => /_chunkwise\.kir$/.test(x)).length).toBe(backward.length ? 4 : 1);
     }
+    // A backward's gradient statement named by its own name (as --emit ir --backward prints it).
+    const gradIr = await compile('models/retention.ret', '--fn', 'retention', '--schedule', 'recurrent', '--emit', 'ir', '--backward', '--size', 'K=8', '--size', 'V=4');
+    const dk = /^# (%d\.k\.\d+): anticausal contraction/m.exec(read(gradIr.out, 'retention.grad.ir'))![1]!;
+    const g = await compile('models/retention.ret', '--fn', 'retention', '--schedule-file', file('grad.json', { form: 'recurrent', statements: { [dk]: { form: 'chunkwise', chunk: 16 } } }), '--emit', 'ir', '--backward', '--size', 'K=8', '--size', 'V=4');
+    const gText = read(g.out, 'retention.grad.ir');
+    expect(gText).toMatch(new RegExp(`^# ${escapeRe(dk)}: anticausal contraction[^\n]*\n#[^\n]*\n# {3}-> chunkwise kernel, chunk 16, workgroup 64$`, 'm'));
+    expect(gText.match(/-> chunkwise kernel/g)!.length).toBe(1);
     // A function's --emit ir prints its own spelled-out schedule, which reads back.
     const fnIr = await compile('models/retention.ret', '--fn', 'retention', '--schedule', 'chunkwise', '--chunk', '8', '--emit', 'ir', '--size', 'K=8', '--size', 'V=4');
     const fnTop = read(fnIr.out, 'retention.ir').split('\n')[2]!.replace(/^# /, '');
@@ -154,6 +161,8 @@ describe.concurrent('retnetc compile MODEL.ret', { timeout: 120_000 }, () => {
     const unknown = file('unknown.json', { form: 'chunkwise', statements: { 'msr.rr': { chunk: 8 } } });
     const r1 = await model(unknown);
     expectUserError(r1, new RegExp(`^${escapeRe(unknown)}: error: the schedule names a statement that the functions do not have: 'msr\\.rr' \\(did you mean [^)]+\\) \\(statements, by function; .*retnet_layers: %t1, rmsnorm#1\\.ms, xn, .*msr#2\\.r, %n1\\.o, `));
+    const gradUnknown = file('grad-unknown.json', { form: 'recurrent', statements: { '%d.k.99': { form: 'chunkwise' } } });
+    expectUserError(await cli(['compile', 'models/retention.ret', '--fn', 'retention', '--schedule-file', gradUnknown, '--backward', '--size', 'K=8', '--size', 'V=4', '--out', fresh()]), /error: the schedule names a statement that 'retention' does not have: '%d\.k\.99' \(did you mean %d\.k\.\d+\?\) \(statements: o, .*%d\.q\.\d+/);
     const fnUnknown = file('fn-unknown.json', { form: 'chunkwise', statements: { oo: {} } });
     expectUserError(await cli(['compile', 'models/retention.ret', '--fn', 'retention', '--schedule-file', fnUnknown, '--size', 'K=8', '--size', 'V=4', '--out', fresh()]), /error: the schedule names a statement that 'retention' does not have: 'oo' \(statements: o\)$/);
     // A form a statement cannot have: at the statement, with its source line.

@@ -127,8 +127,9 @@ export async function cmdCompile(args: string[]): Promise<number> {
     if (unknown) return fail('retnetc', unknown);
     const missing = needed.filter((s) => !given_.has(s));
     if (missing.length) return fail(at(fn.span), `${what} are specialised on ${needed.join(', ')}; give ${missing.map((m) => `--size ${m}=N`).join(' ')}`);
+    // A backward's schedule may also name its gradient statements: checked once they exist.
     const bad = unknownKeys(schedule, [fn], []);
-    if (bad) return fail(str(o, 'schedule-file') ?? 'retnetc', bad);
+    if (bad && !backward) return fail(str(o, 'schedule-file') ?? 'retnetc', bad);
     plan = compilePlan(fn, schedule, { backward, stateful, constants: new Map(needed.map((s) => [s, given_.get(s)!] as const)) });
     if (backward) {
       const badB = unknownKeys(schedule, [fn], [plan]);
@@ -148,13 +149,13 @@ export async function cmdCompile(args: string[]): Promise<number> {
 
 /**
  * Statement keys of the schedule that name no statement of the functions (forward statements,
- * and the plans' own: a backward's gradient statements), as one error line listing them; else
+ * and with `plans` (fns[i]'s plan at i) theirs: a backward's gradient statements), as one error line listing them; else
  * undefined.
  */
 function unknownKeys(schedule: Schedule, fns: readonly CheckedFn[], plans: readonly Plan[]): string | undefined {
   if (!schedule.statements) return undefined;
-  const per = new Map(fns.map((fn) => [fn.name, forwardStatementNames(fn)] as const));
-  for (const p of plans) per.set(p.fn.name, [...new Set([...(per.get(p.fn.name) ?? []), ...p.fn.body.map((s) => s.target)])]);
+  // plans[i], when given, is fns[i]'s (its backward): its statements count as that function's.
+  const per = new Map(fns.map((fn, i) => [fn.name, [...new Set([...forwardStatementNames(fn), ...(plans[i]?.fn.body.map((s) => s.target) ?? [])])]] as const));
   const bad = unknownStatementKeys(schedule, per);
   if (!bad.length) return undefined;
   const one = per.size === 1;
