@@ -7,7 +7,7 @@ import { devaluate, dimToString } from '../dsl/dims.js';
 import { bindSizes, RunError } from '../dsl/reference/interpreter.js';
 import type { ModelPlan } from '../compiler/pipeline.js';
 import type { Plan } from '../compiler/plan.js';
-import { boundWeights } from '../compiler/model-split.js';
+import { boundWeights, type ModelProgram } from '../compiler/model-split.js';
 import { T0 } from '../compiler/stateful.js';
 
 export interface HostValue { shape: number[]; data: Float64Array | Float32Array | Int32Array }
@@ -24,9 +24,9 @@ const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
  * Checks weights against what the model binds: one line naming the first missing, misshaped or
  * extra tensor and both shapes. `ignore` names tensors a file may also hold (tokens, logits.*).
  */
-export function checkWeights(mp: ModelPlan, weights: ReadonlyMap<string, { shape: number[] }>, ignore: (name: string) => boolean = () => false): void {
-  const want = boundWeights(mp.program);
-  const decl = new Map(mp.program.model.weights.map((w) => [w.name, w.shape] as const));
+export function checkWeights(program: ModelProgram, weights: ReadonlyMap<string, { shape: number[] }>, ignore: (name: string) => boolean = () => false): void {
+  const want = boundWeights(program);
+  const decl = new Map(program.model.weights.map((w) => [w.name, w.shape] as const));
   for (const [name, { shape }] of want) {
     const expect = shape.map((d) => devaluate(d, new Map()));
     const got = weights.get(name);
@@ -38,7 +38,7 @@ export function checkWeights(mp: ModelPlan, weights: ReadonlyMap<string, { shape
   for (const [name, t] of weights) {
     if (want.has(name) || ignore(name)) continue;
     const d = decl.get(name);
-    throw new RunError(d ? `weight '${name}' [${t.shape.join(', ')}] is not used by this configuration of '${mp.program.model.name}' (an option that needs it is off)` : `unexpected tensor '${name}' [${t.shape.join(', ')}]: '${mp.program.model.name}' has no such weight`);
+    throw new RunError(d ? `weight '${name}' [${t.shape.join(', ')}] is not used by this configuration of '${program.model.name}' (an option that needs it is off)` : `unexpected tensor '${name}' [${t.shape.join(', ')}]: '${program.model.name}' has no such weight`);
   }
 }
 

@@ -17,17 +17,17 @@
 // an element on the device: inputs are rounded to them on upload (nearest even, targets/half.ts)
 // and outputs read back as f32 values.
 //
-// Parameters and outputs have a device allocation each; intermediates one per memory slot with
-// `reuse: true` (compiler/memory.ts: tensors whose lives do not meet share one), zeroed once when
-// allocated; by default (for now) each intermediate has its own, as the mock driver's checks in
-// runtime/cuda/mock/harness.ts expect one buffer of the tensor's own size per tensor.
+// Parameters and outputs have a device allocation each; intermediates one per memory slot
+// (compiler/memory.ts: tensors whose lives do not meet share one; `reuse: false` or
+// RETNETC_MEMORY_REUSE=0 gives each its own, as the mock driver's per-tensor checks in
+// runtime/cuda/mock/harness.ts ask), zeroed once when allocated.
 import { evalKExpr, KExprEvalError } from '../kexpr-eval.js';
 import { createHash } from 'node:crypto';
 import { devaluate } from '../../dsl/dims.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
 import type { KHalf, Kernel, KExpr } from '../../compiler/kir.js';
 import { type Launch, type Plan, planBuffers } from '../../compiler/plan.js';
-import { planMemory } from '../../compiler/memory.js';
+import { defaultReuse, planMemory } from '../../compiler/memory.js';
 import type { EmittedKernel } from '../../targets/emitted.js';
 import { fromHalfArray, toHalfArray } from '../../targets/half.js';
 import { type HostTensor, planSizes } from '../plan-runner.js';
@@ -56,8 +56,7 @@ export interface CudaRunOptions {
   /** Synchronise after every launch, so that a failing kernel is named (slower). */
   syncEachLaunch?: boolean;
   /**
-   * Intermediates share allocations by liveness. Default: off, unless RETNETC_MEMORY_REUSE=1
-   * (on once the mock harness checks tensors by slot).
+   * Intermediates share allocations by liveness. Default: on, unless RETNETC_MEMORY_REUSE=0.
    */
   reuse?: boolean;
 }
@@ -296,7 +295,7 @@ export class CudaPlanRun {
       this.ptrs.set(id, { ptr, bytes, int, ...(half ? { half } : {}), shape });
       return ptr;
     };
-    const mem = planMemory(this.plan, sizes, { reuse: this.opts.reuse ?? process.env['RETNETC_MEMORY_REUSE'] === '1' });
+    const mem = planMemory(this.plan, sizes, { reuse: this.opts.reuse ?? defaultReuse() });
     const slotPtrs = new Map<number, CuHandle>();
     for (const p of this.plan.fn.params) {
       const v = inputs.get(p.name) ?? { shape: [], data: [p.default!] };

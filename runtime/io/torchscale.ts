@@ -289,7 +289,7 @@ export async function loadTorchscale(file: string, opts: { program?: Program; mo
     weights.set('output_projection.weight', weights.get('embed_tokens.weight')!);
   }
   try {
-    checkWeights({ program: modelProgram(model) } as ModelPlan, weights, NOT_WEIGHTS);
+    checkWeights(modelProgram(model), weights, NOT_WEIGHTS);
   } catch (e) {
     if (e instanceof RunError) throw new TorchscaleError(e.message);
     throw e;

@@ -219,7 +219,7 @@ async function plumbing(root: string, logFile: string, inject?: string): Promise
     const constants = new Map(specialisedSizes(fn, backward).map((s) => [s, shape[s as keyof typeof shape]] as const));
     const plan = compilePlan(fn, makeSchedule(form, 16, { dtype }), { backward, constants });
     fs.writeFileSync(logFile, '');
-    const out = await runPlanCuda(inject === 'swap-q-k' ? swapped(plan, 'q', 'k') : plan, all, { emit: stubEmit });
+    const out = await runPlanCuda(inject === 'swap-q-k' ? swapped(plan, 'q', 'k') : plan, all, { emit: stubEmit, reuse: false });
     const lines = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.startsWith('launch '));
     const where = `${form}${backward ? ' backward' : ''}${dtype === 'f32' ? '' : ` ${dtype}`}`;
     if (dtype !== 'f32' && plan.half.size === 0) problems.push(`${where}: no tensor is stored as ${dtype}`);
@@ -260,7 +260,7 @@ async function fold(root: string, logFile: string): Promise<unknown> {
     if (backward) all.set('grad.o', { shape: [35000, 2, 3, 2], data: Float32Array.from({ length: 35000 * 12 }, (_, i) => Math.cos(i)) });
     const plan = compilePlan(fn, makeSchedule('chunkwise', 2), { backward, constants: new Map([['K', 2], ['V', 2]]) });
     fs.writeFileSync(logFile, '');
-    await runPlanCuda(plan, all, { emit: (k) => emitKernel(k, 'cuda') });
+    await runPlanCuda(plan, all, { emit: (k) => emitKernel(k, 'cuda'), reuse: false });
     const lines = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.startsWith('launch '));
     const r = checkLaunches(`fold${backward ? ' backward' : ''}`, plan, all, { ...shape }, lines, problems);
     launches += r.launches;
@@ -304,7 +304,7 @@ async function huge(root: string, logFile: string): Promise<unknown> {
   const plan = compilePlan(fn, makeSchedule('parallel', 16), { constants: new Map() });
   fs.writeFileSync(logFile, '');
   try {
-    await runPlanCuda(plan, inputs, { emit: stubEmit });
+    await runPlanCuda(plan, inputs, { emit: stubEmit, reuse: false });
     return { error: null };
   } catch (e) {
     return { error: e instanceof Error ? e.message : String(e), name: e instanceof Error ? e.name : typeof e, log: fs.readFileSync(logFile, 'utf8') };
@@ -316,7 +316,7 @@ async function runError(root: string): Promise<unknown> {
   const inputs = inputsFor(fn, { B: 1, H: 1, T: 5, K: 4, V: 4 });
   const plan = compilePlan(fn, makeSchedule('recurrent', 4), { constants: new Map([['K', 4], ['V', 4]]) });
   try {
-    await runPlanCuda(plan, inputs, { emit: stubEmit });
+    await runPlanCuda(plan, inputs, { emit: stubEmit, reuse: false });
     return { error: null };
   } catch (e) {
     return { error: e instanceof Error ? e.message : String(e), name: e instanceof Error ? e.name : typeof e };
