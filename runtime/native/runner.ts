@@ -51,9 +51,9 @@ export function prepareNative(plan: Plan, checks = defaultChecks()): Promise<Pre
     p = (async () => {
       const kernels = [...new Set(plan.launches.map((l) => l.kernel))];
       const mod = printNative(kernels, { checks });
-      const addon = nativeAddon();
       let lib;
       try { lib = await compileNative(mod.code); } catch (e) { throw e instanceof NativeCompileError ? new NativeRunError(e.message) : e; }
+      const addon = nativeAddon();
       let id = libraries.get(lib.file);
       if (id === undefined) libraries.set(lib.file, (id = addon.open(lib.file)));
       const entries = new Map(mod.entries.map((entry) => [entry.kernel, { entry, id: addon.symbol(id!, entry.symbol) }] as const));

@@ -15,6 +15,8 @@
 //     region that declares it lives across a barrier: it becomes a per-thread context array, a
 //     workgroup array `NAME_ctx[threads]` (`[threads * size]` for local arrays) indexed by rn_t.
 //     Uniform code (loop bounds, conditions) reads a uniform variable's slot 0.
+//   - A variable never assigned and computed without loads from tid, scalars and uniform values
+//     (j = wg.x * 64 + tid.x) is recomputed at the top of each region that uses it instead.
 //   - A declaration at such a level that every thread computes alike (uniform, never assigned)
 //     is hoisted out of the work-item loops instead: it is evaluated once, where it stands, and
 //     read as a plain variable by the regions after it.
@@ -36,6 +38,8 @@ export interface SplitKernel {
   context: KShared[];
   /** Declarations hoisted out of work-item loops (uniform, by their unique names). */
   hoisted: string[];
+  /** Declarations recomputed in every region that uses them. */
+  rematerialised: string[];
 }
 
 /** The loop variable of the work-item loops. */
@@ -141,6 +145,7 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
   const uniformNames = (es: KExpr[]): Set<string> => { const s = new Set<string>(); for (const e of es) walkExpr(e, (x) => { if (x.k === 'var') s.add(x.name); if (x.k === 'load') s.add(x.array); }); return s; };
   // Declarations at a boundary level, by the piece that holds them.
   const declaredIn = new Map<string, { id: number; s: KStmt }>();
+  const pieceNames = new Map<number, Set<string>>();
   const scan = (ns: Node[]): void => {
     for (const n of ns) {
       switch (n.k) {
@@ -148,6 +153,7 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
           const names = new Set<string>();
           namesIn(n.stmts, names);
           note(names, n.id);
+          pieceNames.set(n.id, names);
           for (const s of n.stmts) if (s.k === 'decl' || s.k === 'local') declaredIn.set(s.name, { id: n.id, s });
           break;
         }
@@ -165,9 +171,23 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
   const ctxVar = new Map<string, { array: string; type: KType }>();
   const ctxLocal = new Map<string, { array: string; size: number }>();
   const context: KShared[] = [];
+  // A variable that is never assigned and computed from tid, constants, scalars and uniform
+  // variables without loads (j = wg.x * 64 + tid.x) is recomputed at the top of each region that
+  // uses it (rematerialised) instead of living in a context array.
+  const remat = new Map<string, Extract<KStmt, { k: 'decl' }>>();
+  const rematerialisable = (e: KExpr): boolean => {
+    let ok = true;
+    walkExpr(e, (x) => {
+      if (x.k === 'load') ok = false;
+      if (x.k === 'var' && (assigned.has(x.name) || (u.varying.has(x.name) && !remat.has(x.name)))) ok = false;
+      return ok;
+    });
+    return ok;
+  };
   for (const [name, { id, s }] of declaredIn) {
     const places = uses.get(name);
     if (!places || [...places].every((p) => p === id)) continue;
+    if (s.k === 'decl' && !assigned.has(name) && !places.has(-1) && rematerialisable(s.init)) { remat.set(name, s); continue; }
     const array = supply.fresh(`${name}_ctx`);
     if (s.k === 'decl') { ctxVar.set(name, { array, type: s.type }); context.push({ name: array, type: s.type, size: T }); }
     else if (s.k === 'local') { ctxLocal.set(name, { array, size: s.size }); context.push({ name: array, type: s.type, size: T * s.size }); }
@@ -180,6 +200,9 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
     if (axis === 'y') { if (TY === 1) return K.i32(0); const q = TX === 1 ? t : K.div(t, K.i32(TX)); return TZ === 1 ? q : K.bin('%', q, K.i32(TY)); }
     return TZ === 1 ? K.i32(0) : TX * TY === 1 ? t : K.div(t, K.i32(TX * TY));
   };
+  // Context arrays of local arrays are laid out element-major ([size][threads]): work-item i's
+  // element j at j * threads + i, so that a work-item loop reads consecutive addresses.
+  const ctxIndex = (index: KExpr): KExpr => K.add(K.mul(index, K.i32(T)), t);
   const ex = (e: KExpr, region: boolean): KExpr => mapExpr(e, (x) => {
     if (x.k === 'builtin' && x.name.startsWith('tid.')) {
       const axis = x.name.slice(4);
@@ -187,7 +210,7 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
       return tidOf(axis);
     }
     if (x.k === 'var') { const c = ctxVar.get(x.name); if (c) return K.load(c.array, region ? t : K.i32(0), c.type); }
-    if (x.k === 'load') { const c = ctxLocal.get(x.array); if (c) { if (!region) throw new Error(`internal error: barrier split of kernel ${k.name}: local array ${x.array} read in uniform code`); return { ...x, array: c.array, index: K.add(K.mul(t, K.i32(c.size)), x.index) }; } }
+    if (x.k === 'load') { const c = ctxLocal.get(x.array); if (c) { if (!region) throw new Error(`internal error: barrier split of kernel ${k.name}: local array ${x.array} read in uniform code`); return { ...x, array: c.array, index: ctxIndex(x.index) }; } }
     return x;
   });
   const rs = (ss: readonly KStmt[]): KStmt[] => ss.flatMap((s): KStmt[] => {
@@ -198,7 +221,7 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
       case 'store': {
         const c = ctxLocal.get(s.array);
         const index = ex(s.index, true), value = ex(s.value, true);
-        return c ? [K.store(c.array, K.add(K.mul(t, K.i32(c.size)), index), value)] : [{ ...s, index, value }];
+        return c ? [K.store(c.array, ctxIndex(index), value)] : [{ ...s, index, value }];
       }
       case 'if': return [{ ...s, cond: ex(s.cond, true), then: rs(s.then), else: rs(s.else) }];
       case 'for': return [{ ...s, start: ex(s.start, true), end: ex(s.end, true), body: rs(s.body) }];
@@ -210,7 +233,12 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
   const emit = (ns: Node[]): KStmt[] => ns.flatMap((n): KStmt[] => {
     switch (n.k) {
       case 'piece': {
-        const l = K.loop(WORK_ITEM, K.i32(0), K.i32(T), rs(n.stmts));
+        const needed = new Set(pieceNames.get(n.id));
+        const mine = new Set(n.stmts.flatMap((s) => (s.k === 'decl' ? [s.name] : [])));
+        const order = [...remat.keys()];
+        for (const r of [...order].reverse()) if (needed.has(r)) walkExpr(remat.get(r)!.init, (x) => { if (x.k === 'var') needed.add(x.name); });
+        const pre = order.filter((r) => needed.has(r) && !mine.has(r)).map((r) => remat.get(r)!);
+        const l = K.loop(WORK_ITEM, K.i32(0), K.i32(T), rs([...pre, ...n.stmts]));
         workItemLoops.add(l);
         return [l];
       }
@@ -226,5 +254,6 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
     workItemLoops,
     context,
     hoisted,
+    rematerialised: [...remat.keys()],
   };
 }

@@ -64,12 +64,17 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 export function nativeFlags(env: NodeJS.ProcessEnv = process.env): string[] {
   const march = env['RETNETC_NATIVE_MARCH'] || 'native';
-  return ['-std=gnu11', '-O3', `-march=${march}`, '-fno-fast-math', '-ffp-contract=off', '-fwrapv', '-fno-math-errno', '-fno-strict-aliasing', '-fPIC', '-shared', '-w'];
+  return ['-std=gnu11', '-O3', `-march=${march}`, '-fno-fast-math', '-ffp-contract=off', '-fwrapv', '-fno-math-errno', '-fopenmp-simd', '-fno-strict-aliasing', '-fPIC', '-shared', '-w'];
 }
 
 export interface CompiledLibrary { file: string; cached: boolean; ms: number }
 
 const inFlight = new Map<string, Promise<CompiledLibrary>>();
+
+/** At most one compiler process per core at a time. */
+const slots = { free: Math.max(1, os.availableParallelism()), waiting: [] as (() => void)[] };
+const acquire = (): Promise<void> => (slots.free > 0 ? (slots.free--, Promise.resolve()) : new Promise((r) => slots.waiting.push(r)));
+const release = (): void => { const next = slots.waiting.shift(); if (next) next(); else slots.free++; };
 
 /** Compiles C source into a shared library (cached); resolves to its path. */
 export function compileNative(code: string, env: NodeJS.ProcessEnv = process.env): Promise<CompiledLibrary> {
@@ -83,12 +88,11 @@ export function compileNative(code: string, env: NodeJS.ProcessEnv = process.env
   if (fs.existsSync(file)) return Promise.resolve({ file, cached: true, ms: 0 });
   let p = inFlight.get(file);
   if (p) return p;
-  p = new Promise<CompiledLibrary>((resolve, reject) => {
+  p = acquire().then(() => new Promise<CompiledLibrary>((resolve, reject) => {
     const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
     const src = `${tmp}.c`;
     fs.writeFileSync(src, code);
     execFile(cc.command, [...flags, src, '-o', tmp, '-lm'], { encoding: 'utf8', maxBuffer: 64 << 20, env }, (err, stdout, stderr) => {
-      inFlight.delete(file);
       if (err) {
         const text = `${stderr}${stdout}`;
         const first = text.split('\n').find((l) => /error/.test(l)) ?? (text.trim().slice(0, 300) || err.message);
@@ -100,7 +104,8 @@ export function compileNative(code: string, env: NodeJS.ProcessEnv = process.env
       fs.renameSync(tmp, file); // atomic: another process compiling the same source writes the same file
       resolve({ file, cached: false, ms: performance.now() - t0 });
     });
-  });
+  })).finally(release);
   inFlight.set(file, p);
+  p.then(() => inFlight.delete(file), () => inFlight.delete(file));
   return p;
 }

@@ -85,7 +85,8 @@ static inline float rn_sin(float x) { return (float)sin((double)x); }
 static inline float rn_cos(float x) { return (float)cos((double)x); }
 static inline float rn_tanh(float x) { return (float)tanh((double)x); }
 static inline float rn_rsqrt(float x) { return (float)(1.0 / sqrt((double)x)); }
-static inline float rn_pow(float x, float y) { return (x < 0.0f || (x == 0.0f && y == 0.0f)) ? NAN : (float)pow((double)x, (double)y); }
+/* JavaScript's Math.pow (the executor's): NaN for a NaN exponent and for 1 to +-inf, where C's pow gives 1. */
+static inline float rn_pow(float x, float y) { return (x < 0.0f || (x == 0.0f && y == 0.0f) || y != y || (x == 1.0f && isinf(y))) ? NAN : (float)pow((double)x, (double)y); }
 static double rn_erfc_large(double x) {
   double f = 0.0;
   for (int n = 60; n >= 1; n--) f = ((double)n / 2.0) / (x + f);
@@ -275,7 +276,7 @@ class NativePrinter extends CPrinter {
   override comment(text: string): string[] { return text.split('\n').map((l) => `// ${l.replace(/\\$/, '')}`); }
 
   override beforeFor(s: Extract<KStmt, { k: 'for' }>): string[] {
-    return this.split.workItemLoops.has(s) ? ['/* work-item loop */'] : [];
+    return this.split.workItemLoops.has(s) ? (process.env['RETNETC_NATIVE_SIMD'] === '0' ? ['/* work-item loop */'] : ['#pragma omp simd /* work-item loop */']) : [];
   }
 
   override stmt(s: KStmt, ind: string, out: string[]): void {
