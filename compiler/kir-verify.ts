@@ -22,6 +22,12 @@ export class KirError extends Error {}
 export interface VerifyOptions {
   /** The most bytes the shared arrays of one workgroup may take together (a target's limit). */
   maxSharedBytes?: number;
+  /**
+   * Require barriers in uniform control flow (default true). The CPU executor passes false: it
+   * checks the dynamic property (every thread at the same barrier) as it runs, and names the
+   * threads that diverge.
+   */
+  uniformBarriers?: boolean;
 }
 
 const elemBytes = (t: KType): number => (t === 'bool' ? 1 : 4);
@@ -217,8 +223,10 @@ export function verifyKernel(k: Kernel, opts: VerifyOptions = {}): void {
   };
   block(k.body);
 
-  const u = uniformity(k);
-  if (u.problem) fail(u.problem);
+  if (opts.uniformBarriers !== false) {
+    const u = uniformity(k);
+    if (u.problem) fail(u.problem);
+  }
 }
 
 // ---- uniformity ------------------------------------------------------------------------
