@@ -45,7 +45,10 @@ async function compile(...args: string[]): Promise<{ out: string; files: string[
   const r = await cli(['compile', ...args, '--out', out]);
   expectOk(r);
   const files = readdirSync(out).sort();
-  const wrote = r.stdout.trim().split('\n').map((l) => /^wrote (\S+) \(.+\)$/.exec(l)?.[1]);
+  const lines = r.stdout.trim().split('\n');
+  // The last line is the plan's activation memory (compiler/memory.ts).
+  expect(lines.at(-1)).toMatch(/^memory: peak [0-9.]+ [KMG]?i?B \(naive [0-9.]+ [KMG]?i?B\) at /);
+  const wrote = lines.slice(0, -1).map((l) => /^wrote (\S+) \(.+\)$/.exec(l)?.[1]);
   expect(wrote.every((w) => w !== undefined), r.stdout).toBe(true);
   expect(wrote.map((w) => path.basename(w!)).sort()).toEqual(files);
   for (const w of wrote) expect(path.dirname(w!)).toBe(out);

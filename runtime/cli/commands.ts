@@ -29,8 +29,12 @@ commands:
                                       (its config sets the hypers; --size a named size when it has
                                       none) on its tokens or those of --inputs; writes the outputs
   compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward]
-      [--dtype f32|f16|bf16] [--target cuda|wgsl] [--emit ir|kernel-ir|ts] [--limits L]
-      --out DIR [--size K=64 ...]
+      [--stateful] [--dtype f32|f16|bf16] [--target cuda|wgsl] [--emit ir|kernel-ir|ts|state]
+      [--limits L] --out DIR [--size K=64 ...]
+  compile MODEL.ret [--model NAME] [--size tiny|base|...] --schedule ... [--backward|--stateful]
+      [--target cuda|wgsl] [--emit ir|kernel-ir|ts|state] --out DIR
+      (--schedule-file FILE.json instead of --schedule/--chunk/--dtype: per-statement choices,
+      as --emit ir writes them)
                                       write a stage of the compilation readably, or the kernels
                                       for a target with a manifest (and, --emit ts, typed bindings);
                                       kernels are checked against the target's guaranteed limits

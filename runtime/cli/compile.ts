@@ -7,8 +7,9 @@ import * as path from 'node:path';
 import { GradError } from '../../compiler/autodiff.js';
 import { fnToString, nodeToString } from '../../compiler/ir.js';
 import { kernelToString } from '../../compiler/kir-print.js';
-import { compileModel, type ModelState, modelProgram } from '../../compiler/pipeline.js';
-import { compilePlan, forwardStatementNames, instanceFreeName, type Launch, type Plan, ScheduleError, specialisedSizes, spelledOutSchedule, toIr, unknownStatementKeys, withoutDeadStatements } from '../../compiler/plan.js';
+import { memoryLine, modelMemoryLine } from '../../compiler/memory.js';
+import { compileFunction, compileModel, type ModelState, modelProgram } from '../../compiler/pipeline.js';
+import { forwardStatementNames, instanceFreeName, type Launch, type Plan, ScheduleError, specialisedSizes, spelledOutSchedule, toIr, unknownStatementKeys, withoutDeadStatements } from '../../compiler/plan.js';
 import type { Schedule } from '../../compiler/schedule.js';
 import { type StateSpec, StatefulError, statefulIr } from '../../compiler/stateful.js';
 import type { CheckedFn, CheckedModel } from '../../dsl/checked.js';
@@ -130,7 +131,7 @@ export async function cmdCompile(args: string[]): Promise<number> {
     // A backward's schedule may also name its gradient statements: checked once they exist.
     const bad = unknownKeys(schedule, [fn], []);
     if (bad && !backward) return fail(str(o, 'schedule-file') ?? 'retnetc', bad);
-    plan = compilePlan(fn, schedule, { backward, stateful, constants: new Map(needed.map((s) => [s, given_.get(s)!] as const)) });
+    plan = compileFunction(fn, schedule, { backward, stateful, constants: new Map(needed.map((s) => [s, given_.get(s)!] as const)) });
     if (backward) {
       const badB = unknownKeys(schedule, [fn], [plan]);
       if (badB) return fail(str(o, 'schedule-file') ?? 'retnetc', badB);
@@ -144,7 +145,10 @@ export async function cmdCompile(args: string[]): Promise<number> {
   }
   const why = fitProblem(plan, target, limits);
   if (why) return fail('retnetc', why);
-  return writeUnits(outDir, [{ fn, plan, base }], { target, emit, backward, schedule });
+  const rc = await writeUnits(outDir, [{ fn, plan, base }], { target, emit, backward, schedule });
+  // Activation memory by liveness (compiler/memory.ts), at the given sizes (others: B=1 H=8 T=4096).
+  if (rc === 0) process.stdout.write(`${memoryLine(plan, given_)}\n`);
+  return rc;
 }
 
 /**
@@ -192,7 +196,7 @@ async function compileModelCmd(o: ParsedOptions, program: Program, file: string,
     const bad = unknownKeys(c.schedule, mp0.fns, []);
     if (bad && !c.backward) return fail(str(o, 'schedule-file') ?? 'retnetc', bad);
     if (c.backward) {
-      units = mp0.fns.map((fn) => ({ fn, plan: compilePlan(fn, c.schedule, { backward: true }), base: `${fn.name}.grad` }));
+      units = mp0.fns.map((fn) => ({ fn, plan: compileFunction(fn, c.schedule, { backward: true }), base: `${fn.name}.grad` }));
       const badB = unknownKeys(c.schedule, mp0.fns, units.map((u) => u.plan));
       if (badB) return fail(str(o, 'schedule-file') ?? 'retnetc', badB);
     } else {
@@ -219,7 +223,12 @@ async function compileModelCmd(o: ParsedOptions, program: Program, file: string,
     inputs: mp0.params.map((p) => ({ name: p.name, dtype: p.dtype, shape: p.shape.map(dimToString) })),
     outputs: mp0.outputs.map((p) => ({ name: p.name, dtype: p.dtype, shape: p.shape.map(dimToString) })),
   };
-  return writeUnits(c.outDir, units, { target: c.target, emit: c.emit, backward: c.backward, schedule: c.schedule, model: { name: `${model.name}${c.backward ? '.grad' : ''}${c.stateful ? '.stateful' : ''}`, json: program_ } });
+  const rc = await writeUnits(c.outDir, units, { target: c.target, emit: c.emit, backward: c.backward, schedule: c.schedule, model: { name: `${model.name}${c.backward ? '.grad' : ''}${c.stateful ? '.stateful' : ''}`, json: program_ } });
+  if (rc === 0) {
+    const forward = c.backward ? compileModel(model, c.schedule).plans : units.map((u) => u.plan);
+    process.stdout.write(`${modelMemoryLine(mp0, forward, c.backward ? units.map((u) => u.plan) : undefined)}\n`);
+  }
+  return rc;
 }
 
 interface WriteOpts { target: TargetName | undefined; emit: string; backward: boolean; schedule: Schedule; model?: { name: string; json: unknown } }

@@ -6,14 +6,14 @@ import { devaluate } from '../../dsl/dims.js';
 import { bindSizes, checkInputs, RunError, runFunction, type Value } from '../../dsl/reference/interpreter.js';
 import { gradient, GradError, upstreamName } from '../../compiler/autodiff.js';
 import { lowerFn, toChecked } from '../../compiler/ir.js';
-import { compilePlan, type Plan, ScheduleError, specialisedSizes } from '../../compiler/plan.js';
+import { type Plan, ScheduleError, specialisedSizes } from '../../compiler/plan.js';
 import { type HostTensor, runPlanCpu } from '../plan-runner.js';
 import { type DType, fromFloat64, SafetensorsError, type Tensor, writeSafetensorsFile } from '../io/safetensors.js';
 import { fail, failAt, findFn, loadChecked, parseSchedule, parseSizeOptions, readTensors, SCHEDULE_OPTIONS, scheduleGiven, unknownSize, wroteTensor } from './common.js';
 import { gatherProblem } from './gathers.js';
 import { didYouMean, given, list, type OptionSpecs, type ParsedOptions, parseInteger, parseOptions, refuse, sameFile, str, UsageError } from './options.js';
 import { runModel } from '../../dsl/reference/interpreter.js';
-import { compileModel } from '../../compiler/pipeline.js';
+import { compileFunction, compileModel } from '../../compiler/pipeline.js';
 import { deviceError as execDeviceError, type ExecTarget, planExec } from '../exec.js';
 import { loadTorchscale, NOT_WEIGHTS, tokenProblem, TorchscaleError } from '../io/torchscale.js';
 import { type HostValue, runModelPlan } from '../model-runner.js';
@@ -134,8 +134,8 @@ export async function cmdRun(args: string[]): Promise<number> {
       // The kernels are specialised on the key and value sizes, and on the --size ones.
       const constantsFor = (backward: boolean) => new Map([...explicit, ...specialisedSizes(fn, backward).map((s) => [s, sizes.get(s)!] as const)]);
       const c0 = performance.now();
-      const plan = compilePlan(fn, schedule, { constants: constantsFor(false) });
-      const gplan = upstream ? compilePlan(fn, schedule, { backward: true, constants: constantsFor(true) }) : undefined;
+      const plan = compileFunction(fn, schedule, { constants: constantsFor(false) });
+      const gplan = upstream ? compileFunction(fn, schedule, { backward: true, constants: constantsFor(true) }) : undefined;
       const compileMs = performance.now() - c0;
       const gradInputs = upstream ? withUpstream(fn, inputs, upstream, outShapes) : undefined;
       const once = async (): Promise<void> => {

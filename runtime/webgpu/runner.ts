@@ -317,7 +317,7 @@ async function runOn(
 
   // Limits that do not depend on the printer, then printing, then the rest.
   for (const l of plan.launches) {
-    const why = kernelLimitProblem(l.kernel, { schedule: plan.schedule, how: l.how }, limits);
+    const why = kernelLimitProblem(l.kernel, { schedule: l.schedule ?? plan.schedule, how: l.how }, limits);
     if (why) throw new WebGPURunError('limits', why);
   }
   const emit = opts.emit ?? defaultEmit;
@@ -337,7 +337,7 @@ async function runOn(
   const prepared: Prepared[] = plan.launches.map((launch, i) => {
     const e = ems[i]!;
     checkContract(launch.kernel, e);
-    const why = kernelLimitProblem(launch.kernel, { schedule: plan.schedule, how: launch.how, workgroup: e.workgroup, storageBuffers: e.buffers.length }, limits);
+    const why = kernelLimitProblem(launch.kernel, { schedule: launch.schedule ?? plan.schedule, how: launch.how, workgroup: e.workgroup, storageBuffers: e.buffers.length }, limits);
     if (why) throw new WebGPURunError('limits', why);
     for (const [bname, id] of Object.entries(launch.buffers)) {
       const t = tensors.get(id);
