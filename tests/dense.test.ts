@@ -218,6 +218,9 @@ const TILES: DenseTile[] = [
   { m: 16, n: 64, k: 8, regM: 2, regN: 4, splitK: 2 },
   { m: 8, n: 8, k: 4, regM: 1, regN: 1, splitK: 1 },
   { m: 16, n: 8, k: 4, regM: 4, regN: 1, splitK: 8 },
+  // Unstaged (k = 0): operands straight from the buffers, no barriers (with split-K: only the tree's).
+  { m: 64, n: 64, k: 0, regM: 8, regN: 8, splitK: 1 },
+  { m: 32, n: 32, k: 0, regM: 4, regN: 4, splitK: 4 },
 ];
 
 describe('the tiled kernel equals the elementwise kernel (CPU executor)', () => {
@@ -242,7 +245,7 @@ describe('the tiled kernel equals the elementwise kernel (CPU executor)', () => 
         expect(e.rel, `${kind} ${JSON.stringify(t)} at ${[B, T, C, O, H]}`).toBeLessThan(1e-6);
       }
     }
-  });
+  }, 60_000);
 
   it('random shapes (M, N, K from 1 to ~300), kinds, tiles, specialised or runtime sizes', async () => {
     const seed = fcSeed('dense');
@@ -276,7 +279,7 @@ describe('the tiled kernel equals the elementwise kernel (CPU executor)', () => 
       }
       expect(n).toBe(backward ? 14 : 5); // the backward does not recompute y
     }
-  });
+  }, 60_000);
 });
 
 

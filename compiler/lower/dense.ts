@@ -21,7 +21,11 @@ import { type Binding, dimExpr, type ExprLowering, fold, LowerError } from './ex
 export interface DenseTile {
   /** Output rows and columns per workgroup. */
   m: number; n: number;
-  /** Summed extent staged per step and per split-K group. */
+  /**
+   * Summed extent staged in workgroup memory per step and per split-K group; 0: no staging,
+   * each thread reads its operands straight from the buffers (for CPU-like devices such as
+   * lavapipe, where workgroup memory is no faster than cache and barriers cost).
+   */
   k: number;
   /** Outputs per thread: regM rows x regN columns. */
   regM: number; regN: number;
@@ -49,7 +53,7 @@ export const denseSharedBytes = (t: DenseTile): number => 4 * (t.splitK * t.k * 
 
 /** Why a tile is not usable, or undefined. */
 export function denseTileProblem(t: DenseTile): string | undefined {
-  const ints = (['m', 'n', 'k', 'regM', 'regN', 'splitK'] as const).filter((f) => !Number.isInteger(t[f]) || t[f] < 1);
+  const ints = (['m', 'n', 'k', 'regM', 'regN', 'splitK'] as const).filter((f) => !Number.isInteger(t[f]) || t[f] < (f === 'k' ? 0 : 1));
   if (ints.length) return `dense tile fields ${ints.join(', ')} must be positive integers`;
   if (t.m % t.regM || t.n % t.regN) return `dense tile ${t.m}x${t.n} is not a multiple of the register block ${t.regM}x${t.regN}`;
   if (t.splitK & (t.splitK - 1)) return `dense tile splitK ${t.splitK} is not a power of two`;
@@ -93,7 +97,8 @@ export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, t
   const Mx = dim(d.M), Nx = dim(d.N), Kx = dim(d.K);
   const body: KStmt[] = [];
   const decl = (n: string, e: KExpr, into: KStmt[] = body): KExpr => { into.push(K.decl(n, 'i32', fold(e))); return K.v(n); };
-  const fresh = (() => { let c = 0; return (p: string) => `${p}${c++}`; })();
+  // Locals and shared arrays end in '__', which no buffer name (bufferName) has: no shadowing.
+  const fresh = (() => { let c = 0; return (p: string) => `${p}${c++}__`; })();
 
   /** Offset into `o` of flat index `f` over group `g` (merged where `o` and `with` read it contiguously). */
   const groupOffset = (g: readonly DenseVar[], ops: readonly DenseOperand[], o: DenseOperand, f: KExpr, into: KStmt[]): KExpr => {
@@ -120,20 +125,40 @@ export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, t
   };
 
   body.push(K.comment(`dense ${d.target}: [${d.groups.batch.map((v) => v.name).join(',')}] (${d.groups.m.map((v) => v.name).join(',')}) x (${d.groups.n.map((v) => v.name).join(',')}) over (${d.groups.k.map((v) => v.name).join(',')}); tile ${tm}x${tn}x${tk}, regs ${regM}x${regN}, splitK ${splitK}`));
-  const tid = decl('t', K.tid('x'));
-  const lt = splitK > 1 ? decl('lt', K.bin('%', tid, K.i32(P))) : tid;
-  const grp = splitK > 1 ? decl('grp', K.bin('/', tid, K.i32(P))) : K.i32(0);
-  const tx = decl('tx', K.bin('%', lt, K.i32(TX)));
-  const ty = decl('ty', K.bin('/', lt, K.i32(TX)));
-  const n0 = decl('n0', K.mul(K.wg('x'), K.i32(tn)));
-  const m0 = decl('m0', K.mul(K.wg('y'), K.i32(tm)));
-  const bz = decl('bz', K.wg('z'));
-  const baseA = decl('baseA', groupOffset(d.groups.batch, [d.a], d.a, bz, body));
-  const baseB = decl('baseB', groupOffset(d.groups.batch, [d.b], d.b, bz, body));
-  const acc = (i: number, j: number): string => `acc_${i}_${j}`;
+  const tid = decl('t__', K.tid('x'));
+  const lt = splitK > 1 ? decl('lt__', K.bin('%', tid, K.i32(P))) : tid;
+  const grp = splitK > 1 ? decl('grp__', K.bin('/', tid, K.i32(P))) : K.i32(0);
+  const tx = decl('tx__', K.bin('%', lt, K.i32(TX)));
+  const ty = decl('ty__', K.bin('/', lt, K.i32(TX)));
+  const n0 = decl('n0__', K.mul(K.wg('x'), K.i32(tn)));
+  const m0 = decl('m0__', K.mul(K.wg('y'), K.i32(tm)));
+  const bz = decl('bz__', K.wg('z'));
+  const baseA = decl('baseA__', groupOffset(d.groups.batch, [d.a], d.a, bz, body));
+  const baseB = decl('baseB__', groupOffset(d.groups.batch, [d.b], d.b, bz, body));
+  const acc = (i: number, j: number): string => `acc_${i}_${j}__`;
   for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) body.push(K.decl(acc(i, j), 'f32', K.f32(0)));
 
   // ---- the K loop --------------------------------------------------------------------------
+  if (tk === 0) {
+    // Unstaged: row and column bases once (clamped into range: an out-of-range row or column
+    // reads a valid element whose result the epilogue never stores), then one k at a time.
+    const rowA: KExpr[] = [], colB: KExpr[] = [];
+    for (let i = 0; i < regM; i++) {
+      const gm = decl(fresh('cm'), K.bin('min', K.add(m0, K.add(ty, K.i32(i * TY))), K.sub(Mx, K.i32(1))));
+      rowA.push(decl(fresh('rowA'), K.add(baseA, groupOffset(d.groups.m, [d.a], d.a, gm, body))));
+    }
+    for (let j = 0; j < regN; j++) {
+      const gn = decl(fresh('cn'), K.bin('min', K.add(n0, K.add(tx, K.i32(j * TX))), K.sub(Nx, K.i32(1))));
+      colB.push(decl(fresh('colB'), K.add(baseB, groupOffset(d.groups.n, [d.b], d.b, gn, body))));
+    }
+    const inner: KStmt[] = [];
+    const kA = decl('kA__', groupOffset(d.groups.k, [d.a], d.a, K.v('k__'), inner), inner);
+    const kB = decl('kB__', groupOffset(d.groups.k, [d.b], d.b, K.v('k__'), inner), inner);
+    for (let i = 0; i < regM; i++) inner.push(K.decl(`a${i}__`, 'f32', K.load(aName, fold(K.add(rowA[i]!, kA)), 'f32')));
+    for (let j = 0; j < regN; j++) inner.push(K.decl(`b${j}__`, 'f32', K.load(bName, fold(K.add(colB[j]!, kB)), 'f32')));
+    for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) inner.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.mul(K.v(`a${i}__`, 'f32'), K.v(`b${j}__`, 'f32')))));
+    body.push(K.loop('k__', grp, Kx, inner, splitK));
+  }
   const kLoop: KStmt[] = [];
   const kInner = d.groups.k.at(-1);
   const stage = (o: DenseOperand, arr: string, buf: string, base: KExpr, rows: number, group: readonly DenseVar[], R: KExpr, r0: KExpr): void => {
@@ -142,10 +167,10 @@ export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, t
     for (let slot = 0; slot * T < total; slot++) {
       const blk: KStmt[] = [];
       const e = decl(fresh('e'), K.add(tid, K.i32(slot * T)), blk);
-      const kk = decl(fresh('kk'), kFast ? K.bin('%', e, K.i32(slab)) : K.bin('/', e, K.i32(rows)), blk);
+      const kk = decl(fresh('kk__'), kFast ? K.bin('%', e, K.i32(slab)) : K.bin('/', e, K.i32(rows)), blk);
       const rr = decl(fresh('rr'), kFast ? K.bin('/', e, K.i32(slab)) : K.bin('%', e, K.i32(rows)), blk);
       const gr = decl(fresh('gr'), K.add(r0, rr), blk);
-      const gk = decl(fresh('gk'), K.add(K.v('k0'), kk), blk);
+      const gk = decl(fresh('gk'), K.add(K.v('k0__'), kk), blk);
       const ld: KStmt[] = [];
       const off = fold(K.add(K.add(base, groupOffset(group, [o], o, gr, ld)), groupOffset(d.groups.k, [o], o, gk, ld)));
       ld.push(K.store(arr, fold(K.add(K.mul(kk, K.i32(rows)), rr)), K.load(buf, off, 'f32')));
@@ -153,17 +178,17 @@ export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, t
       kLoop.push(...((slot + 1) * T > total ? [K.iff(K.lt(tid, K.i32(total - slot * T)), blk)] : blk));
     }
   };
-  stage(d.a, 'As', aName, baseA, tm, d.groups.m, Mx, m0);
-  stage(d.b, 'Bs', bName, baseB, tn, d.groups.n, Nx, n0);
+  stage(d.a, 'As__', aName, baseA, tm, d.groups.m, Mx, m0);
+  stage(d.b, 'Bs__', bName, baseB, tn, d.groups.n, Nx, n0);
   kLoop.push(K.barrier());
   const inner: KStmt[] = [];
-  const kr = decl('kr', splitK > 1 ? K.add(K.mul(grp, K.i32(tk)), K.v('kk')) : K.v('kk'), inner);
-  for (let i = 0; i < regM; i++) inner.push(K.decl(`a${i}`, 'f32', K.load('As', fold(K.add(K.mul(kr, K.i32(tm)), K.add(ty, K.i32(i * TY)))), 'f32')));
-  for (let j = 0; j < regN; j++) inner.push(K.decl(`b${j}`, 'f32', K.load('Bs', fold(K.add(K.mul(kr, K.i32(tn)), K.add(tx, K.i32(j * TX)))), 'f32')));
-  for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) inner.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.mul(K.v(`a${i}`, 'f32'), K.v(`b${j}`, 'f32')))));
-  kLoop.push(K.loop('kk', K.i32(0), K.i32(tk), inner));
+  const kr = decl('kr__', splitK > 1 ? K.add(K.mul(grp, K.i32(tk)), K.v('kk__')) : K.v('kk__'), inner);
+  for (let i = 0; i < regM; i++) inner.push(K.decl(`a${i}__`, 'f32', K.load('As__', fold(K.add(K.mul(kr, K.i32(tm)), K.add(ty, K.i32(i * TY)))), 'f32')));
+  for (let j = 0; j < regN; j++) inner.push(K.decl(`b${j}__`, 'f32', K.load('Bs__', fold(K.add(K.mul(kr, K.i32(tn)), K.add(tx, K.i32(j * TX)))), 'f32')));
+  for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) inner.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.mul(K.v(`a${i}__`, 'f32'), K.v(`b${j}__`, 'f32')))));
+  kLoop.push(K.loop('kk__', K.i32(0), K.i32(tk), inner));
   kLoop.push(K.barrier());
-  body.push(K.loop('k0', K.i32(0), Kx, kLoop, slab));
+  if (tk > 0) body.push(K.loop('k0__', K.i32(0), Kx, kLoop, slab));
 
   // ---- split-K: a tree reduction of the groups' partial sums in workgroup memory -----------
   const lo = (i: number, j: number): KExpr => fold(K.add(K.mul(K.add(ty, K.i32(i * TY)), K.i32(tn)), K.add(tx, K.i32(j * TX))));
@@ -171,8 +196,8 @@ export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, t
     const put: KStmt[] = [];
     const get: KStmt[] = [];
     for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) {
-      put.push(K.store('Red', fold(K.add(K.mul(K.sub(grp, K.i32(half)), K.i32(tm * tn)), lo(i, j))), K.v(acc(i, j), 'f32')));
-      get.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.load('Red', fold(K.add(K.mul(grp, K.i32(tm * tn)), lo(i, j))), 'f32'))));
+      put.push(K.store('Red__', fold(K.add(K.mul(K.sub(grp, K.i32(half)), K.i32(tm * tn)), lo(i, j))), K.v(acc(i, j), 'f32')));
+      get.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.load('Red__', fold(K.add(K.mul(grp, K.i32(tm * tn)), lo(i, j))), 'f32'))));
     }
     body.push(K.iff(K.and(K.bin('>=', grp, K.i32(half)), K.lt(grp, K.i32(2 * half))), put));
     body.push(K.barrier());
@@ -219,9 +244,8 @@ export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, t
     grid: [ceil(Nx, tn), ceil(Mx, tm), dim(d.batch)],
     buffers: [], scalars: [],
     shared: [
-      { name: 'As', type: 'f32', size: slab * tm },
-      { name: 'Bs', type: 'f32', size: slab * tn },
-      ...(splitK > 1 ? [{ name: 'Red', type: 'f32' as const, size: (splitK / 2) * tm * tn }] : []),
+      ...(tk > 0 ? [{ name: 'As__', type: 'f32' as const, size: slab * tm }, { name: 'Bs__', type: 'f32' as const, size: slab * tn }] : []),
+      ...(splitK > 1 ? [{ name: 'Red__', type: 'f32' as const, size: (splitK / 2) * tm * tn }] : []),
     ],
     body,
   };
