@@ -16,6 +16,10 @@ import { printNative } from '../targets/native/printer.js';
 import { toBF16Bits, toF16Bits } from '../targets/half.js';
 import { loadNativeAddon } from '../runtime/native/addon.js';
 import { prepareKernels, runNativeKernel } from '../runtime/native/runner.js';
+import { runPlanCpu } from '../runtime/plan-runner.js';
+import { FORMS } from '../compiler/schedule.js';
+import type { Value } from '../dsl/reference/interpreter.js';
+import { loadFn, plan, prng, tensor, uniform } from './helpers/harness.js';
 
 const cc = findCompiler();
 const addon = cc ? loadNativeAddon() : { error: NO_COMPILER };
@@ -201,6 +205,29 @@ describe('barrier split (targets/native/barrier-split.ts)', () => {
     runKernel(splitBarriers(kk).kernel, b);
     expect(Array.from(b.buffers['y']!)).toEqual([10, 11, 12, 13, 0, 1, 2, 3]);
     expect(Array.from(a.buffers['y']!)).toEqual([10, 11, 12, 13, 0, 1, 2, 3]);
+  });
+
+  test('with loop fission (opt-in) the split kernels still compute what the originals compute, bit for bit', () => {
+    const a = args(), b = args();
+    runKernel(k, a);
+    const s = splitBarriers(k, new Set(), { fission: true });
+    expect(s.workItemLoops.size).toBeGreaterThan(8); // the loop over acc's elements is fissioned
+    runKernel(s.kernel, b);
+    expect(bits(b.buffers['out']!)).toEqual(bits(a.buffers['out']!));
+    expect(bits(b.buffers['out2']!)).toEqual(bits(a.buffers['out2']!));
+    // Retention's kernels, every form, forward and backward: a thread-dependent guard around
+    // uniform loops is pushed into them (if-conversion) and the loops are fissioned.
+    const fn = loadFn('retention', 'retention');
+    let pushed = 0;
+    for (const form of FORMS) for (const backward of [false, true]) {
+      const p = plan(fn, form, 8, backward, { K: 6, V: 5 });
+      const r = prng(9);
+      const inputs = new Map<string, Value>([['q', uniform([2, 2, 19, 6], r)], ['k', uniform([2, 2, 19, 6], r)], ['v', uniform([2, 2, 19, 5], r)], ['gamma', tensor([2], (h) => [0.9, 1][h]!)], ['grad.o', uniform([2, 2, 19, 5], r)]]);
+      const split = { ...p, launches: p.launches.map((l) => { const s2 = splitBarriers(l.kernel, new Set(), { fission: true }); pushed += s2.kernel.body.length; return { ...l, kernel: s2.kernel }; }) };
+      const want = runPlanCpu(p, inputs), got = runPlanCpu(split, inputs);
+      for (const [name, t] of want) expect(bits(got.get(name)!.data as Float32Array), `${form}${backward ? ' backward' : ''} ${name}`).toEqual(bits(t.data as Float32Array));
+    }
+    expect(pushed).toBeGreaterThan(0);
   });
 
   test.skipIf(!!why)('native runs it bit for bit as the executor does', async () => {

@@ -22,7 +22,7 @@
 //     read as a plain variable by the regions after it.
 // Names are made unique first (every declaration gets a name of its own), so that hoisted names
 // and context arrays cannot collide. Names starting with `rn_` are the pass's and the printers'.
-import { mapExpr, NameSupply, walkExpr } from '../../compiler/c-printer.js';
+import { anyExpr, mapExpr, NameSupply, walkExpr } from '../../compiler/c-printer.js';
 import type { Kernel, KExpr, KShared, KStmt, KType } from '../../compiler/kir.js';
 import * as K from '../../compiler/kir.js';
 import { hasBarrier, uniformity, verifyKernel } from '../../compiler/kir-verify.js';
@@ -105,12 +105,71 @@ function namesIn(ss: readonly KStmt[], out: Set<string>): void {
  * Splits `k` at its barriers (see the header). The kernel is verified first (barriers only in
  * uniform control flow); `reserved` names are kept free (the printer's own identifiers).
  */
-export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Set()): SplitKernel {
+export interface SplitOptions {
+  /**
+   * Loop fission (default off; RETNETC_NATIVE_FISSION=1 turns it on): uniform loops (and uniform
+   * ifs holding them) become region boundaries as if they held barriers, so that work-item loops
+   * end up innermost, where the C compiler vectorises them; a thread-dependent `if` around such
+   * loops is pushed into them first (if-conversion: its condition becomes a per-thread mask,
+   * declarations inside it are evaluated under `select`). Inserting barriers changes nothing in
+   * a race-free kernel: every thread still runs its own operations in its own order. Off by
+   * default: GCC 12 does not vectorise the masked work-item loops it makes (`data ref analysis
+   * failed: .MASK_LOAD`), and the extra context traffic made retention 10-50% slower.
+   */
+  fission?: boolean;
+}
+
+const noLoads = (e: KExpr): boolean => !anyExpr(e, (x) => x.k === 'load');
+const ZERO: Record<KType, KExpr> = { f32: K.f32(0), i32: K.i32(0), bool: K.bool(false) };
+
+/** If-conversion of thread-dependent ifs around uniform loops (SplitOptions.fission). */
+function pushIfs(k: Kernel, supply: NameSupply): Kernel {
+  const u = uniformity(k);
+  const assigned = new Set<string>();
+  const walkAll = (ss: readonly KStmt[]): void => { for (const s of ss) { if (s.k === 'assign') assigned.add(s.name); if (s.k === 'if') { walkAll(s.then); walkAll(s.else); } if (s.k === 'for') walkAll(s.body); } };
+  walkAll(k.body);
+  const uniformHead = (e: KExpr): boolean => u.uniform(e) && noLoads(e);
+  const loopable = (s: KStmt): boolean => s.k === 'for' && uniformHead(s.start) && uniformHead(s.end);
+  const holdsLoop = (ss: readonly KStmt[]): boolean => ss.some((s) => loopable(s) || (s.k === 'if' && (holdsLoop(s.then) || holdsLoop(s.else))));
+  const guard = (ss: readonly KStmt[], m: KExpr): KStmt[] => ss.flatMap((s): KStmt[] => {
+    switch (s.k) {
+      case 'decl':
+        return [uniformHead(s.init) && !assigned.has(s.name) ? s : { ...s, init: K.select(m, s.init, ZERO[s.type]) }];
+      case 'local': case 'comment': return [s];
+      case 'for': return loopable(s) ? [{ ...s, body: guard(s.body, m) }] : [K.iff(m, [s])];
+      case 'if':
+        if (uniformHead(s.cond)) return [{ ...s, then: guard(s.then, m), else: guard(s.else, m) }];
+        if (!s.else.length && holdsLoop(s.then)) { const m2 = supply.fresh('rn_m'); return [K.decl(m2, 'bool', K.and(m, s.cond)), ...guard(s.then, K.v(m2, 'bool'))]; }
+        return [K.iff(m, [s])];
+      default: return [K.iff(m, [s])];
+    }
+  });
+  const top = (ss: readonly KStmt[]): KStmt[] => ss.flatMap((s): KStmt[] => {
+    if (s.k === 'for') return [loopable(s) || hasBarrier(s.body) ? { ...s, body: top(s.body) } : s];
+    if (s.k !== 'if') return [s];
+    if (u.uniform(s.cond)) return [{ ...s, then: top(s.then), else: top(s.else) }];
+    if (!s.else.length && !hasBarrier(s.then) && holdsLoop(s.then)) { const m = supply.fresh('rn_m'); return [K.decl(m, 'bool', s.cond), ...guard(s.then, K.v(m, 'bool'))]; }
+    return [s];
+  });
+  return { ...k, body: top(k.body) };
+}
+
+export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Set(), opts: SplitOptions = {}): SplitKernel {
   verifyKernel(k0);
-  const k = uniquifyNames(k0, reserved);
+  const fission = opts.fission ?? process.env['RETNETC_NATIVE_FISSION'] === '1';
+  let k = uniquifyNames(k0, reserved);
+  if (fission) {
+    const names = new NameSupply(new Set([...reserved, k.name, ...k.buffers.map((b) => b.name), ...k.scalars.map((s) => s.name), ...k.shared.map((s) => s.name)]));
+    const all = (ss: readonly KStmt[]): void => { for (const s of ss) { if (s.k === 'decl' || s.k === 'local') names.taken.add(s.name); if (s.k === 'for') { names.taken.add(s.v); all(s.body); } if (s.k === 'if') { all(s.then); all(s.else); } } };
+    all(k.body);
+    k = pushIfs(k, names);
+  }
   const [TX, TY, TZ] = k.workgroup;
   const T = TX * TY * TZ;
   const u = uniformity(k);
+  const uniformHead = (e: KExpr): boolean => u.uniform(e) && noLoads(e);
+  const loopable = (s: KStmt): boolean => fission && s.k === 'for' && uniformHead(s.start) && uniformHead(s.end);
+  const holdsLoop = (ss: readonly KStmt[]): boolean => ss.some((s) => loopable(s) || (s.k === 'if' && (holdsLoop(s.then) || holdsLoop(s.else))));
   const assigned = new Set<string>();
   const walkAll = (ss: readonly KStmt[], f: (s: KStmt) => void): void => {
     for (const s of ss) { f(s); if (s.k === 'if') { walkAll(s.then, f); walkAll(s.else, f); } if (s.k === 'for') walkAll(s.body, f); }
@@ -129,8 +188,8 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
     };
     for (const s of ss) {
       if (s.k === 'barrier') close();
-      else if (s.k === 'for' && hasBarrier(s.body)) { close(); out.push({ k: 'for', s, body: build(s.body) }); }
-      else if (s.k === 'if' && (hasBarrier(s.then) || hasBarrier(s.else))) { close(); out.push({ k: 'if', s, then: build(s.then), else: build(s.else) }); }
+      else if (s.k === 'for' && (hasBarrier(s.body) || loopable(s))) { close(); out.push({ k: 'for', s, body: build(s.body) }); }
+      else if (s.k === 'if' && (hasBarrier(s.then) || hasBarrier(s.else) || (fission && uniformHead(s.cond) && (holdsLoop(s.then) || holdsLoop(s.else))))) { close(); out.push({ k: 'if', s, then: build(s.then), else: build(s.else) }); }
       else if (s.k === 'decl' && !u.varying.has(s.name) && !assigned.has(s.name)) { close(); out.push({ k: 'hoist', s }); hoisted.push(s.name); }
       else cur.push(s);
     }
