@@ -21,6 +21,7 @@ import { chooseDenseTile, DEFAULT_DENSE_TILE, denseSharedBytes, type DenseTile, 
 import { toGradientIr, toIr, withoutDeadStatements } from '../compiler/plan.js';
 import { runKernel } from '../targets/cpu/executor.js';
 import { emitKernel } from '../targets/emit.js';
+import { fromHalfArray, toHalfArray } from '../targets/half.js';
 import { assertProperty, fcSeed, loadFn, prng, relErr, runsScale } from './helpers/harness.js';
 
 // ---- building and running one statement's kernels ------------------------------------------
@@ -235,11 +236,15 @@ describe('the tiled kernel equals the elementwise kernel (CPU executor)', () => 
     expect(chooseDenseTile(recogniseDense(w.s, w.vars)!, new Map())).toEqual(DEFAULT_DENSE_TILE);
     const n = caseOf('nt', 8, 256, 64, 48, 1);
     expect(chooseDenseTile(recogniseDense(n.s, n.vars)!, n.sizes)).toEqual(SMALL_DENSE_TILE);
+    expect(chooseDenseTile(recogniseDense(n.s, n.vars)!, n.sizes, { staged: false }).k).toBe(0);
+    expect(chooseDenseTile(recogniseDense(w.s, w.vars)!, w.sizes, { staged: false })).toEqual({ ...SPLITK_DENSE_TILE, k: 0 });
   });
 
   it.each(KINDS)('%s: fixed ragged cases, every tile', (kind) => {
     for (const [i, t] of TILES.entries()) {
-      for (const [B, T, C, O, H] of [[1, 1, 1, 1, 1], [2, 37, 19, 70, 3], [1, 65, 130, 9, 2]] as const) {
+      // Every tile at a degenerate and a ragged shape; a third, larger one for a third of the tiles.
+      const shapes = [[1, 1, 1, 1, 1], [2, 37, 19, 70, 3], ...((i + KINDS.indexOf(kind)) % 3 === 0 ? [[1, 65, 130, 9, 2]] : [])] as const;
+      for (const [B, T, C, O, H] of shapes) {
         const e = agree(caseOf(kind, B, T, C, O, H), t, i % 2 === 0, 7 + i);
         expect(e.nonFinite, `${kind} ${JSON.stringify(t)} at ${[B, T, C, O, H]}`).toBe(0);
         expect(e.rel, `${kind} ${JSON.stringify(t)} at ${[B, T, C, O, H]}`).toBeLessThan(1e-6);
@@ -278,6 +283,25 @@ describe('the tiled kernel equals the elementwise kernel (CPU executor)', () => 
         expect(e.rel, s.target).toBeLessThan(1e-6);
       }
       expect(n).toBe(backward ? 14 : 5); // the backward does not recompute y
+    }
+  }, 60_000);
+
+  it('half storage (f16, bf16): loads give f32, accumulation in f32, one rounding at the store', () => {
+    for (const half of ['f16', 'bf16'] as const) for (const kind of ['nt', 'wgrad', 'tail'] as const) for (const t of [DEFAULT_DENSE_TILE, SPLITK_DENSE_TILE, TILES[9]!]) {
+      const c = caseOf(kind, 2, 37, 150, 70, 1);
+      const { ew, dense, ewL } = kernelsOf(c, t, true);
+      const inputs = inputsOf(c, ewL, 5);
+      const asHalf = (k: Kernel): Kernel => ({ ...k, buffers: k.buffers.map((b) => ({ ...b, storage: half })) });
+      const run = (k: Kernel): Float32Array => {
+        const outB = ewL.buffers.get(c.s.target)!.name;
+        const y = new Uint16Array(numel(shapeOf(c, c.s.target)));
+        runKernel(asHalf(k), { buffers: { ...Object.fromEntries([...inputs].map(([n, x]) => [n, toHalfArray(x, half)])), [outB]: y }, scalars: scalarsOf(k, c) });
+        return fromHalfArray(y, half);
+      };
+      const e = relErr(run(dense), run(ew));
+      // The two sum in different orders in f32; the stores round each to the half type once.
+      expect(e.nonFinite).toBe(0);
+      expect(e.rel, `${half} ${kind} ${JSON.stringify(t)}`).toBeLessThan(half === 'f16' ? 1e-3 : 8e-3);
     }
   }, 60_000);
 });

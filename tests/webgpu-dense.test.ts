@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
 import { recogniseDense } from '../compiler/dense.js';
 import { ExprLowering, sizeParam } from '../compiler/lower/expr.js';
-import { chooseDenseTile, DEFAULT_DENSE_TILE, type DenseTile, lowerDense, SMALL_DENSE_TILE, SPLITK_DENSE_TILE } from '../compiler/lower/dense.js';
+import { chooseDenseTile, DEFAULT_DENSE_TILE, type DenseTile, lowerDense, SMALL_DENSE_TILE, SPLITK_DENSE_TILE, UNSTAGED_DENSE_TILE } from '../compiler/lower/dense.js';
 import { compilePlan, type Launch, type Plan } from '../compiler/plan.js';
 import { makeSchedule } from '../compiler/schedule.js';
 import type { CheckedFn } from '../dsl/checked.js';
@@ -111,7 +111,7 @@ async function agreeOnGpu(spec: Spec, tile: DenseTile | undefined, seed: number)
 
 const TILES: DenseTile[] = [DEFAULT_DENSE_TILE, SPLITK_DENSE_TILE, SMALL_DENSE_TILE, { m: 64, n: 64, k: 16, regM: 4, regN: 4, splitK: 1 }, { m: 16, n: 64, k: 8, regM: 2, regN: 4, splitK: 2 }, { m: 64, n: 64, k: 0, regM: 8, regN: 8, splitK: 1 }, { m: 32, n: 32, k: 0, regM: 4, regN: 4, splitK: 4 }];
 const MSR = { H: 2, K: 8, V: 12 };
-const UNSTAGED: DenseTile = { m: 64, n: 64, k: 0, regM: 8, regN: 8, splitK: 1 };
+const UNSTAGED: DenseTile = UNSTAGED_DENSE_TILE;
 
 describe.skipIf(!gpu)('tiled dense kernels on WebGPU agree with elementwise ones', () => {
   // Each case with two tiles (pipelines compile slowly on lavapipe): the default choice and one more.

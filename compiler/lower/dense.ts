@@ -35,7 +35,7 @@ export interface DenseTile {
 
 /**
  * 128 x 128 tiles, 8 x 8 outputs a thread, 256 threads, k steps of 16: 16 KiB of workgroup
- * memory. The fastest of those measured on lavapipe at [4096, 512] x [512, 512] (64 x 64 with
+ * memory. The fastest staged tile measured on lavapipe at [4096, 512] x [512, 512] (64 x 64 with
  * 4 x 4 register blocks: 2-3x slower there), and the classic SGEMM shape on CUDA.
  */
 export const DEFAULT_DENSE_TILE: DenseTile = { m: 128, n: 128, k: 16, regM: 8, regN: 8, splitK: 1 };
@@ -43,6 +43,13 @@ export const DEFAULT_DENSE_TILE: DenseTile = { m: 128, n: 128, k: 16, regM: 8, r
 export const SMALL_DENSE_TILE: DenseTile = { m: 64, n: 64, k: 16, regM: 8, regN: 8, splitK: 1 };
 /** For long sums into small outputs: 4 groups of 64 threads over 32 x 32 tiles. */
 export const SPLITK_DENSE_TILE: DenseTile = { m: 32, n: 32, k: 8, regM: 4, regN: 4, splitK: 4 };
+/**
+ * Unstaged (k = 0), for CPU-like devices (lavapipe, the CPU executor): 64 x 64, 8 x 8 a thread,
+ * operands straight from the buffers, no barriers; on lavapipe at [4096, 512] x [512, 512]
+ * ~1.4x the staged default, on the CPU executor ~5x (barriers make its threads generators).
+ */
+export const UNSTAGED_DENSE_TILE: DenseTile = { m: 64, n: 64, k: 0, regM: 8, regN: 8, splitK: 1 };
+export const UNSTAGED_SPLITK_DENSE_TILE: DenseTile = { m: 32, n: 32, k: 0, regM: 4, regN: 4, splitK: 4 };
 /** WebGPU's default maxComputeWorkgroupStorageSize (also lavapipe's default device). */
 export const DENSE_SHARED_BUDGET = 16384;
 /** WebGPU's guaranteed maxComputeInvocationsPerWorkgroup. */
@@ -65,9 +72,11 @@ export function denseTileProblem(t: DenseTile): string | undefined {
 /**
  * A default tile for a dense contraction: split-K where the output is small against the sum
  * (known sizes: M N <= 256 * 256 and K >= 4 * max(M, N)); 128 x 128 otherwise, 64 x 64 when a
- * side of the output is known to be at most 64 (fewer idle threads).
+ * side of the output is known to be at most 64 (fewer idle threads). `staged: false` (CPU-like
+ * devices): the unstaged tiles.
  */
-export function chooseDenseTile(d: Dense, constants: ReadonlyMap<string, number>): DenseTile {
+export function chooseDenseTile(d: Dense, constants: ReadonlyMap<string, number>, opts: { staged?: boolean } = {}): DenseTile {
+  const staged = opts.staged ?? true;
   const val = (x: Dense['M']): number | undefined => {
     let out = 0;
     for (const [mono, c] of x) {
@@ -78,7 +87,8 @@ export function chooseDenseTile(d: Dense, constants: ReadonlyMap<string, number>
     return out;
   };
   const M = val(d.M), N = val(d.N), Kx = val(d.K);
-  if (M !== undefined && N !== undefined && Kx !== undefined && M * N <= 65536 && Kx >= 4 * Math.max(M, N)) return SPLITK_DENSE_TILE;
+  if (M !== undefined && N !== undefined && Kx !== undefined && M * N <= 65536 && Kx >= 4 * Math.max(M, N)) return staged ? SPLITK_DENSE_TILE : UNSTAGED_SPLITK_DENSE_TILE;
+  if (!staged) return UNSTAGED_DENSE_TILE;
   if ((M !== undefined && M <= 64) || (N !== undefined && N <= 64)) return SMALL_DENSE_TILE;
   return DEFAULT_DENSE_TILE;
 }
