@@ -17,7 +17,7 @@ import { add, binary, cnst, idx, type IrStmt, ld, mulN, type Node, reduce, selec
 import type { Kernel } from '../compiler/kir.js';
 import { ExprLowering, sizeParam } from '../compiler/lower/expr.js';
 import { lowerElementwise } from '../compiler/lower/generic.js';
-import { chooseDenseTile, DEFAULT_DENSE_TILE, denseSharedBytes, type DenseTile, denseTileProblem, lowerDense, SMALL_DENSE_TILE, SPLITK_DENSE_TILE } from '../compiler/lower/dense.js';
+import { chooseDenseTile, DEFAULT_DENSE_TILE, denseTileOf, denseSharedBytes, type DenseTile, denseTileProblem, lowerDense, SMALL_DENSE_TILE, SPLITK_DENSE_TILE } from '../compiler/lower/dense.js';
 import { toGradientIr, toIr, withoutDeadStatements } from '../compiler/plan.js';
 import { runKernel } from '../targets/cpu/executor.js';
 import { emitKernel } from '../targets/emit.js';
@@ -238,6 +238,9 @@ describe('the tiled kernel equals the elementwise kernel (CPU executor)', () => 
     expect(chooseDenseTile(recogniseDense(n.s, n.vars)!, n.sizes)).toEqual(SMALL_DENSE_TILE);
     expect(chooseDenseTile(recogniseDense(n.s, n.vars)!, n.sizes, { staged: false }).k).toBe(0);
     expect(chooseDenseTile(recogniseDense(w.s, w.vars)!, w.sizes, { staged: false })).toEqual({ ...SPLITK_DENSE_TILE, k: 0 });
+    // A statement choice's tiles over the chosen default; a parallel contraction's cols is not ours.
+    expect(denseTileOf({ m: 32, splitK: 2 }, DEFAULT_DENSE_TILE)).toEqual({ ...DEFAULT_DENSE_TILE, m: 32, splitK: 2 });
+    expect(denseTileOf({ cols: 32 }, DEFAULT_DENSE_TILE)).toBeUndefined();
   });
 
   it.each(KINDS)('%s: fixed ragged cases, every tile', (kind) => {

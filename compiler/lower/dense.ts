@@ -93,6 +93,20 @@ export function chooseDenseTile(d: Dense, constants: ReadonlyMap<string, number>
   return DEFAULT_DENSE_TILE;
 }
 
+const TILE_KEYS = ['m', 'n', 'k', 'regM', 'regN', 'splitK'] as const;
+
+/**
+ * The tile a statement choice's `tiles` record asks for (schedule.statements[x].tiles: any of
+ * m, n, k, regM, regN, splitK; other keys such as cols are not the dense lowering's), over
+ * `base` (chooseDenseTile's). undefined when the record names none of them.
+ */
+export function denseTileOf(tiles: Readonly<Record<string, number>> | undefined, base: DenseTile): DenseTile | undefined {
+  if (!tiles || !TILE_KEYS.some((k) => Object.hasOwn(tiles, k))) return undefined;
+  const out = { ...base };
+  for (const k of TILE_KEYS) if (Object.hasOwn(tiles, k)) out[k] = tiles[k]!;
+  return out;
+}
+
 const cleanName = (v: string): string => v.replace(/[^A-Za-z0-9_]/g, '_');
 
 export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, tile: DenseTile): Kernel {
