@@ -9,7 +9,11 @@
 //     sums meet in a workgroup-memory tree reduction (log2 splitK rounds), so a long sum into a
 //     small output (a weight gradient over B*T) uses splitK times the threads with one kernel;
 //   - the epilogue (group 0): the statement's elementwise tail on the accumulator, guarded to
-//     the output's ragged edge, stored at the output's row-major offset.
+//     the output's ragged edge, stored at the output's row-major offset;
+//   - unstaged tiles (tile.k = 0): no workgroup memory and no barriers in the K loop; each
+//     thread reads its regM rows of A and regN columns of B straight from the buffers (rows and
+//     columns clamped into range, their results never stored), one k at a time (split-K groups
+//     interleave k). For CPU-like devices (lavapipe, the CPU executor).
 // Loads give f32 whatever the storage (half storage is the buffer's KBuffer.storage).
 import { type Dense, type DenseOperand, type DenseVar, mergedGroup, unitStride } from '../dense.js';
 import type { IrStmt } from '../ir.js';
@@ -182,37 +186,38 @@ export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, t
     for (let j = 0; j < regN; j++) inner.push(K.decl(`b${j}__`, 'f32', K.load(bName, fold(K.add(colB[j]!, kB)), 'f32')));
     for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) inner.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.mul(K.v(`a${i}__`, 'f32'), K.v(`b${j}__`, 'f32')))));
     body.push(K.loop('k__', grp, Kx, inner, splitK));
+  } else {
+    const kLoop: KStmt[] = [];
+    const kInner = d.groups.k.at(-1);
+    const stage = (o: DenseOperand, arr: string, buf: string, base: KExpr, rows: number, group: readonly DenseVar[], R: KExpr, r0: KExpr): void => {
+      const kFast = kInner !== undefined && unitStride(o.strides.get(kInner.name)!);
+      const total = slab * rows;
+      for (let slot = 0; slot * T < total; slot++) {
+        const blk: KStmt[] = [];
+        const e = decl(fresh('e'), K.add(tid, K.i32(slot * T)), blk);
+        const kk = decl(fresh('kk__'), kFast ? K.bin('%', e, K.i32(slab)) : K.bin('/', e, K.i32(rows)), blk);
+        const rr = decl(fresh('rr'), kFast ? K.bin('/', e, K.i32(slab)) : K.bin('%', e, K.i32(rows)), blk);
+        const gr = decl(fresh('gr'), K.add(r0, rr), blk);
+        const gk = decl(fresh('gk'), K.add(K.v('k0__'), kk), blk);
+        const ld: KStmt[] = [];
+        const off = fold(K.add(K.add(base, groupOffset(group, [o], o, gr, ld)), groupOffset(d.groups.k, [o], o, gk, ld)));
+        ld.push(K.store(arr, fold(K.add(K.mul(kk, K.i32(rows)), rr)), K.load(buf, off, 'f32')));
+        blk.push(K.iff(K.and(K.lt(gr, R), K.lt(gk, Kx)), ld, [K.store(arr, fold(K.add(K.mul(kk, K.i32(rows)), rr)), K.f32(0))]));
+        kLoop.push(...((slot + 1) * T > total ? [K.iff(K.lt(tid, K.i32(total - slot * T)), blk)] : blk));
+      }
+    };
+    stage(d.a, 'As__', aName, baseA, tm, d.groups.m, Mx, m0);
+    stage(d.b, 'Bs__', bName, baseB, tn, d.groups.n, Nx, n0);
+    kLoop.push(K.barrier());
+    const inner: KStmt[] = [];
+    const kr = decl('kr__', splitK > 1 ? K.add(K.mul(grp, K.i32(tk)), K.v('kk__')) : K.v('kk__'), inner);
+    for (let i = 0; i < regM; i++) inner.push(K.decl(`a${i}__`, 'f32', K.load('As__', fold(K.add(K.mul(kr, K.i32(tm)), K.add(ty, K.i32(i * TY)))), 'f32')));
+    for (let j = 0; j < regN; j++) inner.push(K.decl(`b${j}__`, 'f32', K.load('Bs__', fold(K.add(K.mul(kr, K.i32(tn)), K.add(tx, K.i32(j * TX)))), 'f32')));
+    for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) inner.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.mul(K.v(`a${i}__`, 'f32'), K.v(`b${j}__`, 'f32')))));
+    kLoop.push(K.loop('kk__', K.i32(0), K.i32(tk), inner));
+    kLoop.push(K.barrier());
+    body.push(K.loop('k0__', K.i32(0), Kx, kLoop, slab));
   }
-  const kLoop: KStmt[] = [];
-  const kInner = d.groups.k.at(-1);
-  const stage = (o: DenseOperand, arr: string, buf: string, base: KExpr, rows: number, group: readonly DenseVar[], R: KExpr, r0: KExpr): void => {
-    const kFast = kInner !== undefined && unitStride(o.strides.get(kInner.name)!);
-    const total = slab * rows;
-    for (let slot = 0; slot * T < total; slot++) {
-      const blk: KStmt[] = [];
-      const e = decl(fresh('e'), K.add(tid, K.i32(slot * T)), blk);
-      const kk = decl(fresh('kk__'), kFast ? K.bin('%', e, K.i32(slab)) : K.bin('/', e, K.i32(rows)), blk);
-      const rr = decl(fresh('rr'), kFast ? K.bin('/', e, K.i32(slab)) : K.bin('%', e, K.i32(rows)), blk);
-      const gr = decl(fresh('gr'), K.add(r0, rr), blk);
-      const gk = decl(fresh('gk'), K.add(K.v('k0__'), kk), blk);
-      const ld: KStmt[] = [];
-      const off = fold(K.add(K.add(base, groupOffset(group, [o], o, gr, ld)), groupOffset(d.groups.k, [o], o, gk, ld)));
-      ld.push(K.store(arr, fold(K.add(K.mul(kk, K.i32(rows)), rr)), K.load(buf, off, 'f32')));
-      blk.push(K.iff(K.and(K.lt(gr, R), K.lt(gk, Kx)), ld, [K.store(arr, fold(K.add(K.mul(kk, K.i32(rows)), rr)), K.f32(0))]));
-      kLoop.push(...((slot + 1) * T > total ? [K.iff(K.lt(tid, K.i32(total - slot * T)), blk)] : blk));
-    }
-  };
-  stage(d.a, 'As__', aName, baseA, tm, d.groups.m, Mx, m0);
-  stage(d.b, 'Bs__', bName, baseB, tn, d.groups.n, Nx, n0);
-  kLoop.push(K.barrier());
-  const inner: KStmt[] = [];
-  const kr = decl('kr__', splitK > 1 ? K.add(K.mul(grp, K.i32(tk)), K.v('kk__')) : K.v('kk__'), inner);
-  for (let i = 0; i < regM; i++) inner.push(K.decl(`a${i}__`, 'f32', K.load('As__', fold(K.add(K.mul(kr, K.i32(tm)), K.add(ty, K.i32(i * TY)))), 'f32')));
-  for (let j = 0; j < regN; j++) inner.push(K.decl(`b${j}__`, 'f32', K.load('Bs__', fold(K.add(K.mul(kr, K.i32(tn)), K.add(tx, K.i32(j * TX)))), 'f32')));
-  for (let i = 0; i < regM; i++) for (let j = 0; j < regN; j++) inner.push(K.assign(acc(i, j), K.add(K.v(acc(i, j), 'f32'), K.mul(K.v(`a${i}__`, 'f32'), K.v(`b${j}__`, 'f32')))));
-  kLoop.push(K.loop('kk__', K.i32(0), K.i32(tk), inner));
-  kLoop.push(K.barrier());
-  if (tk > 0) body.push(K.loop('k0__', K.i32(0), Kx, kLoop, slab));
 
   // ---- split-K: a tree reduction of the groups' partial sums in workgroup memory -----------
   const lo = (i: number, j: number): KExpr => fold(K.add(K.mul(K.add(ty, K.i32(i * TY)), K.i32(tn)), K.add(tx, K.i32(j * TX))));
