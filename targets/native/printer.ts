@@ -33,8 +33,9 @@ import { verifyKernel } from '../../compiler/kir-verify.js';
 import { CUDA_RESERVED, validCudaIdent } from '../cuda/legalise.js';
 import { splitBarriers, type SplitKernel, WORK_ITEM } from './barrier-split.js';
 
-const TYPE: Record<KType, string> = { f32: 'float', i32: 'int32_t', bool: 'bool' };
-const ELEM_BYTES: Record<KType, number> = { f32: 4, i32: 4, bool: 1 };
+/** bool is an int32_t holding 0 or 1 (a 1-byte type in a work-item loop makes GCC pick more lanes than float has). */
+const TYPE: Record<KType, string> = { f32: 'float', i32: 'int32_t', bool: 'int32_t' };
+const ELEM_BYTES: Record<KType, number> = { f32: 4, i32: 4, bool: 4 };
 /** Identifiers C, its headers or this printer use. */
 const C_RESERVED: ReadonlySet<string> = new Set([
   ...CUDA_RESERVED, '_Bool', '_Complex', '_Imaginary', '_Alignas', '_Alignof', '_Atomic', '_Generic', '_Noreturn', '_Static_assert',
@@ -156,7 +157,6 @@ static void rn_oob(int32_t *err, int32_t site, int32_t i, int64_t n, int32_t wx,
   if (RN_IN(i, n)) return a[i]; rn_oob(err, site, i, n, wx, wy, wz, t); return 0; }
 RN_CHK_LOAD(float, rn_ldf)
 RN_CHK_LOAD(int32_t, rn_ldi)
-RN_CHK_LOAD(bool, rn_ldb)
 RN_CHK_LOAD(uint16_t, rn_ldh)
 `;
 
@@ -221,7 +221,7 @@ class NativePrinter extends CPrinter {
     const idx = this.expr(index);
     let raw: string;
     if (this.checks) {
-      const fn = a.storage ? 'rn_ldh' : a.kind === 'buffer' ? (a.type === 'f32' ? 'rn_ldf' : 'rn_ldi') : a.type === 'f32' ? 'rn_ldf' : a.type === 'i32' ? 'rn_ldi' : 'rn_ldb';
+      const fn = a.storage ? 'rn_ldh' : a.kind === 'buffer' ? (a.type === 'f32' ? 'rn_ldf' : 'rn_ldi') : a.type === 'f32' ? 'rn_ldf' : 'rn_ldi';
       raw = `${fn}(${a.c}, ${a.len}, ${idx}, rn_err, ${this.site('load', a)}, ${this.ctx()})`;
     } else raw = `${a.c}[${idx}]`;
     if (a.storage) return prim(`${a.storage === 'f16' ? 'rn_h2f' : 'rn_bf2f'}(${raw})`);
