@@ -190,7 +190,17 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
       if (s.k === 'barrier') close();
       else if (s.k === 'for' && (hasBarrier(s.body) || loopable(s))) { close(); out.push({ k: 'for', s, body: build(s.body) }); }
       else if (s.k === 'if' && (hasBarrier(s.then) || hasBarrier(s.else) || (fission && uniformHead(s.cond) && (holdsLoop(s.then) || holdsLoop(s.else))))) { close(); out.push({ k: 'if', s, then: build(s.then), else: build(s.else) }); }
-      else if (s.k === 'decl' && !u.varying.has(s.name) && !assigned.has(s.name)) { close(); out.push({ k: 'hoist', s }); hoisted.push(s.name); }
+      else if (s.k === 'decl' && !u.varying.has(s.name) && !assigned.has(s.name)) {
+        // Evaluated once, where it stands; or before the open region when it reads nothing that
+        // region declares or assigns and loads nothing (then the region need not be split).
+        const reads = new Set<string>();
+        walkExpr(s.init, (x) => { if (x.k === 'var') reads.add(x.name); if (x.k === 'load') reads.add(''); });
+        const touched = new Set<string>();
+        walkAll(cur, (c) => { if (c.k === 'decl' || c.k === 'local' || c.k === 'assign') touched.add(c.name); });
+        if (reads.has('') || [...reads].some((r) => touched.has(r))) close();
+        out.push({ k: 'hoist', s });
+        hoisted.push(s.name);
+      }
       else cur.push(s);
     }
     close();
