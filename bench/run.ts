@@ -418,11 +418,35 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
     return typeof f === 'string' && fs.existsSync(f) ? readTensors(f) : undefined;
   };
 
+  /** latest.json and latest.md after every case (a run stopped early keeps what it measured); the plots at the end. */
+  function writeOutputs(final: boolean): string[] {
+    const meta = {
+      started: started.toISOString(),
+      seconds: Math.round((performance.now() - t00) / 1000),
+      complete: final,
+      quick: o.quick,
+      node: process.version,
+      cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
+      load: os.loadavg().map((x) => Number(x.toFixed(1))),
+      options: { reps: o.reps, capMs: o.capMs, budgetMs: o.budgetMs, chunk: cfg.chunk, bar: BAR },
+      targets: targets.map((t) => ({ name: t.name, available: !!t.exec, ...(t.reason ? { reason: t.reason } : {}) })),
+      peer: peer.available ? { name: 'PyTorch eager', torch: peer.torch, threads: peer.threads, blas: peer.blas, python: peer.python } : { name: 'PyTorch eager', skipped: peer.reason },
+      timing: 'compile once; first run (WebGPU: builds pipelines); then the median of N runs (N = min(reps, budget / first run), at least 1), uploads and read-backs included. Peer: one warm-up, then the median of N. Ratios: retnetc median / PyTorch median (above 1: retnetc is slower).',
+    };
+    const names = live.map((t) => t.name);
+    const curves = curveData(cases, names, cfg);
+    const json = { meta, cases, curves };
+    fs.writeFileSync(path.join(o.out, 'latest.json'), `${JSON.stringify(json, null, 1)}\n`);
+    fs.writeFileSync(path.join(o.out, 'latest.md'), markdown(json, names));
+    return final ? writePlots(o.out, cases, curves, names) : [];
+  }
+
   const cost = new CostModel();
   const finish = (rec: CaseRecord): void => {
     const p = rec.peer;
     for (const [t, r] of Object.entries(rec.results)) if (r.status === 'ok' && p?.status === 'ok') rec.ratios[t] = r.medianMs / p.medianMs;
     cases.push(rec);
+    writeOutputs(false);
     const parts = live.map((t) => { const r = rec.results[t.name]; return r ? `${t.name} ${r.status === 'ok' ? `${ms(r.medianMs)} ms` : r.status}` : `${t.name} -`; });
     const pp = p ? (p.status === 'ok' ? `torch ${ms(p.medianMs)} ms` : `torch ${p.status}`) : 'torch -';
     const rs = Object.entries(rec.ratios).map(([t, x]) => `${t}/torch ${ratio(x)}`).join(', ');
@@ -560,7 +584,7 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
           return out;
         };
         const names = dir === 'fwd' ? ['logits'] : ['logits', ...wNames.map((n) => `grad.${n}`)];
-        rec.results[t.name] = await runCase(`${t.name}.model.${form}.${dir}`, 1, once, async (first) => {
+        rec.results[t.name] = await runCase(`${t.name}.model.${dir}`, 1, once, async (first) => {
           if (ref) return [worstRmse(first, ref, names), `torch module ${form}`];
           let other = fallbackRef.find((r) => r.from !== `${t.name} ${form}`);
           if (!other) {
@@ -643,26 +667,8 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
   }
 
   for (const t of live) await t.release?.();
-  const totalS = (performance.now() - t00) / 1000;
-  log(`bench: ${cases.length} cases in ${totalS.toFixed(0)} s`);
-
-  // ---- outputs ----
-  const meta = {
-    started: started.toISOString(),
-    seconds: Math.round(totalS),
-    quick: o.quick,
-    node: process.version,
-    cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
-    options: { reps: o.reps, capMs: o.capMs, budgetMs: o.budgetMs, chunk: cfg.chunk, bar: BAR },
-    targets: targets.map((t) => ({ name: t.name, available: !!t.exec, ...(t.reason ? { reason: t.reason } : {}) })),
-    peer: peer.available ? { name: 'PyTorch eager', torch: peer.torch, threads: peer.threads, blas: peer.blas, python: peer.python } : { name: 'PyTorch eager', skipped: peer.reason },
-    timing: 'compile once; first run (WebGPU: builds pipelines); then the median of N runs (N = min(reps, budget / first run), at least 1), uploads and read-backs included. Peer: one warm-up, then the median of N. Ratios: retnetc median / PyTorch median (above 1: retnetc is slower).',
-  };
-  const curves = curveData(cases, live.map((t) => t.name), cfg);
-  const json = { meta, cases, curves };
-  fs.writeFileSync(path.join(o.out, 'latest.json'), `${JSON.stringify(json, null, 1)}\n`);
-  fs.writeFileSync(path.join(o.out, 'latest.md'), markdown(json, live.map((t) => t.name)));
-  const plots = writePlots(o.out, cases, curves, live.map((t) => t.name));
+  log(`bench: ${cases.length} cases in ${((performance.now() - t00) / 1000).toFixed(0)} s`);
+  const plots = writeOutputs(true);
   log(`wrote ${path.join(o.out, 'latest.json')}, ${path.join(o.out, 'latest.md')}, ${plots.map((p) => path.join(o.out, p)).join(', ')}`);
   const wrong = cases.filter((c) => Object.values(c.results).some((r) => r.status === 'wrong'));
   if (wrong.length) { log(`bench: ${wrong.length} case(s) computed a wrong result: ${wrong.map((c) => c.id).join(', ')}`); return 1; }
@@ -702,10 +708,10 @@ function curveData(cases: CaseRecord[], targets: string[], cfg: Config): Curves 
 const cell = (r: Result | undefined): string => (!r ? '—' : r.status === 'ok' ? ms(r.medianMs) : r.status === 'skipped' ? 'skip' : r.status);
 
 function markdown(json: { meta: Record<string, unknown>; cases: CaseRecord[]; curves: Curves }, targets: string[]): string {
-  const m = json.meta as { started: string; seconds: number; cpus: string; node: string; targets: { name: string; available: boolean; reason?: string }[]; peer: Record<string, unknown>; options: Record<string, number>; timing: string };
+  const m = json.meta as { started: string; seconds: number; complete: boolean; load: number[]; cpus: string; node: string; targets: { name: string; available: boolean; reason?: string }[]; peer: Record<string, unknown>; options: Record<string, number>; timing: string };
   const lines: string[] = [];
-  lines.push(`# retnetc bench, ${m.started}`, '');
-  lines.push(`${m.cpus}, Node ${m.node}; ${m.seconds} s. Targets: ${m.targets.map((t) => (t.available ? t.name : `${t.name} (skipped: ${t.reason})`)).join('; ')}.`);
+  lines.push(`# retnetc bench, ${m.started}${m.complete ? '' : ' (incomplete: the run was still going or was stopped)'}`, '');
+  lines.push(`${m.cpus}, Node ${m.node}; ${m.seconds} s; load average at the end ${m.load.join(', ')}. Targets: ${m.targets.map((t) => (t.available ? t.name : `${t.name} (skipped: ${t.reason})`)).join('; ')}.`);
   lines.push(`Peer: ${m.peer['skipped'] ? `skipped: ${m.peer['skipped']}` : `PyTorch ${m.peer['torch']} eager, ${m.peer['threads']} thread(s), ${m.peer['blas']}`}.`);
   lines.push('', `Times in ms (median of n; n per cell in latest.json). ${m.timing} Cap on the estimated time per run: ${m.options['capMs']} ms; relative RMSE bar ${m.options['bar']}.`, '');
   const head = ['case', 'form', ...targets.map((t) => `${t} ms`), 'torch ms', ...targets.map((t) => `${t}/torch`), 'check (rel RMSE)'];
