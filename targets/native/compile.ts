@@ -1,6 +1,6 @@
 // Compiling printed C (targets/native/printer.ts) into a shared library with the system C
-// compiler, cached on disk by a hash of the source, the compiler's identity and version, and the
-// flags. The compiler is $RETNETC_CC (a path or a command; it may carry arguments), else the first
+// compiler, cached on disk by a hash of the source, the compiler's identity and version, the
+// flags and the CPU model (-march=native). The compiler is $RETNETC_CC (a path or a command; it may carry arguments), else the first
 // of cc, gcc and clang on PATH. Flags: -O3 -march=native (RETNETC_NATIVE_MARCH overrides the
 // -march value), never fast-math, -ffp-contract=off (no fma contraction: every f32 operation rounds
 // as kernel IR says), -fwrapv (i32 wraps), -fno-math-errno (math functions do not set errno; their
@@ -81,7 +81,9 @@ export function compileNative(code: string, env: NodeJS.ProcessEnv = process.env
   const cc = findCompiler(env);
   if (!cc) return Promise.reject(new NativeCompileError(NO_COMPILER));
   const flags = [...cc.args, ...nativeFlags(env)];
-  const hash = createHash('sha256').update(`${cc.command}\0${cc.version}\0${flags.join(' ')}\0${code}`).digest('hex').slice(0, 32);
+  // -march=native: the machine is part of the key (a cache directory shared between machines).
+  const machine = `${os.arch()} ${os.cpus()[0]?.model ?? ''}`;
+  const hash = createHash('sha256').update(`${cc.command}\0${cc.version}\0${flags.join(' ')}\0${machine}\0${code}`).digest('hex').slice(0, 32);
   const dir = cacheDir(env);
   const file = path.join(dir, `k-${hash}.so`);
   const t0 = performance.now();
