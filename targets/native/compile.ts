@@ -1,7 +1,7 @@
 // Compiling printed C (targets/native/printer.ts) into a shared library with the system C
 // compiler, cached on disk by a hash of the source, the compiler's identity and version, the
-// flags and the CPU model (-march=native). The compiler is $RETNETC_CC (a path or a command; it may carry arguments), else the first
-// of cc, gcc and clang on PATH. Flags: -O3 -march=native (RETNETC_NATIVE_MARCH overrides the
+// flags and the CPU model (-march=native). The compiler is $RETNETC_CC (a path or a command; it
+// may carry arguments), else the first of cc, gcc and clang on PATH. Flags: -O3 -march=native (RETNETC_NATIVE_MARCH overrides the
 // -march value), never fast-math, -ffp-contract=off (no fma contraction: every f32 operation rounds
 // as kernel IR says), -fwrapv (i32 wraps), -fno-math-errno (math functions do not set errno; their
 // values are unchanged), -fPIC -shared.
