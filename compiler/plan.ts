@@ -11,6 +11,8 @@ import type { KHalf, Kernel, KStorage } from './kir.js';
 import { lowerChunkwise, lowerParallel, lowerRecurrent } from './lower/contraction.js';
 import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.js';
 import { lowerElementwise } from './lower/generic.js';
+import { recogniseDense } from './dense.js';
+import { chooseDenseTile, DEFAULT_DENSE_TILE, denseTileOf, lowerDense } from './lower/dense.js';
 import { canonicalise } from './rewrite.js';
 import { type Form, type Schedule, type StatementChoice, scheduleToJson, statementSchedule } from './schedule.js';
 import { type StateSpec, statefulIr, StatefulError } from './stateful.js';
@@ -28,7 +30,7 @@ export interface Launch {
   scalars: Record<string, string>;
   /** The statement this launch computes, and how. */
   target: string;
-  how: 'elementwise' | 'contraction';
+  how: 'elementwise' | 'contraction' | 'dense';
   /** The schedule this statement was lowered with: the plan's default with the statement's choice (schedule.statements) put in. */
   schedule?: Schedule;
 }
@@ -169,10 +171,16 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     const L = new ExprLowering(ir.vars, sizes);
     const c = contractions.get(s.target);
     const sched = statementSchedule(schedule, choose.of(s));
-    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? sched.form : 'map'}`;
+    // A dense sum is tiled when the schedule says so, by default or by the statement's tiles.
+    const chosenTiles = choose.of(s)?.tiles;
+    const dense = c ? undefined : (sched.dense === 'tiled' || denseTileOf(chosenTiles, DEFAULT_DENSE_TILE)) ? recogniseDense(s, ir.vars) : undefined;
+    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? sched.form : dense ? 'dense' : 'map'}`;
     let kernel: Kernel;
     try {
-      if (!c) kernel = lowerElementwise(name, s, L, sched.workgroup.elementwise);
+      if (dense) {
+        const base = chooseDenseTile(dense, constants);
+        kernel = lowerDense(name, s, dense, L, denseTileOf(chosenTiles, base) ?? base);
+      } else if (!c) kernel = lowerElementwise(name, s, L, sched.workgroup.elementwise);
       else if (sched.form === 'recurrent') kernel = lowerRecurrent(name, s, c, L, sched);
       else if (sched.form === 'chunkwise') kernel = lowerChunkwise(name, s, c, L, sched);
       else kernel = lowerParallel(name, s, c, L, sched);
@@ -188,7 +196,7 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     });
     const scalars: Record<string, string> = {};
     kernel.scalars = [...sizes.runtime].sort().map((a) => { scalars[sizeParam(a)] = a; return { name: sizeParam(a), type: 'i32' as const }; });
-    launches.push({ kernel, buffers, scalars, target: s.target, how: c ? 'contraction' : 'elementwise', schedule: sched });
+    launches.push({ kernel, buffers, scalars, target: s.target, how: c ? 'contraction' : dense ? 'dense' : 'elementwise', schedule: sched });
   }
   return { fn: ir, schedule, launches, constants, contractions, half, states };
 }

@@ -19,8 +19,8 @@ export interface StatementChoice {
   chunk?: number;
   workgroup?: number;
   /**
-   * Tiles: `cols` is the key-position tile of a parallel contraction; other axes are for dense
-   * sums (projections), which the lowering does not tile yet: they are kept, not used.
+   * Tiles: `cols` is the key-position tile of a parallel contraction; m, n, k, regM, regN and
+   * splitK tile a dense sum (compiler/lower/dense.ts DenseTile; k = 0: operands read unstaged).
    */
   tiles?: Record<string, number>;
 }
@@ -40,9 +40,20 @@ export interface Schedule {
    * f32Tensors); state and accumulators are always f32.
    */
   dtype: StorageDtype;
+  /**
+   * How dense sums (projections, weight gradients: compiler/dense.ts) are lowered by default:
+   * 'map' (absent) as one thread per output element with a serial sum (fastest on the CPU
+   * executor, which runs barriers as generators), 'tiled' as tiled matrix products
+   * (compiler/lower/dense.ts: workgroup tiles, register blocks, split-K), for GPUs. A statement's
+   * `tiles` (m, n, k, regM, regN, splitK) tile it whatever the default.
+   */
+  dense?: DenseMode;
   /** Per-statement choices by statement target name (absent: every statement takes the default). */
   statements?: Record<string, StatementChoice>;
 }
+
+export type DenseMode = 'map' | 'tiled';
+export const DENSE_MODES: readonly DenseMode[] = ['map', 'tiled'];
 
 export type StorageDtype = 'f32' | 'f16' | 'bf16';
 export const STORAGE_DTYPES: readonly StorageDtype[] = ['f32', 'f16', 'bf16'];
@@ -69,6 +80,10 @@ export function makeSchedule(form: Form, chunk = DEFAULT_CHUNK, overrides: Parti
   const dtype = overrides.dtype ?? 'f32';
   if (!STORAGE_DTYPES.includes(dtype)) throw new RangeError(`dtype must be one of ${STORAGE_DTYPES.join(', ')}, got ${String(dtype)}`);
   const s: Schedule = { form, chunk, tiles: { cols: overrides.tiles?.cols ?? chunk }, workgroup: overrides.workgroup ?? { contraction: 64, elementwise: 256 }, dtype };
+  if (overrides.dense !== undefined && overrides.dense !== 'map') {
+    if (!DENSE_MODES.includes(overrides.dense)) throw new RangeError(`dense must be one of ${DENSE_MODES.join(', ')}, got ${String(overrides.dense)}`);
+    s.dense = overrides.dense;
+  }
   const st = overrides.statements;
   if (st && Object.keys(st).length) s.statements = Object.fromEntries(Object.entries(st).map(([k, c]) => [k, checkChoice(c, `statement '${k}'`)]));
   return s;
@@ -101,7 +116,7 @@ export function checkChoice(c: unknown, where: string): StatementChoice {
 export function scheduleFromJson(json: unknown): Schedule {
   if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ScheduleFormatError(`expected a JSON object such as {"form": "chunkwise", "chunk": 64, "statements": {...}}, got ${JSON.stringify(json)}`);
   const r = json as Record<string, unknown>;
-  const known = ['form', 'chunk', 'tiles', 'workgroup', 'dtype', 'statements'];
+  const known = ['form', 'chunk', 'tiles', 'workgroup', 'dtype', 'dense', 'statements'];
   for (const k of Object.keys(r)) if (!known.includes(k)) throw new ScheduleFormatError(`unknown field '${k}' (a schedule has ${known.join(', ')})`);
   if (typeof r['form'] !== 'string' || !(FORMS as readonly string[]).includes(r['form'])) throw new ScheduleFormatError(`form must be one of ${FORMS.join(', ')}, got ${JSON.stringify(r['form'])}`);
   const form = r['form'] as Form;
@@ -120,6 +135,10 @@ export function scheduleFromJson(json: unknown): Schedule {
   if (r['dtype'] !== undefined) {
     if (typeof r['dtype'] !== 'string' || !(STORAGE_DTYPES as readonly string[]).includes(r['dtype'])) throw new ScheduleFormatError(`dtype must be one of ${STORAGE_DTYPES.join(', ')}, got ${JSON.stringify(r['dtype'])}`);
     overrides.dtype = r['dtype'] as StorageDtype;
+  }
+  if (r['dense'] !== undefined) {
+    if (typeof r['dense'] !== 'string' || !(DENSE_MODES as readonly string[]).includes(r['dense'])) throw new ScheduleFormatError(`dense must be one of ${DENSE_MODES.join(', ')}, got ${JSON.stringify(r['dense'])}`);
+    overrides.dense = r['dense'] as DenseMode;
   }
   if (r['statements'] !== undefined) {
     const st = r['statements'];
@@ -155,6 +174,7 @@ const sortedChoice = (c: StatementChoice): StatementChoice => {
 /** The schedule as it is written to a file: fields in a fixed order, empty choices dropped (`sort`: statements sorted by name). */
 export function scheduleToJson(s: Schedule, sort = false): Schedule {
   const out: Schedule = { form: s.form, chunk: s.chunk, tiles: { cols: s.tiles.cols }, workgroup: { contraction: s.workgroup.contraction, elementwise: s.workgroup.elementwise }, dtype: s.dtype };
+  if (s.dense && s.dense !== 'map') out.dense = s.dense;
   const st = Object.entries(s.statements ?? {}).map(([k, c]) => [k, sortedChoice(c)] as const).filter(([, c]) => Object.keys(c).length > 0);
   if (st.length) out.statements = Object.fromEntries(sort ? st.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : st);
   return out;

@@ -83,7 +83,7 @@ export interface ManifestLaunch {
   kernel: string;
   /** The tensor this launch computes, and how. */
   computes: string;
-  how: 'elementwise' | 'contraction';
+  how: 'elementwise' | 'contraction' | 'dense';
   /** Each kernel buffer (binding or parameter position) -> tensor id. */
   buffers: { name: string; binding: number; tensor: string; access: 'read' | 'read_write' }[];
   /** Each scalar -> the size symbol whose value it takes. */

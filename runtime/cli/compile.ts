@@ -280,6 +280,7 @@ async function writeUnits(outDir: string, units: readonly Unit[], w: WriteOpts):
 function launchChoice(l: Launch): { form?: string; chunk?: number; tilesCols?: number; workgroup: number } {
   const s = l.schedule!;
   if (l.how === 'elementwise') return { workgroup: s.workgroup.elementwise };
+  if (l.how === 'dense') return { workgroup: l.kernel.workgroup[0] * l.kernel.workgroup[1] * l.kernel.workgroup[2] };
   return { form: s.form, ...(s.form === 'recurrent' ? {} : { chunk: s.chunk }), ...(s.form === 'parallel' && s.tiles.cols !== s.chunk ? { tilesCols: s.tiles.cols } : {}), workgroup: s.workgroup.contraction };
 }
 

@@ -117,7 +117,7 @@ function suggestChunk(k: Pick<Kernel, 'shared'>, sched: Schedule, limit: number)
 export interface KernelContext {
   /** The schedule the plan was compiled for, and whether the kernel is a contraction (chunked) one. */
   schedule?: Schedule;
-  how?: 'elementwise' | 'contraction';
+  how?: 'elementwise' | 'contraction' | 'dense';
   /** The printer's workgroup size and storage binding count, when known (else the kernel's). */
   workgroup?: [number, number, number];
   storageBuffers?: number;
@@ -136,7 +136,7 @@ export function kernelLimitProblem(kernel: Kernel, ctx: KernelContext, limits: K
   const mem = sharedBytes(kernel);
   if (mem > limits.maxComputeWorkgroupStorageSize) {
     const arrays = kernel.shared.map((s) => `${s.name}: ${s.size} ${s.type}`).join(', ');
-    const isChunked = sched !== undefined && ctx.how !== 'elementwise' && (sched.form === 'chunkwise' || sched.form === 'parallel');
+    const isChunked = sched !== undefined && ctx.how === 'contraction' && (sched.form === 'chunkwise' || sched.form === 'parallel');
     const head = isChunked ? `${what}: chunk ${sched.chunk} needs` : `${what} needs`;
     let fix: string;
     if (isChunked) {
