@@ -10,7 +10,7 @@ import { type HostValue, type ModelState, type PlanExec, runModelPlan } from './
 import { runPlanCpu } from './plan-runner.js';
 import type { Value } from '../dsl/reference/interpreter.js';
 
-export const EXEC_TARGETS = ['cpu', 'webgpu', 'cuda'] as const;
+export const EXEC_TARGETS = ['cpu', 'native', 'webgpu', 'cuda'] as const;
 export type ExecTarget = (typeof EXEC_TARGETS)[number];
 
 export interface TargetExec {
@@ -28,6 +28,9 @@ export interface PlanExecOptions {
 export function planExec(target: ExecTarget, opts: PlanExecOptions = {}): TargetExec {
   if (target === 'cpu') {
     return { exec: async (plan: Plan, inputs: Map<string, HostValue>) => runPlanCpu(plan, inputs as ReadonlyMap<string, Value>), release: async () => {} };
+  }
+  if (target === 'native') {
+    return { exec: async (plan, inputs) => (await import('./native/runner.js')).runPlanNative(plan, inputs as ReadonlyMap<string, Value>), release: async () => {} };
   }
   if (target === 'webgpu') {
     let acquired: Promise<unknown> | undefined;
@@ -62,7 +65,7 @@ export function planExec(target: ExecTarget, opts: PlanExecOptions = {}): Target
 /** One line for a device that is missing or failed (no adapter, no driver, a launch error), else undefined. */
 export function deviceError(e: unknown): string | undefined {
   if (!(e instanceof Error)) return undefined;
-  const names = ['WebGPUUnavailableError', 'WebGPURunError', 'CudaUnavailableError', 'CudaRunError', 'NvccError'];
+  const names = ['WebGPUUnavailableError', 'WebGPURunError', 'CudaUnavailableError', 'CudaRunError', 'NvccError', 'NativeRunError', 'NativeUnavailableError'];
   return names.includes(e.name) || names.includes(e.constructor.name) ? e.message.split('\n')[0] : undefined;
 }
 

@@ -34,7 +34,7 @@ describe.skipIf(!present && !process.env['CI'])('retnetc logits', () => {
   test('the fixture is there', () => expect(present, `${CK} is missing`).toBe(true));
 
   const runs: [string, string, string[]][] = [
-    ['cpu', 'parallel', []], ['cpu', 'chunkwise', ['--chunk', '5']], ['cpu', 'recurrent', []], ['webgpu', 'chunkwise', ['--chunk', '8']],
+    ['cpu', 'parallel', []], ['cpu', 'chunkwise', ['--chunk', '5']], ['cpu', 'recurrent', []], ['webgpu', 'chunkwise', ['--chunk', '8']], ['native', 'chunkwise', ['--chunk', '6']], ['native', 'recurrent', []],
   ];
   for (const [target, mode, extra] of runs) {
     test(`${target} ${mode} ${extra.join(' ')}: logits within 1e-4 of torchscale's recurrent logits`, async (ctx) => {

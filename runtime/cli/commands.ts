@@ -16,7 +16,7 @@ const USAGE = `usage: retnetc <command> [options]
 commands:
   check FILE.ret                      check a file; print every function and model signature
   run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors
-      [--target reference|cpu|webgpu|cuda] [--schedule parallel|recurrent|chunkwise] [--chunk N]
+      [--target reference|cpu|native|webgpu|cuda] [--schedule parallel|recurrent|chunkwise] [--chunk N]
       [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype f32|f64|...]
       [--size H=2 ...] [--repeat N]
                                       run a function on named inputs; write outputs by name and,

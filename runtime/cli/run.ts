@@ -18,7 +18,7 @@ import { deviceError as execDeviceError, type ExecTarget, planExec } from '../ex
 import { loadTorchscale, NOT_WEIGHTS, tokenProblem, TorchscaleError } from '../io/torchscale.js';
 import { type HostValue, runModelPlan } from '../model-runner.js';
 
-export const RUN_TARGETS = ['reference', 'cpu', 'webgpu', 'cuda'] as const;
+export const RUN_TARGETS = ['reference', 'cpu', 'native', 'webgpu', 'cuda'] as const;
 const DTYPE_MAP: Record<string, DType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', f64: 'F64', i32: 'I32', i64: 'I64' };
 
 export const RUN_OPTIONS: OptionSpecs = {
@@ -35,7 +35,7 @@ export const RUN_OPTIONS: OptionSpecs = {
   checkpoint: { type: 'string', value: 'CK.safetensors' },
 };
 
-export const RUN_USAGE = 'usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu|webgpu|cuda] [--schedule S] [--chunk N] [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype T] [--size H=2 ...] [--repeat N]\n   or: retnetc run FILE.ret --model NAME --checkpoint CK.safetensors --out OUT.safetensors [--size NAME] [--inputs TOKENS.safetensors] [--target T] [--schedule S] [--chunk N] [--dtype D] [--out-dtype T] [--repeat N]';
+export const RUN_USAGE = 'usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu|native|webgpu|cuda] [--schedule S] [--chunk N] [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype T] [--size H=2 ...] [--repeat N]\n   or: retnetc run FILE.ret --model NAME --checkpoint CK.safetensors --out OUT.safetensors [--size NAME] [--inputs TOKENS.safetensors] [--target T] [--schedule S] [--chunk N] [--dtype D] [--out-dtype T] [--repeat N]';
 
 export async function cmdRun(args: string[]): Promise<number> {
   const o = parseOptions('run', args, RUN_OPTIONS);
@@ -48,7 +48,7 @@ export async function cmdRun(args: string[]): Promise<number> {
   const target = str(o, 'target') ?? 'reference';
   if (!(RUN_TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})`);
   if (target === 'reference' && scheduleGiven(o)) {
-    refuse(o, ['schedule', 'chunk', 'dtype'], 'to --target reference, which evaluates the definition directly in float64 (use --target cpu, webgpu or cuda)');
+    refuse(o, ['schedule', 'chunk', 'dtype'], 'to --target reference, which evaluates the definition directly in float64 (use --target cpu, native, webgpu or cuda)');
   }
   const schedule = parseSchedule(o, false);
   if (target === 'webgpu' && schedule.dtype === 'bf16') throw new UsageError('--dtype bf16 does not apply to --target webgpu: WGSL has no bf16 (use --dtype f16 or f32 there; bf16 runs on cpu and cuda)');
@@ -59,7 +59,7 @@ export async function cmdRun(args: string[]): Promise<number> {
   const explicit = parseSizeOptions(o);
   const repeatText = str(o, 'repeat');
   const repeat = repeatText === undefined ? 0 : parseInteger('--repeat', repeatText, 1, 100_000);
-  if (repeat && target === 'reference') refuse(o, ['repeat'], 'to --target reference: it times the compiled plan on a device (use --target cpu, webgpu or cuda)');
+  if (repeat && target === 'reference') refuse(o, ['repeat'], 'to --target reference: it times the compiled plan on a device (use --target cpu, native, webgpu or cuda)');
   for (const [opt, p] of [['--inputs', inPath], ['--grad', gradPath]] as const) {
     if (p !== undefined && sameFile(p, outPath)) throw new UsageError(`--out ${outPath} is the ${opt} file ${p}; writing it would destroy the ${opt === '--inputs' ? 'inputs' : 'upstream gradients'} (choose another --out)`);
   }
@@ -196,6 +196,7 @@ function unflatten(i: number, shape: readonly number[]): number[] {
 /** Runs a compiled plan on a device target. The GPU runtimes load only when asked for. */
 async function execute(plan: Plan, inputs: Map<string, Value>, target: string): Promise<Map<string, HostTensor>> {
   if (target === 'cpu') return runPlanCpu(plan, inputs);
+  if (target === 'native') return (await import('../native/runner.js')).runPlanNative(plan, inputs) as Promise<Map<string, HostTensor>>;
   if (target === 'webgpu') return (await import('../webgpu/runner.js')).runPlanWebGPU(plan, inputs);
   const cuda = await import('../cuda/runner.js');
   const why = cuda.cudaStatus();
@@ -204,11 +205,7 @@ async function execute(plan: Plan, inputs: Map<string, Value>, target: string): 
 }
 
 /** One line for a device that is missing or failed (no adapter, no driver, a launch error). */
-function deviceError(e: unknown): string | undefined {
-  if (!(e instanceof Error)) return undefined;
-  const names = ['WebGPUUnavailableError', 'WebGPURunError', 'CudaUnavailableError', 'CudaRunError', 'NvccError'];
-  return names.includes(e.name) || names.includes(e.constructor.name) ? e.message.split('\n')[0] : undefined;
-}
+const deviceError = execDeviceError;
 
 /** Gradient inputs: the forward inputs plus grad.OUT for every output (zeros where not given). */
 function withUpstream(fn: CheckedFn, inputs: Map<string, Value>, upstream: Map<string, Value>, outShapes: ReadonlyMap<string, number[]>): Map<string, Value> {
@@ -236,7 +233,7 @@ async function runModelCommand(o: ParsedOptions): Promise<number> {
   const target = str(o, 'target') ?? 'reference';
   if (!(RUN_TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})`);
   if (target === 'reference' && scheduleGiven(o)) {
-    refuse(o, ['schedule', 'chunk', 'dtype'], 'to --target reference, which evaluates the definition directly in float64 (use --target cpu, webgpu or cuda)');
+    refuse(o, ['schedule', 'chunk', 'dtype'], 'to --target reference, which evaluates the definition directly in float64 (use --target cpu, native, webgpu or cuda)');
   }
   const schedule = parseSchedule(o, false);
   if (target === 'webgpu' && schedule.dtype === 'bf16') throw new UsageError('--dtype bf16 does not apply to --target webgpu: WGSL has no bf16 (use --dtype f16 or f32 there; bf16 runs on cpu and cuda)');
@@ -244,7 +241,7 @@ async function runModelCommand(o: ParsedOptions): Promise<number> {
   if (outDtype !== undefined && !DTYPE_MAP[outDtype]) throw new UsageError(`unknown --out-dtype '${outDtype}' (expected one of ${Object.keys(DTYPE_MAP).join(', ')})`);
   const repeatText = str(o, 'repeat');
   const repeat = repeatText === undefined ? 0 : parseInteger('--repeat', repeatText, 1, 100_000);
-  if (repeat && target === 'reference') refuse(o, ['repeat'], 'to --target reference: it times the compiled plan on a device (use --target cpu, webgpu or cuda)');
+  if (repeat && target === 'reference') refuse(o, ['repeat'], 'to --target reference: it times the compiled plan on a device (use --target cpu, native, webgpu or cuda)');
   const sizes = list(o, 'size');
   if (sizes.length > 1) throw new UsageError(`--size is given more than once; with --model it names one size of the model`);
   const size = sizes[0];

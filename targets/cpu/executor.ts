@@ -29,6 +29,7 @@
 //     looks the value up in a table (exact), a store rounds to nearest even (targets/half.ts).
 import type { KHalf, Kernel, KExpr, KStmt, KType } from '../../compiler/kir.js';
 import { erf } from '../../dsl/math.js';
+import { verifyKernel } from '../../compiler/kir-verify.js';
 import { bf16Values, f16Values, toBF16Bits, toF16Bits } from '../half.js';
 
 export interface KernelArgs {
@@ -338,6 +339,8 @@ function hasBarrier(ss: KStmt[]): boolean {
 }
 
 function compile(k: Kernel): CompiledKernel {
+  // The shared verifier (every target's); barrier uniformity is checked at run time here.
+  verifyKernel(k, { uniformBarriers: false });
   const [TX, TY, TZ] = k.workgroup;
   const T = TX * TY * TZ;
   const fail = (msg: string): never => { throw new Error(`kernel IR error in kernel ${k.name}: ${msg}`); };
