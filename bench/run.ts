@@ -672,7 +672,25 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
   log(`wrote ${path.join(o.out, 'latest.json')}, ${path.join(o.out, 'latest.md')}, ${plots.map((p) => path.join(o.out, p)).join(', ')}`);
   const wrong = cases.filter((c) => Object.values(c.results).some((r) => r.status === 'wrong'));
   if (wrong.length) { log(`bench: ${wrong.length} case(s) computed a wrong result: ${wrong.map((c) => c.id).join(', ')}`); return 1; }
-  return 0;
+  return linearInT(curveData(cases, live.map((t) => t.name), cfg), log);
+}
+
+/**
+ * The bound the README states: chunkwise retention is linear in T, so T = 8192 costs at most 6x
+ * T = 2048 (quadratic would be 16x), on every target that measured both. Exit 1 when it fails.
+ */
+export function linearInT(curves: Curves, log: (s: string) => void, lo = 2048, hi = 8192, bound = 6): number {
+  let bad = 0;
+  for (const c of curves.perToken) {
+    if (!c.name.endsWith(' chunkwise') || c.name.startsWith('torch ')) continue;
+    const a = c.points.find(([T]) => T === lo), b = c.points.find(([T]) => T === hi);
+    if (!a || !b) continue;
+    const ratio = (b[1] * hi) / (a[1] * lo);
+    const ok = ratio <= bound;
+    if (!ok) bad++;
+    log(`bench: ${c.name}: T = ${hi} costs ${ratio.toFixed(2)}x T = ${lo} (bound ${bound}x: linear in T) ${ok ? 'ok' : 'FAILED'}`);
+  }
+  return bad ? 1 : 0;
 }
 
 /** Random weights at the model's shapes (norm weights near 1, matrices scaled by fan-in). */
