@@ -13,6 +13,7 @@
 // a * b + c into one fma (--fmad=true), which rounds once: pass --fmad=false (nvcc and NVRTC)
 // for bit-exact agreement with the CPU executor, keep the default for speed. Never use
 // --use_fast_math: it makes expf/logf/division approximate and flushes subnormals.
+import { verifyKernel } from '../../compiler/kir-verify.js';
 import { CPrinter, f32Bits, f32Text, type Fmt, prim, PRIMARY, UNARY, walkStmts } from '../../compiler/c-printer.js';
 import type { KBinOp, KBuiltin, Kernel, KExpr, KHalf, KStmt, KType, KUnOp } from '../../compiler/kir.js';
 import { type CudaLegalised, type CudaLegaliseOptions, legaliseCuda } from './legalise.js';
@@ -257,6 +258,7 @@ export interface CudaModule {
 
 /** Legalises and prints one kernel as a CUDA module. */
 export function printCuda(k: Kernel, opts: CudaLegaliseOptions = {}): CudaModule {
+  verifyKernel(k);
   const L = legaliseCuda(k, opts);
   const halves = [...new Set(k.buffers.flatMap((b) => (b.storage ? [b.storage] : [])))];
   const what = halves.length ? `f32 arithmetic, ${halves.join(' and ')} storage` : 'f32 only';
