@@ -9,6 +9,7 @@ import { decayGradHook, hoistDecayParams } from './decay-grad.js';
 import { type IrFn, type IrStmt, lowerFn, type Node, usedVars, walk } from './ir.js';
 import type { KHalf, Kernel, KStorage } from './kir.js';
 import { lowerChunkwise, lowerParallel, lowerRecurrent } from './lower/contraction.js';
+import { chunkStateLayout, chunkStateShape, lowerChunkParallel } from './lower/chunk-parallel.js';
 import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.js';
 import { lowerElementwise } from './lower/generic.js';
 import { recogniseDense } from './dense.js';
@@ -165,40 +166,54 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     for (const cv of ir.vars.values()) if (cv.dtype !== 'i32' && cv.dtype !== 'i64' && !keep.has(cv.id)) half.set(cv.id, schedule.dtype);
   }
   const launches: Launch[] = [];
+  // The plan's tensors: the IR's, and temporaries some lowerings add (chunk states, f32).
+  const vars = new Map(ir.vars);
   let k = 0;
   for (const s of ir.body) {
     const sizes: SizeEnv = { constants, runtime: new Set() };
-    const L = new ExprLowering(ir.vars, sizes);
+    const L = new ExprLowering(vars, sizes);
     const c = contractions.get(s.target);
     const sched = statementSchedule(schedule, choose.of(s));
     // A dense sum is tiled when the schedule says so, by default or by the statement's tiles.
     const chosenTiles = choose.of(s)?.tiles;
     const dense = c ? undefined : (sched.dense === 'tiled' || denseTileOf(chosenTiles, DEFAULT_DENSE_TILE)) ? recogniseDense(s, ir.vars) : undefined;
-    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? sched.form : dense ? 'dense' : 'map'}`;
-    let kernel: Kernel;
+    const chunkParallel = c !== undefined && sched.form === 'chunkwise' && sched.chunkParallel === true;
+    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? (chunkParallel ? 'chunkpar' : sched.form) : dense ? 'dense' : 'map'}`;
+    // One statement, one or more kernels (in launch order), each with its lowering and the tensor it computes.
+    let kernels: { kernel: Kernel; L: ExprLowering; target: string }[];
     try {
-      if (dense) {
+      if (chunkParallel) {
+        // The chunk states live in a temporary plan tensor (compiler/lower/chunk-parallel.ts).
+        const lay = chunkStateLayout(name, c, L, sched.chunk);
+        const id = `${s.target}%chunks`;
+        vars.set(id, { id, name: id, dtype: 'f32', shape: chunkStateShape(c, lay), role: 'local' });
+        const mkL = () => new ExprLowering(vars, { constants, runtime: new Set() });
+        const { kernels: ks, lowerings: [La, Lb, Lc] } = lowerChunkParallel(name, s, c, mkL, sched, id);
+        kernels = [{ kernel: ks.states, L: La, target: id }, { kernel: ks.scan, L: Lb, target: id }, { kernel: ks.outputs, L: Lc, target: s.target }];
+      } else if (dense) {
         const base = chooseDenseTile(dense, constants);
-        kernel = lowerDense(name, s, dense, L, denseTileOf(chosenTiles, base) ?? base);
-      } else if (!c) kernel = lowerElementwise(name, s, L, sched.workgroup.elementwise);
-      else if (sched.form === 'recurrent') kernel = lowerRecurrent(name, s, c, L, sched);
-      else if (sched.form === 'chunkwise') kernel = lowerChunkwise(name, s, c, L, sched);
-      else kernel = lowerParallel(name, s, c, L, sched);
+        kernels = [{ kernel: lowerDense(name, s, dense, L, denseTileOf(chosenTiles, base) ?? base), L, target: s.target }];
+      } else if (!c) kernels = [{ kernel: lowerElementwise(name, s, L, sched.workgroup.elementwise), L, target: s.target }];
+      else if (sched.form === 'recurrent') kernels = [{ kernel: lowerRecurrent(name, s, c, L, sched), L, target: s.target }];
+      else if (sched.form === 'chunkwise') kernels = [{ kernel: lowerChunkwise(name, s, c, L, sched), L, target: s.target }];
+      else kernels = [{ kernel: lowerParallel(name, s, c, L, sched), L, target: s.target }];
     } catch (e) {
       if (e instanceof LowerError) throw new ScheduleError(`${fn.name}: ${e.message}`, s.span);
       throw e;
     }
-    const buffers: Record<string, string> = {};
-    kernel.buffers = [...L.buffers].map(([id, b]) => {
-      buffers[b.name] = id;
-      const h = b.type === 'f32' ? half.get(id) : undefined;
-      return { name: b.name, type: b.type, access: b.written ? 'read_write' as const : 'read' as const, ...(h ? { storage: h } : {}) };
-    });
-    const scalars: Record<string, string> = {};
-    kernel.scalars = [...sizes.runtime].sort().map((a) => { scalars[sizeParam(a)] = a; return { name: sizeParam(a), type: 'i32' as const }; });
-    launches.push({ kernel, buffers, scalars, target: s.target, how: c ? 'contraction' : dense ? 'dense' : 'elementwise', schedule: sched });
+    for (const { kernel, L: KL, target } of kernels) {
+      const buffers: Record<string, string> = {};
+      kernel.buffers = [...KL.buffers].map(([id, b]) => {
+        buffers[b.name] = id;
+        const h = b.type === 'f32' ? half.get(id) : undefined;
+        return { name: b.name, type: b.type, access: b.written ? 'read_write' as const : 'read' as const, ...(h ? { storage: h } : {}) };
+      });
+      const scalars: Record<string, string> = {};
+      kernel.scalars = [...KL.sizes.runtime].sort().map((a) => { scalars[sizeParam(a)] = a; return { name: sizeParam(a), type: 'i32' as const }; });
+      launches.push({ kernel, buffers, scalars, target, how: c ? 'contraction' : dense ? 'dense' : 'elementwise', schedule: sched });
+    }
   }
-  return { fn: ir, schedule, launches, constants, contractions, half, states };
+  return { fn: vars.size === ir.vars.size ? ir : { ...ir, vars }, schedule, launches, constants, contractions, half, states };
 }
 
 // ---- per-statement choices ------------------------------------------------------------------
@@ -259,7 +274,7 @@ export function spelledOutSchedule(schedule: Schedule, fns: readonly CheckedFn[]
       const hit = choiceFor(schedule, s.target, fn.name);
       if (hit) seen.add(hit[0]);
       const e = statementSchedule(schedule, hit?.[1]);
-      if (kind === 'contraction') statements[key] = { form: e.form, ...(e.form === 'recurrent' ? {} : { chunk: e.chunk }), ...(e.form === 'parallel' && e.tiles.cols !== e.chunk ? { tiles: { cols: e.tiles.cols } } : {}), workgroup: e.workgroup.contraction };
+      if (kind === 'contraction') statements[key] = { form: e.form, ...(e.form === 'recurrent' ? {} : { chunk: e.chunk }), ...(e.form === 'parallel' && e.tiles.cols !== e.chunk ? { tiles: { cols: e.tiles.cols } } : {}), workgroup: e.workgroup.contraction, ...(e.form === 'chunkwise' && !!e.chunkParallel !== !!schedule.chunkParallel ? { chunkParallel: !!e.chunkParallel } : {}) };
       else statements[key] = { ...(kind === 'quadratic' && hit?.[1].form === 'parallel' ? { form: 'parallel' as const } : {}), workgroup: e.workgroup.elementwise };
       if (hit?.[1].tiles && kind !== 'contraction') statements[key]!.tiles = hit[1].tiles;
     }
@@ -321,6 +336,7 @@ function statementChooser(fn: CheckedFn, schedule: Schedule, ir: IrFn, contracti
     if (kind === 'contraction') {
       if (c.form !== undefined) out.form = c.form;
       if (c.chunk !== undefined && out.form !== 'recurrent') out.chunk = c.chunk;
+      if (c.chunkParallel !== undefined) out.chunkParallel = c.chunkParallel;
     } else if (kind === 'quadratic' && c.form === 'parallel') out.form = 'parallel';
     return out;
   };

@@ -23,6 +23,8 @@ export interface StatementChoice {
    * splitK tile a dense sum (compiler/lower/dense.ts DenseTile; k = 0: operands read unstaged).
    */
   tiles?: Record<string, number>;
+  /** Chunkwise contractions as three kernels parallel over chunks (Schedule.chunkParallel). */
+  chunkParallel?: boolean;
 }
 
 export interface Schedule {
@@ -48,6 +50,13 @@ export interface Schedule {
    * `tiles` (m, n, k, regM, regN, splitK) tile it whatever the default.
    */
   dense?: DenseMode;
+  /**
+   * Chunkwise contractions lowered parallel over chunks (compiler/lower/chunk-parallel.ts, as
+   * flash-linear-attention does it): chunk-local state contributions of all chunks at once, a
+   * scan over chunk states (sequential only over T / C), then all chunks' outputs at once.
+   * Absent or false: one workgroup walks the chunks of a sequence (lowerChunkwise).
+   */
+  chunkParallel?: boolean;
   /** Per-statement choices by statement target name (absent: every statement takes the default). */
   statements?: Record<string, StatementChoice>;
 }
@@ -84,6 +93,7 @@ export function makeSchedule(form: Form, chunk = DEFAULT_CHUNK, overrides: Parti
     if (!DENSE_MODES.includes(overrides.dense)) throw new RangeError(`dense must be one of ${DENSE_MODES.join(', ')}, got ${String(overrides.dense)}`);
     s.dense = overrides.dense;
   }
+  if (overrides.chunkParallel) s.chunkParallel = true;
   const st = overrides.statements;
   if (st && Object.keys(st).length) s.statements = Object.fromEntries(Object.entries(st).map(([k, c]) => [k, checkChoice(c, `statement '${k}'`)]));
   return s;
@@ -103,7 +113,10 @@ export function checkChoice(c: unknown, where: string): StatementChoice {
     else if (k === 'tiles') {
       if (!v || typeof v !== 'object' || Array.isArray(v)) throw new ScheduleFormatError(`${where}: tiles must be an object of positive integers such as {"cols": 32}, got ${JSON.stringify(v)}`);
       out.tiles = Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([a, n]) => [a, checkChunk(n, `${where}: tiles.${a}`)]));
-    } else throw new ScheduleFormatError(`${where}: unknown field '${k}' (a statement's choice has form, chunk, workgroup, tiles)`);
+    } else if (k === 'chunkParallel') {
+      if (typeof v !== 'boolean') throw new ScheduleFormatError(`${where}: chunkParallel must be true or false, got ${JSON.stringify(v)}`);
+      out.chunkParallel = v;
+    } else throw new ScheduleFormatError(`${where}: unknown field '${k}' (a statement's choice has form, chunk, workgroup, tiles, chunkParallel)`);
   }
   if (out.form === 'recurrent' && out.chunk !== undefined) throw new ScheduleFormatError(`${where}: chunk does not apply to the recurrent form (it steps one position at a time)`);
   return out;
@@ -116,7 +129,7 @@ export function checkChoice(c: unknown, where: string): StatementChoice {
 export function scheduleFromJson(json: unknown): Schedule {
   if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ScheduleFormatError(`expected a JSON object such as {"form": "chunkwise", "chunk": 64, "statements": {...}}, got ${JSON.stringify(json)}`);
   const r = json as Record<string, unknown>;
-  const known = ['form', 'chunk', 'tiles', 'workgroup', 'dtype', 'dense', 'statements'];
+  const known = ['form', 'chunk', 'tiles', 'workgroup', 'dtype', 'dense', 'chunkParallel', 'statements'];
   for (const k of Object.keys(r)) if (!known.includes(k)) throw new ScheduleFormatError(`unknown field '${k}' (a schedule has ${known.join(', ')})`);
   if (typeof r['form'] !== 'string' || !(FORMS as readonly string[]).includes(r['form'])) throw new ScheduleFormatError(`form must be one of ${FORMS.join(', ')}, got ${JSON.stringify(r['form'])}`);
   const form = r['form'] as Form;
@@ -140,6 +153,10 @@ export function scheduleFromJson(json: unknown): Schedule {
     if (typeof r['dense'] !== 'string' || !(DENSE_MODES as readonly string[]).includes(r['dense'])) throw new ScheduleFormatError(`dense must be one of ${DENSE_MODES.join(', ')}, got ${JSON.stringify(r['dense'])}`);
     overrides.dense = r['dense'] as DenseMode;
   }
+  if (r['chunkParallel'] !== undefined) {
+    if (typeof r['chunkParallel'] !== 'boolean') throw new ScheduleFormatError(`chunkParallel must be true or false, got ${JSON.stringify(r['chunkParallel'])}`);
+    overrides.chunkParallel = r['chunkParallel'];
+  }
   if (r['statements'] !== undefined) {
     const st = r['statements'];
     if (!st || typeof st !== 'object' || Array.isArray(st)) throw new ScheduleFormatError(`statements must be an object keyed by statement name, got ${JSON.stringify(st)}`);
@@ -159,7 +176,12 @@ export function statementSchedule(s: Schedule, c: StatementChoice | undefined): 
   const chunk = c.chunk ?? s.chunk;
   const cols = c.tiles?.['cols'] ?? (c.chunk !== undefined ? c.chunk : s.tiles.cols);
   const workgroup = c.workgroup === undefined ? s.workgroup : { contraction: c.workgroup, elementwise: c.workgroup };
-  return { ...base, form: c.form ?? s.form, chunk, tiles: { cols }, workgroup };
+  const out: Schedule = { ...base, form: c.form ?? s.form, chunk, tiles: { cols }, workgroup };
+  if (c.chunkParallel !== undefined) {
+    if (c.chunkParallel) out.chunkParallel = true;
+    else delete out.chunkParallel;
+  }
+  return out;
 }
 
 const sortedChoice = (c: StatementChoice): StatementChoice => {
@@ -168,6 +190,7 @@ const sortedChoice = (c: StatementChoice): StatementChoice => {
   if (c.chunk !== undefined) out.chunk = c.chunk;
   if (c.workgroup !== undefined) out.workgroup = c.workgroup;
   if (c.tiles !== undefined) out.tiles = Object.fromEntries(Object.entries(c.tiles).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  if (c.chunkParallel !== undefined) out.chunkParallel = c.chunkParallel;
   return out;
 };
 
@@ -175,6 +198,7 @@ const sortedChoice = (c: StatementChoice): StatementChoice => {
 export function scheduleToJson(s: Schedule, sort = false): Schedule {
   const out: Schedule = { form: s.form, chunk: s.chunk, tiles: { cols: s.tiles.cols }, workgroup: { contraction: s.workgroup.contraction, elementwise: s.workgroup.elementwise }, dtype: s.dtype };
   if (s.dense && s.dense !== 'map') out.dense = s.dense;
+  if (s.chunkParallel) out.chunkParallel = true;
   const st = Object.entries(s.statements ?? {}).map(([k, c]) => [k, sortedChoice(c)] as const).filter(([, c]) => Object.keys(c).length > 0);
   if (st.length) out.statements = Object.fromEntries(sort ? st.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : st);
   return out;

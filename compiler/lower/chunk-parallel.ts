@@ -1,0 +1,405 @@
+// The chunkwise form of a recognised contraction (analysis.ts) parallel over chunks, as
+// flash-linear-attention computes it (chunk_fwd_h, then chunk_fwd_o), in scan terms so that
+// causal and anti-causal sums (gradients) are written once. With chunks of C scan steps,
+// chunk c covering scan steps [cC, min(cC + C, T)) whose last position is end_c:
+//   (a) chunk-local contributions, all chunks at once (a workgroup per batch entry, chunk, key
+//       tile and value tile):  H_c = sum_{s in chunk c} w(end_c, s) b[s]^T c[s]
+//   (b) a scan over chunk states, sequential only over T / C (a workgroup per batch entry, key
+//       tile and value tile):  S_c = w(end_c, end_{c-1}) S_{c-1} + H_c, storing the state
+//       entering each chunk, E_c = S_{c-1} (E_0 = 0), over H_c in place
+//   (c) every chunk's outputs at once (a workgroup per batch entry, chunk and value tile): the
+//       intra-chunk part from scores in workgroup memory, plus the cross term w(t, end_{c-1}) a[t] E_c.
+// Order-1 contractions (decay gradients) carry the distance-weighted state S1 next to S:
+// S1_c = w(end_c, end_{c-1}) (S1_{c-1} + (end_c - end_{c-1}) S_{c-1}) + H1_c.
+// The chunk states are f32 in a temporary tensor of the plan (plan.ts): per batch entry
+// ceil(T / C) states of R K V entries (R = 2 for order 1), each padded to a multiple of C
+// entries, KVp, so that the tensor's shape [batch.., T + C - 1, KVp / C] is a polynomial in the
+// sizes (ceil(T / C) KVp <= (T + C - 1) KVp / C): no ceiling division in shapes.
+// The numerics are lowerChunkwise's (contraction.ts): weights exponentiate only non-positive
+// numbers, gated weights come from chunk-local (compensated) sums of the step, the chunk carry
+// takes the accurate exp, state and accumulators are f32 whatever the storage.
+import type { Contraction } from '../analysis.js';
+import { POS } from '../analysis.js';
+import { dadd, dconst, type Dim } from '../../dsl/dims.js';
+import type { IrStmt, Node } from '../ir.js';
+import * as K from '../kir.js';
+import type { Kernel, KExpr, KShared, KStmt } from '../kir.js';
+import type { Schedule } from '../schedule.js';
+import { type Binding, dimExpr, type ExprLowering, fold, LowerError } from './expr.js';
+
+/** Most state entries a thread keeps in registers (phases a and b); longer key axes are tiled over workgroups. */
+const STATE_MAX = 64;
+/** Most threads of a workgroup (WebGPU's guaranteed maxComputeInvocationsPerWorkgroup). */
+const MAX_THREADS = 256;
+/** Rows of a chunk scored, then reduced, together in phase (c). */
+const ROW_BLOCK = 8;
+
+const pow2AtLeast = (n: number, cap: number): number => { let p = 1; while (p < n && p < cap) p *= 2; return p; };
+
+/** The layout of the chunk-state tensor of a contraction. */
+export interface ChunkStateLayout {
+  /** State arrays per chunk (S; S and S1 for order 1), key and value sizes, padded entries per chunk (a multiple of C). */
+  R: number;
+  Kc: number;
+  Vc: number;
+  KVp: number;
+  C: number;
+}
+
+/** The chunk-state layout of `c` at chunk C (K and V must be compile-time constants). */
+export function chunkStateLayout(name: string, c: Contraction, L: ExprLowering, C: number): ChunkStateLayout {
+  const constOf = (d: typeof c.K, what: string): number => {
+    const e = dimExpr(d, L.sizes);
+    if (e.k !== 'const') throw new LowerError(`${name}: the ${what} size must be known when compiling a chunk-parallel kernel`);
+    return e.value;
+  };
+  const Kc = constOf(c.K, 'key');
+  const Vc = constOf(c.V, 'value');
+  const R = c.order === 1 ? 2 : 1;
+  return { R, Kc, Vc, KVp: Math.ceil((R * Kc * Vc) / C) * C, C };
+}
+
+/** The shape of the chunk-state tensor: [batch.., T + C - 1, KVp / C] (at least ceil(T / C) KVp entries per batch entry). */
+export function chunkStateShape(c: Contraction, lay: ChunkStateLayout): Dim[] {
+  return [...c.batch.map((v) => v.extent), dadd(c.T, dconst(lay.C - 1)), dconst(lay.KVp / lay.C)];
+}
+
+interface Ctx {
+  c: Contraction;
+  s: IrStmt;
+  L: ExprLowering;
+  T: KExpr;
+  batch: Map<string, Binding>;
+  /** Shared arrays of chunk-local cumulative gates, per decay term. */
+  local?: (string | undefined)[];
+}
+
+const posOf = (x: Ctx, k: KExpr): KExpr => (x.c.direction === 'causal' ? k : fold(K.sub(K.sub(x.T, K.i32(1)), k)));
+
+function exponent(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr {
+  const [later, earlier] = x.c.direction === 'causal' ? [p, q] : [q, p];
+  const parts = x.c.decay.map((term, k): KExpr => {
+    if (term.kind === 'fixed') return K.mul(K.cast(K.sub(later, earlier), 'f32'), x.L.expr(term.lambda, x.batch, out));
+    const lc = x.local?.[k];
+    if (lc && scan) return K.sub(K.load(lc, K.add(scan[0], K.i32(1))), K.load(lc, K.add(scan[1], K.i32(1))));
+    const at = (pos: KExpr) => x.L.expr(term.G, new Map([...x.batch, [POS, { expr: pos }]]), out);
+    return K.sub(at(later), at(earlier));
+  });
+  return parts.length ? parts.reduce((a, b) => K.add(a, b)) : K.f32(0);
+}
+
+function withSigns(x: Ctx, w: KExpr, odd: KExpr, out: KStmt[]): KExpr {
+  return x.c.signs.reduce((acc, cond) => K.mul(acc, K.select(K.and(x.L.expr(cond, x.batch, out), odd), K.f32(-1), K.f32(1))), w);
+}
+
+/** exp(e) for e <= 0 near 0 by its Taylor series (as contraction.ts stepExp: a compounded weight). */
+function accurateExp(e: KExpr, out: KStmt[], nm: string): KExpr {
+  out.push(K.decl(nm, 'f32', e));
+  const xv = K.v(nm, 'f32');
+  let fact = 1;
+  const coef: number[] = [];
+  for (let n = 0; n <= 9; n++) coef.push(1 / (fact *= n || 1));
+  let poly: KExpr = K.f32(Math.fround(coef[9]!));
+  for (let n = 8; n >= 0; n--) poly = K.add(K.mul(poly, xv), K.f32(Math.fround(coef[n]!)));
+  return K.select(K.lt(K.un('abs', xv), K.f32(0.5)), poly, K.un('exp', xv));
+}
+
+/** Scan distance from q to p (>= 0). */
+const distance = (x: Ctx, p: KExpr, q: KExpr): KExpr => K.cast(x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), 'f32');
+
+/** The decay between scan-later p and scan-earlier q, from `exp` of its exponent (decays: `expOf`). */
+function weightFrom(x: Ctx, p: KExpr, q: KExpr, e: () => KExpr, out: KStmt[], expOf: (e: KExpr) => KExpr = (v) => K.un('exp', v)): KExpr {
+  const w = x.c.decay.length === 0 ? K.f32(1) : expOf(e());
+  return withSigns(x, w, K.bin('!=', K.bin('%', x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), K.i32(2)), K.i32(0)), out);
+}
+const weight = (x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr => weightFrom(x, p, q, () => exponent(x, p, q, out, scan), out);
+
+/** Chunk-local cumulative gates Lc[m + 1] = sum of the steps of scan steps 0..m (thread 0 writes them; a barrier follows). */
+function localGates(x: Ctx, C: number, c0: KExpr, len: KExpr, out: KStmt[]): KShared[] {
+  const shared: KShared[] = [];
+  const names = x.c.decay.map((term, k) => (term.kind === 'gated' && term.step ? `Lc${k}` : undefined));
+  if (!names.some((n) => n)) return shared;
+  x.local = names;
+  const fill: KStmt[] = [];
+  out.push(K.iff(K.bin('==', K.tid('x'), K.i32(0)), fill));
+  names.forEach((nm, k) => {
+    const term = x.c.decay[k]!;
+    if (!nm || term.kind !== 'gated' || !term.step) return;
+    shared.push({ name: nm, type: 'f32', size: C + 1 });
+    fill.push(K.store(nm, K.i32(0), K.f32(0)));
+    kahan(x, term.step, nm, c0, len, fill, [K.store(nm, K.add(K.v('m'), K.i32(1)), K.v(`${nm}s`, 'f32'))]);
+  });
+  out.push(K.barrier());
+  return shared;
+}
+
+/** A compensated running sum of the gate step over scan steps c0 .. c0 + len - 1 (loop variable m; `body` runs after each addition). */
+function kahan(x: Ctx, step: Node, nm: string, c0: KExpr, len: KExpr, out: KStmt[], body: KStmt[]): KExpr {
+  out.push(K.decl(`${nm}s`, 'f32', K.f32(0)), K.decl(`${nm}e`, 'f32', K.f32(0)));
+  const inner: KStmt[] = [];
+  out.push(K.loop('m', K.i32(0), len, inner));
+  const pos = posOf(x, K.add(c0, K.v('m')));
+  const at = x.c.direction === 'causal' ? pos : K.add(pos, K.i32(1));
+  const g = K.cast(x.L.expr(step, new Map([...x.batch, [POS, { expr: at }]]), inner), 'f32');
+  const [sum, err] = [K.v(`${nm}s`, 'f32'), K.v(`${nm}e`, 'f32')];
+  inner.push(K.decl('y', 'f32', K.sub(g, err)), K.decl('tk', 'f32', K.add(sum, K.v('y', 'f32'))));
+  inner.push(K.assign(`${nm}e`, K.sub(K.sub(K.v('tk', 'f32'), sum), K.v('y', 'f32'))), K.assign(`${nm}s`, K.v('tk', 'f32')));
+  inner.push(...body);
+  return sum;
+}
+
+/** a(row = p, inner = i), b(col = p, inner = i), c(col = p, value = j), as f32. */
+function factor(x: Ctx, which: 'a' | 'b' | 'c', p: KExpr, k: KExpr, out: KStmt[]): KExpr {
+  const n: Node = x.c[which];
+  const posName = which === 'a' ? x.c.row : x.c.col;
+  const kName = which === 'c' ? x.c.value : x.c.inner;
+  const kExtent = which === 'c' ? x.c.V : x.c.K;
+  const bind = new Map<string, Binding>([...x.batch, [posName, { expr: p, extent: x.c.T }], [kName, { expr: k, extent: kExtent }]]);
+  return K.cast(x.L.expr(n, bind, out), 'f32');
+}
+
+/** Batch indices from wg.y (last batch index fastest), declared in `body`. */
+function batchOf(c: Contraction, L: ExprLowering, body: KStmt[]): { batch: Map<string, Binding>; nb: KExpr } {
+  const batch = new Map<string, Binding>();
+  let rest: KExpr = K.wg('y');
+  for (let k = c.batch.length - 1; k >= 0; k--) {
+    const v = c.batch[k]!;
+    const ext = dimExpr(v.extent, L.sizes);
+    const nm = `b_${v.name.replace(/[^A-Za-z0-9_]/g, '_')}`;
+    body.push(K.decl(nm, 'i32', k === 0 ? rest : K.bin('%', rest, ext)));
+    if (k > 0) rest = K.bin('/', rest, ext);
+    batch.set(v.name, { expr: K.v(nm), extent: v.extent });
+  }
+  const nb = fold(c.batch.reduce<KExpr>((a, v) => K.mul(a, dimExpr(v.extent, L.sizes)), K.i32(1)));
+  return { batch, nb };
+}
+
+/** Flat offset of chunk `ci`'s state array r (0: S, 1: S1) at key gi, column j in the chunk-state buffer. */
+function stateAt(lay: ChunkStateLayout, T: KExpr, ci: KExpr, r: number, gi: KExpr, j: KExpr): KExpr {
+  const perBatch = fold(K.mul(K.add(T, K.i32(lay.C - 1)), K.i32(lay.KVp / lay.C)));
+  const base = K.add(K.mul(K.wg('y'), perBatch), K.mul(ci, K.i32(lay.KVp)));
+  return fold(K.add(K.add(base, K.i32(r * lay.Kc * lay.Vc)), K.add(K.mul(gi, K.i32(lay.Vc)), j)));
+}
+
+/** Key slices and value tiles of phases (a) and (b): KT keys per thread, WX columns per workgroup. */
+function stateTiling(lay: ChunkStateLayout, cap: number): { KT: number; NKT: number; WX: number; NVT: number } {
+  const NKT = Math.max(1, Math.ceil((lay.Kc * lay.R) / STATE_MAX));
+  const KT = Math.ceil(lay.Kc / NKT);
+  const WX = pow2AtLeast(lay.Vc, Math.min(cap, MAX_THREADS));
+  return { KT, NKT, WX, NVT: Math.ceil(lay.Vc / WX) };
+}
+
+const kernelOf = (name: string, WG: number, grid: [KExpr, KExpr, KExpr], shared: KShared[], body: KStmt[]): Kernel =>
+  ({ name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared, body });
+
+/** Declares j (the thread's column) and gk0 (its first key) for phases (a) and (b); returns the in-range condition of j. */
+function stateThread(t: ReturnType<typeof stateTiling>, lay: ChunkStateLayout, body: KStmt[]): KExpr {
+  body.push(K.decl('vt', 'i32', K.bin('%', K.wg('x'), K.i32(t.NVT))), K.decl('kt', 'i32', K.div(K.wg('x'), K.i32(t.NVT))));
+  body.push(K.decl('j', 'i32', K.add(K.mul(K.v('vt'), K.i32(t.WX)), K.tid('x'))));
+  body.push(K.decl('gk0', 'i32', K.mul(K.v('kt'), K.i32(t.KT))));
+  return K.lt(K.v('j'), K.i32(lay.Vc));
+}
+
+/** Loop over the thread's key slice: i = 0..KT-1, gi = gk0 + i < K; `f` fills the body. */
+function sliceLoop(t: { KT: number; NKT: number }, lay: ChunkStateLayout, out: KStmt[], f: (gi: KExpr, body: KStmt[]) => void): void {
+  const body: KStmt[] = [];
+  out.push(K.loop('i', K.i32(0), K.i32(t.KT), body));
+  body.push(K.decl('gi', 'i32', K.add(K.v('gk0'), K.v('i'))));
+  if (t.NKT * t.KT > lay.Kc) {
+    const inK: KStmt[] = [];
+    body.push(K.iff(K.lt(K.v('gi'), K.i32(lay.Kc)), inK));
+    f(K.v('gi'), inK);
+  } else f(K.v('gi'), body);
+}
+
+/** Phase (a): H_c (and H1_c) of every chunk, one workgroup per (key tile x value tile, batch entry, chunk). */
+function lowerChunkStates(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule, lay: ChunkStateLayout, buf: string): Kernel {
+  const body: KStmt[] = [];
+  const { batch, nb } = batchOf(c, L, body);
+  const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const t = stateTiling(lay, sched.workgroup.contraction);
+  const C = lay.C;
+  const okJ = stateThread(t, lay, body);
+  body.push(K.decl('ci', 'i32', K.wg('z')), K.decl('c0', 'i32', K.mul(K.v('ci'), K.i32(C))));
+  const c0 = K.v('c0');
+  body.push(K.decl('len', 'i32', K.bin('min', K.i32(C), K.sub(x.T, c0))));
+  const len = K.v('len');
+  const at = (m: KExpr) => posOf(x, K.add(c0, m));
+  const shared = localGates(x, C, c0, len, body);
+  // Weights w(end, m2) (times the distance, for H1) once per position, shared by the workgroup.
+  body.push(K.decl('pl', 'i32', at(K.sub(len, K.i32(1)))));
+  const fillW: KStmt[] = [];
+  body.push(K.loop('m2', K.tid('x'), len, fillW, t.WX));
+  fillW.push(K.decl('q2', 'i32', at(K.v('m2'))));
+  fillW.push(K.store('sw', K.v('m2'), weight(x, K.v('pl'), K.v('q2'), fillW, [K.sub(len, K.i32(1)), K.v('m2')])));
+  shared.push({ name: 'sw', type: 'f32', size: C });
+  body.push(K.barrier());
+  const col: KStmt[] = [];
+  body.push(K.iff(okJ, col));
+  const names = lay.R === 2 ? ['H', 'H1'] : ['H'];
+  for (const n of names) col.push(K.local(n, 'f32', t.KT));
+  col.push(K.loop('i', K.i32(0), K.i32(t.KT), names.map((n) => K.store(n, K.v('i'), K.f32(0)))));
+  const sum: KStmt[] = [];
+  col.push(K.loop('m2', K.i32(0), len, sum));
+  sum.push(K.decl('q2', 'i32', at(K.v('m2'))));
+  sum.push(K.decl('wc', 'f32', K.mul(K.load('sw', K.v('m2')), factor(x, 'c', K.v('q2'), K.v('j'), sum))));
+  if (lay.R === 2) sum.push(K.decl('wc1', 'f32', K.mul(K.v('wc', 'f32'), distance(x, K.v('pl'), K.v('q2')))));
+  const updLoop: KStmt[] = [];
+  sum.push(K.loop('i', K.i32(0), K.i32(t.KT), updLoop));
+  // Padded key entries (gi >= K) read b as 0 (an index past K is out of range) and are never stored.
+  updLoop.push(K.decl('gi', 'i32', K.add(K.v('gk0'), K.v('i'))));
+  let target = updLoop;
+  if (t.NKT * t.KT > lay.Kc) {
+    target = [];
+    updLoop.push(K.iff(K.lt(K.v('gi'), K.i32(lay.Kc)), target));
+  }
+  target.push(K.decl('bi', 'f32', factor(x, 'b', K.v('q2'), K.v('gi'), target)));
+  target.push(K.store('H', K.v('i'), K.add(K.load('H', K.v('i')), K.mul(K.v('wc', 'f32'), K.v('bi', 'f32')))));
+  if (lay.R === 2) target.push(K.store('H1', K.v('i'), K.add(K.load('H1', K.v('i')), K.mul(K.v('wc1', 'f32'), K.v('bi', 'f32')))));
+  sliceLoop(t, lay, col, (gi, b) => {
+    names.forEach((n, r) => b.push(K.store(buf, stateAt(lay, x.T, K.v('ci'), r, gi, K.v('j')), K.load(n, K.v('i')))));
+  });
+  const NC = fold(K.div(K.add(x.T, K.i32(C - 1)), K.i32(C)));
+  return kernelOf(name, t.WX, [K.i32(t.NKT * t.NVT), nb, NC], shared, body);
+}
+
+/** Phase (b): the scan over chunk states, one workgroup per (key tile x value tile, batch entry); E_c over H_c in place. */
+function lowerChunkScan(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule, lay: ChunkStateLayout, buf: string): Kernel {
+  const body: KStmt[] = [];
+  const { batch, nb } = batchOf(c, L, body);
+  const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const t = stateTiling(lay, sched.workgroup.contraction);
+  const C = lay.C;
+  const okJ = stateThread(t, lay, body);
+  const col: KStmt[] = [];
+  body.push(K.iff(okJ, col));
+  const names = lay.R === 2 ? ['S', 'S1'] : ['S'];
+  for (const n of names) col.push(K.local(n, 'f32', t.KT));
+  col.push(K.loop('i', K.i32(0), K.i32(t.KT), names.map((n) => K.store(n, K.v('i'), K.f32(0)))));
+  const NC = fold(K.div(K.add(x.T, K.i32(C - 1)), K.i32(C)));
+  const chunk: KStmt[] = [];
+  col.push(K.loop('ci', K.i32(0), NC, chunk));
+  chunk.push(K.decl('c0', 'i32', K.mul(K.v('ci'), K.i32(C))));
+  const c0 = K.v('c0');
+  chunk.push(K.decl('len', 'i32', K.bin('min', K.i32(C), K.sub(x.T, c0))));
+  const len = K.v('len');
+  chunk.push(K.decl('pe', 'i32', posOf(x, K.sub(c0, K.i32(1)))), K.decl('pl', 'i32', posOf(x, K.add(c0, K.sub(len, K.i32(1))))));
+  // The carry w(end_c, end_{c-1}) over the whole chunk, with the accurate exp (it compounds over T / C chunks).
+  chunk.push(K.decl('carry', 'f32', K.f32(0)));
+  const carry: KStmt[] = [];
+  chunk.push(K.iff(K.bin('>', K.v('ci'), K.i32(0)), carry));
+  const parts: KExpr[] = [];
+  x.c.decay.forEach((term, k) => {
+    if (term.kind === 'gated' && term.step) {
+      const sum = kahan(x, term.step, `g${k}`, c0, len, carry, []);
+      parts.push(sum);
+    } else parts.push(exponent({ ...x, c: { ...c, decay: [term] } }, K.v('pl'), K.v('pe'), carry));
+  });
+  carry.push(K.assign('carry', weightFrom(x, K.v('pl'), K.v('pe'), () => parts.reduce((a, b) => K.add(a, b)), carry, (e) => accurateExp(e, carry, 'dx'))));
+  sliceLoop(t, lay, chunk, (gi, b) => {
+    const at = (r: number) => stateAt(lay, x.T, K.v('ci'), r, gi, K.v('j'));
+    names.forEach((n, r) => {
+      b.push(K.decl(`h${r}`, 'f32', K.load(buf, at(r))));
+      b.push(K.store(buf, at(r), K.load(n, K.v('i'))));
+    });
+    if (lay.R === 2) b.push(K.store('S1', K.v('i'), K.add(K.mul(K.v('carry', 'f32'), K.add(K.load('S1', K.v('i')), K.mul(distance(x, K.v('pl'), K.v('pe')), K.load('S', K.v('i'))))), K.v('h1', 'f32'))));
+    b.push(K.store('S', K.v('i'), K.add(K.mul(K.v('carry', 'f32'), K.load('S', K.v('i'))), K.v('h0', 'f32'))));
+  });
+  return kernelOf(name, t.WX, [K.i32(t.NKT * t.NVT), nb, K.i32(1)], [], body);
+}
+
+/** Phase (c): every chunk's outputs, one workgroup per (value tile, batch entry, chunk). */
+function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule, lay: ChunkStateLayout, buf: string): Kernel {
+  const body: KStmt[] = [];
+  const { batch, nb } = batchOf(c, L, body);
+  const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const C = lay.C;
+  const RB = Math.min(C, ROW_BLOCK);
+  const WX = pow2AtLeast(lay.Vc, Math.min(sched.workgroup.contraction, MAX_THREADS));
+  const jv = K.v('j');
+  body.push(K.decl('j', 'i32', K.add(K.mul(K.wg('x'), K.i32(WX)), K.tid('x'))));
+  body.push(K.decl('ci', 'i32', K.wg('z')), K.decl('c0', 'i32', K.mul(K.v('ci'), K.i32(C))));
+  const c0 = K.v('c0');
+  body.push(K.decl('len', 'i32', K.bin('min', K.i32(C), K.sub(x.T, c0))));
+  const len = K.v('len');
+  const at = (m: KExpr) => posOf(x, K.add(c0, m));
+  const shared = localGates(x, C, c0, len, body);
+  body.push(K.decl('pe', 'i32', at(K.i32(-1))));
+  const blk: KStmt[] = [];
+  body.push(K.loop('r0', K.i32(0), len, blk, RB));
+  const r0 = K.v('r0');
+  // Scores P[mm][m2] = w(m, m2) a[m] . b[m2] for rows m = r0 + mm, m2 before m (0 elsewhere).
+  const ph1: KStmt[] = [];
+  blk.push(K.loop('e', K.tid('x'), K.i32(RB * C), ph1, WX));
+  ph1.push(K.decl('m', 'i32', K.add(r0, K.bin('/', K.v('e'), K.i32(C)))), K.decl('m2', 'i32', K.bin('%', K.v('e'), K.i32(C))));
+  ph1.push(K.store('P', K.v('e'), K.f32(0)));
+  const score: KStmt[] = [];
+  ph1.push(K.iff(K.and(K.lt(K.v('m'), len), K.bin(c.strict ? '<' : '<=', K.v('m2'), K.v('m'))), score));
+  score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
+  score.push(K.decl('dot', 'f32', K.f32(0)));
+  const dotBody: KStmt[] = [];
+  score.push(K.loop('i', K.i32(0), K.i32(lay.Kc), dotBody));
+  dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), dotBody), factor(x, 'b', K.v('pm2'), K.v('i'), dotBody)))));
+  const w = weight(x, K.v('pm'), K.v('pm2'), score, [K.v('m'), K.v('m2')]);
+  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), c.order === 1 ? K.mul(w, distance(x, K.v('pm'), K.v('pm2'))) : w)));
+  blk.push(K.barrier());
+  const col: KStmt[] = [];
+  blk.push(K.iff(K.lt(jv, K.i32(lay.Vc)), col));
+  const accs = lay.R === 2 ? ['acc', 'qa', 'qa1'] : ['acc', 'qa'];
+  for (const n of accs) body.splice(body.length - 1, 0, K.local(n, 'f32', RB));
+  col.push(K.loop('mm', K.i32(0), K.i32(RB), accs.map((n) => K.store(n, K.v('mm'), K.f32(0)))));
+  // Intra-chunk: acc[mm] += P[mm][m2] c[m2, j], each c[m2, j] loaded once for the block.
+  const intra: KStmt[] = [];
+  col.push(K.loop('m2', K.i32(0), K.bin('min', len, K.add(r0, K.i32(RB))), intra));
+  intra.push(K.decl('cv', 'f32', factor(x, 'c', at(K.v('m2')), jv, intra)));
+  intra.push(K.loop('mm', K.i32(0), K.i32(RB), [K.store('acc', K.v('mm'), K.add(K.load('acc', K.v('mm')), K.mul(K.load('P', K.add(K.mul(K.v('mm'), K.i32(C)), K.v('m2'))), K.v('cv', 'f32'))))]));
+  // Cross term: qa[mm] = a[m] . E_c[:, j] (qa1 with E1), each state entry loaded once for the block.
+  const cross: KStmt[] = [];
+  col.push(K.iff(K.bin('>', K.v('ci'), K.i32(0)), cross));
+  const keys: KStmt[] = [];
+  cross.push(K.loop('i', K.i32(0), K.i32(lay.Kc), keys));
+  for (let r = 0; r < lay.R; r++) keys.push(K.decl(`e${r}`, 'f32', K.load(buf, stateAt(lay, x.T, K.v('ci'), r, K.v('i'), jv))));
+  const rowsA: KStmt[] = [];
+  keys.push(K.loop('mm', K.i32(0), K.bin('min', K.i32(RB), K.sub(len, r0)), rowsA));
+  rowsA.push(K.decl('ai', 'f32', factor(x, 'a', at(K.add(r0, K.v('mm'))), K.v('i'), rowsA)));
+  rowsA.push(K.store('qa', K.v('mm'), K.add(K.load('qa', K.v('mm')), K.mul(K.v('ai', 'f32'), K.v('e0', 'f32')))));
+  if (lay.R === 2) rowsA.push(K.store('qa1', K.v('mm'), K.add(K.load('qa1', K.v('mm')), K.mul(K.v('ai', 'f32'), K.v('e1', 'f32')))));
+  const rows: KStmt[] = [];
+  col.push(K.loop('mm', K.i32(0), K.bin('min', K.i32(RB), K.sub(len, r0)), rows));
+  rows.push(K.decl('m', 'i32', K.add(r0, K.v('mm'))), K.decl('pm', 'i32', at(K.v('m'))));
+  rows.push(K.decl('tot', 'f32', K.load('acc', K.v('mm'))));
+  const add: KStmt[] = [];
+  rows.push(K.iff(K.bin('>', K.v('ci'), K.i32(0)), add));
+  const wc = weight(x, K.v('pm'), K.v('pe'), add, [K.v('m'), K.i32(-1)]);
+  // Order 1: sum_{s <= pe} (pm - s) w b c = w(pm, pe) ((pm - pe) S + S1).
+  const qs = lay.R === 2 ? K.add(K.mul(distance(x, K.v('pm'), K.v('pe')), K.load('qa', K.v('mm'))), K.load('qa1', K.v('mm'))) : K.load('qa', K.v('mm'));
+  add.push(K.assign('tot', K.add(K.v('tot', 'f32'), K.mul(qs, wc))));
+  const idxs = s.indices.map((v) => (v.name === c.row ? K.v('pm') : v.name === c.value ? jv : batch.get(v.name)!.expr));
+  const scale = L.expr(c.scale, batch, rows);
+  rows.push(K.store(L.buffer(s.target, true), L.offset(s.target, idxs), scale.k === 'const' && scale.value === 1 ? K.v('tot', 'f32') : K.mul(K.v('tot', 'f32'), K.cast(scale, 'f32'))));
+  blk.push(K.barrier());
+  shared.push({ name: 'P', type: 'f32', size: RB * C });
+  const NC = fold(K.div(K.add(x.T, K.i32(C - 1)), K.i32(C)));
+  return kernelOf(name, WX, [K.i32(Math.ceil(lay.Vc / WX)), nb, NC], shared, body);
+}
+
+export interface ChunkParallelKernels {
+  /** Phase (a) writes the chunk-state tensor, (b) rewrites it, (c) writes the statement's target. */
+  states: Kernel;
+  scan: Kernel;
+  outputs: Kernel;
+}
+
+/**
+ * The three kernels of a chunkwise contraction parallel over chunks. `mkL` gives each kernel its
+ * own ExprLowering (buffers and runtime sizes per kernel); `stateId` is the chunk-state tensor
+ * (a plan variable shaped by chunkStateShape).
+ */
+export function lowerChunkParallel(name: string, s: IrStmt, c: Contraction, mkL: () => ExprLowering, sched: Schedule, stateId: string): { kernels: ChunkParallelKernels; lowerings: [ExprLowering, ExprLowering, ExprLowering] } {
+  const Ls: [ExprLowering, ExprLowering, ExprLowering] = [mkL(), mkL(), mkL()];
+  const lay = chunkStateLayout(name, c, Ls[0], sched.chunk);
+  const states = lowerChunkStates(`${name}_h`, s, c, Ls[0], sched, lay, Ls[0].buffer(stateId, true));
+  const scan = lowerChunkScan(`${name}_scan`, s, c, Ls[1], sched, lay, Ls[1].buffer(stateId, true));
+  const outputs = lowerChunkOutputs(`${name}_o`, s, c, Ls[2], sched, lay, Ls[2].buffer(stateId));
+  return { kernels: { states, scan, outputs }, lowerings: Ls };
+}
