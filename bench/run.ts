@@ -29,7 +29,7 @@ import { boundWeights } from '../compiler/model-split.js';
 import type { Plan } from '../compiler/plan.js';
 import { type Form, makeSchedule } from '../compiler/schedule.js';
 import { devaluate } from '../dsl/dims.js';
-import { deviceError, EXEC_TARGETS, type ExecTarget, planExec, type TargetExec } from '../runtime/exec.js';
+import { deviceError, EXEC_TARGETS, openTarget, runnerOf, type TargetExec } from '../runtime/targets.js';
 import { type HostValue, type ModelState, type PlanExec, runModelPlan } from '../runtime/model-runner.js';
 import { runModelBackward } from '../runtime/model-backward.js';
 import { barPlot, linePlot, type Series } from './plot.js';
@@ -37,13 +37,13 @@ import { barPlot, linePlot, type Series } from './plot.js';
 // ---- targets ----------------------------------------------------------------------------------
 
 /**
- * The targets the bench times, fastest first. A target is timed when runtime/exec.ts registers
- * it (EXEC_TARGETS) and it runs a tiny plan; otherwise it is listed with the reason. When the
- * target registry replaces runtime/exec.ts, `targetExec` below is the one line to change.
+ * The targets the bench times, fastest first: every executing target of the registry
+ * (runtime/targets.ts), by its speed rank. A target is timed when it runs a tiny plan;
+ * otherwise it is listed with the reason.
  */
-export const BENCH_TARGETS = ['native', 'cuda', 'webgpu', 'cpu'] as const;
+export const BENCH_TARGETS: readonly string[] = [...EXEC_TARGETS].sort((a, b) => runnerOf(a).rank - runnerOf(b).rank);
 const targetExec = (name: string): TargetExec | string =>
-  (EXEC_TARGETS as readonly string[]).includes(name) ? planExec(name as ExecTarget) : `target '${name}' is not registered in runtime/exec.ts yet`;
+  EXEC_TARGETS.includes(name) ? openTarget(name) : `target '${name}' is not registered in runtime/targets.ts`;
 
 interface Target { name: string; exec?: PlanExec; release?: () => Promise<void>; reason?: string }
 
@@ -66,7 +66,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** The repository root: the folder above bench/ (bench/run.ts) or above dist/bench/ (built), else the working directory. */
 const ROOT = [path.resolve(HERE, '..'), path.resolve(HERE, '..', '..'), process.cwd()].find((d) => fs.existsSync(path.join(d, 'models', 'retention.ret'))) ?? process.cwd();
 
-const USAGE = 'usage: npm run bench -- [--quick] [--targets native,cuda,webgpu,cpu] [--out DIR] [--reps N] [--cap-ms MS] [--budget-ms MS] [--no-peer] [--python PATH] [--peer-threads N]';
+const USAGE = `usage: npm run bench -- [--quick] [--targets ${BENCH_TARGETS.join(',')}] [--out DIR] [--reps N] [--cap-ms MS] [--budget-ms MS] [--no-peer] [--python PATH] [--peer-threads N]`;
 
 export function parseArgs(argv: string[]): Options {
   const o: Options = { quick: false, targets: undefined, out: path.join(ROOT, 'bench', 'results'), reps: 5, capMs: 6000, budgetMs: 8000, peer: true, python: fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3', peerThreads: undefined };
@@ -87,7 +87,7 @@ export function parseArgs(argv: string[]): Options {
     else if (a === '--help' || a === '-h') throw new Error(USAGE);
     else throw new Error(`unknown option '${a}'\n${USAGE}`);
   }
-  for (const t of o.targets ?? []) if (!(BENCH_TARGETS as readonly string[]).includes(t)) throw new Error(`unknown target '${t}' (the bench knows ${BENCH_TARGETS.join(', ')})`);
+  for (const t of o.targets ?? []) if (!BENCH_TARGETS.includes(t)) throw new Error(`unknown target '${t}' (the bench knows ${BENCH_TARGETS.join(', ')})`);
   o.reps = reps ?? (o.quick ? 2 : 5);
   o.capMs = cap ?? (o.quick ? 3000 : 6000);
   o.budgetMs = budget ?? (o.quick ? 1000 : 8000);

@@ -1,72 +1,20 @@
-// One function to run a compiled plan on a named target (cpu, webgpu, cuda), for the model
-// runner (runtime/model-runner.ts) and the commands that run whole models. WebGPU: one device,
-// acquired on the first run and reused by every later one (release it with `release`).
-// (runPlanCpu reads any numeric array as its parameter's dtype.) A later issue replaces this with the full target registry.
+// Running a compiled plan on a named target, for the model runner (runtime/model-runner.ts) and
+// the commands that run whole models. The targets themselves (runners, devices, availability)
+// are registered in runtime/targets.ts; this layer keeps the names its callers use.
 import type { CheckedModel } from '../dsl/checked.js';
 import { compileModel } from '../compiler/pipeline.js';
-import type { Plan } from '../compiler/plan.js';
 import { DEFAULT_CHUNK, makeSchedule, type StorageDtype } from '../compiler/schedule.js';
 import { type HostValue, type ModelState, type PlanExec, runModelPlan } from './model-runner.js';
-import { runPlanCpu } from './plan-runner.js';
-import type { Value } from '../dsl/reference/interpreter.js';
+import { deviceError, EXEC_TARGETS, openTarget, type OpenOptions, type TargetExec } from './targets.js';
 
-export const EXEC_TARGETS = ['cpu', 'native', 'webgpu', 'cuda'] as const;
-export type ExecTarget = (typeof EXEC_TARGETS)[number];
+export { deviceError, EXEC_TARGETS, type TargetExec };
+/** The name of an executing target (EXEC_TARGETS). */
+export type ExecTarget = string;
+export type PlanExecOptions = OpenOptions;
 
-export interface TargetExec {
-  exec: PlanExec;
-  /** Frees the target's device (WebGPU: the process-wide device); safe to call twice. */
-  release: () => Promise<void>;
-}
-
-export interface PlanExecOptions {
-  /** cuda: synchronise after every launch, so that a failing kernel is named. */
-  syncEachLaunch?: boolean;
-}
-
-/** A PlanExec for `target`. Device problems reject with the runners' one-line errors. */
+/** A PlanExec for `target` (WebGPU: one device, acquired on the first run; free it with `release`). */
 export function planExec(target: ExecTarget, opts: PlanExecOptions = {}): TargetExec {
-  if (target === 'cpu') {
-    return { exec: async (plan: Plan, inputs: Map<string, HostValue>) => runPlanCpu(plan, inputs as ReadonlyMap<string, Value>), release: async () => {} };
-  }
-  if (target === 'native') {
-    return { exec: async (plan, inputs) => (await import('./native/runner.js')).runPlanNative(plan, inputs as ReadonlyMap<string, Value>), release: async () => {} };
-  }
-  if (target === 'webgpu') {
-    let acquired: Promise<unknown> | undefined;
-    return {
-      exec: async (plan, inputs) => {
-        const wg = await import('./webgpu/runner.js');
-        acquired ??= wg.runtimeDevice();
-        const device = (await acquired) as Awaited<ReturnType<typeof wg.runtimeDevice>>;
-        return wg.runPlanWebGPU(plan, inputs, { device });
-      },
-      release: async () => {
-        if (!acquired) return;
-        acquired = undefined;
-        await (await import('./webgpu/runner.js')).releaseRuntimeDevice();
-      },
-    };
-  }
-  if (target === 'cuda') {
-    return {
-      exec: async (plan, inputs) => {
-        const cuda = await import('./cuda/runner.js');
-        const why = cuda.cudaStatus();
-        if (why) throw new cuda.CudaUnavailableError(why);
-        return cuda.runPlanCuda(plan, inputs, opts.syncEachLaunch ? { syncEachLaunch: true } : {});
-      },
-      release: async () => {},
-    };
-  }
-  throw new Error(`unknown target '${String(target)}' (expected ${EXEC_TARGETS.join(', ')})`);
-}
-
-/** One line for a device that is missing or failed (no adapter, no driver, a launch error), else undefined. */
-export function deviceError(e: unknown): string | undefined {
-  if (!(e instanceof Error)) return undefined;
-  const names = ['WebGPUUnavailableError', 'WebGPURunError', 'CudaUnavailableError', 'CudaRunError', 'NvccError', 'NativeRunError', 'NativeUnavailableError'];
-  return names.includes(e.name) || names.includes(e.constructor.name) ? e.message.split('\n')[0] : undefined;
+  return openTarget(target, opts);
 }
 
 // ---- a model's logits in one of the three modes ------------------------------------------------

@@ -3,17 +3,13 @@
 // do not meet share one), and runs its kernels in order through the kernel IR executor.
 // Tensors the plan stores in half precision (plan.half) are Uint16Arrays of bits: inputs are
 // rounded to them (nearest even, from the given numbers), outputs come back as f32 values.
-import { devaluate } from '../dsl/dims.js';
 import { bindSizes, RunError, shapeStr, type Value } from '../dsl/reference/interpreter.js';
 import type { Plan } from '../compiler/plan.js';
-import { planBuffers } from '../compiler/plan.js';
 import { defaultReuse, planMemory } from '../compiler/memory.js';
 import { runKernel } from '../targets/cpu/executor.js';
-import { fromHalfArray, toHalfArray } from '../targets/half.js';
+import { bindHostTensors, type HostArray, hostOutput } from './bind.js';
 
 export interface HostTensor { shape: number[]; data: Float32Array | Int32Array }
-
-const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
 /** Sizes of a plan's function from its inputs; checks the kernels' specialised sizes. */
 export function planSizes(plan: Plan, inputs: ReadonlyMap<string, { shape: number[] }>): Map<string, number> {
@@ -52,28 +48,20 @@ export function runPlanCpu(plan: Plan, inputs: ReadonlyMap<string, Value>, opts:
     if (opts.poison !== undefined && !s.zero) new Float32Array(buf).fill(opts.poison);
     return buf;
   });
-  const arrays = new Map<string, Float32Array | Int32Array | Uint16Array>();
+  const arrays = new Map<string, HostArray>();
   const shapes = new Map<string, number[]>();
-  for (const p of plan.fn.params) {
-    const v = inputs.get(p.name) ?? { shape: [], data: Float64Array.of(p.default!) };
-    const half = plan.half.get(p.v);
-    const data = p.dtype === 'i32' || p.dtype === 'i64' ? Int32Array.from(v.data) : half ? toHalfArray(v.data, half) : Float32Array.from(v.data);
-    arrays.set(p.v, data);
-    shapes.set(p.v, p.shape.length === 0 ? [] : v.shape);
+  const bound = bindHostTensors(plan, inputs, sizes);
+  for (const p of bound.params) {
+    arrays.set(p.id, p.host);
+    shapes.set(p.id, p.shape);
   }
-  for (const cv of planBuffers(plan)) {
-    const shape = cv.shape.map((d) => {
-      const n = devaluate(d, sizes);
-      if (n === undefined || !Number.isInteger(n) || n < 0) throw new RunError(`cannot size '${cv.name}'`);
-      return n;
-    });
-    const n = numel(shape);
-    const slot = mem.slotOf.get(cv.id);
+  for (const t of bound.buffers) {
+    const n = t.numel;
+    const slot = mem.slotOf.get(t.id);
     const buf = slot === undefined ? undefined : slots[slot]!;
-    const int = cv.dtype === 'i32' || cv.dtype === 'i64';
-    if (!buf) arrays.set(cv.id, int ? new Int32Array(n) : plan.half.has(cv.id) ? new Uint16Array(n) : new Float32Array(n));
-    else arrays.set(cv.id, int ? new Int32Array(buf, 0, n) : plan.half.has(cv.id) ? new Uint16Array(buf, 0, n) : new Float32Array(buf, 0, n));
-    shapes.set(cv.id, shape);
+    if (!buf) arrays.set(t.id, t.int ? new Int32Array(n) : t.half ? new Uint16Array(n) : new Float32Array(n));
+    else arrays.set(t.id, t.int ? new Int32Array(buf, 0, n) : t.half ? new Uint16Array(buf, 0, n) : new Float32Array(buf, 0, n));
+    shapes.set(t.id, t.shape);
   }
   for (const l of plan.launches) {
     const buffers: Record<string, Float32Array | Int32Array | Uint16Array> = {};
@@ -83,11 +71,7 @@ export function runPlanCpu(plan: Plan, inputs: ReadonlyMap<string, Value>, opts:
     runKernel(l.kernel, { buffers, scalars });
   }
   const out = new Map<string, HostTensor>();
-  for (const o of plan.fn.outputs) {
-    const data = arrays.get(o.v)!;
-    const half = plan.half.get(o.v);
-    out.set(o.name, { shape: shapes.get(o.v)!, data: data instanceof Uint16Array ? fromHalfArray(data, half!) : data });
-  }
+  for (const o of plan.fn.outputs) out.set(o.name, { shape: shapes.get(o.v)!, data: hostOutput(arrays.get(o.v)!, plan.half.get(o.v)) });
   return out;
 }
 

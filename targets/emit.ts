@@ -14,33 +14,68 @@ import { printCuda } from './cuda/printer.js';
 import type { EmittedKernel, TargetName } from './emitted.js';
 import { printWgsl } from './wgsl/printer.js';
 
-export const TARGETS: readonly TargetName[] = ['cuda', 'wgsl'];
+// ---- the printers -------------------------------------------------------------------------
+// Each printing target once: its file extension, its language's name and how one kernel is
+// printed and described for a runtime (targets/emitted.ts). The full target registry
+// (runtime/targets.ts: runners, compilers, limits, availability) refers to these by name;
+// a new printer is its folder plus one entry here.
+
+export interface Printer {
+  name: TargetName;
+  /** File extension of its modules (no dot). */
+  extension: string;
+  /** The language, as a person names it ("CUDA", "WGSL"). */
+  language: string;
+  emit(kernel: Kernel): EmittedKernel;
+}
+
+const bufferRows = (kernel: Kernel, binding: (i: number) => number): EmittedKernel['buffers'] =>
+  kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access, binding: binding(i) }));
+
+export const PRINTERS: Readonly<Record<TargetName, Printer>> = {
+  cuda: {
+    name: 'cuda', extension: 'cu', language: 'CUDA',
+    emit(kernel) {
+      const { code, legalised: L } = printCuda(kernel);
+      const nb = kernel.buffers.length;
+      return {
+        target: 'cuda', entry: L.kernel.name, code, workgroup: [...kernel.workgroup],
+        buffers: bufferRows(kernel, (i) => i),
+        scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: nb + i })),
+        grid: kernel.grid, foldX: false, foldY: L.foldY, dynamicSharedBytes: L.dynamicShared ? L.sharedBytes : 0,
+      };
+    },
+  },
+  wgsl: {
+    name: 'wgsl', extension: 'wgsl', language: 'WGSL',
+    emit(kernel) {
+      const { code, legalised: L } = printWgsl(kernel);
+      return {
+        target: 'wgsl', entry: L.kernel.name, code, workgroup: [...kernel.workgroup],
+        buffers: bufferRows(kernel, (i) => L.bindings[i]!.binding),
+        scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: L.uniform!.fields[i]!.offset })),
+        ...(L.uniform ? { uniform: { binding: L.uniform.binding, size: L.uniform.size } } : {}),
+        grid: kernel.grid, foldX: L.foldX, foldY: L.foldY, dynamicSharedBytes: 0,
+      };
+    },
+  },
+};
+
+/** The printing targets, in the order they are listed. */
+export const TARGETS: readonly TargetName[] = Object.keys(PRINTERS) as TargetName[];
+
+/** The printer of `target`, or an error naming the printers there are. */
+export function printerOf(target: string): Printer {
+  const p = (PRINTERS as Readonly<Record<string, Printer | undefined>>)[target];
+  if (!p) throw new Error(`unknown target '${target}' (printers: ${TARGETS.join(', ')})`);
+  return p;
+}
 
 /** File extension of a target's modules. */
-export const targetExtension = (t: TargetName): string => (t === 'cuda' ? 'cu' : 'wgsl');
+export const targetExtension = (t: TargetName): string => printerOf(t).extension;
 
 export function emitKernel(kernel: Kernel, target: TargetName): EmittedKernel {
-  if (target === 'cuda') {
-    const { code, legalised: L } = printCuda(kernel);
-    const nb = kernel.buffers.length;
-    return {
-      target, entry: L.kernel.name, code, workgroup: [...kernel.workgroup],
-      buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access, binding: i })),
-      scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: nb + i })),
-      grid: kernel.grid, foldX: false, foldY: L.foldY, dynamicSharedBytes: L.dynamicShared ? L.sharedBytes : 0,
-    };
-  }
-  if (target === 'wgsl') {
-    const { code, legalised: L } = printWgsl(kernel);
-    return {
-      target, entry: L.kernel.name, code, workgroup: [...kernel.workgroup],
-      buffers: kernel.buffers.map((b, i) => ({ name: b.name, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access, binding: L.bindings[i]!.binding })),
-      scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: L.uniform!.fields[i]!.offset })),
-      ...(L.uniform ? { uniform: { binding: L.uniform.binding, size: L.uniform.size } } : {}),
-      grid: kernel.grid, foldX: L.foldX, foldY: L.foldY, dynamicSharedBytes: 0,
-    };
-  }
-  throw new Error(`unknown target '${String(target)}'`);
+  return printerOf(target).emit(kernel);
 }
 
 // ---- the plan manifest -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// retnetc's commands: check, run, compile (one file each) and the dispatcher. Each returns an
+// retnetc's commands: check, run, compile, logits, targets (one file each) and the dispatcher. Each returns an
 // exit code; user errors are printed as `location: error: message` and never as a stack
 // trace. A new command adds its file, an entry in COMMANDS and its lines in USAGE.
 import * as fs from 'node:fs';
@@ -6,17 +6,22 @@ import { cmdCheck } from './check.js';
 import { cmdCompile } from './compile.js';
 import { cmdLogits } from './logits.js';
 import { didYouMean, fail, UsageError } from './options.js';
-import { cmdRun } from './run.js';
+import { cmdRun, RUN_TARGETS } from './run.js';
+import { cmdTargets } from './targets.js';
+import { EXEC_TARGETS, PRINT_TARGETS, TARGETS } from '../targets.js';
 
 export { UsageError } from './options.js';
 export { signature } from './common.js';
+
+// The target lists come from the registry (runtime/targets.ts).
+const limitsText = TARGETS.filter((t) => t.print).map((t) => `${t.print!.limits.join('|')} for ${t.name}`).join(', ');
 
 const USAGE = `usage: retnetc <command> [options]
 
 commands:
   check FILE.ret                      check a file; print every function and model signature
   run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors
-      [--target reference|cpu|native|webgpu|cuda] [--schedule parallel|recurrent|chunkwise] [--chunk N]
+      [--target ${RUN_TARGETS.join('|')}] [--schedule parallel|recurrent|chunkwise] [--chunk N]
       [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype f32|f64|...]
       [--size H=2 ...] [--repeat N]
                                       run a function on named inputs; write outputs by name and,
@@ -29,26 +34,28 @@ commands:
                                       (its config sets the hypers; --size a named size when it has
                                       none) on its tokens or those of --inputs; writes the outputs
   compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward]
-      [--stateful] [--dtype f32|f16|bf16] [--target cuda|wgsl] [--emit ir|kernel-ir|ts|state]
+      [--stateful] [--dtype f32|f16|bf16] [--target ${PRINT_TARGETS.join('|')}] [--emit ir|kernel-ir|ts|state]
       [--limits L] --out DIR [--size K=64 ...]
   compile MODEL.ret [--model NAME] [--size tiny|base|...] --schedule ... [--backward|--stateful]
-      [--target cuda|wgsl] [--emit ir|kernel-ir|ts|state] --out DIR
+      [--target ${PRINT_TARGETS.join('|')}] [--emit ir|kernel-ir|ts|state] --out DIR
       (--schedule-file FILE.json instead of --schedule/--chunk/--dtype: per-statement choices,
       as --emit ir writes them)
                                       write a stage of the compilation readably, or the kernels
                                       for a target with a manifest (and, --emit ts, typed bindings);
                                       kernels are checked against the target's guaranteed limits
-                                      (--limits default|lavapipe for wgsl, sm_80|sm_90 for cuda,
+                                      (--limits ${limitsText},
                                       or a FILE.json of limits)
   logits --checkpoint CK.safetensors --mode parallel|chunkwise|recurrent [--chunk N]
-      [--target cpu|webgpu|cuda] [--tokens TOKENS.safetensors] --out OUT.safetensors
+      [--target ${EXEC_TARGETS.join('|')}] [--tokens TOKENS.safetensors] --out OUT.safetensors
                                       a torchscale RetNet checkpoint's logits f32[B, T, vocab] on its
                                       tokens (or those of --tokens): parallel and chunkwise run the
                                       forward, recurrent the stateful form one token at a time
+  targets [--json]                    every target: whether it runs here (and if not, why in one
+                                      line), and what it prints for compile --target
   help                                this text
   --version                           the version of retnetc`;
 
-const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check: cmdCheck, run: cmdRun, compile: cmdCompile, logits: cmdLogits };
+const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check: cmdCheck, run: cmdRun, compile: cmdCompile, logits: cmdLogits, targets: cmdTargets };
 
 /** The version in package.json (found from the built dist/ or from the sources). */
 export function version(): string {

@@ -10,13 +10,14 @@ import { kernelToString } from '../../compiler/kir-print.js';
 import { memoryLine, modelMemoryLine } from '../../compiler/memory.js';
 import { compileFunction, compileModel, type ModelState, modelProgram } from '../../compiler/pipeline.js';
 import { forwardStatementNames, instanceFreeName, type Launch, type Plan, ScheduleError, specialisedSizes, spelledOutSchedule, toIr, unknownStatementKeys, withoutDeadStatements } from '../../compiler/plan.js';
-import type { Schedule } from '../../compiler/schedule.js';
+import { type Schedule, STORAGE_DTYPES } from '../../compiler/schedule.js';
 import { type StateSpec, StatefulError, statefulIr } from '../../compiler/stateful.js';
 import type { CheckedFn, CheckedModel } from '../../dsl/checked.js';
 import { constValue, dconst, type Dim, dimToString, dmul, dsubst, isConst } from '../../dsl/dims.js';
 import type { Program } from '../../dsl/program.js';
 import type { TargetName } from '../../targets/emitted.js';
 import { kernelLimitProblem, type KernelLimits, LIMIT_PROFILES } from '../webgpu/limits.js';
+import { dtypeProblem, orList, PRINT_TARGETS, printSpecOf, TARGETS } from '../targets.js';
 import { fail, failAt, findFn, loadChecked, parseSchedule, parseSizeOptions, SCHEDULE_FILE_OPTION, SCHEDULE_OPTIONS, scheduleFromFile, unknownSize, wroteFile } from './common.js';
 import { at, didYouMean, flag, list, type OptionSpecs, type ParsedOptions, parseOptions, refuse, str, UsageError } from './options.js';
 
@@ -27,7 +28,7 @@ export const COMPILE_OPTIONS: OptionSpecs = {
   ...SCHEDULE_FILE_OPTION,
   backward: { type: 'boolean' },
   stateful: { type: 'boolean' },
-  target: { type: 'string', value: 'cuda|wgsl' },
+  target: { type: 'string', value: PRINT_TARGETS.join('|') },
   emit: { type: 'string', value: 'ir|kernel-ir|ts|state' },
   out: { type: 'string', value: 'DIR' },
   size: { type: 'string', multiple: true, value: 'NAME=N|SIZE' },
@@ -35,13 +36,13 @@ export const COMPILE_OPTIONS: OptionSpecs = {
 };
 
 export const COMPILE_USAGE = [
-  'usage: retnetc compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward] [--stateful] [--dtype f32|f16|bf16] [--target cuda|wgsl] [--emit ir|kernel-ir|ts|state] [--limits NAME|FILE.json] --out DIR [--size K=64 ...]',
-  '       retnetc compile MODEL.ret [--model NAME] [--size tiny|base|...] --schedule parallel|recurrent|chunkwise [--chunk N] [--backward] [--stateful] [--target cuda|wgsl] [--emit ir|kernel-ir|ts|state] --out DIR',
+  `usage: retnetc compile FILE.ret --fn NAME --schedule parallel|recurrent|chunkwise [--chunk N] [--backward] [--stateful] [--dtype f32|f16|bf16] [--target ${PRINT_TARGETS.join('|')}] [--emit ir|kernel-ir|ts|state] [--limits NAME|FILE.json] --out DIR [--size K=64 ...]`,
+  `       retnetc compile MODEL.ret [--model NAME] [--size tiny|base|...] --schedule parallel|recurrent|chunkwise [--chunk N] [--backward] [--stateful] [--target ${PRINT_TARGETS.join('|')}] [--emit ir|kernel-ir|ts|state] --out DIR`,
   '       (--schedule-file FILE.json instead of --schedule/--chunk/--dtype: a schedule with per-statement choices, as --emit ir writes it)',
 ].join('\n');
 
-/** The limits of each target's profiles; the first is the target's default. */
-const TARGET_PROFILES: Record<TargetName, (keyof typeof LIMIT_PROFILES)[]> = { wgsl: ['default', 'lavapipe'], cuda: ['sm_80', 'sm_90'] };
+/** The limit profiles of a printing target (runtime/targets.ts); the first is its default. */
+const profilesOf = (target: TargetName): readonly (keyof typeof LIMIT_PROFILES)[] => printSpecOf(target).limits;
 
 const LIMIT_KEYS: (keyof KernelLimits)[] = [
   'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY', 'maxComputeWorkgroupSizeZ',
@@ -50,9 +51,9 @@ const LIMIT_KEYS: (keyof KernelLimits)[] = [
 
 /** The limits --limits names: a profile of the target, or a JSON file of limits (a device's, e.g. GPUSupportedLimits). */
 async function limitsFor(target: TargetName, spec: string | undefined): Promise<KernelLimits> {
-  const names = TARGET_PROFILES[target];
+  const names = profilesOf(target);
   if (spec === undefined) return LIMIT_PROFILES[names[0]!];
-  if ((names as string[]).includes(spec)) return LIMIT_PROFILES[spec as keyof typeof LIMIT_PROFILES];
+  if ((names as readonly string[]).includes(spec)) return LIMIT_PROFILES[spec as keyof typeof LIMIT_PROFILES];
   if (!spec.endsWith('.json')) {
     throw new UsageError(`unknown --limits '${spec}' for --target ${target} (expected ${names.join(', ')} or a FILE.json of limits)${didYouMean(spec, names)}`);
   }
@@ -88,7 +89,7 @@ export async function cmdCompile(args: string[]): Promise<number> {
   if (o.positionals.length !== 1 || !outDir) throw new UsageError(COMPILE_USAGE);
   const file = o.positionals[0]!;
   const t = str(o, 'target');
-  if (t !== undefined && t !== 'cuda' && t !== 'wgsl') throw new UsageError(`unknown --target '${t}' (expected cuda or wgsl)${didYouMean(t, ['cuda', 'wgsl'])}`);
+  if (t !== undefined && !PRINT_TARGETS.includes(t)) throw new UsageError(`unknown --target '${t}' (expected ${orList(PRINT_TARGETS)})${didYouMean(t, PRINT_TARGETS)}`);
   const target = t as TargetName | undefined;
   const emit = str(o, 'emit') ?? (target ? 'code' : 'kernel-ir');
   const emits = target ? ['code', 'ts'] : ['ir', 'kernel-ir', 'state'];
@@ -98,9 +99,10 @@ export async function cmdCompile(args: string[]): Promise<number> {
   if (backward && flag(o, 'stateful')) throw new UsageError('--stateful and --backward do not go together: the stateful form has no backward here (train on the whole sequence)');
   if (emit === 'state') refuse(o, ['backward', 'chunk', 'dtype', 'schedule-file'], 'to --emit state: the state layout does not depend on them');
   if (emit === 'ir') refuse(o, ['dtype'], "to --emit ir: the tensor IR does not depend on them (use --emit kernel-ir or a --target)");
-  if (!target) refuse(o, ['limits'], 'without a --target (the limits are a target\'s: --target wgsl or cuda)');
+  if (!target) refuse(o, ['limits'], `without a --target (the limits are a target's: --target ${orList(PRINT_TARGETS)})`);
   const schedule = str(o, 'schedule-file') !== undefined ? scheduleFromFile(o) : parseSchedule(o, emit !== 'state');
-  if (target === 'wgsl' && schedule.dtype === 'bf16') throw new UsageError('--dtype bf16 does not apply to --target wgsl: WGSL has no bf16 (use --dtype f16 or f32; bf16 is for --target cuda)');
+  const badDtype = target ? dtypeProblem(target, schedule.dtype, 'print', STORAGE_DTYPES) : undefined;
+  if (badDtype) throw new UsageError(badDtype);
   const limits = target ? await limitsFor(target, str(o, 'limits')) : undefined;
 
   const program = loadChecked(file);
@@ -248,7 +250,7 @@ async function writeUnits(outDir: string, units: readonly Unit[], w: WriteOpts):
       if (w.target) {
         // Kernels in the target's language, a manifest, and with --emit ts typed bindings.
         const emitted = emitPlan_!.emitPlan(plan, w.target);
-        for (const k of emitted.kernels) await write(`${k.entry}.${emitPlan_!.targetExtension(w.target)}`, k.code, `${w.target === 'cuda' ? 'CUDA' : 'WGSL'} kernel ${k.entry}`);
+        for (const k of emitted.kernels) await write(`${k.entry}.${emitPlan_!.targetExtension(w.target)}`, k.code, `${printSpecOf(w.target).printer.language} kernel ${k.entry}`);
         await write(`${base}.${w.target}.json`, JSON.stringify(emitted.manifest, null, 2) + '\n', `manifest, ${emitted.kernels.length} kernel${emitted.kernels.length === 1 ? '' : 's'}`);
         if (bindings) await write(`${base}.${w.target}.ts`, bindings.generateBindings(emitted), 'TypeScript bindings');
       } else if (w.emit === 'ir') {
@@ -378,10 +380,11 @@ function fitProblem(plan: Plan, target: TargetName | undefined, limits: KernelLi
   if (target) {
     const why = check(limits!);
     if (!why) return undefined;
-    const roomier = TARGET_PROFILES[target].find((p) => LIMIT_PROFILES[p] !== limits && !check(LIMIT_PROFILES[p]));
+    const roomier = profilesOf(target).find((p) => LIMIT_PROFILES[p] !== limits && !check(LIMIT_PROFILES[p]));
     return roomier ? `${why} (it fits --limits ${roomier})` : why;
   }
-  const problems = (['lavapipe', 'sm_90'] as const).map((p) => check(LIMIT_PROFILES[p]));
+  // The roomiest profile of each printing target.
+  const problems = TARGETS.flatMap((t) => (t.print ? [check(LIMIT_PROFILES[t.print.limits[t.print.limits.length - 1]!])] : []));
   return problems.every((p) => p !== undefined) ? `no target can run these kernels: ${problems.join('; ')}` : undefined;
 }
 

@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { ScheduleError } from '../../compiler/plan.js';
 import { DEFAULT_CHUNK, MAX_CHUNK } from '../../compiler/schedule.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
-import { deviceError, EXEC_TARGETS, type ExecTarget, type Mode, MODES, planExec, runModelMode } from '../exec.js';
+import { type Mode, MODES, runModelMode } from '../exec.js';
+import { deviceError, EXEC_TARGETS, openTarget } from '../targets.js';
 import { readSafetensorsFile, SafetensorsError, fromFloat64, writeSafetensorsFile } from '../io/safetensors.js';
 import { loadTorchscale, tokenProblem, tokensOf, TorchscaleError } from '../io/torchscale.js';
 import type { HostValue } from '../model-runner.js';
@@ -33,8 +34,8 @@ export async function cmdLogits(args: string[]): Promise<number> {
   if (!outPath) throw new UsageError(`--out OUT.safetensors is required (retnetc logits --help for the usage)`);
   if (!(MODES as readonly string[]).includes(modeText)) throw new UsageError(`unknown mode '${modeText}' (expected ${MODES.join(', ')})${didYouMean(modeText, MODES)}`);
   const mode = modeText as Mode;
-  const target = (str(o, 'target') ?? 'cpu') as ExecTarget;
-  if (!(EXEC_TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown target '${target}' (expected ${EXEC_TARGETS.join(', ')})${didYouMean(target, EXEC_TARGETS)}`);
+  const target = str(o, 'target') ?? 'cpu';
+  if (!EXEC_TARGETS.includes(target)) throw new UsageError(`unknown target '${target}' (expected ${EXEC_TARGETS.join(', ')})${didYouMean(target, EXEC_TARGETS)}`);
   const chunkText = str(o, 'chunk');
   if (chunkText !== undefined && mode === 'recurrent') throw new UsageError('--chunk does not apply to --mode recurrent: it steps one token at a time (--chunk sets the chunk of chunkwise and the tile of parallel)');
   const chunk = chunkText === undefined ? DEFAULT_CHUNK : parseInteger('--chunk', chunkText, 1, MAX_CHUNK);
@@ -72,7 +73,7 @@ export async function cmdLogits(args: string[]): Promise<number> {
   const bad = tokenProblem(tokens, vocab);
   if (bad) return fail(tokWhere, bad);
 
-  const { exec, release } = planExec(target);
+  const { exec, release } = openTarget(target);
   let logits: HostValue;
   const t0 = performance.now();
   try {

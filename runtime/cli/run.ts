@@ -7,18 +7,21 @@ import { bindSizes, checkInputs, RunError, runFunction, type Value } from '../..
 import { gradient, GradError, upstreamName } from '../../compiler/autodiff.js';
 import { lowerFn, toChecked } from '../../compiler/ir.js';
 import { type Plan, ScheduleError, specialisedSizes } from '../../compiler/plan.js';
-import { type HostTensor, runPlanCpu } from '../plan-runner.js';
 import { type DType, fromFloat64, SafetensorsError, type Tensor, writeSafetensorsFile } from '../io/safetensors.js';
 import { fail, failAt, findFn, loadChecked, parseSchedule, parseSizeOptions, readTensors, SCHEDULE_OPTIONS, scheduleGiven, unknownSize, wroteTensor } from './common.js';
 import { gatherProblem } from './gathers.js';
 import { didYouMean, given, list, type OptionSpecs, type ParsedOptions, parseInteger, parseOptions, refuse, sameFile, str, UsageError } from './options.js';
 import { runModel } from '../../dsl/reference/interpreter.js';
 import { compileFunction, compileModel } from '../../compiler/pipeline.js';
-import { deviceError as execDeviceError, type ExecTarget, planExec } from '../exec.js';
+import { deviceError, dtypeProblem, EXEC_TARGETS, openTarget, orList } from '../targets.js';
 import { loadTorchscale, NOT_WEIGHTS, tokenProblem, TorchscaleError } from '../io/torchscale.js';
 import { type HostValue, runModelPlan } from '../model-runner.js';
+import { STORAGE_DTYPES } from '../../compiler/schedule.js';
+import type { TargetExec } from '../targets.js';
 
-export const RUN_TARGETS = ['reference', 'cpu', 'native', 'webgpu', 'cuda'] as const;
+/** `run --target`: the float64 reference, or any target that runs plans (runtime/targets.ts). */
+export const RUN_TARGETS: readonly string[] = ['reference', ...EXEC_TARGETS];
+const COMPILED = `use --target ${orList(EXEC_TARGETS)}`;
 const DTYPE_MAP: Record<string, DType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', f64: 'F64', i32: 'I32', i64: 'I64' };
 
 export const RUN_OPTIONS: OptionSpecs = {
@@ -35,7 +38,7 @@ export const RUN_OPTIONS: OptionSpecs = {
   checkpoint: { type: 'string', value: 'CK.safetensors' },
 };
 
-export const RUN_USAGE = 'usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target reference|cpu|native|webgpu|cuda] [--schedule S] [--chunk N] [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype T] [--size H=2 ...] [--repeat N]\n   or: retnetc run FILE.ret --model NAME --checkpoint CK.safetensors --out OUT.safetensors [--size NAME] [--inputs TOKENS.safetensors] [--target T] [--schedule S] [--chunk N] [--dtype D] [--out-dtype T] [--repeat N]';
+export const RUN_USAGE = `usage: retnetc run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors [--target ${RUN_TARGETS.join('|')}] [--schedule S] [--chunk N] [--dtype f32|f16|bf16] [--grad DOUT.safetensors] [--out-dtype T] [--size H=2 ...] [--repeat N]\n   or: retnetc run FILE.ret --model NAME --checkpoint CK.safetensors --out OUT.safetensors [--size NAME] [--inputs TOKENS.safetensors] [--target T] [--schedule S] [--chunk N] [--dtype D] [--out-dtype T] [--repeat N]`;
 
 export async function cmdRun(args: string[]): Promise<number> {
   const o = parseOptions('run', args, RUN_OPTIONS);
@@ -46,12 +49,8 @@ export async function cmdRun(args: string[]): Promise<number> {
   if (o.positionals.length !== 1 || !fnName || !inPath || !outPath) throw new UsageError(RUN_USAGE);
   const file = o.positionals[0]!;
   const target = str(o, 'target') ?? 'reference';
-  if (!(RUN_TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})`);
-  if (target === 'reference' && scheduleGiven(o)) {
-    refuse(o, ['schedule', 'chunk', 'dtype'], 'to --target reference, which evaluates the definition directly in float64 (use --target cpu, native, webgpu or cuda)');
-  }
-  const schedule = parseSchedule(o, false);
-  if (target === 'webgpu' && schedule.dtype === 'bf16') throw new UsageError('--dtype bf16 does not apply to --target webgpu: WGSL has no bf16 (use --dtype f16 or f32 there; bf16 runs on cpu and cuda)');
+  if (!RUN_TARGETS.includes(target)) throw new UsageError(`unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})${didYouMean(target, RUN_TARGETS)}`);
+  const schedule = targetSchedule(o, target);
   const outDtype = str(o, 'out-dtype');
   if (outDtype !== undefined && !DTYPE_MAP[outDtype]) throw new UsageError(`unknown --out-dtype '${outDtype}' (expected one of ${Object.keys(DTYPE_MAP).join(', ')})`);
   const gradPath = str(o, 'grad');
@@ -59,7 +58,7 @@ export async function cmdRun(args: string[]): Promise<number> {
   const explicit = parseSizeOptions(o);
   const repeatText = str(o, 'repeat');
   const repeat = repeatText === undefined ? 0 : parseInteger('--repeat', repeatText, 1, 100_000);
-  if (repeat && target === 'reference') refuse(o, ['repeat'], 'to --target reference: it times the compiled plan on a device (use --target cpu, native, webgpu or cuda)');
+  if (repeat && target === 'reference') refuse(o, ['repeat'], `to --target reference: it times the compiled plan on a device (${COMPILED})`);
   for (const [opt, p] of [['--inputs', inPath], ['--grad', gradPath]] as const) {
     if (p !== undefined && sameFile(p, outPath)) throw new UsageError(`--out ${outPath} is the ${opt} file ${p}; writing it would destroy the ${opt === '--inputs' ? 'inputs' : 'upstream gradients'} (choose another --out)`);
   }
@@ -121,6 +120,7 @@ export async function cmdRun(args: string[]): Promise<number> {
   }
 
   const results = new Map<string, { shape: number[]; data: ArrayLike<number>; dtype: DType }>();
+  let device: TargetExec | undefined;
   try {
     if (target === 'reference') {
       // The reference computes in float64 and, unless asked otherwise, writes float64.
@@ -138,9 +138,11 @@ export async function cmdRun(args: string[]): Promise<number> {
       const gplan = upstream ? compileFunction(fn, schedule, { backward: true, constants: constantsFor(true) }) : undefined;
       const compileMs = performance.now() - c0;
       const gradInputs = upstream ? withUpstream(fn, inputs, upstream, outShapes) : undefined;
+      device = openTarget(target);
+      const { exec } = device;
       const once = async (): Promise<void> => {
-        for (const [name, t] of await execute(plan, inputs, target)) results.set(name, { ...t, dtype: t.data instanceof Int32Array ? 'I32' : 'F32' });
-        if (gplan) for (const [name, t] of await execute(gplan, gradInputs!, target)) results.set(name, { ...t, dtype: 'F32' });
+        for (const [name, t] of await exec(plan, inputs)) results.set(name, { ...t, dtype: t.data instanceof Int32Array ? 'I32' : 'F32' });
+        if (gplan) for (const [name, t] of await exec(gplan, gradInputs!)) results.set(name, { ...t, dtype: 'F32' });
       };
       const r0 = performance.now();
       await once();
@@ -161,7 +163,7 @@ export async function cmdRun(args: string[]): Promise<number> {
     if (device) return fail('retnetc', device);
     throw e;
   } finally {
-    if (target === 'webgpu') await (await import('../webgpu/runner.js')).releaseRuntimeDevice();
+    await device?.release();
   }
   // A NaN or an infinity is never written silently: one line names the tensor and the first place.
   for (const [name, r] of results) {
@@ -193,19 +195,16 @@ function unflatten(i: number, shape: readonly number[]): number[] {
   return out;
 }
 
-/** Runs a compiled plan on a device target. The GPU runtimes load only when asked for. */
-async function execute(plan: Plan, inputs: Map<string, Value>, target: string): Promise<Map<string, HostTensor>> {
-  if (target === 'cpu') return runPlanCpu(plan, inputs);
-  if (target === 'native') return (await import('../native/runner.js')).runPlanNative(plan, inputs) as Promise<Map<string, HostTensor>>;
-  if (target === 'webgpu') return (await import('../webgpu/runner.js')).runPlanWebGPU(plan, inputs);
-  const cuda = await import('../cuda/runner.js');
-  const why = cuda.cudaStatus();
-  if (why) throw new cuda.CudaUnavailableError(why);
-  return cuda.runPlanCuda(plan, inputs);
+/** The schedule of --schedule, --chunk and --dtype for `target` (refused for the reference; a dtype the target cannot hold is a usage error). */
+function targetSchedule(o: ParsedOptions, target: string) {
+  if (target === 'reference' && scheduleGiven(o)) {
+    refuse(o, ['schedule', 'chunk', 'dtype'], `to --target reference, which evaluates the definition directly in float64 (${COMPILED})`);
+  }
+  const schedule = parseSchedule(o, false);
+  const bad = target === 'reference' ? undefined : dtypeProblem(target, schedule.dtype, 'run', STORAGE_DTYPES);
+  if (bad) throw new UsageError(bad);
+  return schedule;
 }
-
-/** One line for a device that is missing or failed (no adapter, no driver, a launch error). */
-const deviceError = execDeviceError;
 
 /** Gradient inputs: the forward inputs plus grad.OUT for every output (zeros where not given). */
 function withUpstream(fn: CheckedFn, inputs: Map<string, Value>, upstream: Map<string, Value>, outShapes: ReadonlyMap<string, number[]>): Map<string, Value> {
@@ -231,17 +230,13 @@ async function runModelCommand(o: ParsedOptions): Promise<number> {
   refuse(o, ['grad'], 'to --model: a model runs forward only here');
   const file = o.positionals[0]!;
   const target = str(o, 'target') ?? 'reference';
-  if (!(RUN_TARGETS as readonly string[]).includes(target)) throw new UsageError(`unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})`);
-  if (target === 'reference' && scheduleGiven(o)) {
-    refuse(o, ['schedule', 'chunk', 'dtype'], 'to --target reference, which evaluates the definition directly in float64 (use --target cpu, native, webgpu or cuda)');
-  }
-  const schedule = parseSchedule(o, false);
-  if (target === 'webgpu' && schedule.dtype === 'bf16') throw new UsageError('--dtype bf16 does not apply to --target webgpu: WGSL has no bf16 (use --dtype f16 or f32 there; bf16 runs on cpu and cuda)');
+  if (!RUN_TARGETS.includes(target)) throw new UsageError(`unknown target '${target}' (expected one of ${RUN_TARGETS.join(', ')})${didYouMean(target, RUN_TARGETS)}`);
+  const schedule = targetSchedule(o, target);
   const outDtype = str(o, 'out-dtype');
   if (outDtype !== undefined && !DTYPE_MAP[outDtype]) throw new UsageError(`unknown --out-dtype '${outDtype}' (expected one of ${Object.keys(DTYPE_MAP).join(', ')})`);
   const repeatText = str(o, 'repeat');
   const repeat = repeatText === undefined ? 0 : parseInteger('--repeat', repeatText, 1, 100_000);
-  if (repeat && target === 'reference') refuse(o, ['repeat'], 'to --target reference: it times the compiled plan on a device (use --target cpu, native, webgpu or cuda)');
+  if (repeat && target === 'reference') refuse(o, ['repeat'], `to --target reference: it times the compiled plan on a device (${COMPILED})`);
   const sizes = list(o, 'size');
   if (sizes.length > 1) throw new UsageError(`--size is given more than once; with --model it names one size of the model`);
   const size = sizes[0];
@@ -298,7 +293,7 @@ async function runModelCommand(o: ParsedOptions): Promise<number> {
   }
 
   const results = new Map<string, { shape: number[]; data: ArrayLike<number>; dtype: DType }>();
-  const device = target === 'reference' ? undefined : planExec(target as ExecTarget);
+  const device = target === 'reference' ? undefined : openTarget(target);
   try {
     if (!device) {
       for (const [name, v] of runModel(model, ck.weights as Map<string, Value>, inputs as Map<string, Value>)) results.set(name, { ...v, dtype: v.data instanceof Int32Array ? 'I32' : 'F64' });
@@ -325,7 +320,7 @@ async function runModelCommand(o: ParsedOptions): Promise<number> {
   } catch (e) {
     if (e instanceof RunError) return fail(where, e.message.split('\n')[0]!);
     if (e instanceof ScheduleError) return failAt(program, model.forward, e);
-    const dev = execDeviceError(e);
+    const dev = deviceError(e);
     if (dev) return fail('retnetc', dev);
     throw e;
   } finally {

@@ -23,13 +23,11 @@
 // runtime/cuda/mock/harness.ts ask), zeroed once when allocated.
 import { evalKExpr, KExprEvalError } from '../kexpr-eval.js';
 import { createHash } from 'node:crypto';
-import { devaluate } from '../../dsl/dims.js';
-import { RunError } from '../../dsl/reference/interpreter.js';
 import type { KHalf, Kernel, KExpr } from '../../compiler/kir.js';
-import { type Launch, type Plan, planBuffers } from '../../compiler/plan.js';
+import type { Launch, Plan } from '../../compiler/plan.js';
 import { defaultReuse, planMemory } from '../../compiler/memory.js';
 import type { EmittedKernel } from '../../targets/emitted.js';
-import { fromHalfArray, toHalfArray } from '../../targets/half.js';
+import { bindBuffers, bindParams, hostOutput } from '../bind.js';
 import { type HostTensor, planSizes } from '../plan-runner.js';
 import { type CuArg, type CudaAddon, type CudaDeviceInfo, type CudaFuncAttributes, type CuHandle, loadCudaAddon } from './addon.js';
 import { compileCuda, type CudaImageFormat, findNvcc, type NvccInfo, targetFor } from './nvcc.js';
@@ -238,7 +236,6 @@ export interface PreparedLaunch {
 }
 
 const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
-const isInt = (dtype: string) => dtype === 'i32' || dtype === 'i64';
 
 /** Input tensor data: any array of numbers with a shape (Value, HostTensor, ...). */
 export interface CudaInput { shape: number[]; data: ArrayLike<number> }
@@ -276,17 +273,13 @@ export class CudaPlanRun {
   private allocate(inputs: ReadonlyMap<string, CudaInput>, sizes: Map<string, number>): void {
     const { addon } = this.ctx;
     // Kernels index with i32: refuse a tensor of 2^31 elements or more before allocating anything.
-    const shapeOf = (cv: { name: string; shape: readonly Parameters<typeof devaluate>[0][] }): number[] => cv.shape.map((d) => {
-      const n = devaluate(d, sizes);
-      if (n === undefined || !Number.isInteger(n) || n < 0) throw new RunError(`cannot size '${cv.name}'`);
-      return n;
-    });
     const check = (name: string, shape: readonly number[]): void => {
       const n = numel(shape);
       if (n >= 2 ** 31) throw new CudaRunError(`tensor '${name}' has ${n} elements (shape [${shape.join(', ')}]); CUDA kernels index with 32-bit integers, so a tensor must have fewer than 2^31 = 2147483648`);
     };
-    for (const p of this.plan.fn.params) if (p.shape.length) check(p.name, inputs.get(p.name)?.shape ?? shapeOf(p));
-    for (const cv of planBuffers(this.plan)) check(cv.name, shapeOf(cv));
+    for (const p of this.plan.fn.params) { const v = inputs.get(p.name); if (p.shape.length && v) check(p.name, v.shape); }
+    const buffers = bindBuffers(this.plan, sizes);
+    for (const t of buffers) check(t.name, t.shape);
     const alloc = (id: string, shape: number[], int: boolean) => {
       const half = int ? undefined : this.plan.half.get(id);
       const bytes = numel(shape) * (half ? 2 : 4);
@@ -297,26 +290,9 @@ export class CudaPlanRun {
     };
     const mem = planMemory(this.plan, sizes, { reuse: this.opts.reuse ?? defaultReuse() });
     const slotPtrs = new Map<number, CuHandle>();
-    for (const p of this.plan.fn.params) {
-      const v = inputs.get(p.name) ?? { shape: [], data: [p.default!] };
-      const int = isInt(p.dtype);
-      const shape = p.shape.length === 0 ? [] : v.shape;
-      const n = numel(shape);
-      if (v.data.length < n) throw new RunError(`input '${p.name}' has ${v.data.length} values for shape [${shape.join(', ')}]`);
-      const d = v.data;
-      const half = int ? undefined : this.plan.half.get(p.v);
-      const host = int
-        ? (d instanceof Int32Array && d.length === n ? d : Int32Array.from({ length: n }, (_, i) => d[i]!))
-        : half ? toHalfArray(d, half, n)
-        : (d instanceof Float32Array && d.length === n ? d : Float32Array.from({ length: n }, (_, i) => d[i]!));
-      addon.upload(alloc(p.v, shape, int), host);
-    }
-    for (const cv of planBuffers(this.plan)) {
-      const shape = cv.shape.map((d) => {
-        const n = devaluate(d, sizes);
-        if (n === undefined || !Number.isInteger(n) || n < 0) throw new RunError(`cannot size '${cv.name}'`);
-        return n;
-      });
+    for (const p of bindParams(this.plan, inputs)) addon.upload(alloc(p.id, p.shape, p.int), p.host);
+    for (const cv of buffers) {
+      const shape = cv.shape;
       const slot = mem.slotOf.get(cv.id);
       if (slot !== undefined) {
         // An intermediate: its slot's allocation, made and zeroed for the first tenant.
@@ -328,8 +304,7 @@ export class CudaPlanRun {
           addon.memsetZero(ptr, bytes);
           slotPtrs.set(slot, ptr);
         }
-        const int = isInt(cv.dtype);
-        const half = int ? undefined : this.plan.half.get(cv.id);
+        const { int, half } = cv;
         this.ptrs.set(cv.id, { ptr, bytes: numel(shape) * (half ? 2 : 4), int, ...(half ? { half } : {}), shape });
         continue;
       }
@@ -339,7 +314,7 @@ export class CudaPlanRun {
         if (k >= 0) this.allocations.splice(k, 1);
         addon.free(old.ptr);
       }
-      const ptr = alloc(cv.id, shape, isInt(cv.dtype));
+      const ptr = alloc(cv.id, shape, cv.int);
       addon.memsetZero(ptr, this.ptrs.get(cv.id)!.bytes);
     }
   }
@@ -420,7 +395,7 @@ export class CudaPlanRun {
       if (b.half) {
         const bits = new Uint16Array(b.bytes / 2);
         addon.download(b.ptr, bits);
-        out.set(o.name, { shape: b.shape, data: fromHalfArray(bits, b.half) });
+        out.set(o.name, { shape: b.shape, data: hostOutput(bits, b.half) });
         continue;
       }
       const data = b.int ? new Int32Array(b.bytes / 4) : new Float32Array(b.bytes / 4);

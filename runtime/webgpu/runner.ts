@@ -22,12 +22,12 @@
 //     kind 'limits' | 'feature' | 'shader' | 'validation' | 'out-of-memory' | 'device-lost' | 'input' | 'contract'.
 import type { KHalf, Kernel } from '../../compiler/kir.js';
 import type { Plan } from '../../compiler/plan.js';
-import { planBuffers } from '../../compiler/plan.js';
 import { defaultReuse, planMemory } from '../../compiler/memory.js';
-import { devaluate } from '../../dsl/dims.js';
 import { emitKernel } from '../../targets/emit.js';
 import type { EmittedKernel } from '../../targets/emitted.js';
-import { fromHalfArray, toHalfArray } from '../../targets/half.js';
+import { fromHalfArray } from '../../targets/half.js';
+import { RunError } from '../../dsl/reference/interpreter.js';
+import { bindHostTensors, type HostBinding } from '../bind.js';
 import { planSizes, type HostTensor } from '../plan-runner.js';
 import { BufferPool, type PoolStats } from './buffer-pool.js';
 import { acquireWebGPU, type AcquiredWebGPU, type DeviceLoss } from './device.js';
@@ -213,7 +213,6 @@ interface Prepared {
   uniformData?: ArrayBuffer;
 }
 
-const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m;
 const STORAGE_USAGE = (): number => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
 /** GPU bytes of `n` elements: 4 each, 2 each when stored as a half type; at least 4, a multiple of 4. */
@@ -258,34 +257,20 @@ export async function runPlanWebGPU(
   // Host-side work first: a plan that cannot run fails before touching a device.
   const sizes = planSizes(plan, inputs);
   const tensors = new Map<string, Tensor>();
-  for (const p of plan.fn.params) {
-    const v = inputs.get(p.name) ?? { shape: [], data: Float64Array.of(p.default!) };
-    const int = p.dtype === 'i32' || p.dtype === 'i64';
-    const shape = p.shape.length === 0 ? [] : [...v.shape];
-    const n = p.shape.length === 0 ? 1 : numel(shape);
-    if (p.shape.length === 0 ? v.data.length < 1 : v.data.length !== n) {
-      throw new WebGPURunError('input', `input '${p.name}' has ${v.data.length} values but shape [${v.shape.join(', ')}] needs ${n}`);
-    }
-    const half = int ? undefined : plan.half.get(p.v);
-    let host: Float32Array | Int32Array | Uint16Array;
-    if (int) host = Int32Array.from(v.data.subarray(0, n));
-    else if (!half) host = Float32Array.from(v.data.subarray(0, n));
-    else {
-      host = new Uint16Array(n + (n % 2)); // padded to a multiple of 4 bytes
-      host.set(toHalfArray(v.data, half, n));
-    }
-    tensors.set(p.v, { id: p.v, name: p.name, dtype: p.dtype, shape, numel: n, bytes: bufferBytes(n, half), int, ...(half ? { half } : {}), host, written: false });
+  let bound: HostBinding;
+  try {
+    bound = bindHostTensors(plan, inputs, sizes, { exact: true });
+  } catch (e) {
+    if (e instanceof RunError) throw new WebGPURunError('input', e.message);
+    throw e;
   }
-  for (const cv of planBuffers(plan)) {
-    const shape = cv.shape.map((d) => {
-      const n = devaluate(d, sizes);
-      if (n === undefined || !Number.isInteger(n) || n < 0) throw new WebGPURunError('input', `cannot size '${cv.name}' of '${plan.fn.name}'`);
-      return n;
-    });
-    const int = cv.dtype === 'i32' || cv.dtype === 'i64';
-    const half = int ? undefined : plan.half.get(cv.id);
-    tensors.set(cv.id, { id: cv.id, name: cv.name, dtype: cv.dtype, shape, numel: numel(shape), bytes: bufferBytes(numel(shape), half), int, ...(half ? { half } : {}), written: true });
+  for (const { host: h, ...t } of bound.params) {
+    // Half bits padded to a multiple of 4 bytes.
+    let host = h;
+    if (t.half && t.numel % 2) (host = new Uint16Array(t.numel + 1)).set(h);
+    tensors.set(t.id, { ...t, bytes: bufferBytes(t.numel, t.half), host, written: false });
   }
+  for (const t of bound.buffers) tensors.set(t.id, { ...t, bytes: bufferBytes(t.numel, t.half), written: true });
   const mem = planMemory(plan, sizes, { reuse: opts.reuse ?? defaultReuse() });
   for (const [id, slot] of mem.slotOf) { const t = tensors.get(id); if (t) t.slot = slot; }
   const slotBytes = mem.slots.map((s) => bufferBytes(Math.ceil(s.bytes / 2), 'f16'));
