@@ -17,7 +17,8 @@ import { toBF16Bits, toF16Bits } from '../targets/half.js';
 import { loadNativeAddon } from '../runtime/native/addon.js';
 import { prepareKernels, runNativeKernel } from '../runtime/native/runner.js';
 import { runPlanCpu } from '../runtime/plan-runner.js';
-import { FORMS } from '../compiler/schedule.js';
+import { FORMS, makeSchedule } from '../compiler/schedule.js';
+import { compileFunction } from '../compiler/pipeline.js';
 import type { Value } from '../dsl/reference/interpreter.js';
 import { loadFn, plan, prng, tensor, uniform } from './helpers/harness.js';
 
@@ -162,7 +163,7 @@ describe('barrier split (targets/native/barrier-split.ts)', () => {
   });
 
   test('the split kernel has one thread per workgroup, no barriers, context arrays for what lives across barriers', () => {
-    const s = splitBarriers(k);
+    const s = splitBarriers(k, new Set(), { fission: false });
     expect(s.kernel.workgroup).toEqual([1, 1, 1]);
     expect(s.threads).toBe(16);
     expect(hasBarrierStmt(s.kernel.body)).toBe(false);
@@ -228,6 +229,37 @@ describe('barrier split (targets/native/barrier-split.ts)', () => {
       for (const [name, t] of want) expect(bits(got.get(name)!.data as Float32Array), `${form}${backward ? ' backward' : ''} ${name}`).toEqual(bits(t.data as Float32Array));
     }
     expect(pushed).toBeGreaterThan(0);
+  });
+
+  test("the default fission ('innermost': uniform loops around straight-line code, ranged bounds guards) computes what the originals compute, bit for bit", () => {
+    // Retention's kernels (every form, forward and backward) and tiled matrix products (two
+    // tiles), ragged against the tiles so that the guards cut workgroups short.
+    const fn = loadFn('retention', 'retention');
+    const lin = loadFn('retnet', 'linear');
+    let ranged = 0, items = 0;
+    const plans: { p: ReturnType<typeof plan>; inputs: Map<string, Value> }[] = [];
+    for (const form of FORMS) for (const backward of [false, true]) {
+      const r = prng(11);
+      plans.push({ p: plan(fn, form, 8, backward, { K: 6, V: 5 }), inputs: new Map<string, Value>([['q', uniform([2, 2, 19, 6], r)], ['k', uniform([2, 2, 19, 6], r)], ['v', uniform([2, 2, 19, 5], r)], ['gamma', tensor([2], (h) => [0.9, 1][h]!)], ['grad.o', uniform([2, 2, 19, 5], r)]]) });
+    }
+    for (const tiles of [undefined, { m: 32, n: 32, k: 8, regM: 4, regN: 4 }] as (Record<string, number> | undefined)[]) {
+      const r = prng(12);
+      const p = compileFunction(lin, makeSchedule('chunkwise', 8, { dense: 'tiled', ...(tiles ? { statements: { y: { tiles } } } : {}) }), { backward: false, constants: new Map() });
+      plans.push({ p, inputs: new Map<string, Value>([['x', uniform([1, 37, 21], r)], ['w', uniform([19, 21], r)]]) });
+    }
+    for (const { p, inputs } of plans) {
+      const split = { ...p, launches: p.launches.map((l) => {
+        const s2 = splitBarriers(l.kernel, new Set(), { fission: 'innermost' });
+        items += s2.workItemLoops.size;
+        const walk = (ss: readonly KStmt[]): void => { for (const x of ss) { if (x.k === 'decl' && x.name.startsWith('rn_wi')) ranged++; if (x.k === 'if') { walk(x.then); walk(x.else); } if (x.k === 'for') walk(x.body); } };
+        walk(s2.kernel.body);
+        return { ...l, kernel: s2.kernel };
+      }) };
+      const want = runPlanCpu(p, inputs), got = runPlanCpu(split, inputs);
+      for (const [name, t] of want) expect(bits(got.get(name)!.data as Float32Array), `${p.fn.name} ${name}`).toEqual(bits(t.data as Float32Array));
+    }
+    expect(ranged).toBeGreaterThan(0);
+    expect(items).toBeGreaterThan(0);
   });
 
   test.skipIf(!!why)('native runs it bit for bit as the executor does', async () => {

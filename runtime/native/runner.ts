@@ -111,6 +111,13 @@ export function runNativeKernel(p: Prepared, k: Kernel, args: { buffers: Record<
   }
 }
 
+/**
+ * Time per kernel (by kernel name) of every launch runPlanNative makes while set: set it to a
+ * Map to profile, to undefined to stop (tools and the speed test).
+ */
+export let profile: Map<string, { launches: number; ms: number }> | undefined;
+export function setNativeProfile(m: Map<string, { launches: number; ms: number }> | undefined): void { profile = m; }
+
 export async function runPlanNative(plan: Plan, inputs: ReadonlyMap<string, Value>, opts: NativeRunOptions = {}): Promise<Map<string, HostTensor>> {
   const prep = await prepareNative(plan, opts.checks ?? defaultChecks());
   const sizes = planSizes(plan, inputs);
@@ -148,7 +155,14 @@ export async function runPlanNative(plan: Plan, inputs: ReadonlyMap<string, Valu
     for (const [name, id] of Object.entries(l.buffers)) buffers[name] = arrays.get(id)!;
     const scalars: Record<string, number> = {};
     for (const [name, atom] of Object.entries(l.scalars)) scalars[name] = sizes.get(atom)!;
-    runNativeKernel(prep, l.kernel, { buffers, scalars });
+    if (profile) {
+      const t0 = performance.now();
+      runNativeKernel(prep, l.kernel, { buffers, scalars });
+      const dt = performance.now() - t0;
+      const r = profile.get(l.kernel.name) ?? { launches: 0, ms: 0 };
+      r.launches++; r.ms += dt;
+      profile.set(l.kernel.name, r);
+    } else runNativeKernel(prep, l.kernel, { buffers, scalars });
   }
   const out = new Map<string, HostTensor>();
   for (const o of plan.fn.outputs) {

@@ -84,7 +84,8 @@ type Node =
   | { k: 'piece'; id: number; stmts: KStmt[] }
   | { k: 'hoist'; s: Extract<KStmt, { k: 'decl' }> }
   | { k: 'for'; s: Extract<KStmt, { k: 'for' }>; body: Node[] }
-  | { k: 'if'; s: Extract<KStmt, { k: 'if' }>; then: Node[]; else: Node[] };
+  | { k: 'if'; s: Extract<KStmt, { k: 'if' }>; then: Node[]; else: Node[] }
+  | { k: 'range'; s: Extract<KStmt, { k: 'if' }>; lim: string; count: KExpr; then: Node[] };
 
 /** Names a statement list reads or writes (variables, arrays). */
 function namesIn(ss: readonly KStmt[], out: Set<string>): void {
@@ -107,19 +108,55 @@ function namesIn(ss: readonly KStmt[], out: Set<string>): void {
  */
 export interface SplitOptions {
   /**
-   * Loop fission (default off; RETNETC_NATIVE_FISSION=1 turns it on): uniform loops (and uniform
+   * Loop fission. true (RETNETC_NATIVE_FISSION=1): uniform loops (and uniform
    * ifs holding them) become region boundaries as if they held barriers, so that work-item loops
    * end up innermost, where the C compiler vectorises them; a thread-dependent `if` around such
    * loops is pushed into them first (if-conversion: its condition becomes a per-thread mask,
    * declarations inside it are evaluated under `select`). Inserting barriers changes nothing in
-   * a race-free kernel: every thread still runs its own operations in its own order. Off by
+   * a race-free kernel: every thread still runs its own operations in its own order. Not the
    * default: GCC 12 does not vectorise the masked work-item loops it makes (`data ref analysis
    * failed: .MASK_LOAD`), and the extra context traffic made retention 10-50% slower.
+   * 'innermost' (the default; defaultFission): no if-conversion; uniform loops are fissioned
+   * where they hold no loop or hold fissioned loops, unless a select with a thread-dependent
+   * condition guards a transcendental call in them; bounds guards `if (U0 + tid.x < U)` become
+   * ranged work-item loops (see `ranges` in splitBarriers). false: no fission.
    */
-  fission?: boolean;
+  fission?: boolean | 'innermost';
+}
+
+/**
+ * The default fission mode (RETNETC_NATIVE_FISSION: 0 off, 1 full, else 'innermost'). 'innermost':
+ * only uniform loops whose body holds no loop, outside any thread-dependent `if` (no
+ * if-conversion), are fissioned: the work-item loop then runs inside the uniform loop around
+ * straight-line code, which GCC vectorises across work-items (the K loop of a tiled matrix product:
+ * 2 -> 40 GFLOP/s at [4096, 512] x [512, 512]).
+ */
+export function defaultFission(env: NodeJS.ProcessEnv = process.env): boolean | 'innermost' {
+  const v = env['RETNETC_NATIVE_FISSION'];
+  return v === '0' ? false : v === '1' ? true : 'innermost';
 }
 
 const noLoads = (e: KExpr): boolean => !anyExpr(e, (x) => x.k === 'load');
+const COSTLY = new Set(['exp', 'exp2', 'log', 'log2', 'log1p', 'sin', 'cos', 'tanh', 'rsqrt', 'erf', 'pow']);
+const costly = (e: KExpr): boolean => anyExpr(e, (x) => (x.k === 'un' || x.k === 'bin') && COSTLY.has(x.op));
+/**
+ * A select whose branches call a transcendental function: C evaluates only the branch taken, a
+ * loop vectorised across work-items evaluates both (the delta sums of autodiff: 50-100x slower
+ * when fissioned). Such loops are not fissioned in 'innermost' mode.
+ */
+function costlySelect(ss: readonly KStmt[], uniform: (e: KExpr) => boolean): boolean {
+  const e = (x: KExpr): boolean => anyExpr(x, (y) => y.k === 'select' && !uniform(y.cond) && (costly(y.a) || costly(y.b)));
+  return ss.some((s) => {
+    switch (s.k) {
+      case 'decl': return e(s.init);
+      case 'assign': return e(s.value);
+      case 'store': return e(s.index) || e(s.value);
+      case 'if': return e(s.cond) || costlySelect(s.then, uniform) || costlySelect(s.else, uniform);
+      case 'for': return e(s.start) || e(s.end) || costlySelect(s.body, uniform);
+      default: return false;
+    }
+  });
+}
 const ZERO: Record<KType, KExpr> = { f32: K.f32(0), i32: K.i32(0), bool: K.bool(false) };
 
 /** If-conversion of thread-dependent ifs around uniform loops (SplitOptions.fission). */
@@ -156,9 +193,10 @@ function pushIfs(k: Kernel, supply: NameSupply): Kernel {
 
 export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Set(), opts: SplitOptions = {}): SplitKernel {
   verifyKernel(k0);
-  const fission = opts.fission ?? process.env['RETNETC_NATIVE_FISSION'] === '1';
+  const mode = opts.fission ?? defaultFission();
+  const fission = mode !== false;
   let k = uniquifyNames(k0, reserved);
-  if (fission) {
+  if (mode === true) {
     const names = new NameSupply(new Set([...reserved, k.name, ...k.buffers.map((b) => b.name), ...k.scalars.map((s) => s.name), ...k.shared.map((s) => s.name)]));
     const all = (ss: readonly KStmt[]): void => { for (const s of ss) { if (s.k === 'decl' || s.k === 'local') names.taken.add(s.name); if (s.k === 'for') { names.taken.add(s.v); all(s.body); } if (s.k === 'if') { all(s.then); all(s.else); } } };
     all(k.body);
@@ -166,10 +204,54 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
   }
   const [TX, TY, TZ] = k.workgroup;
   const T = TX * TY * TZ;
-  const u = uniformity(k);
+  // Ranged ifs (with fission): `if (x < U) { ... }` with x = U0 + tid.x (a 1-D workgroup; U0 and U
+  // uniform, without loads) runs its body for the work-items 0 .. clamp(U - U0, 0, T) - 1 exactly:
+  // the work-item loops inside it run to that count instead of testing every work-item, and the
+  // body is split like uniform code (its loops fissioned). Uniformity inside such an if is that of
+  // the kernel with the condition taken as true: the work-items that run it are a prefix.
+  const ranges = new Map<KStmt, { count: KExpr }>();
+  if (fission && TY * TZ === 1 && T > 1) {
+    const u0 = uniformity(k);
+    const pure = (e: KExpr): boolean => u0.uniform(e) && noLoads(e) && !anyExpr(e, (x) => x.k === 'builtin' && x.name.startsWith('tid.'));
+    const assigned0 = new Set<string>();
+    const inits = new Map<string, KExpr>();
+    const scanAll = (ss: readonly KStmt[]): void => { for (const s of ss) { if (s.k === 'assign') assigned0.add(s.name); if (s.k === 'decl') inits.set(s.name, s.init); if (s.k === 'if') { scanAll(s.then); scanAll(s.else); } if (s.k === 'for') scanAll(s.body); } };
+    scanAll(k.body);
+    const isTid = (e: KExpr): boolean => e.k === 'builtin' && e.name === 'tid.x';
+    const baseOf = (x: KExpr): KExpr | undefined => {
+      if (x.k !== 'var' || assigned0.has(x.name)) return undefined;
+      const init = inits.get(x.name);
+      if (!init) return undefined;
+      if (isTid(init)) return K.i32(0);
+      if (init.k === 'bin' && init.op === '+') {
+        if (isTid(init.b) && pure(init.a)) return init.a;
+        if (isTid(init.a) && pure(init.b)) return init.b;
+      }
+      return undefined;
+    };
+    const holdsAnyFor = (ss: readonly KStmt[]): boolean => ss.some((s) => s.k === 'for' || (s.k === 'if' && (holdsAnyFor(s.then) || holdsAnyFor(s.else))));
+    const find = (ss: readonly KStmt[], ctl: boolean): void => {
+      for (const s of ss) {
+        if (s.k === 'for') find(s.body, ctl && u0.uniform(s.start) && u0.uniform(s.end));
+        if (s.k !== 'if') continue;
+        const c = s.cond;
+        if (ctl && !s.else.length && !hasBarrier(s.then) && holdsAnyFor(s.then) && c.k === 'bin' && c.op === '<' && c.a.type === 'i32' && pure(c.b)) {
+          const base = baseOf(c.a);
+          if (base) { ranges.set(s, { count: K.bin('min', K.bin('max', K.sub(c.b, base), K.i32(0)), K.i32(T)) }); continue; }
+        }
+        const uc = ctl && u0.uniform(s.cond);
+        find(s.then, uc); find(s.else, uc);
+      }
+    };
+    find(k.body, true);
+  }
+  const asTrue = (ss: readonly KStmt[]): KStmt[] => ss.map((s): KStmt => s.k === 'if' ? { ...s, cond: ranges.has(s) ? K.bool(true) : s.cond, then: asTrue(s.then), else: asTrue(s.else) } : s.k === 'for' ? { ...s, body: asTrue(s.body) } : s);
+  const u = ranges.size ? uniformity({ ...k, body: asTrue(k.body) }) : uniformity(k);
   const uniformHead = (e: KExpr): boolean => u.uniform(e) && noLoads(e);
-  const loopable = (s: KStmt): boolean => fission && s.k === 'for' && uniformHead(s.start) && uniformHead(s.end);
-  const holdsLoop = (ss: readonly KStmt[]): boolean => ss.some((s) => loopable(s) || (s.k === 'if' && (holdsLoop(s.then) || holdsLoop(s.else))));
+  const holdsFor = (ss: readonly KStmt[]): boolean => ss.some((s) => s.k === 'for' || (s.k === 'if' && (holdsFor(s.then) || holdsFor(s.else))));
+  // 'innermost': a uniform loop is a boundary when its body holds no loop, or holds a boundary loop.
+  const loopable = (s: KStmt): boolean => fission && s.k === 'for' && uniformHead(s.start) && uniformHead(s.end) && (mode === true || ((!holdsFor(s.body) || holdsLoop(s.body)) && !costlySelect(s.body, u.uniform)));
+  const holdsLoop = (ss: readonly KStmt[]): boolean => ss.some((s) => loopable(s) || (s.k === 'if' && (ranges.has(s) || (uniformHead(s.cond) && (holdsLoop(s.then) || holdsLoop(s.else))))));
   const assigned = new Set<string>();
   const walkAll = (ss: readonly KStmt[], f: (s: KStmt) => void): void => {
     for (const s of ss) { f(s); if (s.k === 'if') { walkAll(s.then, f); walkAll(s.else, f); } if (s.k === 'for') walkAll(s.body, f); }
@@ -189,6 +271,7 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
     for (const s of ss) {
       if (s.k === 'barrier') close();
       else if (s.k === 'for' && (hasBarrier(s.body) || loopable(s))) { close(); out.push({ k: 'for', s, body: build(s.body) }); }
+      else if (s.k === 'if' && ranges.has(s)) { close(); out.push({ k: 'range', s, lim: '', count: ranges.get(s)!.count, then: build(s.then) }); }
       else if (s.k === 'if' && (hasBarrier(s.then) || hasBarrier(s.else) || (fission && uniformHead(s.cond) && (holdsLoop(s.then) || holdsLoop(s.else))))) { close(); out.push({ k: 'if', s, then: build(s.then), else: build(s.else) }); }
       else if (s.k === 'decl' && !u.varying.has(s.name) && !assigned.has(s.name)) {
         // Evaluated once, where it stands; or before the open region when it reads nothing that
@@ -229,6 +312,7 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
         case 'hoist': note(uniformNames([n.s.init]), -1); break;
         case 'for': note(uniformNames([n.s.start, n.s.end]), -1); scan(n.body); break;
         case 'if': note(uniformNames([n.s.cond]), -1); scan(n.then); scan(n.else); break;
+        case 'range': note(uniformNames([n.count]), -1); scan(n.then); break;
       }
     }
   };
@@ -299,7 +383,7 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
     }
   });
   const workItemLoops = new Set<KStmt>();
-  const emit = (ns: Node[]): KStmt[] => ns.flatMap((n): KStmt[] => {
+  const emit = (ns: Node[], end: KExpr = K.i32(T)): KStmt[] => ns.flatMap((n): KStmt[] => {
     switch (n.k) {
       case 'piece': {
         const needed = new Set(pieceNames.get(n.id));
@@ -307,13 +391,18 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
         const order = [...remat.keys()];
         for (const r of [...order].reverse()) if (needed.has(r)) walkExpr(remat.get(r)!.init, (x) => { if (x.k === 'var') needed.add(x.name); });
         const pre = order.filter((r) => needed.has(r) && !mine.has(r)).map((r) => remat.get(r)!);
-        const l = K.loop(WORK_ITEM, K.i32(0), K.i32(T), rs([...pre, ...n.stmts]));
+        const l = K.loop(WORK_ITEM, K.i32(0), end, rs([...pre, ...n.stmts]));
         workItemLoops.add(l);
         return [l];
       }
       case 'hoist': return [{ ...n.s, init: ex(n.s.init, false) }];
-      case 'for': return [{ ...n.s, start: ex(n.s.start, false), end: ex(n.s.end, false), body: emit(n.body) }];
-      case 'if': return [{ ...n.s, cond: ex(n.s.cond, false), then: emit(n.then), else: emit(n.else) }];
+      case 'for': return [{ ...n.s, start: ex(n.s.start, false), end: ex(n.s.end, false), body: emit(n.body, end) }];
+      case 'if': return [{ ...n.s, cond: ex(n.s.cond, false), then: emit(n.then, end), else: emit(n.else, end) }];
+      case 'range': {
+        const lim = supply.fresh('rn_wi');
+        const cnt = K.v(lim);
+        return [K.decl(lim, 'i32', ex(n.count, false)), K.iff(K.lt(K.i32(0), cnt), emit(n.then, cnt))];
+      }
     }
   });
   const body = emit(tree);

@@ -171,10 +171,12 @@ class NativePrinter extends CPrinter {
   readonly sites: NativeSite[] = [];
   private readonly arrays = new Map<string, ArrayInfo>();
   private inItem = 0;
+  private readonly context: Set<string>;
 
   constructor(readonly split: SplitKernel, readonly checks: boolean, origNames: Map<string, string>) {
     super();
     const k = split.kernel;
+    this.context = new Set(split.context.filter((c) => c.size >= split.threads).map((c) => c.name));
     k.buffers.forEach((b, i) => this.arrays.set(b.name, { kind: 'buffer', type: b.type, ...(b.storage ? { storage: b.storage } : {}), len: `rn_n[${i}]`, orig: origNames.get(b.name) ?? b.name, c: b.name }));
     for (const s of k.shared) this.arrays.set(s.name, { kind: 'shared', type: s.type, len: String(s.size), orig: origNames.get(s.name) ?? s.name, c: s.name });
     const locals = (ss: readonly KStmt[]): void => {
@@ -213,6 +215,11 @@ class NativePrinter extends CPrinter {
     return this.sites.length - 1;
   }
 
+  /** A context array read or written at the work-item's own slot: in bounds by construction (work-item loops end at most at `threads`). */
+  private inRange(array: string, index: KExpr): boolean {
+    return this.inItem > 0 && index.k === 'var' && index.name === WORK_ITEM && this.context.has(array);
+  }
+
   private ctx(): string { return `wg_x, wg_y, wg_z, ${this.inItem ? WORK_ITEM : '-1'}`; }
 
   override load(array: string, index: KExpr, type: KType): Fmt {
@@ -220,7 +227,7 @@ class NativePrinter extends CPrinter {
     if (!a) throw new Error(`internal error: native printer: unknown array '${array}'`);
     const idx = this.expr(index);
     let raw: string;
-    if (this.checks) {
+    if (this.checks && !this.inRange(array, index)) {
       const fn = a.storage ? 'rn_ldh' : a.kind === 'buffer' ? (a.type === 'f32' ? 'rn_ldf' : 'rn_ldi') : a.type === 'f32' ? 'rn_ldf' : 'rn_ldi';
       raw = `${fn}(${a.c}, ${a.len}, ${idx}, rn_err, ${this.site('load', a)}, ${this.ctx()})`;
     } else raw = `${a.c}[${idx}]`;
@@ -235,7 +242,7 @@ class NativePrinter extends CPrinter {
     let v = this.expr(value);
     if (a.storage) v = `${a.storage === 'f16' ? 'rn_f2h' : 'rn_f2bf'}(${v})`;
     else if (a.kind === 'buffer' && a.type === 'bool') v = `(int32_t)(${v})`;
-    if (!this.checks) return `${a.c}[${this.expr(index)}] = ${v};`;
+    if (!this.checks || this.inRange(array, index)) return `${a.c}[${this.expr(index)}] = ${v};`;
     const site = this.site('store', a);
     return `{ const int32_t rn_i = ${this.expr(index)}; if (RN_IN(rn_i, ${a.len})) ${a.c}[rn_i] = ${v}; else rn_oob(rn_err, ${site}, rn_i, ${a.len}, ${this.ctx()}); }`;
   }
