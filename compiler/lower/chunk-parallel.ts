@@ -32,7 +32,7 @@ const STATE_MAX = 64;
 /** Most threads of a workgroup (WebGPU's guaranteed maxComputeInvocationsPerWorkgroup). */
 const MAX_THREADS = 256;
 /** Rows of a chunk scored, then reduced, together in phase (c). */
-const ROW_BLOCK = 8;
+const ROW_BLOCK = 16;
 
 const pow2AtLeast = (n: number, cap: number): number => { let p = 1; while (p < n && p < cap) p *= 2; return p; };
 
@@ -234,29 +234,37 @@ function lowerChunkStates(name: string, s: IrStmt, c: Contraction, L: ExprLoweri
   fillW.push(K.store('sw', K.v('m2'), weight(x, K.v('pl'), K.v('q2'), fillW, [K.sub(len, K.i32(1)), K.v('m2')])));
   shared.push({ name: 'sw', type: 'f32', size: C });
   body.push(K.barrier());
-  const col: KStmt[] = [];
-  body.push(K.iff(okJ, col));
   const names = lay.R === 2 ? ['H', 'H1'] : ['H'];
-  for (const n of names) col.push(K.local(n, 'f32', t.KT));
-  col.push(K.loop('i', K.i32(0), K.i32(t.KT), names.map((n) => K.store(n, K.v('i'), K.f32(0)))));
+  for (const n of names) body.push(K.local(n, 'f32', t.KT));
+  body.push(K.loop('i', K.i32(0), K.i32(t.KT), names.map((n) => K.store(n, K.v('i'), K.f32(0)))));
+  // Sub-blocks of SB positions: their rows of b over the key slice staged in sb[SB][KT] (0 past K and the chunk).
+  const SB = Math.max(1, Math.min(C, Math.floor(1024 / t.KT)));
+  const sub: KStmt[] = [];
+  body.push(K.loop('mb', K.i32(0), len, sub, SB));
+  const stage: KStmt[] = [];
+  sub.push(K.loop('e', K.tid('x'), K.i32(SB * t.KT), stage, t.WX));
+  stage.push(K.decl('m2', 'i32', K.add(K.v('mb'), K.div(K.v('e'), K.i32(t.KT)))), K.decl('gi', 'i32', K.add(K.v('gk0'), K.bin('%', K.v('e'), K.i32(t.KT)))));
+  const put: KStmt[] = [];
+  stage.push(K.iff(K.and(K.lt(K.v('m2'), len), K.lt(K.v('gi'), K.i32(lay.Kc))), put, [K.store('sb', K.v('e'), K.f32(0))]));
+  put.push(K.store('sb', K.v('e'), factor(x, 'b', at(K.v('m2')), K.v('gi'), put)));
+  sub.push(K.barrier());
+  const col: KStmt[] = [];
+  sub.push(K.iff(okJ, col));
   const sum: KStmt[] = [];
-  col.push(K.loop('m2', K.i32(0), len, sum));
-  sum.push(K.decl('q2', 'i32', at(K.v('m2'))));
+  col.push(K.loop('mm', K.i32(0), K.bin('min', K.i32(SB), K.sub(len, K.v('mb'))), sum));
+  sum.push(K.decl('m2', 'i32', K.add(K.v('mb'), K.v('mm'))), K.decl('q2', 'i32', at(K.v('m2'))));
   sum.push(K.decl('wc', 'f32', K.mul(K.load('sw', K.v('m2')), factor(x, 'c', K.v('q2'), K.v('j'), sum))));
   if (lay.R === 2) sum.push(K.decl('wc1', 'f32', K.mul(K.v('wc', 'f32'), distance(x, K.v('pl'), K.v('q2')))));
-  const updLoop: KStmt[] = [];
-  sum.push(K.loop('i', K.i32(0), K.i32(t.KT), updLoop));
-  // Padded key entries (gi >= K) read b as 0 (an index past K is out of range) and are never stored.
-  updLoop.push(K.decl('gi', 'i32', K.add(K.v('gk0'), K.v('i'))));
-  let target = updLoop;
-  if (t.NKT * t.KT > lay.Kc) {
-    target = [];
-    updLoop.push(K.iff(K.lt(K.v('gi'), K.i32(lay.Kc)), target));
-  }
-  target.push(K.decl('bi', 'f32', factor(x, 'b', K.v('q2'), K.v('gi'), target)));
-  target.push(K.store('H', K.v('i'), K.add(K.load('H', K.v('i')), K.mul(K.v('wc', 'f32'), K.v('bi', 'f32')))));
-  if (lay.R === 2) target.push(K.store('H1', K.v('i'), K.add(K.load('H1', K.v('i')), K.mul(K.v('wc1', 'f32'), K.v('bi', 'f32')))));
-  sliceLoop(t, lay, col, (gi, b) => {
+  const upd: KStmt[] = [];
+  sum.push(K.loop('i', K.i32(0), K.i32(t.KT), upd));
+  upd.push(K.decl('bi', 'f32', K.load('sb', K.add(K.mul(K.v('mm'), K.i32(t.KT)), K.v('i')))));
+  upd.push(K.store('H', K.v('i'), K.add(K.load('H', K.v('i')), K.mul(K.v('wc', 'f32'), K.v('bi', 'f32')))));
+  if (lay.R === 2) upd.push(K.store('H1', K.v('i'), K.add(K.load('H1', K.v('i')), K.mul(K.v('wc1', 'f32'), K.v('bi', 'f32')))));
+  sub.push(K.barrier());
+  shared.push({ name: 'sb', type: 'f32', size: SB * t.KT });
+  const fin: KStmt[] = [];
+  body.push(K.iff(okJ, fin));
+  sliceLoop(t, lay, fin, (gi, b) => {
     names.forEach((n, r) => b.push(K.store(buf, stateAt(lay, x.T, K.v('ci'), r, gi, K.v('j')), K.load(n, K.v('i')))));
   });
   const NC = fold(K.div(K.add(x.T, K.i32(C - 1)), K.i32(C)));
@@ -314,7 +322,8 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   const { batch, nb } = batchOf(c, L, body);
   const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
   const C = lay.C;
-  const RB = Math.min(C, ROW_BLOCK);
+  // Rows per block: the staged rows of a take at most 4 KiB (16 rows at K = 64, 4 at K = 256).
+  const RB = Math.max(1, Math.min(C, ROW_BLOCK, Math.floor(1024 / lay.Kc)));
   const WX = pow2AtLeast(lay.Vc, Math.min(sched.workgroup.contraction, MAX_THREADS));
   const jv = K.v('j');
   body.push(K.decl('j', 'i32', K.add(K.mul(K.wg('x'), K.i32(WX)), K.tid('x'))));
@@ -328,25 +337,40 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   const blk: KStmt[] = [];
   body.push(K.loop('r0', K.i32(0), len, blk, RB));
   const r0 = K.v('r0');
-  // Scores P[mm][m2] = w(m, m2) a[m] . b[m2] for rows m = r0 + mm, m2 before m (0 elsewhere).
+  // The block's rows of a, staged once: sa[mm][i] = a[r0 + mm, i] (0 past the chunk).
+  const stage: KStmt[] = [];
+  blk.push(K.loop('e', K.tid('x'), K.i32(RB * lay.Kc), stage, WX));
+  stage.push(K.decl('mm', 'i32', K.div(K.v('e'), K.i32(lay.Kc))), K.decl('m', 'i32', K.add(r0, K.v('mm'))));
+  const put: KStmt[] = [];
+  stage.push(K.iff(K.lt(K.v('m'), len), put, [K.store('sa', K.v('e'), K.f32(0))]));
+  put.push(K.store('sa', K.v('e'), factor(x, 'a', at(K.v('m')), K.bin('%', K.v('e'), K.i32(lay.Kc)), put)));
+  blk.push(K.barrier());
+  // Scores P[mm][m2] = w(m, m2) a[m] . b[m2] for rows m = r0 + mm, m2 before m (0 elsewhere): a
+  // thread per column m2, each b[m2, i] loaded once for the RB rows.
   const ph1: KStmt[] = [];
-  blk.push(K.loop('e', K.tid('x'), K.i32(RB * C), ph1, WX));
-  ph1.push(K.decl('m', 'i32', K.add(r0, K.bin('/', K.v('e'), K.i32(C)))), K.decl('m2', 'i32', K.bin('%', K.v('e'), K.i32(C))));
-  ph1.push(K.store('P', K.v('e'), K.f32(0)));
-  const score: KStmt[] = [];
-  ph1.push(K.iff(K.and(K.lt(K.v('m'), len), K.bin(c.strict ? '<' : '<=', K.v('m2'), K.v('m'))), score));
-  score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
-  score.push(K.decl('dot', 'f32', K.f32(0)));
+  blk.push(K.loop('m2', K.tid('x'), K.i32(C), ph1, WX));
+  ph1.push(K.loop('mm', K.i32(0), K.i32(RB), [K.store('dots', K.v('mm'), K.f32(0))]));
+  const live: KStmt[] = [];
+  ph1.push(K.iff(K.lt(K.v('m2'), K.bin('min', len, K.add(r0, K.i32(RB)))), live));
+  live.push(K.decl('pm2', 'i32', at(K.v('m2'))));
   const dotBody: KStmt[] = [];
-  score.push(K.loop('i', K.i32(0), K.i32(lay.Kc), dotBody));
-  dotBody.push(K.assign('dot', K.add(K.v('dot', 'f32'), K.mul(factor(x, 'a', K.v('pm'), K.v('i'), dotBody), factor(x, 'b', K.v('pm2'), K.v('i'), dotBody)))));
+  live.push(K.loop('i', K.i32(0), K.i32(lay.Kc), dotBody));
+  dotBody.push(K.decl('bi', 'f32', factor(x, 'b', K.v('pm2'), K.v('i'), dotBody)));
+  dotBody.push(K.loop('mm', K.i32(0), K.i32(RB), [K.store('dots', K.v('mm'), K.add(K.load('dots', K.v('mm')), K.mul(K.load('sa', K.add(K.mul(K.v('mm'), K.i32(lay.Kc)), K.v('i'))), K.v('bi', 'f32'))))]));
+  const rowsP: KStmt[] = [];
+  ph1.push(K.loop('mm', K.i32(0), K.i32(RB), rowsP));
+  rowsP.push(K.decl('m', 'i32', K.add(r0, K.v('mm'))));
+  rowsP.push(K.store('P', K.add(K.mul(K.v('mm'), K.i32(C)), K.v('m2')), K.f32(0)));
+  const score: KStmt[] = [];
+  rowsP.push(K.iff(K.and(K.lt(K.v('m'), len), K.bin(c.strict ? '<' : '<=', K.v('m2'), K.v('m'))), score));
+  score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
   const w = weight(x, K.v('pm'), K.v('pm2'), score, [K.v('m'), K.v('m2')]);
-  score.push(K.store('P', K.v('e'), K.mul(K.v('dot', 'f32'), c.order === 1 ? K.mul(w, distance(x, K.v('pm'), K.v('pm2'))) : w)));
+  score.push(K.store('P', K.add(K.mul(K.v('mm'), K.i32(C)), K.v('m2')), K.mul(K.load('dots', K.v('mm')), c.order === 1 ? K.mul(w, distance(x, K.v('pm'), K.v('pm2'))) : w)));
   blk.push(K.barrier());
   const col: KStmt[] = [];
   blk.push(K.iff(K.lt(jv, K.i32(lay.Vc)), col));
   const accs = lay.R === 2 ? ['acc', 'qa', 'qa1'] : ['acc', 'qa'];
-  for (const n of accs) body.splice(body.length - 1, 0, K.local(n, 'f32', RB));
+  for (const n of [...accs, 'dots']) body.splice(body.length - 1, 0, K.local(n, 'f32', RB));
   col.push(K.loop('mm', K.i32(0), K.i32(RB), accs.map((n) => K.store(n, K.v('mm'), K.f32(0)))));
   // Intra-chunk: acc[mm] += P[mm][m2] c[m2, j], each c[m2, j] loaded once for the block.
   const intra: KStmt[] = [];
@@ -360,8 +384,9 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   cross.push(K.loop('i', K.i32(0), K.i32(lay.Kc), keys));
   for (let r = 0; r < lay.R; r++) keys.push(K.decl(`e${r}`, 'f32', K.load(buf, stateAt(lay, x.T, K.v('ci'), r, K.v('i'), jv))));
   const rowsA: KStmt[] = [];
-  keys.push(K.loop('mm', K.i32(0), K.bin('min', K.i32(RB), K.sub(len, r0)), rowsA));
-  rowsA.push(K.decl('ai', 'f32', factor(x, 'a', at(K.add(r0, K.v('mm'))), K.v('i'), rowsA)));
+  // Rows past the chunk have sa = 0 (a constant trip count keeps qa in registers).
+  keys.push(K.loop('mm', K.i32(0), K.i32(RB), rowsA));
+  rowsA.push(K.decl('ai', 'f32', K.load('sa', K.add(K.mul(K.v('mm'), K.i32(lay.Kc)), K.v('i')))));
   rowsA.push(K.store('qa', K.v('mm'), K.add(K.load('qa', K.v('mm')), K.mul(K.v('ai', 'f32'), K.v('e0', 'f32')))));
   if (lay.R === 2) rowsA.push(K.store('qa1', K.v('mm'), K.add(K.load('qa1', K.v('mm')), K.mul(K.v('ai', 'f32'), K.v('e1', 'f32')))));
   const rows: KStmt[] = [];
@@ -378,7 +403,7 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   const scale = L.expr(c.scale, batch, rows);
   rows.push(K.store(L.buffer(s.target, true), L.offset(s.target, idxs), scale.k === 'const' && scale.value === 1 ? K.v('tot', 'f32') : K.mul(K.v('tot', 'f32'), K.cast(scale, 'f32'))));
   blk.push(K.barrier());
-  shared.push({ name: 'P', type: 'f32', size: RB * C });
+  shared.push({ name: 'P', type: 'f32', size: RB * C }, { name: 'sa', type: 'f32', size: RB * lay.Kc });
   const NC = fold(K.div(K.add(x.T, K.i32(C - 1)), K.i32(C)));
   return kernelOf(name, WX, [K.i32(Math.ceil(lay.Vc / WX)), nb, NC], shared, body);
 }
