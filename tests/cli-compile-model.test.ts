@@ -175,7 +175,7 @@ describe.concurrent('retnetc compile MODEL.ret', { timeout: 120_000 }, () => {
     expectUserError(await model(file('notjson.json', '{"form": ')), /--schedule-file .*notjson\.json: not JSON/);
     expectUserError(await model(path.join(dir, 'missing.json')), /--schedule-file .*missing\.json: cannot read: ENOENT/);
     expectUserError(await model(file('badform.json', { form: 'chunky' })), /--schedule-file .*badform\.json: form must be one of parallel, recurrent, chunkwise, got "chunky"/);
-    expectUserError(await model(file('badfield.json', { form: 'chunkwise', statements: { xn: { threads: 64 } } })), /statement 'xn': unknown field 'threads' \(a statement's choice has form, chunk, workgroup, tiles\)/);
+    expectUserError(await model(file('badfield.json', { form: 'chunkwise', statements: { xn: { threads: 64 } } })), /statement 'xn': unknown field 'threads' \(a statement's choice has form, chunk, workgroup, tiles/);
     expectUserError(await model(unknown, '--schedule', 'chunkwise'), /--schedule does not apply with --schedule-file: the file states the schedule/);
   });
 

@@ -15,7 +15,8 @@ import { isDawnWarning, isVulkanLoaderLine } from '../webgpu/device.js';
 const FILTERED = 'RETNETC_STDERR_FILTERED';
 const argv = process.argv.slice(2);
 
-const usesWebGPU = (args: string[]): boolean => args.some((a, i) => a === '--target=webgpu' || (a === '--target' && args[i + 1] === 'webgpu'));
+// `targets` probes every device, WebGPU included.
+const usesWebGPU = (args: string[]): boolean => args[0] === 'targets' || args.some((a, i) => a === '--target=webgpu' || (a === '--target' && args[i + 1] === 'webgpu'));
 
 if (usesWebGPU(argv) && !process.env[FILTERED] && !process.env['RETNETC_DEBUG']) runFiltered();
 else void runHere();
