@@ -138,11 +138,12 @@ export function defaultFission(env: NodeJS.ProcessEnv = process.env): boolean | 
 
 const noLoads = (e: KExpr): boolean => !anyExpr(e, (x) => x.k === 'load');
 const COSTLY = new Set(['exp', 'exp2', 'log', 'log2', 'log1p', 'sin', 'cos', 'tanh', 'rsqrt', 'erf', 'pow']);
-const costly = (e: KExpr): boolean => anyExpr(e, (x) => (x.k === 'un' || x.k === 'bin') && COSTLY.has(x.op));
+const costly = (e: KExpr): boolean => anyExpr(e, (x) => x.k === 'load' || ((x.k === 'un' || x.k === 'bin') && COSTLY.has(x.op)));
 /**
- * A select whose branches call a transcendental function: C evaluates only the branch taken, a
- * loop vectorised across work-items evaluates both (the delta sums of autodiff: 50-100x slower
- * when fissioned). Such loops are not fissioned in 'innermost' mode.
+ * A select with a thread-dependent condition whose branches load or call a transcendental
+ * function: C evaluates only the branch taken, a loop vectorised across work-items evaluates both
+ * (gathers, every exp: the delta sums of autodiff ran 3-10x slower fissioned). Such loops are not
+ * fissioned in 'innermost' mode.
  */
 function costlySelect(ss: readonly KStmt[], uniform: (e: KExpr) => boolean): boolean {
   const e = (x: KExpr): boolean => anyExpr(x, (y) => y.k === 'select' && !uniform(y.cond) && (costly(y.a) || costly(y.b)));
