@@ -124,6 +124,19 @@ describe('the plan and the schedule', () => {
     expect(fwd.launches.length).toBe(3);
     expect(bwd.launches.filter((l) => l.kernel.name.includes('chunkpar')).length % 3).toBe(0);
   });
+  test('the stateful form (prefill from a state at t0 > 0) gives the outputs and the final state of the chunkwise kernel', () => {
+    const constants = new Map([['K', 6], ['V', 5]]);
+    const [B, H, T] = [2, 2, 45];
+    const rand = prng(5);
+    const inputs = new Map([['q', uniform([B, H, T, 6], rand)], ['k', uniform([B, H, T, 6], rand)], ['v', uniform([B, H, T, 5], rand)], ['gamma', tensor([H], (h) => [0.9, -0.8][h]!)],
+      ['t0', { shape: [], data: Float64Array.of(17) }], ['state.o', uniform([B, H, 6, 5], rand)]]);
+    const par = compilePlan(fn, makeSchedule('chunkwise', 8, { chunkParallel: true }), { stateful: true, constants });
+    const seq = compilePlan(fn, makeSchedule('chunkwise', 8), { stateful: true, constants });
+    expect(par.launches.some((l) => l.kernel.name.includes('chunkpar'))).toBe(true);
+    const a = runPlanCpu(par, inputs, { poison: NaN });
+    const b = runPlanCpu(seq, inputs);
+    for (const name of ['o', 'state.o.next']) expect(relErr(a.get(name)!.data, b.get(name)!.data).rel, name).toBeLessThanOrEqual(TOL);
+  });
   test('chunkParallel reads, writes and keys; off by default; a statement choice turns it on', () => {
     const s = scheduleFromJson({ form: 'chunkwise', chunk: 32, chunkParallel: true });
     expect(s.chunkParallel).toBe(true);
