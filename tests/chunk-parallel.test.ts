@@ -115,6 +115,20 @@ describe('the plan and the schedule', () => {
     expect(p.half.has(st.id)).toBe(false);
     expect(p.half.has('o')).toBe(true);
   });
+  // Measured: f16 ~4e-4, bf16 ~3.5e-3 (the rounding of the inputs).
+  test('half storage (f16, bf16): forward and backward within 5e-3 of the float64 truth (states and accumulators f32)', () => {
+    const c: Case = { B: 1, H: 2, T: 37, K: 9, V: 7, chunk: 8, gammas: [0.95, 1 - 2 ** -20], gate: 'uniform', data: 9, tKind: 'ragged' };
+    const r = truthOf(fn, FAMILIES[0]!, c);
+    for (const dtype of ['f16', 'bf16'] as const) for (const backward of [false, true]) {
+      const constants = new Map([['K', c.K], ['V', c.V]]);
+      const p = compilePlan(fn, makeSchedule('chunkwise', c.chunk, { chunkParallel: true, dtype }), { backward, constants });
+      const out = runPlanCpu(p, backward ? new Map([...r.inputs, ...r.ref.ups]) : r.inputs);
+      for (const [name, w] of backward ? r.ref.grads : r.ref.outs) {
+        const e = relErr(out.get(name)!.data, w.data).rel;
+        expect(e, `${dtype} ${name}`).toBeLessThanOrEqual(5e-3);
+      }
+    }
+  });
   test('the backward plan recomputes its chunk states: no tensor crosses from the forward plan', () => {
     const fwd = compilePlan(fn, makeSchedule('chunkwise', 16, { chunkParallel: true }), { constants: new Map([['K', 8], ['V', 8]]) });
     const bwd = compilePlan(fn, makeSchedule('chunkwise', 16, { chunkParallel: true }), { backward: true, constants: new Map([['K', 8], ['V', 8]]) });
