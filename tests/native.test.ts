@@ -11,6 +11,7 @@ import type { Kernel, KExpr, KStmt } from '../compiler/kir.js';
 import { verifyKernel } from '../compiler/kir-verify.js';
 import { runKernel } from '../targets/cpu/executor.js';
 import { splitBarriers } from '../targets/native/barrier-split.js';
+import { rewriteDeltaSums } from '../targets/native/delta.js';
 import { compileNative, findCompiler, NO_COMPILER } from '../targets/native/compile.js';
 import { printNative } from '../targets/native/printer.js';
 import { toBF16Bits, toF16Bits } from '../targets/half.js';
@@ -154,6 +155,41 @@ function reduceKernel(): Kernel {
 }
 
 const hasBarrierStmt = (ss: readonly KStmt[]): boolean => ss.some((s) => s.k === 'barrier' || (s.k === 'if' && (hasBarrierStmt(s.then) || hasBarrierStmt(s.else))) || (s.k === 'for' && hasBarrierStmt(s.body)));
+
+describe('delta sums (targets/native/delta.ts)', () => {
+  // acc = x[i]; for j in [0, n): acc += (j + 3 == i ? x[j] * 2 : 0): the one hit before, inside
+  // or after the range, acc starting at -0, NaN, infinities; trip counts 0, 1, 5, 8.
+  const dk = (): Kernel => {
+    const i = K.v('i');
+    return kernel('delta', [8, 1, 1], [2, 1, 1], [{ name: 'x', type: 'f32', access: 'read' }, { name: 'out', type: 'f32', access: 'read_write' }], [
+      K.decl('i', 'i32', K.add(K.mul(K.wg(), K.i32(8)), K.tid())),
+      K.decl('acc', 'f32', K.load('x', i)),
+      K.loop('j', K.i32(0), K.v('size_n'), [K.assign('acc', K.add(K.v('acc', 'f32'), K.select(K.bin('==', K.add(K.v('j'), K.i32(3)), i), K.mul(K.load('x', K.v('j')), K.f32(2)), K.f32(0))))]),
+      K.store('out', i, K.v('acc', 'f32')),
+    ], { scalars: [{ name: 'size_n', type: 'i32' }] });
+  };
+  const xs = [-0, 0, -0, NaN, Infinity, -Infinity, 1.5, -0, -2.25, 0, -0, 3, -0, 7, -1, -0];
+  test('the rewrite computes what the loop computes, bit for bit, on the executor and natively', async () => {
+    const k = dk();
+    const r = rewriteDeltaSums(k);
+    expect(r).not.toBe(k);
+    expect(JSON.stringify(r.body)).not.toContain('"k":"for"');
+    for (const n of [0, 1, 5, 8, 16]) {
+      const args = (): Args => ({ buffers: { x: Float32Array.from(xs), out: new Float32Array(16) }, scalars: { size_n: n } });
+      const a = args(), b = args();
+      runKernel(k, a);
+      runKernel(r, b);
+      expect(bits(b.buffers['out']!), `n = ${n}`).toEqual(bits(a.buffers['out']!));
+      if (!why) { const { cpu, native } = await runBoth(k, args()); expectSameBits(cpu, native); }
+    }
+  });
+  test('loops that are not delta sums are left alone', () => {
+    const k = dk();
+    const body = k.body.map((st) => (st.k === 'for' ? { ...st, body: [...st.body, K.assign('acc', K.add(K.v('acc', 'f32'), K.f32(1)))] } : st));
+    const k2 = { ...k, body };
+    expect(rewriteDeltaSums(k2)).toBe(k2);
+  });
+});
 
 describe('barrier split (targets/native/barrier-split.ts)', () => {
   const k = reduceKernel();

@@ -31,6 +31,7 @@ import { CPrinter, f32Text, type Fmt, prim, PRIMARY, renameKernel, UNARY } from 
 import type { KBinOp, KBuiltin, Kernel, KExpr, KHalf, KStmt, KType, KUnOp } from '../../compiler/kir.js';
 import { verifyKernel } from '../../compiler/kir-verify.js';
 import { CUDA_RESERVED, validCudaIdent } from '../cuda/legalise.js';
+import { rewriteDeltaSums } from './delta.js';
 import { splitBarriers, type SplitKernel, WORK_ITEM } from './barrier-split.js';
 
 /** bool is an int32_t holding 0 or 1 (a 1-byte type in a work-item loop makes GCC pick more lanes than float has). */
@@ -303,7 +304,7 @@ export function printNative(kernels: readonly Kernel[], opts: NativePrintOptions
     verifyKernel(k0);
     const { kernel: renamed, globals } = renameKernel(k0, { valid: validCudaIdent, reserved: C_RESERVED });
     const origNames = new Map([...globals].map(([o, c]) => [c, o]));
-    const split = splitBarriers(renamed, C_RESERVED);
+    const split = splitBarriers(process.env['RETNETC_NATIVE_DELTA'] === '0' ? renamed : rewriteDeltaSums(renamed), C_RESERVED);
     const k = split.kernel;
     const p = new NativePrinter(split, checks, origNames);
     const symbol = `rn_k${n}_${k.name}`.slice(0, 120);
