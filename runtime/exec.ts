@@ -3,7 +3,7 @@
 // are registered in runtime/targets.ts; this layer keeps the names its callers use.
 import type { CheckedModel } from '../dsl/checked.js';
 import { compileModel } from '../compiler/pipeline.js';
-import { DEFAULT_CHUNK, makeSchedule, type StorageDtype } from '../compiler/schedule.js';
+import { DEFAULT_CHUNK, type DenseMode, makeSchedule, type StorageDtype } from '../compiler/schedule.js';
 import { type HostValue, type ModelState, type PlanExec, runModelPlan } from './model-runner.js';
 import { deviceError, EXEC_TARGETS, openTarget, type OpenOptions, type TargetExec } from './targets.js';
 
@@ -35,14 +35,15 @@ export async function runModelMode(
   mode: Mode,
   exec: PlanExec,
   chunk: number = DEFAULT_CHUNK,
-  opts: { output?: string; dtype?: StorageDtype } = {},
+  opts: { output?: string; dtype?: StorageDtype; dense?: DenseMode } = {},
 ): Promise<Map<string, HostValue>> {
   const dtype = opts.dtype ?? 'f32';
+  const dense = opts.dense ?? 'map';
   if (mode !== 'recurrent') {
-    const mp = compileModel(model, makeSchedule(mode, chunk, { dtype }));
+    const mp = compileModel(model, makeSchedule(mode, chunk, { dtype, dense }));
     return (await runModelPlan(mp, weights, new Map([['tokens', tokens]]), exec)).outputs;
   }
-  const mp = compileModel(model, makeSchedule('recurrent', DEFAULT_CHUNK, { dtype }), { stateful: true });
+  const mp = compileModel(model, makeSchedule('recurrent', DEFAULT_CHUNK, { dtype, dense }), { stateful: true });
   const [B, T] = tokens.shape as [number, number];
   let state: ModelState | undefined;
   const steps: Map<string, HostValue>[] = [];

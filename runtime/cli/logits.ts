@@ -6,7 +6,7 @@ import { ScheduleError } from '../../compiler/plan.js';
 import { DEFAULT_CHUNK, MAX_CHUNK } from '../../compiler/schedule.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
 import { type Mode, MODES, runModelMode } from '../exec.js';
-import { deviceError, EXEC_TARGETS, openTarget } from '../targets.js';
+import { deviceError, EXEC_TARGETS, openTarget, targetNamed } from '../targets.js';
 import { readSafetensorsFile, SafetensorsError, fromFloat64, writeSafetensorsFile } from '../io/safetensors.js';
 import { loadTorchscale, tokenProblem, tokensOf, TorchscaleError } from '../io/torchscale.js';
 import type { HostValue } from '../model-runner.js';
@@ -77,7 +77,9 @@ export async function cmdLogits(args: string[]): Promise<number> {
   let logits: HostValue;
   const t0 = performance.now();
   try {
-    logits = (await runModelMode(ck.model, ck.weights, tokens, mode, exec, chunk)).get('logits')!;
+    // The target's schedule defaults (native: tiled dense sums).
+    const dense = targetNamed(target)?.run?.schedule?.dense;
+    logits = (await runModelMode(ck.model, ck.weights, tokens, mode, exec, chunk, dense ? { dense } : {})).get('logits')!;
   } catch (e) {
     const device = deviceError(e);
     if (device) return fail('retnetc', device);

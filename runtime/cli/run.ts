@@ -13,7 +13,7 @@ import { gatherProblem } from './gathers.js';
 import { didYouMean, given, list, type OptionSpecs, type ParsedOptions, parseInteger, parseOptions, refuse, sameFile, str, UsageError } from './options.js';
 import { runModel } from '../../dsl/reference/interpreter.js';
 import { compileFunction, compileModel } from '../../compiler/pipeline.js';
-import { deviceError, dtypeProblem, EXEC_TARGETS, openTarget, orList } from '../targets.js';
+import { deviceError, dtypeProblem, EXEC_TARGETS, openTarget, orList, withTargetDefaults } from '../targets.js';
 import { loadTorchscale, NOT_WEIGHTS, tokenProblem, TorchscaleError } from '../io/torchscale.js';
 import { type HostValue, runModelPlan } from '../model-runner.js';
 import { STORAGE_DTYPES } from '../../compiler/schedule.js';
@@ -203,7 +203,7 @@ function targetSchedule(o: ParsedOptions, target: string) {
   const schedule = parseSchedule(o, false);
   const bad = target === 'reference' ? undefined : dtypeProblem(target, schedule.dtype, 'run', STORAGE_DTYPES);
   if (bad) throw new UsageError(bad);
-  return schedule;
+  return target === 'reference' ? schedule : withTargetDefaults(schedule, target);
 }
 
 /** Gradient inputs: the forward inputs plus grad.OUT for every output (zeros where not given). */
