@@ -29,7 +29,7 @@ import { boundWeights } from '../compiler/model-split.js';
 import type { Plan } from '../compiler/plan.js';
 import { type Form, makeSchedule } from '../compiler/schedule.js';
 import { devaluate } from '../dsl/dims.js';
-import { deviceError, EXEC_TARGETS, openTarget, runnerOf, type TargetExec } from '../runtime/targets.js';
+import { deviceError, EXEC_TARGETS, openTarget, runnerOf, type TargetExec, withTargetDefaults } from '../runtime/targets.js';
 import { type HostValue, type ModelState, type PlanExec, runModelPlan } from '../runtime/model-runner.js';
 import { runModelBackward } from '../runtime/model-backward.js';
 import { barPlot, linePlot, type Series } from './plot.js';
@@ -330,10 +330,12 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
   const model = instantiateModel(netProg, 'retnet', 'tiny');
 
   const compileTimes = new Map<Plan, number>();
-  const planFor = (fn: CheckedFn, form: Form, backward: boolean, sizes: Record<string, number>): Plan => {
+  // `target`: the schedule takes that target's defaults (runtime/targets.ts: native tiles dense sums).
+  const planFor = (fn: CheckedFn, form: Form, backward: boolean, sizes: Record<string, number>, target?: string): Plan => {
     const constants = new Map(sizesToSpecialise(fn, backward).map((s) => [s, sizes[s]!] as const));
     const t0 = performance.now();
-    const p = compileFunction(fn, makeSchedule(form, cfg.chunk), { backward, constants });
+    const base = makeSchedule(form, cfg.chunk);
+    const p = compileFunction(fn, target ? withTargetDefaults(base, target) : base, { backward, constants });
     if (!compileTimes.has(p)) compileTimes.set(p, performance.now() - t0);
     return p;
   };
@@ -539,9 +541,9 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
   // ---- dense contraction: linear, y = x W^T ----
   {
     const rec: CaseRecord = { id: 'dense', group: 'dense', label: `dense [${d.B * d.T}, ${d.I}] x [${d.I}, ${d.O}]`, form: 'linear', dir: 'fwd', shape: { ...d }, results: {}, peer: peerResult('dense'), ratios: {} };
-    const plan = planFor(linear, 'parallel', false, {});
     const ref = peerRef('dense');
     for (const t of live) {
+      const plan = planFor(linear, 'parallel', false, {}, t.name);
       rec.results[t.name] = await runCase(`${t.name}.dense`, d.B * d.T * d.I * d.O, () => t.exec!(plan, denseIn), async (first) => {
         const y = first.get('y')!.data;
         if (ref) return [relRmse([[y, ref.get('y')!.data]]), 'torch.matmul'];
@@ -568,13 +570,13 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
     for (const form of mc.forms) {
       const id = `model.${dir}.${form}`;
       const rec: CaseRecord = { id, group: 'model', label: `tiny RetNet ${dir === 'fwd' ? 'forward' : 'fwd+bwd'} B${mc.B} T${mc.T}`, form, dir, shape: { B: mc.B, T: mc.T }, results: {}, peer: peerResult(id), ratios: {} };
-      const c0 = performance.now();
-      const sched = makeSchedule(form, cfg.chunk);
-      const mg = dir === 'fwdbwd' ? compileModelGrad(model, sched) : undefined;
-      const mp = mg ? mg.forward : compileModel(model, sched);
-      const compileMs = performance.now() - c0;
       const ref = peerRef(id);
       for (const t of live) {
+        const c0 = performance.now();
+        const sched = withTargetDefaults(makeSchedule(form, cfg.chunk), t.name);
+        const mg = dir === 'fwdbwd' ? compileModelGrad(model, sched) : undefined;
+        const mp = mg ? mg.forward : compileModel(model, sched);
+        const compileMs = performance.now() - c0;
         const exec = t.exec!;
         const once = async (): Promise<Map<string, HostValue>> => {
           if (!mg) return (await runModelPlan(mp, weights, new Map([['tokens', tokens]]), exec)).outputs;
