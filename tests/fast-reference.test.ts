@@ -79,8 +79,12 @@ function directScale(name: FamilyName, c: Shape, inputs: ReadonlyMap<string, Val
             e += (Math.exp(G) * term(bh, t, s)) ** 2;
           }
         }
-        // The diagonal term, which the factorised gradient sums into both of its halves.
-        e += term(bh, u, u) ** 2;
+        // The diagonal term, which the factorised gradient sums into both of its halves: sized by
+        // the products it sums (root sum of squares of q_i k_i and of v_j do_j) when they exceed it.
+        let x = 0, x2 = 0, y = 0, y2 = 0;
+        for (let i = 0; i < K; i++) { const p = q[(bh * T + u) * K + i]! * k[(bh * T + u) * K + i]!; x += p; x2 += p * p; }
+        for (let j = 0; j < V; j++) { const p = v[(bh * T + u) * V + j]! * dO[(bh * T + u) * V + j]!; y += p; y2 += p * p; }
+        e += Math.max(x * x, x2) * Math.max(y * y, y2);
         out[bh * T + u] = Math.sqrt(e);
       }
     }
