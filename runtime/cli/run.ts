@@ -148,12 +148,7 @@ export async function cmdRun(args: string[]): Promise<number> {
       await once();
       const firstMs = performance.now() - r0;
       if (repeat) {
-        // Each run includes the uploads and read-backs a caller of the runtime pays.
-        const ms: number[] = [];
-        for (let i = 0; i < repeat; i++) { const t0 = performance.now(); await once(); ms.push(performance.now() - t0); }
-        ms.sort((a, b) => a - b);
-        const median = ms.length % 2 ? ms[(ms.length - 1) / 2]! : (ms[ms.length / 2 - 1]! + ms[ms.length / 2]!) / 2;
-        process.stdout.write(`timing: ${target} ${schedule.form}${gplan ? ' forward + backward' : ''}: compile ${compileMs.toFixed(1)} ms, first run ${firstMs.toFixed(1)} ms, median ${median.toFixed(2)} ms per run over ${repeat} more (min ${ms[0]!.toFixed(2)}, max ${ms[ms.length - 1]!.toFixed(2)})\n`);
+        process.stdout.write(await timingLine(`${target} ${schedule.form}${gplan ? ' forward + backward' : ''}`, once, repeat, compileMs, firstMs));
       }
     }
   } catch (e) {
@@ -165,11 +160,7 @@ export async function cmdRun(args: string[]): Promise<number> {
   } finally {
     await device?.release();
   }
-  // A NaN or an infinity is never written silently: one line names the tensor and the first place.
-  for (const [name, r] of results) {
-    const bad = nonFinite(r.data);
-    if (bad) process.stderr.write(`retnetc: warning: '${name}' holds ${bad.count} non-finite value${bad.count === 1 ? '' : 's'}, the first ${bad.value} at [${unflatten(bad.first, r.shape).join(', ')}]\n`);
-  }
+  warnNonFinite(results);
   const tensors = new Map<string, Tensor>();
   for (const [name, r] of results) tensors.set(name, fromFloat64(r.data, r.shape, outDtype ? DTYPE_MAP[outDtype]! : r.dtype));
   try {
@@ -309,12 +300,8 @@ async function runModelCommand(o: ParsedOptions): Promise<number> {
       await once();
       const firstMs = performance.now() - r0;
       if (repeat) {
-        const ms: number[] = [];
-        for (let i = 0; i < repeat; i++) { const t0 = performance.now(); await once(); ms.push(performance.now() - t0); }
-        ms.sort((a, b) => a - b);
-        const median = ms.length % 2 ? ms[(ms.length - 1) / 2]! : (ms[ms.length / 2 - 1]! + ms[ms.length / 2]!) / 2;
         const L = model.hypers.get('n_layers');
-        process.stdout.write(`timing: ${target} ${schedule.form} model ${modelName}${L !== undefined ? ` (${L} layers)` : ''} forward: compile ${compileMs.toFixed(1)} ms, first run ${firstMs.toFixed(1)} ms, median ${median.toFixed(2)} ms per run over ${repeat} more (min ${ms[0]!.toFixed(2)}, max ${ms[ms.length - 1]!.toFixed(2)})\n`);
+        process.stdout.write(await timingLine(`${target} ${schedule.form} model ${modelName}${L !== undefined ? ` (${L} layers)` : ''} forward`, once, repeat, compileMs, firstMs));
       }
     }
   } catch (e) {
@@ -326,10 +313,7 @@ async function runModelCommand(o: ParsedOptions): Promise<number> {
   } finally {
     await device?.release();
   }
-  for (const [name, r] of results) {
-    const bad = nonFinite(r.data);
-    if (bad) process.stderr.write(`retnetc: warning: '${name}' holds ${bad.count} non-finite value${bad.count === 1 ? '' : 's'}, the first ${bad.value} at [${unflatten(bad.first, r.shape).join(', ')}]\n`);
-  }
+  warnNonFinite(results);
   const tensors = new Map<string, Tensor>();
   for (const [name, r] of results) tensors.set(name, fromFloat64(r.data, r.shape, outDtype ? DTYPE_MAP[outDtype]! : r.dtype));
   const meta: Record<string, string> = { model: modelName, config: model.config, source: path.basename(file), checkpoint: path.basename(ckPath), target };
@@ -342,4 +326,22 @@ async function runModelCommand(o: ParsedOptions): Promise<number> {
   }
   for (const [name, t] of tensors) wroteTensor(name, t.dtype, t.shape, outPath);
   return 0;
+}
+
+/** `timing: WHAT: compile .., first run .., median .. per run over N more (min .., max ..)`: runs `once` N more times. */
+async function timingLine(what: string, once: () => Promise<unknown>, repeat: number, compileMs: number, firstMs: number): Promise<string> {
+  // Each run includes the uploads and read-backs a caller of the runtime pays.
+  const ms: number[] = [];
+  for (let i = 0; i < repeat; i++) { const t0 = performance.now(); await once(); ms.push(performance.now() - t0); }
+  ms.sort((a, b) => a - b);
+  const median = ms.length % 2 ? ms[(ms.length - 1) / 2]! : (ms[ms.length / 2 - 1]! + ms[ms.length / 2]!) / 2;
+  return `timing: ${what}: compile ${compileMs.toFixed(1)} ms, first run ${firstMs.toFixed(1)} ms, median ${median.toFixed(2)} ms per run over ${repeat} more (min ${ms[0]!.toFixed(2)}, max ${ms[ms.length - 1]!.toFixed(2)})\n`;
+}
+
+/** A NaN or an infinity is never written silently: one line per tensor names the first place. */
+function warnNonFinite(results: ReadonlyMap<string, { data: ArrayLike<number>; shape: number[] }>): void {
+  for (const [name, r] of results) {
+    const bad = nonFinite(r.data);
+    if (bad) process.stderr.write(`retnetc: warning: '${name}' holds ${bad.count} non-finite value${bad.count === 1 ? '' : 's'}, the first ${bad.value} at [${unflatten(bad.first, r.shape).join(', ')}]\n`);
+  }
 }
