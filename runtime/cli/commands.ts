@@ -4,6 +4,8 @@
 import * as fs from 'node:fs';
 import { cmdCheck } from './check.js';
 import { cmdCompile } from './compile.js';
+import { cmdExport } from './export.js';
+import { cmdGenerate } from './generate.js';
 import { cmdLogits } from './logits.js';
 import { didYouMean, fail, UsageError } from './options.js';
 import { cmdRun, RUN_TARGETS } from './run.js';
@@ -50,12 +52,23 @@ commands:
                                       a torchscale RetNet checkpoint's logits f32[B, T, vocab] on its
                                       tokens (or those of --tokens): parallel and chunkwise run the
                                       forward, recurrent the stateful form one token at a time
+  generate --checkpoint PATH --prompt TEXT [--tokens N] [--temperature X] [--top-k K] [--top-p P]
+      [--seed S] [--mode parallel|chunkwise|recurrent] [--chunk N] [--target ${EXEC_TARGETS.join('|')}]
+      (--prompt-tokens ID,ID,... instead of --prompt for a checkpoint whose tokens are not bytes)
+                                      continue a prompt with a checkpoint (a retnetc train directory or
+                                      a .safetensors file): --mode prefills it (default chunkwise;
+                                      recurrent: token by token), then tokens are decoded one at a time
+                                      (default 200, temperature 0.8; 0 is greedy) and stream to stdout;
+                                      prefill and decode tokens/s go to stderr
+  export --checkpoint PATH --out FILE.safetensors
+                                      a checkpoint's weights as one torchscale-format file (f32,
+                                      torchscale's names, the config in the metadata), for logits
   targets [--json]                    every target: whether it runs here (and if not, why in one
                                       line), and what it prints for compile --target
   help                                this text
   --version                           the version of retnetc`;
 
-const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check: cmdCheck, run: cmdRun, compile: cmdCompile, logits: cmdLogits, targets: cmdTargets };
+const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check: cmdCheck, run: cmdRun, compile: cmdCompile, logits: cmdLogits, generate: cmdGenerate, export: cmdExport, targets: cmdTargets };
 
 /** The version in package.json (found from the built dist/ or from the sources). */
 export function version(): string {

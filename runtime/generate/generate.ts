@@ -8,7 +8,8 @@ import { compileModel } from '../../compiler/pipeline.js';
 import { DEFAULT_CHUNK, type DenseMode, makeSchedule } from '../../compiler/schedule.js';
 import type { Mode } from '../exec.js';
 import { type HostValue, type ModelState, type PlanExec, runModelPlan } from '../model-runner.js';
-import { openTarget, runnerOf, targetNamed } from '../targets.js';
+import { bestTarget } from '../best-target.js';
+import { openTarget, targetNamed } from '../targets.js';
 import { Rng } from '../train/rng.js';
 import { sampleToken, type SamplerOptions, samplerProblem } from './sampler.js';
 
@@ -29,7 +30,7 @@ export interface GenerateOptions {
   mode?: Mode;
   /** Runs the plans; when absent, `target` is opened (and released at the end). */
   exec?: PlanExec;
-  /** An executing target of runtime/targets.ts (default: native when available, else cpu). */
+  /** An executing target of runtime/targets.ts (default: defaultTarget()). */
   target?: string;
   /** chunkwise's chunk, parallel's tile (default DEFAULT_CHUNK). */
   chunk?: number;
@@ -56,13 +57,9 @@ export class GenerateError extends Error {
   override readonly name = 'GenerateError';
 }
 
-/** native when it runs here, else cpu (the JavaScript executor, always there). */
+/** The fastest target that runs here (runtime/best-target.ts: a GPU, else native, else cpu). */
 export async function defaultTarget(): Promise<string> {
-  try {
-    const a = await runnerOf('native').available();
-    if (a.ok) return 'native';
-  } catch { /* unavailable */ }
-  return 'cpu';
+  return (await bestTarget()).name;
 }
 
 /** The vocabulary size of a retnet model (its `vocab` hyper parameter). */

@@ -1,0 +1,61 @@
+// retnetc export: a checkpoint (a `retnetc train` directory, or a .safetensors file) as one
+// torchscale-format file, the fixture format of shared/fixtures/torchscale: the weights the model
+// binds, float32, under torchscale's names, with the RetNetConfig keyword arguments as JSON in the
+// metadata key `config`; no optimizer or trainer state. `retnetc logits --checkpoint FILE` reads
+// it back. Written atomically (a temporary file, fsync, rename), so an existing --out is replaced
+// whole or not at all.
+import * as path from 'node:path';
+import { boundWeights } from '../../compiler/model-split.js';
+import { modelProgram } from '../../compiler/pipeline.js';
+import { CheckpointPathError, weightsFile } from '../io/checkpoint-path.js';
+import { fromFloat64, SafetensorsError, type Tensor, writeSafetensorsFile } from '../io/safetensors.js';
+import { hypersToConfig, loadTorchscale, TorchscaleError } from '../io/torchscale.js';
+import { fail, type OptionSpecs, parseOptions, sameFile, str, UsageError } from './options.js';
+
+export const EXPORT_OPTIONS: OptionSpecs = {
+  checkpoint: { type: 'string', value: 'PATH' },
+  out: { type: 'string', value: 'FILE.safetensors' },
+};
+
+export async function cmdExport(args: string[]): Promise<number> {
+  const o = parseOptions('export', args, EXPORT_OPTIONS);
+  if (o.positionals.length) throw new UsageError(`unexpected argument '${o.positionals[0]}' (export takes options only; retnetc export --help for the usage)`);
+  const ckPath = str(o, 'checkpoint');
+  const outPath = str(o, 'out');
+  if (!ckPath) throw new UsageError('--checkpoint PATH is required (a checkpoint directory written by retnetc train, or a .safetensors file)');
+  if (!outPath) throw new UsageError('--out FILE.safetensors is required');
+  if (!outPath.endsWith('.safetensors')) throw new UsageError(`--out ${outPath}: the file name must end in .safetensors`);
+
+  let file: string;
+  let ck;
+  try {
+    file = weightsFile(ckPath);
+    ck = await loadTorchscale(file);
+  } catch (e) {
+    if (e instanceof CheckpointPathError) return fail('retnetc', e.message);
+    if (e instanceof TorchscaleError) return fail(ckPath, e.message);
+    throw e;
+  }
+  if (sameFile(file, outPath)) throw new UsageError(`--out ${outPath} is the checkpoint's weights file; writing it would replace it (choose another --out)`);
+
+  // The weights the model binds, as stored when already float32 (bit for bit), else converted.
+  const tensors = new Map<string, Tensor>();
+  let params = 0;
+  for (const name of boundWeights(modelProgram(ck.model)).keys()) {
+    const stored = ck.tensors.get(name);
+    const w = ck.weights.get(name)!;
+    tensors.set(name, stored?.dtype === 'F32' ? stored : fromFloat64(w.data, w.shape, 'F32'));
+    params += w.data.length;
+  }
+  const config = ck.config?.raw ?? hypersToConfig(ck.model.hypers);
+  const metadata: Record<string, string> = { config: JSON.stringify(config), source: `retnetc export of ${path.basename(path.resolve(ckPath))}` };
+  if (ck.metadata['qk_gain'] !== undefined) metadata['qk_gain'] = ck.metadata['qk_gain'];
+  try {
+    await writeSafetensorsFile(outPath, tensors, metadata);
+  } catch (e) {
+    if (e instanceof SafetensorsError) return fail(outPath, e.message.replace(`${outPath}: `, ''));
+    throw e;
+  }
+  process.stdout.write(`wrote ${outPath} (torchscale format: ${tensors.size} weights, ${params} parameters, f32, config in the metadata)\n`);
+  return 0;
+}
