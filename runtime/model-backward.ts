@@ -35,19 +35,24 @@ export interface ModelBackwardResult {
 
 /**
  * The forward over `inputs` and the gradients of every weight given `dOutputs`, the gradient of
- * the loss with respect to each model output by name (an output left out counts as zero).
+ * the loss with respect to each model output by name (an output left out counts as zero), or a
+ * function of the forward's outputs that returns them (a loss needs the logits: the trainer's
+ * forward is then the backward's, not a second one).
  */
 export async function runModelBackward(
   mg: ModelGrad,
   weights: ReadonlyMap<string, HostValue>,
   inputs: ReadonlyMap<string, HostValue>,
-  dOutputs: ReadonlyMap<string, HostValue>,
+  dOutputsOf: ReadonlyMap<string, HostValue> | ((outputs: Map<string, HostValue>) => Promise<ReadonlyMap<string, HostValue>>),
   exec: PlanExec,
 ): Promise<ModelBackwardResult> {
   const prog = mg.program;
-  for (const name of dOutputs.keys()) {
-    if (!prog.outputs.some((o) => o.name === name)) throw new RunError(`'${prog.model.name}' has no output '${name}' (its outputs: ${prog.outputs.map((o) => o.name).join(', ')})`);
-  }
+  const checkNames = (d: ReadonlyMap<string, HostValue>): void => {
+    for (const name of d.keys()) {
+      if (!prog.outputs.some((o) => o.name === name)) throw new RunError(`'${prog.model.name}' has no output '${name}' (its outputs: ${prog.outputs.map((o) => o.name).join(', ')})`);
+    }
+  };
+  if (typeof dOutputsOf !== 'function') checkNames(dOutputsOf);
   // Forward, keeping every model tensor (each step's inputs are among them).
   const env = new Map<string, HostValue>();
   for (const p of prog.params) {
@@ -72,6 +77,8 @@ export async function runModelBackward(
     }
   }
   const outputs = new Map(prog.outputs.map((o) => [o.name, env.get(o.v)!] as const));
+  const dOutputs = typeof dOutputsOf === 'function' ? await dOutputsOf(outputs) : dOutputsOf;
+  if (typeof dOutputsOf === 'function') checkNames(dOutputs);
 
   // Backward: incoming gradients of model tensors by id, weight gradients by full name.
   const dVars = new Accumulator();
