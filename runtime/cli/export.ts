@@ -1,7 +1,7 @@
 // retnetc export: a checkpoint (a `retnetc train` directory, or a .safetensors file) as one
 // torchscale-format file, the fixture format of shared/fixtures/torchscale: the weights the model
 // binds, float32, under torchscale's names, with the RetNetConfig keyword arguments as JSON in the
-// metadata key `config`; no optimizer or trainer state. `retnetc logits --checkpoint FILE` reads
+// metadata key `config` (and a fixture's `tokens`); no optimizer or trainer state. `retnetc logits --checkpoint FILE` reads
 // it back. Written atomically (a temporary file, fsync, rename), so an existing --out is replaced
 // whole or not at all.
 import * as path from 'node:path';
@@ -47,6 +47,8 @@ export async function cmdExport(args: string[]): Promise<number> {
     tensors.set(name, stored?.dtype === 'F32' ? stored : fromFloat64(w.data, w.shape, 'F32'));
     params += w.data.length;
   }
+  // A torchscale fixture's tokens travel along, so that `logits` runs on them without --tokens.
+  if (ck.tokens) tensors.set('tokens', { dtype: 'I32', shape: ck.tokens.shape, data: Int32Array.from(ck.tokens.data) });
   const config = ck.config?.raw ?? hypersToConfig(ck.model.hypers);
   const metadata: Record<string, string> = { config: JSON.stringify(config), source: `retnetc export of ${path.basename(path.resolve(ckPath))}` };
   if (ck.metadata['qk_gain'] !== undefined) metadata['qk_gain'] = ck.metadata['qk_gain'];
@@ -56,6 +58,6 @@ export async function cmdExport(args: string[]): Promise<number> {
     if (e instanceof SafetensorsError) return fail(outPath, e.message.replace(`${outPath}: `, ''));
     throw e;
   }
-  process.stdout.write(`wrote ${outPath} (torchscale format: ${tensors.size} weights, ${params} parameters, f32, config in the metadata)\n`);
+  process.stdout.write(`wrote ${outPath} (torchscale format: ${tensors.size - (ck.tokens ? 1 : 0)} weights${ck.tokens ? ' and tokens' : ''}, ${params} parameters, f32, config in the metadata)\n`);
   return 0;
 }

@@ -102,11 +102,6 @@ export async function cmdGenerate(args: string[]): Promise<number> {
   const text = bytes && promptIds === undefined ? new ByteText() : undefined;
   let first = true;
   const out = (s: string): void => { if (s) process.stdout.write(s); };
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    // A closed pipe (| head) ends the output, not with a stack trace.
-    if (e.code === 'EPIPE') process.exit(0);
-    throw e;
-  });
   let r;
   try {
     const opts = { model: ck.model, weights: ck.weights, prompt, tokens: n, temperature, seed, mode, target, chunk, ...(topK !== undefined ? { topK } : {}), ...(topP !== undefined ? { topP } : {}) };
