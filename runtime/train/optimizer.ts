@@ -75,9 +75,10 @@ export class AdamW {
     const vec = (data: Float32Array): HostValue => ({ shape: [n], data });
     const out = await this.exec(plan, new Map([
       ['p', vec(this.params.data)], ['g', vec(grads)], ['m', vec(this.m)], ['v', vec(this.v)], ['wd', vec(this.wd)],
-      // The bias corrections in float64 (models/train.ret says why).
+      // The bias corrections and 1 - beta in float64 (models/train.ret says why).
       ['lr', scalar(lr)], ['bc1', scalar(1 - this.beta1 ** t)], ['bc2', scalar(1 - this.beta2 ** t)],
-      ['beta1', scalar(this.beta1)], ['beta2', scalar(this.beta2)], ['eps', scalar(this.eps)], ['clip', scalar(this.clip)],
+      ['beta1', scalar(this.beta1)], ['beta2', scalar(this.beta2)], ['c1', scalar(1 - this.beta1)], ['c2', scalar(1 - this.beta2)],
+      ['eps', scalar(this.eps)], ['clip', scalar(this.clip)],
     ]));
     const gradNorm = Math.sqrt(out.get('gnorm2')!.data[0]!);
     if (!Number.isFinite(gradNorm)) throw new RunError(`step ${t}: the gradient norm is ${gradNorm} (NaN or infinite gradients); the step was not applied`);
