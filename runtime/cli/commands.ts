@@ -10,6 +10,7 @@ import { cmdLogits } from './logits.js';
 import { didYouMean, fail, UsageError } from './options.js';
 import { cmdRun, RUN_TARGETS } from './run.js';
 import { cmdTargets } from './targets.js';
+import { cmdTrain } from './train.js';
 import { EXEC_TARGETS, PRINT_TARGETS, TARGETS } from '../targets.js';
 
 export { UsageError } from './options.js';
@@ -52,6 +53,15 @@ commands:
                                       a torchscale RetNet checkpoint's logits f32[B, T, vocab] on its
                                       tokens (or those of --tokens): parallel and chunkwise run the
                                       forward, recurrent the stateful form one token at a time
+  train [--size NAME] [--data FILE] [--steps N] [--batch B] [--seq T] [--lr X] [--warmup N]
+      [--schedule parallel|recurrent|chunkwise] [--chunk N] [--target ${EXEC_TARGETS.join('|')}] [--seed S]
+      [--eval-every N] [--save-every N] [--accum N] --out DIR [--resume DIR]
+                                      train retnet (default --size tiny, byte tokens) on Moby Dick or
+                                      the UTF-8 text of --data (last 5% held out for validation);
+                                      writes DIR/metrics.jsonl and checkpoints (model.safetensors in
+                                      torchscale's format, optimizer and trainer state) every
+                                      --save-every steps, at the end and on SIGINT/SIGTERM; --resume
+                                      continues a checkpoint as if never interrupted
   generate --checkpoint PATH --prompt TEXT [--tokens N] [--temperature X] [--top-k K] [--top-p P]
       [--seed S] [--mode parallel|chunkwise|recurrent] [--chunk N] [--target ${EXEC_TARGETS.join('|')}]
       (--prompt-tokens ID,ID,... instead of --prompt for a checkpoint whose tokens are not bytes)
@@ -68,7 +78,7 @@ commands:
   help                                this text
   --version                           the version of retnetc`;
 
-const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check: cmdCheck, run: cmdRun, compile: cmdCompile, logits: cmdLogits, generate: cmdGenerate, export: cmdExport, targets: cmdTargets };
+const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check: cmdCheck, run: cmdRun, compile: cmdCompile, logits: cmdLogits, train: cmdTrain, generate: cmdGenerate, export: cmdExport, targets: cmdTargets };
 
 /** The version in package.json (found from the built dist/ or from the sources). */
 export function version(): string {
