@@ -12,6 +12,7 @@ import { lowerChunkwise, lowerParallel, lowerRecurrent } from './lower/contracti
 import { chunkStateLayout, chunkStateShape, lowerChunkParallel } from './lower/chunk-parallel.js';
 import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.js';
 import { lowerElementwise } from './lower/generic.js';
+import { DEFAULT_TREE, lowerTreeReduce, treeShapeOf, treeSuits, treeSum } from './lower/reduce.js';
 import { recogniseDense } from './dense.js';
 import { chooseDenseTile, DEFAULT_DENSE_TILE, denseTileOf, lowerDense } from './lower/dense.js';
 import { canonicalise } from './rewrite.js';
@@ -31,7 +32,7 @@ export interface Launch {
   scalars: Record<string, string>;
   /** The statement this launch computes, and how. */
   target: string;
-  how: 'elementwise' | 'contraction' | 'dense';
+  how: 'elementwise' | 'contraction' | 'dense' | 'reduce';
   /** The schedule this statement was lowered with: the plan's default with the statement's choice (schedule.statements) put in. */
   schedule?: Schedule;
 }
@@ -178,7 +179,11 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     const chosenTiles = choose.of(s)?.tiles;
     const dense = c ? undefined : (sched.dense === 'tiled' || denseTileOf(chosenTiles, DEFAULT_DENSE_TILE)) ? recogniseDense(s, ir.vars) : undefined;
     const chunkParallel = c !== undefined && sched.form === 'chunkwise' && sched.chunkParallel === true;
-    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? (chunkParallel ? 'chunkpar' : sched.form) : dense ? 'dense' : 'map'}`;
+    // A sum into few outputs as a tree reduction: always where the statement's choice says
+    // 'tree', where the sizes suit it (treeSuits) where only the schedule's default says so.
+    const treeShape = treeShapeOf(chosenTiles, DEFAULT_TREE);
+    const tree = !c && !dense && sched.reduce === 'tree' && (choose.of(s).reduce === 'tree' ? treeSum(s) !== undefined : treeSuits(s, constants, treeShape));
+    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? (chunkParallel ? 'chunkpar' : sched.form) : dense ? 'dense' : tree ? 'tree' : 'map'}`;
     // One statement, one or more kernels (in launch order), each with its lowering and the tensor it computes.
     let kernels: { kernel: Kernel; L: ExprLowering; target: string }[];
     try {
@@ -193,7 +198,8 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
       } else if (dense) {
         const base = chooseDenseTile(dense, constants);
         kernels = [{ kernel: lowerDense(name, s, dense, L, denseTileOf(chosenTiles, base) ?? base), L, target: s.target }];
-      } else if (!c) kernels = [{ kernel: lowerElementwise(name, s, L, sched.workgroup.elementwise), L, target: s.target }];
+      } else if (tree) kernels = [{ kernel: lowerTreeReduce(name, s, L, treeShape), L, target: s.target }];
+      else if (!c) kernels = [{ kernel: lowerElementwise(name, s, L, sched.workgroup.elementwise), L, target: s.target }];
       else if (sched.form === 'recurrent') kernels = [{ kernel: lowerRecurrent(name, s, c, L, sched), L, target: s.target }];
       else if (sched.form === 'chunkwise') kernels = [{ kernel: lowerChunkwise(name, s, c, L, sched), L, target: s.target }];
       else kernels = [{ kernel: lowerParallel(name, s, c, L, sched), L, target: s.target }];
@@ -210,7 +216,7 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
       });
       const scalars: Record<string, string> = {};
       kernel.scalars = [...KL.sizes.runtime].sort().map((a) => { scalars[sizeParam(a)] = a; return { name: sizeParam(a), type: 'i32' as const }; });
-      launches.push({ kernel, buffers, scalars, target, how: c ? 'contraction' : dense ? 'dense' : 'elementwise', schedule: sched });
+      launches.push({ kernel, buffers, scalars, target, how: c ? 'contraction' : dense ? 'dense' : tree ? 'reduce' : 'elementwise', schedule: sched });
     }
   }
   return { fn: vars.size === ir.vars.size ? ir : { ...ir, vars }, schedule, launches, constants, contractions, half, states };
@@ -277,6 +283,7 @@ export function spelledOutSchedule(schedule: Schedule, fns: readonly CheckedFn[]
       if (kind === 'contraction') statements[key] = { form: e.form, ...(e.form === 'recurrent' ? {} : { chunk: e.chunk }), ...(e.form === 'parallel' && e.tiles.cols !== e.chunk ? { tiles: { cols: e.tiles.cols } } : {}), workgroup: e.workgroup.contraction, ...(e.form === 'chunkwise' && !!e.chunkParallel !== !!schedule.chunkParallel ? { chunkParallel: !!e.chunkParallel } : {}) };
       else statements[key] = { ...(kind === 'quadratic' && hit?.[1].form === 'parallel' ? { form: 'parallel' as const } : {}), workgroup: e.workgroup.elementwise };
       if (hit?.[1].tiles && kind !== 'contraction') statements[key]!.tiles = hit[1].tiles;
+      if (hit?.[1].reduce && kind !== 'contraction') statements[key]!.reduce = hit[1].reduce;
     }
   }
   for (const [k, c] of Object.entries(schedule.statements ?? {})) if (!seen.has(k) && !Object.hasOwn(statements, k)) statements[k] = c;
@@ -307,6 +314,7 @@ function statementChooser(fn: CheckedFn, schedule: Schedule, ir: IrFn, contracti
   const fwdKind = new Map(fwd.fn.body.map((s) => [s.target, kindOf(s, fwd.contractions)] as const));
   const validate = (key: string, c: StatementChoice, kind: Kind, s: IrStmt): void => {
     const where = `'${fn.name}': statement '${key}'`;
+    if (c.reduce === 'tree' && (kind === 'contraction' || !treeSum(s))) throw new ScheduleError(`${where} ${kind === 'contraction' ? 'is a causal contraction' : 'has no single f32 sum'}: reduce tree does not apply to it`, s.span);
     if (kind === 'map') {
       // A map is the same kernel in every form (form parallel, what it is, may be said).
       if ((c.form !== undefined && c.form !== 'parallel') || c.chunk !== undefined) throw new ScheduleError(`${where} is elementwise (a map kernel, the same in every form): only workgroup applies to it, not ${c.chunk === undefined ? `form ${c.form}` : `chunk ${c.chunk}`}`, s.span);
@@ -333,6 +341,7 @@ function statementChooser(fn: CheckedFn, schedule: Schedule, ir: IrFn, contracti
     if (!c) return out;
     if (c.workgroup !== undefined) out.workgroup = c.workgroup;
     if (c.tiles !== undefined) out.tiles = c.tiles;
+    if (c.reduce !== undefined && kind !== 'contraction') out.reduce = c.reduce;
     if (kind === 'contraction') {
       if (c.form !== undefined) out.form = c.form;
       if (c.chunk !== undefined && out.form !== 'recurrent') out.chunk = c.chunk;

@@ -25,6 +25,12 @@ export interface StatementChoice {
   tiles?: Record<string, number>;
   /** Chunkwise contractions as three kernels parallel over chunks (Schedule.chunkParallel). */
   chunkParallel?: boolean;
+  /**
+   * A statement whose value is a function of one sum: 'tree' lowers it as a tree reduction
+   * (compiler/lower/reduce.ts; its `tiles` outs and lanes shape it) whatever the sizes, 'serial'
+   * as one thread per output (Schedule.reduce).
+   */
+  reduce?: ReduceMode;
 }
 
 export interface Schedule {
@@ -59,6 +65,13 @@ export interface Schedule {
   chunkParallel?: boolean;
   /** Per-statement choices by statement target name (absent: every statement takes the default). */
   statements?: Record<string, StatementChoice>;
+  /**
+   * Sums over a long extent into few outputs (norm weight and decay gradients, losses, squared
+   * norms): 'serial' (absent) as one thread per output with a loop, 'tree' as a workgroup per
+   * output whose threads stride over the sum and meet in a workgroup-memory tree
+   * (compiler/lower/reduce.ts), where the sizes suit it (compiler/lower/reduce.ts treeSuits).
+   */
+  reduce?: ReduceMode;
 }
 
 export type DenseMode = 'map' | 'tiled';
@@ -66,6 +79,9 @@ export const DENSE_MODES: readonly DenseMode[] = ['map', 'tiled'];
 
 export type StorageDtype = 'f32' | 'f16' | 'bf16';
 export const STORAGE_DTYPES: readonly StorageDtype[] = ['f32', 'f16', 'bf16'];
+export type ReduceMode = 'serial' | 'tree';
+export const REDUCE_MODES: readonly ReduceMode[] = ['serial', 'tree'];
+
 
 export const DEFAULT_CHUNK = 64;
 export const MAX_CHUNK = 1024;
@@ -96,6 +112,10 @@ export function makeSchedule(form: Form, chunk = DEFAULT_CHUNK, overrides: Parti
   if (overrides.chunkParallel) s.chunkParallel = true;
   const st = overrides.statements;
   if (st && Object.keys(st).length) s.statements = Object.fromEntries(Object.entries(st).map(([k, c]) => [k, checkChoice(c, `statement '${k}'`)]));
+  if (overrides.reduce !== undefined && overrides.reduce !== 'serial') {
+    if (!REDUCE_MODES.includes(overrides.reduce)) throw new RangeError(`reduce must be one of ${REDUCE_MODES.join(', ')}, got ${String(overrides.reduce)}`);
+    s.reduce = overrides.reduce;
+  }
   return s;
 }
 
@@ -116,7 +136,10 @@ export function checkChoice(c: unknown, where: string): StatementChoice {
     } else if (k === 'chunkParallel') {
       if (typeof v !== 'boolean') throw new ScheduleFormatError(`${where}: chunkParallel must be true or false, got ${JSON.stringify(v)}`);
       out.chunkParallel = v;
-    } else throw new ScheduleFormatError(`${where}: unknown field '${k}' (a statement's choice has form, chunk, workgroup, tiles, chunkParallel)`);
+    } else if (k === 'reduce') {
+      if (typeof v !== 'string' || !(REDUCE_MODES as readonly string[]).includes(v)) throw new ScheduleFormatError(`${where}: reduce must be one of ${REDUCE_MODES.join(', ')}, got ${JSON.stringify(v)}`);
+      out.reduce = v as ReduceMode;
+    } else throw new ScheduleFormatError(`${where}: unknown field '${k}' (a statement's choice has form, chunk, workgroup, tiles, chunkParallel, reduce)`);
   }
   if (out.form === 'recurrent' && out.chunk !== undefined) throw new ScheduleFormatError(`${where}: chunk does not apply to the recurrent form (it steps one position at a time)`);
   return out;
@@ -129,7 +152,7 @@ export function checkChoice(c: unknown, where: string): StatementChoice {
 export function scheduleFromJson(json: unknown): Schedule {
   if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ScheduleFormatError(`expected a JSON object such as {"form": "chunkwise", "chunk": 64, "statements": {...}}, got ${JSON.stringify(json)}`);
   const r = json as Record<string, unknown>;
-  const known = ['form', 'chunk', 'tiles', 'workgroup', 'dtype', 'dense', 'chunkParallel', 'statements'];
+  const known = ['form', 'chunk', 'tiles', 'workgroup', 'dtype', 'dense', 'chunkParallel', 'reduce', 'statements'];
   for (const k of Object.keys(r)) if (!known.includes(k)) throw new ScheduleFormatError(`unknown field '${k}' (a schedule has ${known.join(', ')})`);
   if (typeof r['form'] !== 'string' || !(FORMS as readonly string[]).includes(r['form'])) throw new ScheduleFormatError(`form must be one of ${FORMS.join(', ')}, got ${JSON.stringify(r['form'])}`);
   const form = r['form'] as Form;
@@ -157,6 +180,10 @@ export function scheduleFromJson(json: unknown): Schedule {
     if (typeof r['chunkParallel'] !== 'boolean') throw new ScheduleFormatError(`chunkParallel must be true or false, got ${JSON.stringify(r['chunkParallel'])}`);
     overrides.chunkParallel = r['chunkParallel'];
   }
+  if (r['reduce'] !== undefined) {
+    if (typeof r['reduce'] !== 'string' || !(REDUCE_MODES as readonly string[]).includes(r['reduce'])) throw new ScheduleFormatError(`reduce must be one of ${REDUCE_MODES.join(', ')}, got ${JSON.stringify(r['reduce'])}`);
+    overrides.reduce = r['reduce'] as ReduceMode;
+  }
   if (r['statements'] !== undefined) {
     const st = r['statements'];
     if (!st || typeof st !== 'object' || Array.isArray(st)) throw new ScheduleFormatError(`statements must be an object keyed by statement name, got ${JSON.stringify(st)}`);
@@ -181,6 +208,10 @@ export function statementSchedule(s: Schedule, c: StatementChoice | undefined): 
     if (c.chunkParallel) out.chunkParallel = true;
     else delete out.chunkParallel;
   }
+  if (c.reduce !== undefined) {
+    if (c.reduce === 'tree') out.reduce = 'tree';
+    else delete out.reduce;
+  }
   return out;
 }
 
@@ -191,6 +222,7 @@ const sortedChoice = (c: StatementChoice): StatementChoice => {
   if (c.workgroup !== undefined) out.workgroup = c.workgroup;
   if (c.tiles !== undefined) out.tiles = Object.fromEntries(Object.entries(c.tiles).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   if (c.chunkParallel !== undefined) out.chunkParallel = c.chunkParallel;
+  if (c.reduce !== undefined) out.reduce = c.reduce;
   return out;
 };
 
@@ -199,6 +231,7 @@ export function scheduleToJson(s: Schedule, sort = false): Schedule {
   const out: Schedule = { form: s.form, chunk: s.chunk, tiles: { cols: s.tiles.cols }, workgroup: { contraction: s.workgroup.contraction, elementwise: s.workgroup.elementwise }, dtype: s.dtype };
   if (s.dense && s.dense !== 'map') out.dense = s.dense;
   if (s.chunkParallel) out.chunkParallel = true;
+  if (s.reduce && s.reduce !== 'serial') out.reduce = s.reduce;
   const st = Object.entries(s.statements ?? {}).map(([k, c]) => [k, sortedChoice(c)] as const).filter(([, c]) => Object.keys(c).length > 0);
   if (st.length) out.statements = Object.fromEntries(sort ? st.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : st);
   return out;
