@@ -74,6 +74,16 @@ export class FlatParams {
     return r;
   }
 
+  /** The weight and multi-index of flat element `i` ("'layers.0.ffn.fc1.weight' [3, 17]"), for messages. */
+  locate(i: number): string {
+    const r = this.ranges.find((x) => i >= x.offset && i < x.offset + x.size);
+    if (!r) throw new RangeError(`element ${i} is outside the ${this.size} parameters`);
+    const idx: number[] = [];
+    let k = i - r.offset;
+    for (let d = r.shape.length - 1; d >= 0; d--) { idx.unshift(k % r.shape[d]!); k = Math.floor(k / r.shape[d]!); }
+    return `'${r.name}' [${idx.join(', ')}]`;
+  }
+
   /** One view per weight into `data` (no copies; made once, valid for the life of this object). */
   views(): Map<string, HostValue> {
     this.viewCache ??= new Map(this.ranges.map((r) => [r.name, { shape: r.shape, data: this.data.subarray(r.offset, r.offset + r.size) }] as const));

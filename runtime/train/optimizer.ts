@@ -81,12 +81,18 @@ export class AdamW {
       ['eps', scalar(this.eps)], ['clip', scalar(this.clip)],
     ]));
     const gradNorm = Math.sqrt(out.get('gnorm2')!.data[0]!);
-    if (!Number.isFinite(gradNorm)) throw new RunError(`step ${t}: the gradient norm is ${gradNorm} (NaN or infinite gradients); the step was not applied`);
+    if (!Number.isFinite(gradNorm)) throw new RunError(`step ${t}: the gradient norm is ${gradNorm} (${this.whyNonFinite(grads)}); the step was not applied`);
     this.params.data.set(out.get('p_new')!.data);
     this.m.set(out.get('m_new')!.data);
     this.v.set(out.get('v_new')!.data);
     this.steps = t;
     return { gradNorm };
+  }
+
+  /** Where a non-finite norm comes from (a scan of the gradient, on the error path only). */
+  private whyNonFinite(grads: Float32Array): string {
+    const i = grads.findIndex((x) => !Number.isFinite(x));
+    return i < 0 ? 'every gradient is finite, but their squares overflow f32' : `gradient of ${this.params.locate(i)} is ${grads[i]}`;
   }
 
   /** The state to save: 'adamw.m', 'adamw.v' (f32 [N], copies) and 'adamw.t' (i32 [1]). */
