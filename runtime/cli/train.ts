@@ -115,9 +115,11 @@ function plainReporter(): { start(i: StartInfo): void; step(m: StepMetrics): voi
       process.stdout.write(startLine(i) + '\n');
     },
     step(m) {
+      // The first step compiles the kernels: the ETA counts from its end.
+      if (m.step === first + 1) t0 = performance.now();
       if (!(m.step % 10 === 0 || m.val_loss !== undefined || m.step === total || m.step === first + 1)) return;
       const el = (performance.now() - t0) / 1000;
-      const eta = (el / (m.step - first)) * (total - m.step);
+      const eta = m.step > first + 1 ? (el / (m.step - first - 1)) * (total - m.step) : NaN;
       process.stdout.write(`step ${m.step}/${total}  loss ${fmt(m.loss)}${m.val_loss !== undefined ? `  val ${fmt(m.val_loss)}` : ''}  lr ${m.lr.toExponential(2)}  ${Math.round(m.tokens_per_s)} tok/s  ETA ${duration(eta)}\n`);
     },
     stop() {},

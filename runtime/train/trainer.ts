@@ -317,9 +317,10 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
   // The data, its split, and (on resume) that it is the same text.
   let corpus: Corpus;
   try {
+    if (o.data !== undefined) o.data = path.resolve(o.data);
     corpus = o.data === undefined ? mobyDick() : readCorpus(o.data);
   } catch (e) {
-    if (e instanceof Error && e.name === 'DataError') throw new TrainError(`--data ${o.data}: ${e.message}`);
+    if (e instanceof Error && e.name === 'DataError') throw new TrainError(`--data ${given.data ?? o.data}: ${e.message}`);
     throw e;
   }
   if (saved && saved.corpus.sha256 !== corpus.sha256) throw new TrainError(`--resume ${given.resume}: the checkpoint was trained on ${saved.corpus.name} (${saved.corpus.bytes} bytes), not on this text (${corpus.name}, ${corpus.bytes.length} bytes)`);
@@ -327,7 +328,7 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
   try {
     split = splitCorpus(corpus.bytes, o.batch, o.seq);
   } catch (e) {
-    if (e instanceof Error && e.name === 'DataError') throw new TrainError(`${o.data === undefined ? 'the corpus' : `--data ${o.data}`}: ${e.message}`);
+    if (e instanceof Error && e.name === 'DataError') throw new TrainError(`${o.data === undefined ? 'the corpus' : `--data ${given.data ?? o.data}`}: ${e.message}`);
     throw e;
   }
   const valBatches = validationBatches(split.val, o.seq);
@@ -440,8 +441,11 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
         timing.optimizer += now() - to;
         step++;
         const dt = now() - tStep;
-        trainTime += dt;
-        tokens += o.batch * o.seq * o.accum;
+        // The first step of a call compiles the kernels: tokens/s is over the later ones when there are any.
+        if (step > startStep + 1 || o.steps === startStep + 1) {
+          trainTime += dt;
+          tokens += o.batch * o.seq * o.accum;
+        }
         lastLoss = lossSum / o.accum;
         const m: StepMetrics = { step, loss: lastLoss, lr, tokens_per_s: (o.batch * o.seq * o.accum) / dt, grad_norm: gradNorm };
         const evalNow = (o.evalEvery > 0 && step % o.evalEvery === 0) || step === o.steps;
