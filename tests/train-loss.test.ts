@@ -70,7 +70,7 @@ function checkTarget(name: string, exec: () => PlanExec): void {
     for (const huge of [false, true]) {
       const { logits, targets } = batch(3, 17, 61, huge ? 7 : 3, huge);
       const ref = reference(logits, targets);
-      const r = await crossEntropy(logits, targets, exec());
+      const r = await crossEntropy(logits, targets, exec(), name);  // the target's schedule defaults
       expect(r.dlogits.shape).toEqual([3, 17, 61]);
       expect(Number.isFinite(r.loss)).toBe(true);
       expect(Math.abs(r.loss - ref.loss) / ref.loss).toBeLessThanOrEqual(1e-6);

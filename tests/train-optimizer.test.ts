@@ -52,7 +52,7 @@ function randomGrads(n: number, seed: number, scale: number): Float32Array {
 /** torch.optim.AdamW (decoupled decay, no amsgrad) after clip_grad_norm_(max_norm = clip), in float64. */
 class ReferenceAdamW {
   p: Float64Array; m: Float64Array; v: Float64Array; t = 0;
-  constructor(p: ArrayLike<number>, readonly wd: Float64Array, readonly o: Required<Omit<AdamWOptions, 'decayEmbeddings'>>) {
+  constructor(p: ArrayLike<number>, readonly wd: Float64Array, readonly o: Required<Omit<AdamWOptions, 'decayEmbeddings' | 'target'>>) {
     this.p = Float64Array.from(p); this.m = new Float64Array(p.length); this.v = new Float64Array(p.length);
   }
   step(g: ArrayLike<number>, lr: number): number {
@@ -84,7 +84,7 @@ function checkTarget(name: string, exec: () => PlanExec): void {
     test(`${name}: 6 steps vs float64 torch AdamW + clip_grad_norm_, ${label}`, async () => {
       const fp = randomParams(1);
       const p0 = fp.data.slice();
-      const opt = new AdamW(fp, exec(), opts);
+      const opt = new AdamW(fp, exec(), { ...opts, target: name });  // the target's schedule defaults
       const wd = Float64Array.from(fp.decayMask({ decayEmbeddings: 'decayEmbeddings' in opts }), (x) => x * opts.weightDecay);
       const ref = new ReferenceAdamW(fp.data, wd, { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weightDecay: opts.weightDecay, clip: opts.clip });
       const lrs = [1e-3, 3e-3, 1e-2, 1e-2, 5e-3, 1e-3];

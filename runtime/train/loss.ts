@@ -35,16 +35,19 @@ function finite(loss: number): number {
   return loss;
 }
 
-/** The mean cross-entropy and its gradient with respect to the logits (training). */
-export async function crossEntropy(logits: HostValue, targets: HostValue, exec: PlanExec): Promise<LossResult> {
-  const plan = trainPlan('cross_entropy', shapes(logits, targets));
+/**
+ * The mean cross-entropy and its gradient with respect to the logits (training). `target`
+ * (optional): the name of the target `exec` runs on, whose schedule defaults the plan takes.
+ */
+export async function crossEntropy(logits: HostValue, targets: HostValue, exec: PlanExec, target?: string): Promise<LossResult> {
+  const plan = trainPlan('cross_entropy', shapes(logits, targets), target);
   const out = await exec(plan, new Map([['logits', logits], ['targets', asInt(targets)]]));
   return { loss: finite(out.get('loss')!.data[0]!), dlogits: out.get('dlogits')! };
 }
 
 /** The mean cross-entropy only (validation: no gradient is computed). */
-export async function crossEntropyLoss(logits: HostValue, targets: HostValue, exec: PlanExec): Promise<number> {
-  const plan = trainPlan('cross_entropy_loss', shapes(logits, targets));
+export async function crossEntropyLoss(logits: HostValue, targets: HostValue, exec: PlanExec, target?: string): Promise<number> {
+  const plan = trainPlan('cross_entropy_loss', shapes(logits, targets), target);
   const out = await exec(plan, new Map([['logits', logits], ['targets', asInt(targets)]]));
   return finite(out.get('loss')!.data[0]!);
 }

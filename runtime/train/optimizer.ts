@@ -20,6 +20,8 @@ export interface AdamWOptions {
   clip?: number;
   /** Decay the token embeddings too (default no). */
   decayEmbeddings?: boolean;
+  /** The name of the target `exec` runs on, whose schedule defaults the plan takes (optional). */
+  target?: string;
 }
 
 export const ADAMW_STATE = { m: 'adamw.m', v: 'adamw.v', t: 'adamw.t' } as const;
@@ -42,6 +44,7 @@ export class AdamW {
   /** Weight decay coefficient per value: weightDecay on the decayed weights, else 0. */
   private readonly wd: Float32Array;
   private steps = 0;
+  private readonly target: string | undefined;
 
   constructor(readonly params: FlatParams, private readonly exec: PlanExec, opts: AdamWOptions = {}) {
     this.beta1 = checkOption('beta1', opts.beta1 ?? 0.9, (opts.beta1 ?? 0.9) >= 0 && (opts.beta1 ?? 0.9) < 1);
@@ -49,6 +52,7 @@ export class AdamW {
     this.eps = checkOption('eps', opts.eps ?? 1e-8, (opts.eps ?? 1e-8) >= 0);
     this.weightDecay = checkOption('weightDecay', opts.weightDecay ?? 0.1, (opts.weightDecay ?? 0.1) >= 0);
     this.clip = checkOption('clip', opts.clip ?? 1.0, (opts.clip ?? 1.0) >= 0);
+    this.target = opts.target;
     const n = params.size;
     this.m = new Float32Array(n);
     this.v = new Float32Array(n);
@@ -71,7 +75,7 @@ export class AdamW {
     if (!Number.isFinite(lr) || lr < 0) throw new RunError(`step ${t}: learning rate ${lr} is not a finite number >= 0`);
     if (n === 0) { this.steps = t; return { gradNorm: 0 }; }
     const { P, S } = sumsqBlocks(n);
-    const plan = trainPlan('adamw_step', new Map([['P', P], ['S', S]]));
+    const plan = trainPlan('adamw_step', new Map([['P', P], ['S', S]]), this.target);
     const vec = (data: Float32Array): HostValue => ({ shape: [n], data });
     const out = await this.exec(plan, new Map([
       ['p', vec(this.params.data)], ['g', vec(grads)], ['m', vec(this.m)], ['v', vec(this.v)], ['wd', vec(this.wd)],

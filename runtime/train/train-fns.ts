@@ -1,7 +1,8 @@
 // The functions of models/train.ret (loss, gradient norm, AdamW), loaded once from this package
 // (the sources or the built dist/, as the packaged RetNet is) and compiled once per shape.
-// None of them has a contraction or a dense sum, so the plans are the same on every target
-// (no target schedule defaults apply) and one plan serves every target.
+// None of them has a contraction or a dense sum; given a target name, the plans take that
+// target's schedule defaults all the same (runtime/targets.ts), so a default the registry adds
+// later (tree reductions) reaches them.
 import type { CheckedFn } from '../../dsl/checked.js';
 import { loadProgram, type Program } from '../../dsl/program.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
@@ -9,6 +10,7 @@ import { compileFunction, sizesToSpecialise } from '../../compiler/pipeline.js';
 import type { Plan } from '../../compiler/plan.js';
 import { makeSchedule } from '../../compiler/schedule.js';
 import { packagedModelFile } from '../io/torchscale.js';
+import { withTargetDefaults } from '../targets.js';
 
 export type TrainFnName = 'cross_entropy' | 'cross_entropy_loss' | 'sumsq' | 'adamw' | 'adamw_step';
 
@@ -32,9 +34,10 @@ export function trainFn(name: TrainFnName): CheckedFn {
 
 /**
  * The plan of a train.ret function (memoised by compileFunction). `sizes` binds every size the
- * kernels are specialised on, and the size parameters (sumsq's P and S).
+ * kernels are specialised on, and the size parameters (sumsq's P and S); `target`: the target
+ * whose schedule defaults apply (none: the plain parallel schedule).
  */
-export function trainPlan(name: TrainFnName, sizes: ReadonlyMap<string, number> = new Map()): Plan {
+export function trainPlan(name: TrainFnName, sizes: ReadonlyMap<string, number> = new Map(), target?: string): Plan {
   const fn = trainFn(name);
   const constants = new Map<string, number>();
   for (const s of [...sizesToSpecialise(fn), ...(sizeParams.get(name) ?? [])]) {
@@ -42,7 +45,8 @@ export function trainPlan(name: TrainFnName, sizes: ReadonlyMap<string, number> 
     if (n === undefined) throw new RunError(`internal: '${name}' needs size ${s}`);
     constants.set(s, n);
   }
-  return compileFunction(fn, makeSchedule('parallel'), { constants });
+  const base = makeSchedule('parallel');
+  return compileFunction(fn, target ? withTargetDefaults(base, target) : base, { constants });
 }
 
 const sizeParams = new Map<TrainFnName, string[]>([['sumsq', ['P', 'S']], ['adamw_step', ['P', 'S']]]);
