@@ -129,10 +129,15 @@ export async function runPlanNative(plan: Plan, inputs: ReadonlyMap<string, Valu
   });
   const arrays = new Map<string, Arr>();
   const shapes = new Map<string, number[]>();
+  const written = writtenParams(plan);
   for (const p of plan.fn.params) {
     const v = inputs.get(p.name) ?? { shape: [], data: Float64Array.of(p.default!) };
     const half = plan.half.get(p.v);
-    const data = p.dtype === 'i32' || p.dtype === 'i64' ? Int32Array.from(v.data) : half ? toHalfArray(v.data, half) : Float32Array.from(v.data);
+    // An input already in its storage type that no kernel writes is read in place (a copy of
+    // q, k and v costs as much as a recurrent forward at T = 4096).
+    const given: unknown = v.data;
+    const mine = !written.has(p.v);
+    const data = p.dtype === 'i32' || p.dtype === 'i64' ? (mine && given instanceof Int32Array ? given : Int32Array.from(v.data)) : half ? toHalfArray(v.data, half) : mine && given instanceof Float32Array ? given : Float32Array.from(v.data);
     arrays.set(p.v, data);
     shapes.set(p.v, p.shape.length === 0 ? [] : v.shape);
   }
@@ -171,6 +176,19 @@ export async function runPlanNative(plan: Plan, inputs: ReadonlyMap<string, Valu
     out.set(o.name, { shape: shapes.get(o.v)!, data: data instanceof Uint16Array ? fromHalfArray(data, half!) : data });
   }
   return out;
+}
+
+const writtenOf = new WeakMap<Plan, Set<string>>();
+/** The plan tensors some kernel of `plan` writes (read_write buffers), and its outputs. */
+function writtenParams(plan: Plan): Set<string> {
+  let w = writtenOf.get(plan);
+  if (!w) {
+    w = new Set<string>();
+    for (const l of plan.launches) for (const b of l.kernel.buffers) if (b.access === 'read_write' && l.buffers[b.name] !== undefined) w.add(l.buffers[b.name]!);
+    for (const o of plan.fn.outputs) w.add(o.v); // an output is the caller's own array, never an input's
+    writtenOf.set(plan, w);
+  }
+  return w;
 }
 
 /** Compiles and runs single kernels (tests, tools): one translation unit per kernel, cached. */

@@ -33,6 +33,7 @@ import { verifyKernel } from '../../compiler/kir-verify.js';
 import { CUDA_RESERVED, validCudaIdent } from '../cuda/legalise.js';
 import { rewriteDeltaSums } from './delta.js';
 import { splitBarriers, type SplitKernel, WORK_ITEM } from './barrier-split.js';
+import { accesses, type Affine, affine, type AffineEnv, loopEnv } from './affine-index.js';
 
 /** bool is an int32_t holding 0 or 1 (a 1-byte type in a work-item loop makes GCC pick more lanes than float has). */
 const TYPE: Record<KType, string> = { f32: 'float', i32: 'int32_t', bool: 'int32_t' };
@@ -154,6 +155,7 @@ static void rn_oob(int32_t *err, int32_t site, int32_t i, int64_t n, int32_t wx,
   }
 }
 #define RN_IN(i, n) ((uint64_t)(uint32_t)(i) < (uint64_t)(n))
+#define RN_SPAN(lo, hi, n) ((lo) >= 0 && (hi) < (int64_t)(n))
 #define RN_CHK_LOAD(T, NAME) static inline T NAME(const T *a, int64_t n, int32_t i, int32_t *err, int32_t site, int32_t wx, int32_t wy, int32_t wz, int32_t t) { \
   if (RN_IN(i, n)) return a[i]; rn_oob(err, site, i, n, wx, wy, wz, t); return 0; }
 RN_CHK_LOAD(float, rn_ldf)
@@ -173,6 +175,10 @@ class NativePrinter extends CPrinter {
   private readonly arrays = new Map<string, ArrayInfo>();
   private inItem = 0;
   private readonly context: Set<string>;
+  /** Names assigned anywhere in the kernel (affine-index.ts does not look through them). */
+  private readonly assigned = new Set<string>();
+  /** Inside an innermost loop printed with int64 affine indices and no checks (affine-index.ts). */
+  private fast: AffineEnv | undefined;
 
   constructor(readonly split: SplitKernel, readonly checks: boolean, origNames: Map<string, string>) {
     super();
@@ -188,6 +194,45 @@ class NativePrinter extends CPrinter {
       }
     };
     locals(k.body);
+    const walk = (ss: readonly KStmt[]): void => {
+      for (const s of ss) {
+        if (s.k === 'assign') this.assigned.add(s.name);
+        if (s.k === 'if') { walk(s.then); walk(s.else); }
+        if (s.k === 'for') walk(s.body);
+      }
+    };
+    walk(k.body);
+  }
+
+  /** The index of an access in a fast loop: `(int64_t)(base) + coef * (int64_t)v` (affine-index.ts). */
+  private fastIndex(index: KExpr): string {
+    const a = affine(index, this.fast!)!;
+    if (a.coef === 0) return this.expr(a.base);
+    const v = `${a.coef === 1 ? '' : `${a.coef} * `}(int64_t)${this.fast!.item}`;
+    return a.base.k === 'const' && a.base.value === 0 ? v : `(int64_t)(${this.expr(a.base)}) + ${v}`;
+  }
+
+  /**
+   * An innermost loop (step 1) whose every index is affine in its variable, with the test that
+   * all of them are in bounds for its first and last iteration; undefined for any other loop.
+   */
+  private fastLoop(s: Extract<KStmt, { k: 'for' }>): { env: AffineEnv; test: string[] } | undefined {
+    if (s.step !== 1 || s.body.some(function holds(x: KStmt): boolean { return x.k === 'for' || (x.k === 'if' && (x.then.some(holds) || x.else.some(holds))); })) return undefined;
+    const env = loopEnv(s, this.assigned);
+    const test = new Set<string>();
+    const first = `(int64_t)(${this.expr(s.start)})`, last = `((int64_t)(${this.expr(s.end)}) - 1)`;
+    for (const acc of accesses(s.body)) {
+      const a: Affine | undefined = affine(acc.index, env);
+      if (!a) return undefined;
+      const info = this.arrays.get(acc.array);
+      if (!info) return undefined;
+      if (this.context.has(acc.array) && a.coef === 1 && a.base.k === 'const' && a.base.value === 0 && s.v === WORK_ITEM) continue;
+      const b = `(int64_t)(${this.expr(a.base)})`;
+      if (a.coef === 0) { test.add(`RN_SPAN(${b}, ${b}, ${info.len})`); continue; }
+      const at = (x: string): string => `${b} + ${a.coef} * ${x}`;
+      test.add(a.coef > 0 ? `RN_SPAN(${at(first)}, ${at(last)}, ${info.len})` : `RN_SPAN(${at(last)}, ${at(first)}, ${info.len})`);
+    }
+    return { env, test: [...test] };
   }
 
   override typeName(t: KType): string { return TYPE[t]; }
@@ -226,9 +271,9 @@ class NativePrinter extends CPrinter {
   override load(array: string, index: KExpr, type: KType): Fmt {
     const a = this.arrays.get(array);
     if (!a) throw new Error(`internal error: native printer: unknown array '${array}'`);
-    const idx = this.expr(index);
+    const idx = this.fast ? this.fastIndex(index) : this.expr(index);
     let raw: string;
-    if (this.checks && !this.inRange(array, index)) {
+    if (this.checks && !this.fast && !this.inRange(array, index)) {
       const fn = a.storage ? 'rn_ldh' : a.kind === 'buffer' ? (a.type === 'f32' ? 'rn_ldf' : 'rn_ldi') : a.type === 'f32' ? 'rn_ldf' : 'rn_ldi';
       raw = `${fn}(${a.c}, ${a.len}, ${idx}, rn_err, ${this.site('load', a)}, ${this.ctx()})`;
     } else raw = `${a.c}[${idx}]`;
@@ -243,6 +288,7 @@ class NativePrinter extends CPrinter {
     let v = this.expr(value);
     if (a.storage) v = `${a.storage === 'f16' ? 'rn_f2h' : 'rn_f2bf'}(${v})`;
     else if (a.kind === 'buffer' && a.type === 'bool') v = `(int32_t)(${v})`;
+    if (this.fast) return `${a.c}[${this.fastIndex(index)}] = ${v};`;
     if (!this.checks || this.inRange(array, index)) return `${a.c}[${this.expr(index)}] = ${v};`;
     const site = this.site('store', a);
     return `{ const int32_t rn_i = ${this.expr(index)}; if (RN_IN(rn_i, ${a.len})) ${a.c}[rn_i] = ${v}; else rn_oob(rn_err, ${site}, rn_i, ${a.len}, ${this.ctx()}); }`;
@@ -289,8 +335,23 @@ class NativePrinter extends CPrinter {
 
   override stmt(s: KStmt, ind: string, out: string[]): void {
     const item = s.k === 'for' && this.split.workItemLoops.has(s);
+    const fast = s.k === 'for' && !this.fast && process.env['RETNETC_NATIVE_AFFINE'] !== '0' ? this.fastLoop(s) : undefined;
     if (item) this.inItem++;
-    super.stmt(s, ind, out);
+    if (!fast) super.stmt(s, ind, out);
+    else if (!this.checks || !fast.test.length) {
+      this.fast = fast.env;
+      super.stmt(s, ind, out);
+      this.fast = undefined;
+    } else {
+      // Loop versioning: unchecked (vectorisable) when every access is in bounds, else checked as before.
+      out.push(`${ind}if (${fast.test.join(' && ')}) {`);
+      this.fast = fast.env;
+      super.stmt(s, ind + '  ', out);
+      this.fast = undefined;
+      out.push(`${ind}} else {`);
+      super.stmt(s, ind + '  ', out);
+      out.push(`${ind}}`);
+    }
     if (item) this.inItem--;
   }
 }
