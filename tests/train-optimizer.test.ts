@@ -175,6 +175,17 @@ describe('AdamW on cpu', () => {
     }
   });
 
+  test('sumsq (two levels, P * S >= N, reads past N are 0) equals the float64 sum of squares', async () => {
+    for (const n of [1, 2, 7, 1000, 12_345, 250_001]) {
+      const { P, S } = sumsqBlocks(n);
+      const g = randomGrads(n, n, 3);
+      let want = 0;
+      for (let i = 0; i < n; i++) want += g[i]! * g[i]!;
+      const got = (await exec(trainPlan('sumsq', new Map([['P', P], ['S', S]])), new Map([['g', { shape: [n], data: g }]]))).get('n2')!.data[0]!;
+      expect(Math.abs(got - want) / want, `N = ${n}`).toBeLessThanOrEqual(1e-6);
+    }
+  });
+
   test('load() refuses missing and misshaped tensors in one line; bad options and gradients are refused', async () => {
     const fp = randomParams(5);
     const opt = new AdamW(fp, exec, OPTS);
