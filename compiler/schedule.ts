@@ -52,8 +52,10 @@ export interface Schedule {
    * How dense sums (projections, weight gradients: compiler/dense.ts) are lowered by default:
    * 'map' (absent) as one thread per output element with a serial sum (fastest on the CPU
    * executor, which runs barriers as generators), 'tiled' as tiled matrix products
-   * (compiler/lower/dense.ts: workgroup tiles, register blocks, split-K), for GPUs. A statement's
-   * `tiles` (m, n, k, regM, regN, splitK) tile it whatever the default.
+   * (compiler/lower/dense.ts: workgroup tiles, register blocks, split-K), for GPUs; 'blocked' as
+   * CPU matrix products (compiler/lower/dense-cpu.ts: single-thread macro tiles, packed panels,
+   * micro tiles of lane loops; a statement's tiles m, n, k, regM, regN, lanes), for native. A
+   * statement's `tiles` (m, n, k, regM, regN, splitK) tile it whatever the default.
    */
   dense?: DenseMode;
   /**
@@ -74,8 +76,8 @@ export interface Schedule {
   reduce?: ReduceMode;
 }
 
-export type DenseMode = 'map' | 'tiled';
-export const DENSE_MODES: readonly DenseMode[] = ['map', 'tiled'];
+export type DenseMode = 'map' | 'tiled' | 'blocked';
+export const DENSE_MODES: readonly DenseMode[] = ['map', 'tiled', 'blocked'];
 
 export type StorageDtype = 'f32' | 'f16' | 'bf16';
 export const STORAGE_DTYPES: readonly StorageDtype[] = ['f32', 'f16', 'bf16'];

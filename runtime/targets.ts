@@ -139,7 +139,7 @@ const native: Target = {
     about: 'C printed from kernel IR (targets/native), work-item loops, workgroups over all cores',
     compiler: 'the system C compiler (cc, gcc or clang; $RETNETC_CC)',
     errors: ['NativeRunError', 'NativeUnavailableError'], rank: 0,
-    schedule: { dense: 'tiled' },
+    schedule: { dense: 'blocked' },
     available: nativeAvailable,
     open: () => ({ exec: async (plan, inputs) => (await import('./native/runner.js')).runPlanNative(plan, inputs as ReadonlyMap<string, Value>), release: async () => {} }),
   },

@@ -113,6 +113,40 @@ export function denseTileOf(tiles: Readonly<Record<string, number>> | undefined,
 
 const cleanName = (v: string): string => v.replace(/[^A-Za-z0-9_]/g, '_');
 
+/** Fresh local names ending in '__', which no buffer name (bufferName) has: no shadowing. */
+export const freshSupply = (): ((p: string) => string) => { let c = 0; return (p: string) => `${p}${c++}__`; };
+
+/**
+ * Offset into operand `o` of flat index `f` over group `g` (merged where every operand of `ops`
+ * reads it contiguously): the group's variables by division and remainder (declared into
+ * `into`), times their strides.
+ */
+export function groupOffsetOf(L: ExprLowering, fresh: (p: string) => string, g: readonly DenseVar[], ops: readonly DenseOperand[], o: DenseOperand, f: KExpr, into: KStmt[]): KExpr {
+  const entries = mergedGroup(g, ops);
+  if (entries.length === 0) return K.i32(0);
+  let off: KExpr | undefined;
+  let rest = f;
+  for (let e = entries.length - 1; e >= 0; e--) {
+    const ent = entries[e]!;
+    const inner = ent.vars[ent.vars.length - 1]!;
+    const stride = o.strides.get(inner.name)!;
+    let val: KExpr;
+    if (e === 0) val = rest;
+    else {
+      const ext = dimExpr(ent.extent, L.sizes);
+      const r = fresh('r'), q = fresh('q');
+      into.push(K.decl(r, 'i32', fold(K.bin('%', rest, ext))));
+      into.push(K.decl(q, 'i32', fold(K.bin('/', rest, ext))));
+      val = K.v(r);
+      rest = K.v(q);
+    }
+    if (stride.size === 0) continue;
+    const term = K.mul(val, dimExpr(stride, L.sizes));
+    off = off ? K.add(off, term) : term;
+  }
+  return fold(off ?? K.i32(0));
+}
+
 export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, tile: DenseTile): Kernel {
   const problem = denseTileProblem(tile);
   if (problem) throw new LowerError(`statement '${s.target}': ${problem}`);
@@ -126,31 +160,9 @@ export function lowerDense(name: string, s: IrStmt, d: Dense, L: ExprLowering, t
   const body: KStmt[] = [];
   const decl = (n: string, e: KExpr, into: KStmt[] = body): KExpr => { into.push(K.decl(n, 'i32', fold(e))); return K.v(n); };
   // Locals and shared arrays end in '__', which no buffer name (bufferName) has: no shadowing.
-  const fresh = (() => { let c = 0; return (p: string) => `${p}${c++}__`; })();
+  const fresh = freshSupply();
 
-  /** Offset into `o` of flat index `f` over group `g` (merged where `o` and `with` read it contiguously). */
-  const groupOffset = (g: readonly DenseVar[], ops: readonly DenseOperand[], o: DenseOperand, f: KExpr, into: KStmt[]): KExpr => {
-    const entries = mergedGroup(g, ops);
-    if (entries.length === 0) return K.i32(0);
-    let off: KExpr | undefined;
-    let rest = f;
-    for (let e = entries.length - 1; e >= 0; e--) {
-      const ent = entries[e]!;
-      const inner = ent.vars[ent.vars.length - 1]!;
-      const stride = o.strides.get(inner.name)!;
-      let val: KExpr;
-      if (e === 0) val = rest;
-      else {
-        const ext = dim(ent.extent);
-        val = decl(fresh('r'), K.bin('%', rest, ext), into);
-        rest = decl(fresh('q'), K.bin('/', rest, ext), into);
-      }
-      if (stride.size === 0) continue;
-      const term = K.mul(val, dim(stride));
-      off = off ? K.add(off, term) : term;
-    }
-    return fold(off ?? K.i32(0));
-  };
+  const groupOffset = (g: readonly DenseVar[], ops: readonly DenseOperand[], o: DenseOperand, f: KExpr, into: KStmt[]): KExpr => groupOffsetOf(L, fresh, g, ops, o, f, into);
 
   body.push(K.comment(`dense ${d.target}: [${d.groups.batch.map((v) => v.name).join(',')}] (${d.groups.m.map((v) => v.name).join(',')}) x (${d.groups.n.map((v) => v.name).join(',')}) over (${d.groups.k.map((v) => v.name).join(',')}); tile ${tm}x${tn}x${tk}, regs ${regM}x${regN}, splitK ${splitK}`));
   const tid = decl('t__', K.tid('x'));

@@ -197,6 +197,22 @@ export function splitBarriers(k0: Kernel, reserved: ReadonlySet<string> = new Se
   const mode = opts.fission ?? defaultFission();
   const fission = mode !== false;
   let k = uniquifyNames(k0, reserved);
+  // A one-thread workgroup without barriers is what the split makes already (the blocked dense
+  // products of compiler/lower/dense-cpu.ts): no work-item loops, so the printer sees its loops.
+  if (k.workgroup.every((w) => w === 1) && !hasBarrier(k.body)) {
+    const ex = (e: KExpr): KExpr => mapExpr(e, (x) => (x.k === 'builtin' && x.name.startsWith('tid.') ? K.i32(0) : x));
+    const rs = (ss: readonly KStmt[]): KStmt[] => ss.map((s): KStmt => {
+      switch (s.k) {
+        case 'decl': return { ...s, init: ex(s.init) };
+        case 'assign': return { ...s, value: ex(s.value) };
+        case 'store': return { ...s, index: ex(s.index), value: ex(s.value) };
+        case 'if': return { ...s, cond: ex(s.cond), then: rs(s.then), else: rs(s.else) };
+        case 'for': return { ...s, start: ex(s.start), end: ex(s.end), body: rs(s.body) };
+        default: return s;
+      }
+    });
+    return { kernel: { ...k, body: rs(k.body) }, threads: 1, workItemLoops: new Set(), context: [], hoisted: [], rematerialised: [] };
+  }
   if (mode === true) {
     const names = new NameSupply(new Set([...reserved, k.name, ...k.buffers.map((b) => b.name), ...k.scalars.map((s) => s.name), ...k.shared.map((s) => s.name)]));
     const all = (ss: readonly KStmt[]): void => { for (const s of ss) { if (s.k === 'decl' || s.k === 'local') names.taken.add(s.name); if (s.k === 'for') { names.taken.add(s.v); all(s.body); } if (s.k === 'if') { all(s.then); all(s.else); } } };

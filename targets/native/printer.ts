@@ -33,6 +33,7 @@ import { verifyKernel } from '../../compiler/kir-verify.js';
 import { CUDA_RESERVED, validCudaIdent } from '../cuda/legalise.js';
 import { rewriteDeltaSums } from './delta.js';
 import { splitBarriers, type SplitKernel, WORK_ITEM } from './barrier-split.js';
+import { constIndex, LANE_HELPERS, type LaneHost, lanePlan, printLaneLoop, vectorLocals } from './lanes.js';
 import { accesses, type Affine, affine, type AffineEnv, loopEnv } from './affine-index.js';
 
 /** bool is an int32_t holding 0 or 1 (a 1-byte type in a work-item loop makes GCC pick more lanes than float has). */
@@ -175,6 +176,8 @@ class NativePrinter extends CPrinter {
   private readonly arrays = new Map<string, ArrayInfo>();
   private inItem = 0;
   private readonly context: Set<string>;
+  /** Local arrays declared as arrays of vectors (targets/native/lanes.ts): name -> lanes. */
+  private readonly vecLocals: Map<string, number>;
   /** Names assigned anywhere in the kernel (affine-index.ts does not look through them). */
   private readonly assigned = new Set<string>();
   /** Inside an innermost loop printed with int64 affine indices and no checks (affine-index.ts). */
@@ -194,6 +197,8 @@ class NativePrinter extends CPrinter {
       }
     };
     locals(k.body);
+    this.vecLocals = vectorLocals(k.body);
+    for (const [name] of this.vecLocals) this.arrays.get(name)!.c = `((float *)${name})`;
     const walk = (ss: readonly KStmt[]): void => {
       for (const s of ss) {
         if (s.k === 'assign') this.assigned.add(s.name);
@@ -235,6 +240,13 @@ class NativePrinter extends CPrinter {
     return { env, test: [...test] };
   }
 
+  /** An element of a vector local outside the vector statements (a lane of an unrolled fallback: constant index, in range by vectorLocals). */
+  private vecElement(array: string, index: KExpr, w: number): string {
+    const i = constIndex(index);
+    if (i === undefined) throw new Error(`internal error: native printer: vector local '${array}' at a non-constant index`);
+    return `${array}[${Math.floor(i / w)}][${i % w}]`;
+  }
+
   override typeName(t: KType): string { return TYPE[t]; }
 
   override builtin(name: KBuiltin): Fmt {
@@ -271,6 +283,8 @@ class NativePrinter extends CPrinter {
   override load(array: string, index: KExpr, type: KType): Fmt {
     const a = this.arrays.get(array);
     if (!a) throw new Error(`internal error: native printer: unknown array '${array}'`);
+    const vw = this.vecLocals.get(array);
+    if (vw) return prim(this.vecElement(array, index, vw));
     const idx = this.fast ? this.fastIndex(index) : this.expr(index);
     let raw: string;
     if (this.checks && !this.fast && !this.inRange(array, index)) {
@@ -285,6 +299,8 @@ class NativePrinter extends CPrinter {
   override store(array: string, index: KExpr, value: KExpr): string {
     const a = this.arrays.get(array);
     if (!a) throw new Error(`internal error: native printer: unknown array '${array}'`);
+    const vw = this.vecLocals.get(array);
+    if (vw) return `${this.vecElement(array, index, vw)} = ${this.expr(value)};`;
     let v = this.expr(value);
     if (a.storage) v = `${a.storage === 'f16' ? 'rn_f2h' : 'rn_f2bf'}(${v})`;
     else if (a.kind === 'buffer' && a.type === 'bool') v = `(int32_t)(${v})`;
@@ -325,7 +341,10 @@ class NativePrinter extends CPrinter {
     return { s: `(float)${this.expr(a, UNARY)}`, p: UNARY };
   }
 
-  override localArray(name: string, type: KType, size: number): string { return `${TYPE[type]} ${name}[${size}];`; }
+  override localArray(name: string, type: KType, size: number): string {
+    const w = this.vecLocals.get(name);
+    return w ? `rn_vf${w} ${name}[${size / w}];` : `${TYPE[type]} ${name}[${size}];`;
+  }
   override barrier(): string { throw new Error('internal error: native printer: a barrier after the barrier split'); }
   override comment(text: string): string[] { return text.split('\n').map((l) => `// ${l.replace(/\\$/, '')}`); }
 
@@ -333,7 +352,19 @@ class NativePrinter extends CPrinter {
     return this.split.workItemLoops.has(s) ? (process.env['RETNETC_NATIVE_SIMD'] === '0' ? ['/* work-item loop */'] : ['#pragma omp simd /* work-item loop */']) : [];
   }
 
+  /** Lane loops print as vector statements (targets/native/lanes.ts). */
+  private laneHost(): LaneHost {
+    return {
+      expr: (e, min) => this.expr(e, min), array: (n) => this.arrays.get(n)!, vectorLocal: (n) => this.vecLocals.get(n),
+      checks: this.checks, indent: this.indentUnit, stmt: (s, ind, out) => this.stmt(s, ind, out),
+    };
+  }
+
   override stmt(s: KStmt, ind: string, out: string[]): void {
+    if (s.k === 'for' && !this.inItem && !this.split.workItemLoops.has(s) && process.env['RETNETC_NATIVE_LANES'] !== '0') {
+      const plan = lanePlan(s, (a) => { const x = this.arrays.get(a); return x !== undefined && x.type === 'f32' && !x.storage; });
+      if (plan) { printLaneLoop(s, plan, this.laneHost(), ind, out); return; }
+    }
     const item = s.k === 'for' && this.split.workItemLoops.has(s);
     const fast = s.k === 'for' && !this.fast && process.env['RETNETC_NATIVE_AFFINE'] !== '0' ? this.fastLoop(s) : undefined;
     if (item) this.inItem++;
@@ -359,7 +390,7 @@ class NativePrinter extends CPrinter {
 /** Prints kernels as one C translation unit. */
 export function printNative(kernels: readonly Kernel[], opts: NativePrintOptions = {}): NativeModule {
   const checks = opts.checks ?? true;
-  const out: string[] = [HELPERS];
+  const out: string[] = [HELPERS, LANE_HELPERS];
   const entries: NativeEntry[] = [];
   kernels.forEach((k0, n) => {
     verifyKernel(k0);

@@ -1,0 +1,254 @@
+// Lane loops: `for (v = 0; v < W; v++)` (W = 4, 8 or 16) whose body is stores of f32 values at
+// `base + v`, computed with + - * / and negation from loads at `base' + v` and values that do not
+// depend on v. The native printer prints such a loop as W-wide vector operations (GCC vector
+// extensions: one AVX-512 register at W = 16), statement after statement. Running statement 1
+// for all lanes, then statement 2, ... is the loop's own result when no lane reads or writes
+// what another lane writes: every array stored in the loop is accessed at one base only, or at
+// constant bases W or more apart. Each lane's operations are the scalar ones (IEEE f32, rounded
+// per operation, no contraction), so the results are bit for bit the loop's.
+//
+// Vector locals: a local f32 array accessed only in lane loops of one width W, always at constant
+// bases that are multiples of W, is declared as an array of vectors (the accumulators of the
+// blocked dense products, compiler/lower/dense-cpu.ts: GCC keeps them in registers).
+import { anyExpr, mapExpr } from '../../compiler/c-printer.js';
+import type { KBinOp, KExpr, KStmt } from '../../compiler/kir.js';
+import * as K from '../../compiler/kir.js';
+
+export type ForStmt = Extract<KStmt, { k: 'for' }>;
+export const LANE_WIDTHS: readonly number[] = [4, 8, 16];
+
+export type LaneExpr =
+  | { k: 'vload'; array: string; base: KExpr }
+  | { k: 'scalar'; e: KExpr }
+  | { k: 'bin'; op: KBinOp; a: LaneExpr; b: LaneExpr }
+  | { k: 'neg'; a: LaneExpr };
+
+export interface LanePlan { width: number; v: string; stores: { array: string; base: KExpr; value: LaneExpr }[] }
+
+/** The width of a loop shaped like a lane loop (0 to a constant W, step 1), or undefined. */
+export function laneWidth(s: ForStmt): number | undefined {
+  if (s.step !== 1 || s.start.k !== 'const' || s.start.value !== 0 || s.end.k !== 'const') return undefined;
+  return LANE_WIDTHS.includes(s.end.value) ? s.end.value : undefined;
+}
+
+const mentions = (e: KExpr, v: string): boolean => anyExpr(e, (x) => x.k === 'var' && x.name === v);
+
+/** B with index = B + v (B free of v), or undefined. */
+export function laneBase(index: KExpr, v: string): KExpr | undefined {
+  if (index.k === 'var' && index.name === v) return K.i32(0);
+  if (index.k !== 'bin' || index.op !== '+' || index.type !== 'i32') return undefined;
+  for (const [x, y] of [[index.a, index.b], [index.b, index.a]] as const) {
+    if (mentions(y, v)) continue;
+    const b = laneBase(x, v);
+    if (b) return b.k === 'const' && b.value === 0 ? y : K.add(b, y);
+  }
+  return undefined;
+}
+
+/** An i32 expression as a sum of coefficient * term (term '' for the constant), or undefined. */
+function linear(e: KExpr, scale: number, out: Map<string, number>): void {
+  const add = (k: string, c: number): void => { out.set(k, (out.get(k) ?? 0) + c); };
+  if (e.k === 'const') { add('', scale * e.value); return; }
+  if (e.k === 'bin' && (e.op === '+' || e.op === '-')) { linear(e.a, scale, out); linear(e.b, e.op === '+' ? scale : -scale, out); return; }
+  if (e.k === 'bin' && e.op === '*' && e.b.k === 'const') { linear(e.a, scale * e.b.value, out); return; }
+  if (e.k === 'bin' && e.op === '*' && e.a.k === 'const') { linear(e.b, scale * e.a.value, out); return; }
+  add(JSON.stringify(e), scale);
+}
+
+/**
+ * a - b where it is a constant (bases as i32 sums; the accesses are in range, so the difference
+ * of their offsets is the difference of the sums), else undefined.
+ */
+export function constDifference(a: KExpr, b: KExpr): number | undefined {
+  const m = new Map<string, number>();
+  linear(a, 1, m);
+  linear(b, -1, m);
+  for (const [k, c] of m) if (k !== '' && c !== 0) return undefined;
+  return m.get('') ?? 0;
+}
+
+const LANE_OPS: ReadonlySet<KBinOp> = new Set(['+', '-', '*', '/']);
+
+/**
+ * The vector form of lane loop `s`, or undefined where it is not one. `f32Array(name)`: the
+ * array holds f32 as f32 (no half storage), so a vector load or store reads it as it is.
+ */
+export function lanePlan(s: ForStmt, f32Array: (name: string) => boolean): LanePlan | undefined {
+  const width = laneWidth(s);
+  if (width === undefined || s.body.length === 0) return undefined;
+  const v = s.v;
+  const stores: LanePlan['stores'] = [];
+  const accesses = new Map<string, KExpr[]>();
+  const note = (a: string, b: KExpr): void => { const l = accesses.get(a) ?? []; l.push(b); accesses.set(a, l); };
+  const scalarLoads = new Set<string>();
+  const lane = (e: KExpr): LaneExpr | undefined => {
+    if (!mentions(e, v)) {
+      if (e.type !== 'f32') return undefined;
+      anyExpr(e, (x) => { if (x.k === 'load') scalarLoads.add(x.array); return false; });
+      return { k: 'scalar', e };
+    }
+    if (e.type !== 'f32') return undefined;
+    if (e.k === 'load') {
+      const base = laneBase(e.index, v);
+      if (!base || !f32Array(e.array)) return undefined;
+      note(e.array, base);
+      return { k: 'vload', array: e.array, base };
+    }
+    if (e.k === 'bin' && LANE_OPS.has(e.op)) {
+      const a = lane(e.a), b = lane(e.b);
+      return a && b ? { k: 'bin', op: e.op, a, b } : undefined;
+    }
+    if (e.k === 'un' && e.op === 'neg') { const a = lane(e.a); return a && { k: 'neg', a }; }
+    return undefined;
+  };
+  for (const st of s.body) {
+    if (st.k === 'comment') continue;
+    if (st.k !== 'store') return undefined;
+    const base = laneBase(st.index, v);
+    if (!base || !f32Array(st.array)) return undefined;
+    const value = lane(st.value);
+    if (!value) return undefined;
+    note(st.array, base);
+    stores.push({ array: st.array, base, value });
+  }
+  // No lane may touch what another lane writes: the bases of an array stored in the loop are
+  // equal or differ by a constant of at least W.
+  for (const st of stores) {
+    if (scalarLoads.has(st.array)) return undefined;
+    for (const b of accesses.get(st.array)!) {
+      const d = constDifference(b, st.base);
+      if (d === undefined || (d !== 0 && Math.abs(d) < width)) return undefined;
+    }
+  }
+  return { width, v, stores };
+}
+
+/**
+ * Local f32 arrays of `body` accessed only in lane loops of one width W, at constant bases that
+ * are multiples of W within the array, and elsewhere only at constant indices: name -> W.
+ */
+export function vectorLocals(body: readonly KStmt[]): Map<string, number> {
+  const sizes = new Map<string, number>();
+  const bad = new Set<string>();
+  const width = new Map<string, number>();
+  const use = (a: string, w: number | undefined, base: KExpr | undefined, index: KExpr): void => {
+    if (w === undefined) {
+      // Outside lane loops: a constant index in range (an element of a vector).
+      const i = constIndex(index);
+      if (i === undefined || i < 0 || i >= (sizes.get(a) ?? 0)) bad.add(a);
+      return;
+    }
+    if (!base || base.k !== 'const' || base.value % w !== 0 || base.value < 0) { bad.add(a); return; }
+    const size = sizes.get(a);
+    if (size === undefined || base.value + w > size || (width.get(a) ?? w) !== w) { bad.add(a); return; }
+    width.set(a, w);
+  };
+  const exprUses = (e: KExpr, w: number | undefined, v: string | undefined): void => {
+    anyExpr(e, (x) => {
+      if (x.k === 'load' && sizes.has(x.array)) use(x.array, w, v === undefined ? undefined : laneBase(x.index, v), x.index);
+      return false;
+    });
+  };
+  const walk = (ss: readonly KStmt[], w: number | undefined, v: string | undefined): void => {
+    for (const s of ss) {
+      switch (s.k) {
+        case 'local': if (s.type === 'f32') sizes.set(s.name, s.size); break;
+        case 'decl': exprUses(s.init, w, v); break;
+        case 'assign': exprUses(s.value, w, v); break;
+        case 'store':
+          exprUses(s.index, undefined, undefined);
+          exprUses(s.value, w, v);
+          if (sizes.has(s.array)) use(s.array, w, v === undefined ? undefined : laneBase(s.index, v), s.index);
+          break;
+        case 'if': exprUses(s.cond, undefined, undefined); walk(s.then, undefined, undefined); walk(s.else, undefined, undefined); break;
+        case 'for': {
+          exprUses(s.start, undefined, undefined); exprUses(s.end, undefined, undefined);
+          const lw = laneWidth(s);
+          walk(s.body, lw, lw === undefined ? undefined : s.v);
+          break;
+        }
+        default: break;
+      }
+    }
+  };
+  walk(body, undefined, undefined);
+  const out = new Map<string, number>();
+  for (const [a, w] of width) if (!bad.has(a) && sizes.get(a)! % w === 0) out.set(a, w);
+  return out;
+}
+
+/** C helpers of the printed lane loops (after the native printer's own). */
+export const LANE_HELPERS = [
+  '/* Lane loops (targets/native/lanes.ts) as vectors: an access of w elements at i is in range. */',
+  '#define RN_VIN(i, w, n) ((uint64_t)(uint32_t)(i) + (uint64_t)(w) <= (uint64_t)(n))',
+  ...LANE_WIDTHS.flatMap((w) => [
+    `typedef float rn_vf${w} __attribute__((vector_size(${4 * w})));`,
+    `static inline rn_vf${w} rn_vld${w}(const float *p) { rn_vf${w} v; memcpy(&v, p, sizeof v); return v; }`,
+    `static inline void rn_vst${w}(float *p, rn_vf${w} v) { memcpy(p, &v, sizeof v); }`,
+    `static inline rn_vf${w} rn_vsplat${w}(float s) { return (rn_vf${w}){${Array(w).fill('s').join(', ')}}; }`,
+  ]),
+  '',
+].join('\n');
+
+/** What printing a lane loop needs from the printer. */
+export interface LaneHost {
+  /** A scalar expression at least at precedence `min`. */
+  expr(e: KExpr, min?: number): string;
+  /** The C pointer expression and element count of an array. */
+  array(name: string): { c: string; len: string };
+  /** The lanes of a vector local (declared as vectors), or undefined. */
+  vectorLocal(name: string): number | undefined;
+  checks: boolean;
+  indent: string;
+  /** Prints one statement as the printer does (bounds-checked). */
+  stmt(s: KStmt, ind: string, out: string[]): void;
+}
+
+/** The value of an i32 expression of constants, or undefined. */
+export function constIndex(e: KExpr): number | undefined {
+  if (e.k === 'const') return e.value;
+  if (e.k !== 'bin') return undefined;
+  const a = constIndex(e.a), b = constIndex(e.b);
+  if (a === undefined || b === undefined) return undefined;
+  return e.op === '+' ? (a + b) | 0 : e.op === '-' ? (a - b) | 0 : e.op === '*' ? Math.imul(a, b) : undefined;
+}
+
+const substLane = (st: Extract<KStmt, { k: 'store' }>, v: string, l: number): KStmt => {
+  const f = (e: KExpr): KExpr => mapExpr(e, (x) => (x.k === 'var' && x.name === v ? K.i32(l) : x));
+  return { ...st, index: f(st.index), value: f(st.value) };
+};
+
+/**
+ * Prints lane loop `s` (its plan) as vector statements; with checks, under a test that every
+ * vector access of a buffer or workgroup array is in range, else the loop as it is.
+ */
+export function printLaneLoop(s: ForStmt, plan: LanePlan, h: LaneHost, ind: string, out: string[]): void {
+  const W = plan.width;
+  const conds = new Set<string>();
+  const at = (array: string, base: KExpr): { vec?: string; ptr?: string } => {
+    if (h.vectorLocal(array) === W && base.k === 'const') return { vec: `${array}[${base.value / W}]` };
+    const a = h.array(array);
+    const b = h.expr(base);
+    if (h.checks) conds.add(`RN_VIN(${b}, ${W}, ${a.len})`);
+    return { ptr: `${a.c} + (${b})` };
+  };
+  const vx = (e: LaneExpr): string => {
+    switch (e.k) {
+      case 'scalar': return `(${h.expr(e.e)})`;
+      case 'vload': { const r = at(e.array, e.base); return r.vec ?? `rn_vld${W}(${r.ptr})`; }
+      case 'bin': return `(${vx(e.a)} ${e.op} ${vx(e.b)})`;
+      case 'neg': return `(-${vx(e.a)})`;
+    }
+  };
+  const lines = plan.stores.map((st) => {
+    const value = st.value.k === 'scalar' ? `rn_vsplat${W}(${h.expr(st.value.e)})` : vx(st.value);
+    const r = at(st.array, st.base);
+    return r.vec ? `${r.vec} = ${value};` : `rn_vst${W}(${r.ptr}, ${value});`;
+  });
+  const inner = ind + h.indent;
+  if (!conds.size) { out.push(`${ind}{ /* lane loop, ${W} wide */`, ...lines.map((l) => inner + l), `${ind}}`); return; }
+  // Out of range: lane by lane (lanes unrolled, so vector locals keep constant subscripts).
+  out.push(`${ind}if (${[...conds].join(' && ')}) { /* lane loop, ${W} wide */`, ...lines.map((l) => inner + l), `${ind}} else {`);
+  for (let l = 0; l < W; l++) for (const st of s.body) if (st.k === 'store') h.stmt(substLane(st, s.v, l), inner, out);
+  out.push(`${ind}}`);
+}
