@@ -28,8 +28,9 @@ export const ADAMW_STATE = { m: 'adamw.m', v: 'adamw.v', t: 'adamw.t' } as const
 
 const scalar = (x: number): HostValue => ({ shape: [], data: Float64Array.of(x) });
 
-function checkOption(name: string, x: number, ok: boolean): number {
-  if (!Number.isFinite(x) || !ok) throw new RangeError(`AdamW ${name} = ${x} is out of range`);
+function option(name: string, given: number | undefined, dflt: number, ok: (x: number) => boolean): number {
+  const x = given ?? dflt;
+  if (!Number.isFinite(x) || !ok(x)) throw new RangeError(`AdamW ${name} = ${x} is out of range`);
   return x;
 }
 
@@ -47,11 +48,12 @@ export class AdamW {
   private readonly target: string | undefined;
 
   constructor(readonly params: FlatParams, private readonly exec: PlanExec, opts: AdamWOptions = {}) {
-    this.beta1 = checkOption('beta1', opts.beta1 ?? 0.9, (opts.beta1 ?? 0.9) >= 0 && (opts.beta1 ?? 0.9) < 1);
-    this.beta2 = checkOption('beta2', opts.beta2 ?? 0.95, (opts.beta2 ?? 0.95) >= 0 && (opts.beta2 ?? 0.95) < 1);
-    this.eps = checkOption('eps', opts.eps ?? 1e-8, (opts.eps ?? 1e-8) >= 0);
-    this.weightDecay = checkOption('weightDecay', opts.weightDecay ?? 0.1, (opts.weightDecay ?? 0.1) >= 0);
-    this.clip = checkOption('clip', opts.clip ?? 1.0, (opts.clip ?? 1.0) >= 0);
+    const beta = (x: number) => x >= 0 && x < 1, nonNegative = (x: number) => x >= 0;
+    this.beta1 = option('beta1', opts.beta1, 0.9, beta);
+    this.beta2 = option('beta2', opts.beta2, 0.95, beta);
+    this.eps = option('eps', opts.eps, 1e-8, nonNegative);
+    this.weightDecay = option('weightDecay', opts.weightDecay, 0.1, nonNegative);
+    this.clip = option('clip', opts.clip, 1.0, nonNegative);
     this.target = opts.target;
     const n = params.size;
     this.m = new Float32Array(n);
