@@ -343,7 +343,15 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
   // Weights, optimizer and the data stream: fresh from the seed, or the checkpoint's.
   const root = new Rng(o.seed);
   const sampler = new BatchSampler(split.train, o.batch, o.seq, root.fork('data'));
-  const params = FlatParams.fromWeights(resumed ? resumed.weights : initWeights(model, o.seed));
+  // The flat layout (which the optimizer's moments follow) is the model's declaration order, not the file's.
+  const source: ReadonlyMap<string, HostValue> = resumed ? resumed.weights : initWeights(model, o.seed);
+  const ordered = new Map<string, HostValue>();
+  for (const w of model.weights) {
+    const v = source.get(w.name);
+    if (!v) throw new TrainError(`--resume ${given.resume}: model.safetensors has no weight '${w.name}'`);
+    ordered.set(w.name, v);
+  }
+  const params = FlatParams.fromWeights(ordered);
   const { exec, release } = openTarget(o.target);
   const schedule: LrSchedule = { lr: o.lr, warmup: o.warmup, steps: o.steps, floor: o.lrFloor };
   const timing = { forwardBackward: 0, loss: 0, optimizer: 0, host: 0, eval: 0, save: 0 };
