@@ -12,10 +12,9 @@ import { lowerChunkwise, lowerParallel, lowerRecurrent } from './lower/contracti
 import { chunkStateLayout, chunkStateShape, lowerChunkParallel } from './lower/chunk-parallel.js';
 import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.js';
 import { lowerElementwise } from './lower/generic.js';
-import { DEFAULT_TREE, lowerTreeReduce, treeShapeOf, treeSuits, treeSum } from './lower/reduce.js';
+import { defaultTreeShape, lowerTreeReduce, treeShapeOf, treeSuits, treeSum } from './lower/reduce.js';
 import { recogniseDense } from './dense.js';
 import { chooseDenseTile, DEFAULT_DENSE_TILE, denseTileOf, lowerDense } from './lower/dense.js';
-import { chooseDenseCpuTile, lowerDenseCpu } from './lower/dense-cpu.js';
 import { canonicalise } from './rewrite.js';
 import { type Form, type Schedule, type StatementChoice, scheduleToJson, statementSchedule } from './schedule.js';
 import { type StateSpec, statefulIr, StatefulError } from './stateful.js';
@@ -178,12 +177,11 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     const sched = statementSchedule(schedule, choose.of(s));
     // A dense sum is tiled when the schedule says so, by default or by the statement's tiles.
     const chosenTiles = choose.of(s)?.tiles;
-    const blocked = sched.dense === 'blocked';
-    const dense = c ? undefined : (sched.dense === 'tiled' || blocked || denseTileOf(chosenTiles, DEFAULT_DENSE_TILE)) ? recogniseDense(s, ir.vars) : undefined;
+    const dense = c ? undefined : (sched.dense === 'tiled' || denseTileOf(chosenTiles, DEFAULT_DENSE_TILE)) ? recogniseDense(s, ir.vars) : undefined;
     const chunkParallel = c !== undefined && sched.form === 'chunkwise' && sched.chunkParallel === true;
     // A sum into few outputs as a tree reduction: always where the statement's choice says
     // 'tree', where the sizes suit it (treeSuits) where only the schedule's default says so.
-    const treeShape = treeShapeOf(chosenTiles, DEFAULT_TREE);
+    const treeShape = treeShapeOf(chosenTiles, defaultTreeShape(s, constants));
     const tree = !c && !dense && sched.reduce === 'tree' && (choose.of(s).reduce === 'tree' ? treeSum(s) !== undefined : treeSuits(s, constants, treeShape));
     const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? (chunkParallel ? 'chunkpar' : sched.form) : dense ? 'dense' : tree ? 'tree' : 'map'}`;
     // One statement, one or more kernels (in launch order), each with its lowering and the tensor it computes.
@@ -197,8 +195,6 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
         const mkL = () => new ExprLowering(vars, { constants, runtime: new Set() });
         const { kernels: ks, lowerings: [La, Lb, Lc] } = lowerChunkParallel(name, s, c, mkL, sched, id);
         kernels = [{ kernel: ks.states, L: La, target: id }, { kernel: ks.scan, L: Lb, target: id }, { kernel: ks.outputs, L: Lc, target: s.target }];
-      } else if (dense && blocked) {
-        kernels = [{ kernel: lowerDenseCpu(name, s, dense, L, chooseDenseCpuTile(dense, constants, chosenTiles)), L, target: s.target }];
       } else if (dense) {
         const base = chooseDenseTile(dense, constants);
         kernels = [{ kernel: lowerDense(name, s, dense, L, denseTileOf(chosenTiles, base) ?? base), L, target: s.target }];

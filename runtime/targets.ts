@@ -17,7 +17,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Plan } from '../compiler/plan.js';
-import type { DenseMode, Schedule, StorageDtype } from '../compiler/schedule.js';
+import type { DenseMode, ReduceMode, Schedule, StorageDtype } from '../compiler/schedule.js';
 import type { Value } from '../dsl/reference/interpreter.js';
 import { PRINTERS, type Printer } from '../targets/emit.js';
 import type { TargetName } from '../targets/emitted.js';
@@ -56,9 +56,11 @@ export interface Runner {
   rank: number;
   /**
    * Schedule defaults for plans this target runs, where the user gave none (native: dense sums as
-   * tiled products, 4-7x faster there than one thread per output; the JS executor keeps 'map').
+   * tiled products, 4-7x faster there than one thread per output; the JS executor keeps 'map';
+   * cuda: sums into few outputs as tree reductions, which on 2-core CPUs (native, lavapipe)
+   * measured no faster than the serial sums and on lavapipe 3x slower: bench/tree-reduce.ts).
    */
-  schedule?: { dense?: DenseMode };
+  schedule?: { dense?: DenseMode; reduce?: ReduceMode };
   available(): Promise<Availability>;
   open(opts?: OpenOptions): TargetExec;
 }
@@ -179,6 +181,7 @@ const cuda: Target = {
     about: 'CUDA C++ kernels on an NVIDIA GPU, loaded through the driver (libcuda.so.1)',
     code: 'cuda', compiler: 'nvcc (cubin for the device, else PTX)',
     errors: ['CudaUnavailableError', 'CudaRunError', 'NvccError'], rank: 1,
+    schedule: { reduce: 'tree' },
     available: cudaAvailable,
     open: (opts = {}) => ({
       exec: async (plan, inputs) => {
@@ -218,8 +221,10 @@ export function runnerOf(name: string): Runner {
 /** `schedule` with the target's defaults for what it leaves unset ('map', the record's default, counts as unset). */
 export function withTargetDefaults(schedule: Schedule, target: string): Schedule {
   const d = targetNamed(target)?.run?.schedule;
-  if (!d?.dense || schedule.dense !== undefined) return schedule;
-  return { ...schedule, dense: d.dense };
+  let out = schedule;
+  if (d?.dense && schedule.dense === undefined) out = { ...out, dense: d.dense };
+  if (d?.reduce && schedule.reduce === undefined) out = { ...out, reduce: d.reduce };
+  return out;
 }
 
 /** The print spec of a printing target (its name is a TargetName of targets/emitted.ts). */

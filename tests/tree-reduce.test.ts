@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { verifyKernel } from '../compiler/kir-verify.js';
+import { defaultTreeShape } from '../compiler/lower/reduce.js';
 import { compilePlan, type Plan, ScheduleError } from '../compiler/plan.js';
 import { makeSchedule, type Schedule, scheduleFromJson, scheduleKey, scheduleToJson } from '../compiler/schedule.js';
 import type { CheckedFn } from '../dsl/checked.js';
@@ -23,6 +24,7 @@ import { SourceFile } from '../dsl/source.js';
 import { loadNativeAddon } from '../runtime/native/addon.js';
 import { runPlanNative } from '../runtime/native/runner.js';
 import { runPlanCpu } from '../runtime/plan-runner.js';
+import { withTargetDefaults } from '../runtime/targets.js';
 import { validateWGSL, acquireWebGPU, type AcquiredWebGPU, WebGPUUnavailableError } from '../runtime/webgpu/device.js';
 import { releaseRuntimeDevice, runPlanWebGPU } from '../runtime/webgpu/runner.js';
 import { emitKernel } from '../targets/emit.js';
@@ -134,6 +136,19 @@ describe('the plan takes a tree where the sizes suit it', () => {
     const kept = compilePlan(fnOf('sqnorm'), makeSchedule('chunkwise', 16, { reduce: 'tree', statements: { n2: { reduce: 'serial' } } }), { constants: new Map([['N', 100_000]]) });
     expect(kept.launches.map((l) => l.how)).toEqual(['elementwise']);
     expect(() => compilePlan(fnOf('retention'), makeSchedule('chunkwise', 16, { statements: { o: { reduce: 'tree' } } }), { constants: new Map([['K', 4], ['V', 4]]) })).toThrow(ScheduleError);
+  });
+
+  test('the default shape: 256 threads, adjacent threads on adjacent outputs, about 16 workgroups or more', () => {
+    const shapeOf = (fn: string, constants: Record<string, number>) => compilePlan(fnOf(fn), TREE, { constants: new Map(Object.entries(constants)) }).launches.filter((l) => l.how === 'reduce').map((l) => l.kernel.workgroup[0] + ':' + JSON.stringify(l.kernel.grid[0]));
+    expect(shapeOf('sqnorm', { N: 100_000 })).toEqual(['256:{"k":"const","type":"i32","value":1}']);
+    expect(defaultTreeShape(compilePlan(fnOf('col_norms'), SERIAL, { constants: new Map([['R', 9000], ['C', 64]]) }).fn.body[0]!, new Map([['R', 9000], ['C', 64]]))).toEqual({ outs: 4, lanes: 64 });
+    expect(defaultTreeShape(compilePlan(fnOf('col_norms'), SERIAL, { constants: new Map([['R', 9000], ['C', 512]]) }).fn.body[0]!, new Map([['R', 9000], ['C', 512]]))).toEqual({ outs: 32, lanes: 8 });
+  });
+
+  test('target defaults: cuda takes trees; cpu, native and webgpu keep serial sums', () => {
+    const base = makeSchedule('chunkwise', 64);
+    expect(withTargetDefaults(base, 'cuda').reduce).toBe('tree');
+    for (const t of ['cpu', 'native', 'webgpu']) expect(withTargetDefaults(base, t).reduce).toBeUndefined();
   });
 
   test('the schedule field round-trips through JSON and keys', () => {

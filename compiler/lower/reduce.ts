@@ -21,8 +21,23 @@ import { type Binding, dimExpr, type ExprLowering, fold, LowerError } from './ex
 /** How a tree reduction spreads over a workgroup: `outs` outputs, `lanes` threads each. */
 export interface TreeShape { outs: number; lanes: number }
 
-/** 256 lanes on one output: the guaranteed WebGPU workgroup. */
+/** 256 lanes on one output: the guaranteed WebGPU workgroup (also the shape where the output count is not known). */
 export const DEFAULT_TREE: TreeShape = { outs: 1, lanes: 256 };
+
+/**
+ * The default shape for a statement: 256 threads, about 16 workgroups' worth of outputs
+ * spread so that adjacent threads take adjacent outputs (coalesced loads where the output's last
+ * index is contiguous) without leaving a small output count few workgroups: outs =
+ * pow2floor(outputs / 16) clamped to 1..32, lanes = 256 / outs (1 x 256 for a scalar, 4 x 64 for
+ * 64 outputs, 32 x 8 from 512 outputs).
+ */
+export function defaultTreeShape(s: IrStmt, constants: ReadonlyMap<string, number>): TreeShape {
+  const n = devaluate(product(s.indices.map((v) => v.extent)), constants);
+  if (n === undefined) return DEFAULT_TREE;
+  let outs = 1;
+  while (outs < 32 && outs * 2 * 16 <= n) outs *= 2;
+  return { outs, lanes: 256 / outs };
+}
 /** At most this many outputs (known sizes) for the default to take a tree: more outputs fill a device alone. */
 export const TREE_MAX_OUTPUTS = 2048;
 
@@ -48,7 +63,7 @@ const product = (ds: readonly Dim[]): Dim => ds.reduce((a, d) => dmul(a, d), dco
  * known and at most TREE_MAX_OUTPUTS, and the sum covers at least two rounds of the lanes
  * (a summed extent with sizes not known, such as B*T, counts as long).
  */
-export function treeSuits(s: IrStmt, constants: ReadonlyMap<string, number>, shape: TreeShape = DEFAULT_TREE): boolean {
+export function treeSuits(s: IrStmt, constants: ReadonlyMap<string, number>, shape: TreeShape = defaultTreeShape(s, constants)): boolean {
   const red = treeSum(s);
   if (!red) return false;
   const outs = devaluate(product(s.indices.map((v) => v.extent)), constants);
