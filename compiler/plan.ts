@@ -15,6 +15,7 @@ import { lowerElementwise } from './lower/generic.js';
 import { defaultTreeShape, lowerTreeReduce, treeShapeOf, treeSuits, treeSum } from './lower/reduce.js';
 import { recogniseDense } from './dense.js';
 import { chooseDenseTile, DEFAULT_DENSE_TILE, denseTileOf, lowerDense } from './lower/dense.js';
+import { chooseDenseCpuTile, lowerDenseCpu } from './lower/dense-cpu.js';
 import { canonicalise } from './rewrite.js';
 import { type Form, type Schedule, type StatementChoice, scheduleToJson, statementSchedule } from './schedule.js';
 import { type StateSpec, statefulIr, StatefulError } from './stateful.js';
@@ -177,7 +178,8 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     const sched = statementSchedule(schedule, choose.of(s));
     // A dense sum is tiled when the schedule says so, by default or by the statement's tiles.
     const chosenTiles = choose.of(s)?.tiles;
-    const dense = c ? undefined : (sched.dense === 'tiled' || denseTileOf(chosenTiles, DEFAULT_DENSE_TILE)) ? recogniseDense(s, ir.vars) : undefined;
+    const blocked = sched.dense === 'blocked';
+    const dense = c ? undefined : (sched.dense === 'tiled' || blocked || denseTileOf(chosenTiles, DEFAULT_DENSE_TILE)) ? recogniseDense(s, ir.vars) : undefined;
     const chunkParallel = c !== undefined && sched.form === 'chunkwise' && sched.chunkParallel === true;
     // A sum into few outputs as a tree reduction: always where the statement's choice says
     // 'tree', where the sizes suit it (treeSuits) where only the schedule's default says so.
@@ -195,6 +197,8 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
         const mkL = () => new ExprLowering(vars, { constants, runtime: new Set() });
         const { kernels: ks, lowerings: [La, Lb, Lc] } = lowerChunkParallel(name, s, c, mkL, sched, id);
         kernels = [{ kernel: ks.states, L: La, target: id }, { kernel: ks.scan, L: Lb, target: id }, { kernel: ks.outputs, L: Lc, target: s.target }];
+      } else if (dense && blocked) {
+        kernels = [{ kernel: lowerDenseCpu(name, s, dense, L, chooseDenseCpuTile(dense, constants, chosenTiles)), L, target: s.target }];
       } else if (dense) {
         const base = chooseDenseTile(dense, constants);
         kernels = [{ kernel: lowerDense(name, s, dense, L, denseTileOf(chosenTiles, base) ?? base), L, target: s.target }];
