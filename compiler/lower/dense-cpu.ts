@@ -53,8 +53,8 @@ const CPU_KEYS = ['m', 'n', 'k', 'regM', 'regN', 'lanes'] as const;
 
 /**
  * The default blocking: 64 x 128 macro tiles (64 columns where the output has at most 64, so
- * fewer padded columns), narrowed rows where the output has few rows (known sizes) so both
- * cores get workgroups. `tiles` (a statement's choice: m, n, k, regM, regN, lanes) override it.
+ * fewer padded columns), down to 32 rows where the output has few (known sizes), so that the
+ * cores get a few workgroups. `tiles` (a statement's choice: m, n, k, regM, regN, lanes) override it.
  */
 export function chooseDenseCpuTile(d: Dense, constants: ReadonlyMap<string, number>, tiles?: Readonly<Record<string, number>>): DenseCpuTile {
   const val = (x: Dense['M']): number | undefined => {
@@ -70,8 +70,8 @@ export function chooseDenseCpuTile(d: Dense, constants: ReadonlyMap<string, numb
   const t = { ...DEFAULT_DENSE_CPU_TILE };
   if (N !== undefined && N <= 64) t.n = Math.max(t.regN, Math.ceil(N / t.regN) * t.regN);
   if (M !== undefined && N !== undefined) {
-    // At least 8 workgroups where the output allows (2 cores, and even shares of ragged tiles).
-    while (t.m > t.regM && Math.ceil(M / t.m) * Math.ceil(N / t.n) < 8) t.m /= 2;
+    // A few workgroups for the cores (each packs its own slabs: narrower tiles pack more per flop).
+    while (t.m > 32 && Math.ceil(M / t.m) * Math.ceil(N / t.n) < 4) t.m /= 2;
   }
   for (const k of CPU_KEYS) if (tiles && Object.hasOwn(tiles, k)) t[k] = tiles[k]!;
   return t;
