@@ -410,6 +410,9 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
     let stopped = false;
     try {
       while (step < o.steps) {
+        // The kernels may run synchronously, so a step's awaits need not reach the event loop: yield
+        // to it once a step, or a signal's handler would not run until training ends.
+        await new Promise((r) => setImmediate(r));
         if (hooks.signal?.aborted) { stopped = true; break; }
         const tStep = now();
         let lossSum = 0;
