@@ -127,7 +127,7 @@ describe('generate', () => {
       const all = Int32Array.from([...prompt, ...got[0]!]);
       const { exec, release } = openTarget(target);
       try {
-        const logits = (await runModelMode(model, weights, { shape: [1, all.length], data: all }, 'parallel', exec, 4)).get('logits')!;
+        const logits = (await runModelMode(model, weights, { shape: [1, all.length], data: all }, 'parallel', exec, 3)).get('logits')!;
         const V = 256;
         for (let i = 0; i < N; i++) {
           const at = prompt.length - 1 + i;

@@ -3,7 +3,7 @@
 // default, parallel, or recurrent token by token), then tokens are decoded one at a time from the
 // returned state and sampled (runtime/generate). The continuation streams to stdout as it comes
 // (bytes as UTF-8 text for byte-level checkpoints; token ids otherwise); prefill and decode
-// tokens/s go to stderr at the end.
+// tokens/s go to stderr at the end (after a warm-up run of each plan, which compiles the kernels).
 import { ScheduleError } from '../../compiler/plan.js';
 import { DEFAULT_CHUNK, MAX_CHUNK } from '../../compiler/schedule.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
@@ -123,7 +123,7 @@ export async function cmdGenerate(args: string[]): Promise<number> {
   const rate = (x: number): string => (x >= 100 ? x.toFixed(0) : x.toPrecision(3));
   process.stderr.write(
     `prefill: ${r.prefillTokens} token${r.prefillTokens === 1 ? '' : 's'} in ${r.prefillSeconds.toFixed(3)} s, ${rate(r.prefillTokensPerS)} tokens/s (${mode}${mode === 'recurrent' ? '' : `, chunk ${chunk}`}); `
-    + `decode: ${r.decodeTokens} token${r.decodeTokens === 1 ? '' : 's'} in ${r.decodeSeconds.toFixed(3)} s, ${rate(r.decodeTokensPerS)} tokens/s; target ${target}\n`,
+    + `decode: ${r.decodeTokens} token${r.decodeTokens === 1 ? '' : 's'} in ${r.decodeSeconds.toFixed(3)} s, ${rate(r.decodeTokensPerS)} tokens/s; target ${target} (warm-up ${r.warmupSeconds.toFixed(3)} s)\n`,
   );
   return 0;
 }

@@ -36,6 +36,11 @@ export interface GenerateOptions {
   chunk?: number;
   /** Dense sums as maps or tiled products (default: the target's schedule default). */
   dense?: DenseMode;
+  /**
+   * Run each plan once on one token before timing (default true), so that compiling kernels
+   * (native: C, cached on disk; WebGPU: pipelines) is not counted as prefill or decode time.
+   */
+  warmup?: boolean;
 }
 
 export interface GenerateResult {
@@ -49,6 +54,8 @@ export interface GenerateResult {
   decodeSeconds: number;
   /** decodeTokens / decodeSeconds (0 when there was no decoding step). */
   decodeTokensPerS: number;
+  /** The warm-up runs (kernel compilation, mostly); 0 without warm-up. */
+  warmupSeconds: number;
   target?: string;
 }
 
@@ -105,11 +112,17 @@ export async function generate(opts: GenerateOptions, onToken?: (id: number) => 
     const step = compileModel(model, makeSchedule('recurrent', DEFAULT_CHUNK, extra), { stateful: true });
     const one = (id: number): Map<string, HostValue> => new Map([['tokens', { shape: [1, 1], data: Int32Array.of(id) }]]);
 
+    const prefill = mode === 'recurrent' ? undefined : compileModel(model, makeSchedule(mode, chunk, extra), { stateful: true });
+    const tw = performance.now();
+    if (opts.warmup ?? true) {
+      for (const mp of prefill ? [prefill, step] : [step]) await runModelPlan(mp, weights, one(prompt[0]!), exec);
+    }
+
     // Prefill: the whole prompt at once (parallel, chunkwise) or token by token (recurrent).
     const t0 = performance.now();
     let state: ModelState | undefined;
     let logits: HostValue;
-    if (mode === 'recurrent') {
+    if (!prefill) {
       let last: HostValue | undefined;
       for (const id of prompt) {
         const r = await runModelPlan(step, weights, one(id), exec, state);
@@ -118,8 +131,7 @@ export async function generate(opts: GenerateOptions, onToken?: (id: number) => 
       }
       logits = last!;
     } else {
-      const mp = compileModel(model, makeSchedule(mode, chunk, extra), { stateful: true });
-      const r = await runModelPlan(mp, weights, new Map([['tokens', { shape: [1, prompt.length], data: prompt }]]), exec);
+      const r = await runModelPlan(prefill, weights, new Map([['tokens', { shape: [1, prompt.length], data: prompt }]]), exec);
       logits = r.outputs.get('logits')!;
       state = r.state;
     }
@@ -144,6 +156,7 @@ export async function generate(opts: GenerateOptions, onToken?: (id: number) => 
       tokens: out,
       prefillTokens: prompt.length, prefillSeconds, prefillTokensPerS: prompt.length / Math.max(prefillSeconds, 1e-9),
       decodeTokens: n - 1, decodeSeconds, decodeTokensPerS: n > 1 ? (n - 1) / Math.max(decodeSeconds, 1e-9) : 0,
+      warmupSeconds: (t0 - tw) / 1000,
     };
     if (target) result.target = target;
     return result;
