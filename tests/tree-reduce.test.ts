@@ -4,8 +4,10 @@
 // a sum with a range constraint and a tail) lowered as a workgroup per output with a
 // workgroup-memory tree agree with the float64 reference (relative RMSE <= 1e-6) on the CPU
 // executor, native (skipped without a C compiler unless REQUIRE_NATIVE=1) and WebGPU (skipped
-// without an adapter unless REQUIRE_WEBGPU=1); their WGSL validates in Dawn and their CUDA
-// compiles with nvcc (sm_80, sm_90) with 0 spill bytes; the schedule field reads back from JSON.
+// without an adapter unless REQUIRE_WEBGPU=1); the tiny RetNet's backward with trees (its three
+// norm weight gradients) equals the serial one on the CPU executor; the trees' WGSL (the cases,
+// RetNet tiny and base) validates in Dawn and their CUDA compiles with nvcc (sm_80, sm_90) with
+// 0 spill bytes and 0 stack; the schedule field reads back from JSON; target defaults.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -13,14 +15,20 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { verifyKernel } from '../compiler/kir-verify.js';
 import { defaultTreeShape } from '../compiler/lower/reduce.js';
-import { compilePlan, type Plan, ScheduleError } from '../compiler/plan.js';
+import { compileModelGrad } from '../compiler/model-grad.js';
+import { boundWeights } from '../compiler/model-split.js';
+import { modelProgram } from '../compiler/pipeline.js';
+import { compilePlan, type Launch, type Plan, ScheduleError } from '../compiler/plan.js';
 import { makeSchedule, type Schedule, scheduleFromJson, scheduleKey, scheduleToJson } from '../compiler/schedule.js';
-import type { CheckedFn } from '../dsl/checked.js';
+import type { CheckedFn, CheckedModel } from '../dsl/checked.js';
 import { checkFiles } from '../dsl/checker.js';
 import { devaluate } from '../dsl/dims.js';
 import { parseSource } from '../dsl/parser.js';
+import { instantiateModel, loadProgram } from '../dsl/program.js';
 import { runFunction, type Value } from '../dsl/reference/interpreter.js';
 import { SourceFile } from '../dsl/source.js';
+import { runModelBackward } from '../runtime/model-backward.js';
+import type { PlanExec } from '../runtime/model-runner.js';
 import { loadNativeAddon } from '../runtime/native/addon.js';
 import { runPlanNative } from '../runtime/native/runner.js';
 import { runPlanCpu } from '../runtime/plan-runner.js';
@@ -197,9 +205,49 @@ describe('tree reductions agree with the float64 reference', () => {
   }, 120_000);
 });
 
+// ---- the tiny RetNet: its backward with trees equals its backward with serial sums --------------
+
+const retnet = loadProgram(new URL('../models/retnet.ret', import.meta.url).pathname);
+const modelOf = (size: string): CheckedModel => instantiateModel(retnet, 'retnet', size);
+const modelTrees = (size: string): Launch[] => compileModelGrad(modelOf(size), makeSchedule('chunkwise', 64, { reduce: 'tree' })).plans.flatMap((p) => p.launches.filter((l) => l.how === 'reduce'));
+
+describe('the tiny RetNet backward with tree reductions', () => {
+  const model = modelOf('tiny');
+  const rand = prng(5);
+  const weights = new Map<string, Value>();
+  for (const [name, { shape }] of boundWeights(modelProgram(model))) {
+    const dims = shape.map((x) => devaluate(x, new Map())!);
+    weights.set(name, { shape: dims, data: Float64Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => Math.fround((dims.length === 1 ? 1 : 0) + (rand() * 2 - 1) * (dims.length === 1 ? 0.1 : 0.3))) });
+  }
+  const vocab = weights.get('embed_tokens.weight')!.shape[0]!;
+  const [B, T] = [2, 9];
+  const tokens: Value = { shape: [B, T], data: Float64Array.from({ length: B * T }, () => Math.floor(rand() * vocab)) };
+  const dlogits: Value = { shape: [B, T, vocab], data: Float64Array.from({ length: B * T * vocab }, () => Math.fround(rand() * 2 - 1)) };
+  const grads = async (reduce: 'serial' | 'tree', exec: PlanExec) => (await runModelBackward(compileModelGrad(model, makeSchedule('chunkwise', 16, { reduce })), weights, new Map([['tokens', tokens]]), new Map([['logits', dlogits]]), exec)).grads;
+  const cpu: PlanExec = async (p, i) => runPlanCpu(p, i as ReadonlyMap<string, Value>);
+
+  test('its norm weight gradients are trees (and nothing else is)', () => {
+    const outs = compileModelGrad(model, makeSchedule('chunkwise', 16, { reduce: 'tree' })).plans.flatMap((p) => p.launches.filter((l) => l.how === 'reduce').map((l) => p.fn.outputs.find((o) => o.v === l.target)?.name));
+    expect(outs.sort()).toEqual(['grad.final_layer_norm.weight', 'grad.layer_norm.weight', 'grad.retention_layer_norm.weight']);
+  });
+
+  // On the CPU executor only: native would compile the whole model's kernels twice (~40 s here).
+  test('cpu: every weight gradient equals the serial one (relative RMSE <= 1e-6)', async () => {
+    const serial = await grads('serial', cpu);
+    const tree = await grads('tree', cpu);
+    expect([...tree.keys()].sort()).toEqual([...serial.keys()].sort());
+    for (const [w, g] of serial) {
+      const e = relErr(tree.get(w)!.data, g.data);
+      expect(e.nonFinite, w).toBe(0);
+      expect(e.rel, w).toBeLessThan(BAR);
+    }
+  }, 120_000);
+});
+
 // ---- printed code: WGSL validates, CUDA compiles with 0 spills ------------------------------------
 
-const treeKernels = () => CASES.flatMap((c) => planOf(c, TREE).launches.filter((l) => l.how === 'reduce').map((l) => l.kernel));
+/** The test cases' trees and the RetNet tiny and base backward's (B and T at run time). */
+const treeKernels = () => [...CASES.flatMap((c) => planOf(c, TREE).launches.filter((l) => l.how === 'reduce').map((l) => l.kernel)), ...['tiny', 'base'].flatMap((size) => modelTrees(size).map((l) => ({ ...l.kernel, name: `${l.kernel.name}_${size}` })))];
 
 describe('printed tree kernels', () => {
   let validator: AcquiredWebGPU | null = null;
