@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { linePlot, type Series } from '../plot/svg.js';
+import { realIo } from './checkpoint.js';
 
 export const LOSS_SVG = 'loss.svg';
 export const LOSS_PNG = 'loss.png';
@@ -52,17 +53,12 @@ export function lossPlotSvg(metrics: readonly MetricPoint[], title = 'Training a
   return linePlot({ title, xLabel: 'step', yLabel: 'loss (nats per token)', series });
 }
 
+/** A temporary file beside `file`, written and fsynced (the checkpoint writer's durable write), then renamed over it. */
 async function writeAtomic(file: string, data: string | Uint8Array): Promise<void> {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    const fh = await fsp.open(tmp, 'wx');
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, file);
+    await realIo.writeDurable(tmp, typeof data === 'string' ? new TextEncoder().encode(data) : data);
+    await realIo.rename(tmp, file);
   } catch (e) {
     await fsp.rm(tmp, { force: true });
     throw e;
