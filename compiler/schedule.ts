@@ -37,8 +37,14 @@ export interface Schedule {
   form: Form;
   /** Chunk length (chunkwise) or tile of positions (parallel). */
   chunk: number;
-  /** Positions per tile along the key axis in the parallel form. */
-  tiles: { cols: number };
+  /**
+   * `cols`: positions per tile along the key axis in the parallel form. `state`: the most state
+   * entries one thread keeps in the recurrent, chunkwise and chunk-parallel forms (all its state
+   * arrays together; a longer key axis is split over threads or workgroups). Absent: each form's
+   * own (64 recurrent and chunkwise, 16 chunk-parallel: registers on GPUs); CPUs keep state in
+   * memory and take a whole key axis per thread (native's default).
+   */
+  tiles: { cols: number; state?: number };
   /** Threads per workgroup for contraction kernels (over the value index) and elementwise ones. */
   workgroup: { contraction: number; elementwise: number };
   /**
@@ -106,7 +112,9 @@ export function makeSchedule(form: Form, chunk = DEFAULT_CHUNK, overrides: Parti
   if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_CHUNK) throw new RangeError(`chunk must be an integer in 1..${MAX_CHUNK}, got ${chunk}`);
   const dtype = overrides.dtype ?? 'f32';
   if (!STORAGE_DTYPES.includes(dtype)) throw new RangeError(`dtype must be one of ${STORAGE_DTYPES.join(', ')}, got ${String(dtype)}`);
-  const s: Schedule = { form, chunk, tiles: { cols: overrides.tiles?.cols ?? chunk }, workgroup: overrides.workgroup ?? { contraction: 64, elementwise: 256 }, dtype };
+  const state = overrides.tiles?.state;
+  if (state !== undefined) checkChunk(state, 'tiles.state');
+  const s: Schedule = { form, chunk, tiles: { cols: overrides.tiles?.cols ?? chunk, ...(state !== undefined ? { state } : {}) }, workgroup: overrides.workgroup ?? { contraction: 64, elementwise: 256 }, dtype };
   if (overrides.dense !== undefined && overrides.dense !== 'map') {
     if (!DENSE_MODES.includes(overrides.dense)) throw new RangeError(`dense must be one of ${DENSE_MODES.join(', ')}, got ${String(overrides.dense)}`);
     s.dense = overrides.dense;
@@ -162,8 +170,8 @@ export function scheduleFromJson(json: unknown): Schedule {
   const overrides: Partial<Omit<Schedule, 'form' | 'chunk'>> = {};
   if (r['tiles'] !== undefined) {
     const t = r['tiles'] as Record<string, unknown> | null;
-    if (!t || typeof t !== 'object' || Object.keys(t).some((k) => k !== 'cols')) throw new ScheduleFormatError(`tiles must be {"cols": N}, got ${JSON.stringify(r['tiles'])}`);
-    overrides.tiles = { cols: checkChunk(t['cols'], 'tiles.cols') };
+    if (!t || typeof t !== 'object' || Object.keys(t).some((k) => k !== 'cols' && k !== 'state')) throw new ScheduleFormatError(`tiles must be {"cols": N} or {"cols": N, "state": N}, got ${JSON.stringify(r['tiles'])}`);
+    overrides.tiles = { cols: t['cols'] === undefined ? chunk : checkChunk(t['cols'], 'tiles.cols'), ...(t['state'] !== undefined ? { state: checkChunk(t['state'], 'tiles.state') } : {}) };
   }
   if (r['workgroup'] !== undefined) {
     const w = r['workgroup'] as Record<string, unknown> | null;
@@ -205,7 +213,8 @@ export function statementSchedule(s: Schedule, c: StatementChoice | undefined): 
   const chunk = c.chunk ?? s.chunk;
   const cols = c.tiles?.['cols'] ?? (c.chunk !== undefined ? c.chunk : s.tiles.cols);
   const workgroup = c.workgroup === undefined ? s.workgroup : { contraction: c.workgroup, elementwise: c.workgroup };
-  const out: Schedule = { ...base, form: c.form ?? s.form, chunk, tiles: { cols }, workgroup };
+  const state = c.tiles?.['state'] ?? s.tiles.state;
+  const out: Schedule = { ...base, form: c.form ?? s.form, chunk, tiles: { cols, ...(state !== undefined ? { state } : {}) }, workgroup };
   if (c.chunkParallel !== undefined) {
     if (c.chunkParallel) out.chunkParallel = true;
     else delete out.chunkParallel;
@@ -230,7 +239,7 @@ const sortedChoice = (c: StatementChoice): StatementChoice => {
 
 /** The schedule as it is written to a file: fields in a fixed order, empty choices dropped (`sort`: statements sorted by name). */
 export function scheduleToJson(s: Schedule, sort = false): Schedule {
-  const out: Schedule = { form: s.form, chunk: s.chunk, tiles: { cols: s.tiles.cols }, workgroup: { contraction: s.workgroup.contraction, elementwise: s.workgroup.elementwise }, dtype: s.dtype };
+  const out: Schedule = { form: s.form, chunk: s.chunk, tiles: { cols: s.tiles.cols, ...(s.tiles.state !== undefined ? { state: s.tiles.state } : {}) }, workgroup: { contraction: s.workgroup.contraction, elementwise: s.workgroup.elementwise }, dtype: s.dtype };
   if (s.dense && s.dense !== 'map') out.dense = s.dense;
   if (s.chunkParallel) out.chunkParallel = true;
   if (s.reduce && s.reduce !== 'serial') out.reduce = s.reduce;

@@ -19,17 +19,17 @@
 // numbers, gated weights come from chunk-local (compensated) sums of the step, the chunk carry
 // takes the accurate exp, state and accumulators are f32 whatever the storage.
 import type { Contraction } from '../analysis.js';
-import { POS } from '../analysis.js';
 import { dadd, dconst, type Dim } from '../../dsl/dims.js';
-import type { IrStmt, Node } from '../ir.js';
+import type { IrStmt } from '../ir.js';
 import * as K from '../kir.js';
 import type { Kernel, KExpr, KShared, KStmt } from '../kir.js';
 import type { Schedule } from '../schedule.js';
-import { type Binding, dimExpr, type ExprLowering, fold, LowerError } from './expr.js';
+import { accurateExp, batchOf, distance, exponent, factor, kahan, localGates, posOf, pow2AtLeast, type ScanCtx, weight, weightFrom } from './contraction-common.js';
+import { dimExpr, type ExprLowering, fold, LowerError } from './expr.js';
 
 /**
- * Most state entries a thread keeps in registers in phases (a) and (b); longer key axes are tiled
- * over workgroups. 16 measured best on lavapipe (a longer per-thread array is indexed through
+ * Most state entries a thread keeps in registers in phases (a) and (b) unless the schedule's
+ * tiles.state says otherwise; longer key axes are tiled over workgroups. 16 measured best on lavapipe (a longer per-thread array is indexed through
  * memory there: phase (a) at K = V = 64 took 2.3x as long with 64).
  */
 const STATE_MAX = 16;
@@ -38,7 +38,12 @@ const MAX_THREADS = 256;
 /** Rows of a chunk scored, then reduced, together in phase (c). */
 const ROW_BLOCK = 16;
 
-const pow2AtLeast = (n: number, cap: number): number => { let p = 1; while (p < n && p < cap) p *= 2; return p; };
+/** Keys per staged slice of b in phase (c): the largest divisor of K with a slice of WX positions in 4 KiB. */
+function keySlice(Kc: number, WX: number): number {
+  let kb = Math.max(1, Math.min(Kc, Math.floor(1024 / WX)));
+  while (Kc % kb) kb--;
+  return kb;
+}
 
 /** The layout of the chunk-state tensor of a contraction. */
 export interface ChunkStateLayout {
@@ -68,116 +73,6 @@ export function chunkStateShape(c: Contraction, lay: ChunkStateLayout): Dim[] {
   return [...c.batch.map((v) => v.extent), dadd(c.T, dconst(lay.C - 1)), dconst(lay.KVp / lay.C)];
 }
 
-interface Ctx {
-  c: Contraction;
-  s: IrStmt;
-  L: ExprLowering;
-  T: KExpr;
-  batch: Map<string, Binding>;
-  /** Shared arrays of chunk-local cumulative gates, per decay term. */
-  local?: (string | undefined)[];
-}
-
-const posOf = (x: Ctx, k: KExpr): KExpr => (x.c.direction === 'causal' ? k : fold(K.sub(K.sub(x.T, K.i32(1)), k)));
-
-function exponent(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr {
-  const [later, earlier] = x.c.direction === 'causal' ? [p, q] : [q, p];
-  const parts = x.c.decay.map((term, k): KExpr => {
-    if (term.kind === 'fixed') return K.mul(K.cast(K.sub(later, earlier), 'f32'), x.L.expr(term.lambda, x.batch, out));
-    const lc = x.local?.[k];
-    if (lc && scan) return K.sub(K.load(lc, K.add(scan[0], K.i32(1))), K.load(lc, K.add(scan[1], K.i32(1))));
-    const at = (pos: KExpr) => x.L.expr(term.G, new Map([...x.batch, [POS, { expr: pos }]]), out);
-    return K.sub(at(later), at(earlier));
-  });
-  return parts.length ? parts.reduce((a, b) => K.add(a, b)) : K.f32(0);
-}
-
-function withSigns(x: Ctx, w: KExpr, odd: KExpr, out: KStmt[]): KExpr {
-  return x.c.signs.reduce((acc, cond) => K.mul(acc, K.select(K.and(x.L.expr(cond, x.batch, out), odd), K.f32(-1), K.f32(1))), w);
-}
-
-/** exp(e) for e <= 0 near 0 by its Taylor series (as contraction.ts stepExp: a compounded weight). */
-function accurateExp(e: KExpr, out: KStmt[], nm: string): KExpr {
-  out.push(K.decl(nm, 'f32', e));
-  const xv = K.v(nm, 'f32');
-  let fact = 1;
-  const coef: number[] = [];
-  for (let n = 0; n <= 9; n++) coef.push(1 / (fact *= n || 1));
-  let poly: KExpr = K.f32(Math.fround(coef[9]!));
-  for (let n = 8; n >= 0; n--) poly = K.add(K.mul(poly, xv), K.f32(Math.fround(coef[n]!)));
-  return K.select(K.lt(K.un('abs', xv), K.f32(0.5)), poly, K.un('exp', xv));
-}
-
-/** Scan distance from q to p (>= 0). */
-const distance = (x: Ctx, p: KExpr, q: KExpr): KExpr => K.cast(x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), 'f32');
-
-/** The decay between scan-later p and scan-earlier q, from `exp` of its exponent (decays: `expOf`). */
-function weightFrom(x: Ctx, p: KExpr, q: KExpr, e: () => KExpr, out: KStmt[], expOf: (e: KExpr) => KExpr = (v) => K.un('exp', v)): KExpr {
-  const w = x.c.decay.length === 0 ? K.f32(1) : expOf(e());
-  return withSigns(x, w, K.bin('!=', K.bin('%', x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), K.i32(2)), K.i32(0)), out);
-}
-const weight = (x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr => weightFrom(x, p, q, () => exponent(x, p, q, out, scan), out);
-
-/** Chunk-local cumulative gates Lc[m + 1] = sum of the steps of scan steps 0..m (thread 0 writes them; a barrier follows). */
-function localGates(x: Ctx, C: number, c0: KExpr, len: KExpr, out: KStmt[]): KShared[] {
-  const shared: KShared[] = [];
-  const names = x.c.decay.map((term, k) => (term.kind === 'gated' && term.step ? `Lc${k}` : undefined));
-  if (!names.some((n) => n)) return shared;
-  x.local = names;
-  const fill: KStmt[] = [];
-  out.push(K.iff(K.bin('==', K.tid('x'), K.i32(0)), fill));
-  names.forEach((nm, k) => {
-    const term = x.c.decay[k]!;
-    if (!nm || term.kind !== 'gated' || !term.step) return;
-    shared.push({ name: nm, type: 'f32', size: C + 1 });
-    fill.push(K.store(nm, K.i32(0), K.f32(0)));
-    kahan(x, term.step, nm, c0, len, fill, [K.store(nm, K.add(K.v('m'), K.i32(1)), K.v(`${nm}s`, 'f32'))]);
-  });
-  out.push(K.barrier());
-  return shared;
-}
-
-/** A compensated running sum of the gate step over scan steps c0 .. c0 + len - 1 (loop variable m; `body` runs after each addition). */
-function kahan(x: Ctx, step: Node, nm: string, c0: KExpr, len: KExpr, out: KStmt[], body: KStmt[]): KExpr {
-  out.push(K.decl(`${nm}s`, 'f32', K.f32(0)), K.decl(`${nm}e`, 'f32', K.f32(0)));
-  const inner: KStmt[] = [];
-  out.push(K.loop('m', K.i32(0), len, inner));
-  const pos = posOf(x, K.add(c0, K.v('m')));
-  const at = x.c.direction === 'causal' ? pos : K.add(pos, K.i32(1));
-  const g = K.cast(x.L.expr(step, new Map([...x.batch, [POS, { expr: at }]]), inner), 'f32');
-  const [sum, err] = [K.v(`${nm}s`, 'f32'), K.v(`${nm}e`, 'f32')];
-  inner.push(K.decl('y', 'f32', K.sub(g, err)), K.decl('tk', 'f32', K.add(sum, K.v('y', 'f32'))));
-  inner.push(K.assign(`${nm}e`, K.sub(K.sub(K.v('tk', 'f32'), sum), K.v('y', 'f32'))), K.assign(`${nm}s`, K.v('tk', 'f32')));
-  inner.push(...body);
-  return sum;
-}
-
-/** a(row = p, inner = i), b(col = p, inner = i), c(col = p, value = j), as f32. */
-function factor(x: Ctx, which: 'a' | 'b' | 'c', p: KExpr, k: KExpr, out: KStmt[]): KExpr {
-  const n: Node = x.c[which];
-  const posName = which === 'a' ? x.c.row : x.c.col;
-  const kName = which === 'c' ? x.c.value : x.c.inner;
-  const kExtent = which === 'c' ? x.c.V : x.c.K;
-  const bind = new Map<string, Binding>([...x.batch, [posName, { expr: p, extent: x.c.T }], [kName, { expr: k, extent: kExtent }]]);
-  return K.cast(x.L.expr(n, bind, out), 'f32');
-}
-
-/** Batch indices from wg.y (last batch index fastest), declared in `body`. */
-function batchOf(c: Contraction, L: ExprLowering, body: KStmt[]): { batch: Map<string, Binding>; nb: KExpr } {
-  const batch = new Map<string, Binding>();
-  let rest: KExpr = K.wg('y');
-  for (let k = c.batch.length - 1; k >= 0; k--) {
-    const v = c.batch[k]!;
-    const ext = dimExpr(v.extent, L.sizes);
-    const nm = `b_${v.name.replace(/[^A-Za-z0-9_]/g, '_')}`;
-    body.push(K.decl(nm, 'i32', k === 0 ? rest : K.bin('%', rest, ext)));
-    if (k > 0) rest = K.bin('/', rest, ext);
-    batch.set(v.name, { expr: K.v(nm), extent: v.extent });
-  }
-  const nb = fold(c.batch.reduce<KExpr>((a, v) => K.mul(a, dimExpr(v.extent, L.sizes)), K.i32(1)));
-  return { batch, nb };
-}
-
 /** Flat offset of chunk `ci`'s state array r (0: S, 1: S1) at key gi, column j in the chunk-state buffer. */
 function stateAt(lay: ChunkStateLayout, T: KExpr, ci: KExpr, r: number, gi: KExpr, j: KExpr): KExpr {
   const perBatch = fold(K.mul(K.add(T, K.i32(lay.C - 1)), K.i32(lay.KVp / lay.C)));
@@ -186,8 +81,9 @@ function stateAt(lay: ChunkStateLayout, T: KExpr, ci: KExpr, r: number, gi: KExp
 }
 
 /** Key slices and value tiles of phases (a) and (b): KT keys per thread, WX columns per workgroup. */
-function stateTiling(lay: ChunkStateLayout, cap: number): { KT: number; NKT: number; WX: number; NVT: number } {
-  const NKT = Math.max(1, Math.ceil((lay.Kc * lay.R) / STATE_MAX));
+function stateTiling(lay: ChunkStateLayout, sched: Schedule): { KT: number; NKT: number; WX: number; NVT: number } {
+  const cap = sched.workgroup.contraction;
+  const NKT = Math.max(1, Math.ceil((lay.Kc * lay.R) / (sched.tiles.state ?? STATE_MAX)));
   const KT = Math.ceil(lay.Kc / NKT);
   const WX = pow2AtLeast(lay.Vc, Math.min(cap, MAX_THREADS));
   return { KT, NKT, WX, NVT: Math.ceil(lay.Vc / WX) };
@@ -220,8 +116,8 @@ function sliceLoop(t: { KT: number; NKT: number }, lay: ChunkStateLayout, out: K
 function lowerChunkStates(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule, lay: ChunkStateLayout, buf: string): Kernel {
   const body: KStmt[] = [];
   const { batch, nb } = batchOf(c, L, body);
-  const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
-  const t = stateTiling(lay, sched.workgroup.contraction);
+  const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const t = stateTiling(lay, sched);
   const C = lay.C;
   const okJ = stateThread(t, lay, body);
   body.push(K.decl('ci', 'i32', K.wg('z')), K.decl('c0', 'i32', K.mul(K.v('ci'), K.i32(C))));
@@ -279,8 +175,8 @@ function lowerChunkStates(name: string, s: IrStmt, c: Contraction, L: ExprLoweri
 function lowerChunkScan(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule, lay: ChunkStateLayout, buf: string): Kernel {
   const body: KStmt[] = [];
   const { batch, nb } = batchOf(c, L, body);
-  const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
-  const t = stateTiling(lay, sched.workgroup.contraction);
+  const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const t = stateTiling(lay, sched);
   const C = lay.C;
   const okJ = stateThread(t, lay, body);
   const col: KStmt[] = [];
@@ -324,7 +220,7 @@ function lowerChunkScan(name: string, s: IrStmt, c: Contraction, L: ExprLowering
 function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule, lay: ChunkStateLayout, buf: string): Kernel {
   const body: KStmt[] = [];
   const { batch, nb } = batchOf(c, L, body);
-  const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
   const C = lay.C;
   // Rows per block: the staged rows of a take at most 4 KiB (16 rows at K = 64, 4 at K = 256).
   const RB = Math.max(1, Math.min(C, ROW_BLOCK, Math.floor(1024 / lay.Kc)));
@@ -338,6 +234,24 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   const at = (m: KExpr) => posOf(x, K.add(c0, m));
   const shared = localGates(x, C, c0, len, body);
   body.push(K.decl('pe', 'i32', at(K.i32(-1))));
+  // The decay weights once per chunk, not once per output (an exp each): the cross term's
+  // wr[m] = w(m, pe) per row, and for decays that are fixed per batch entry (a function of the
+  // distance only) the intra-chunk wd[d] = w over d scan steps (times d for order 1).
+  const tables: KStmt[] = [];
+  body.push(K.loop('m', K.tid('x'), len, tables, WX));
+  const rowW: KStmt[] = [];
+  tables.push(K.iff(K.bin('>', K.v('ci'), K.i32(0)), rowW));
+  rowW.push(K.decl('pm', 'i32', at(K.v('m'))));
+  rowW.push(K.store('wr', K.v('m'), weight(x, K.v('pm'), K.v('pe'), rowW, [K.v('m'), K.i32(-1)])));
+  shared.push({ name: 'wr', type: 'f32', size: C });
+  const byDistance = c.decay.every((t) => t.kind === 'fixed');
+  if (byDistance) {
+    const [pd, p0] = [at(K.v('m')), at(K.i32(0))];
+    const w = weight(x, pd, p0, tables);
+    tables.push(K.store('wd', K.v('m'), c.order === 1 ? K.mul(w, distance(x, pd, p0)) : w));
+    shared.push({ name: 'wd', type: 'f32', size: C });
+  }
+  body.push(K.barrier());
   const blk: KStmt[] = [];
   body.push(K.loop('r0', K.i32(0), len, blk, RB));
   const r0 = K.v('r0');
@@ -350,26 +264,46 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   put.push(K.store('sa', K.v('e'), factor(x, 'a', at(K.v('m')), K.bin('%', K.v('e'), K.i32(lay.Kc)), put)));
   blk.push(K.barrier());
   // Scores P[mm][m2] = w(m, m2) a[m] . b[m2] for rows m = r0 + mm, m2 before m (0 elsewhere): a
-  // thread per column m2, each b[m2, i] loaded once for the RB rows.
-  const ph1: KStmt[] = [];
-  blk.push(K.loop('m2', K.tid('x'), K.i32(C), ph1, WX));
-  ph1.push(K.loop('mm', K.i32(0), K.i32(RB), [K.store('dots', K.v('mm'), K.f32(0))]));
-  const live: KStmt[] = [];
-  ph1.push(K.iff(K.lt(K.v('m2'), K.bin('min', len, K.add(r0, K.i32(RB)))), live));
-  live.push(K.decl('pm2', 'i32', at(K.v('m2'))));
+  // thread per key position m2 = mb + tid, RB dots each; b staged transposed by key slices of KB,
+  // kT[i][tid] = b[mb + tid, kb + i] (0 past the chunk), so that a thread's reads are contiguous
+  // across threads (vectorised over work-items on CPUs, coalesced on GPUs).
+  const KB = keySlice(lay.Kc, WX);
+  const pos: KStmt[] = [];
+  blk.push(K.loop('mb', K.i32(0), K.i32(C), pos, WX));
+  pos.push(K.decl('m2', 'i32', K.add(K.v('mb'), K.tid('x'))));
+  pos.push(K.loop('mm', K.i32(0), K.i32(RB), [K.store('dots', K.v('mm'), K.f32(0))]));
+  const slice: KStmt[] = [];
+  pos.push(K.loop('kb', K.i32(0), K.i32(lay.Kc), slice, KB));
+  const stK: KStmt[] = [];
+  slice.push(K.loop('e', K.tid('x'), K.i32(KB * WX), stK, WX));
+  stK.push(K.decl('cm', 'i32', K.div(K.v('e'), K.i32(KB))), K.decl('ki', 'i32', K.bin('%', K.v('e'), K.i32(KB))));
+  stK.push(K.decl('mk', 'i32', K.add(K.v('mb'), K.v('cm'))));
+  const putK: KStmt[] = [];
+  stK.push(K.iff(K.lt(K.v('mk'), len), putK, [K.store('kT', K.add(K.mul(K.v('ki'), K.i32(WX)), K.v('cm')), K.f32(0))]));
+  putK.push(K.store('kT', K.add(K.mul(K.v('ki'), K.i32(WX)), K.v('cm')), factor(x, 'b', at(K.v('mk')), K.add(K.v('kb'), K.v('ki')), putK)));
+  slice.push(K.barrier());
   const dotBody: KStmt[] = [];
-  live.push(K.loop('i', K.i32(0), K.i32(lay.Kc), dotBody));
-  dotBody.push(K.decl('bi', 'f32', factor(x, 'b', K.v('pm2'), K.v('i'), dotBody)));
-  dotBody.push(K.loop('mm', K.i32(0), K.i32(RB), [K.store('dots', K.v('mm'), K.add(K.load('dots', K.v('mm')), K.mul(K.load('sa', K.add(K.mul(K.v('mm'), K.i32(lay.Kc)), K.v('i'))), K.v('bi', 'f32'))))]));
+  slice.push(K.loop('i', K.i32(0), K.i32(KB), dotBody));
+  dotBody.push(K.decl('bi', 'f32', K.load('kT', K.add(K.mul(K.v('i'), K.i32(WX)), K.tid('x')))));
+  dotBody.push(K.loop('mm', K.i32(0), K.i32(RB), [K.store('dots', K.v('mm'), K.add(K.load('dots', K.v('mm')), K.mul(K.load('sa', K.add(K.mul(K.v('mm'), K.i32(lay.Kc)), K.add(K.v('kb'), K.v('i')))), K.v('bi', 'f32'))))]));
+  slice.push(K.barrier());
+  const ph1: KStmt[] = [];
+  pos.push(K.iff(K.lt(K.v('m2'), K.i32(C)), ph1));
+  shared.push({ name: 'kT', type: 'f32', size: KB * WX });
   const rowsP: KStmt[] = [];
   ph1.push(K.loop('mm', K.i32(0), K.i32(RB), rowsP));
   rowsP.push(K.decl('m', 'i32', K.add(r0, K.v('mm'))));
   rowsP.push(K.store('P', K.add(K.mul(K.v('mm'), K.i32(C)), K.v('m2')), K.f32(0)));
   const score: KStmt[] = [];
   rowsP.push(K.iff(K.and(K.lt(K.v('m'), len), K.bin(c.strict ? '<' : '<=', K.v('m2'), K.v('m'))), score));
-  score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
-  const w = weight(x, K.v('pm'), K.v('pm2'), score, [K.v('m'), K.v('m2')]);
-  score.push(K.store('P', K.add(K.mul(K.v('mm'), K.i32(C)), K.v('m2')), K.mul(K.load('dots', K.v('mm')), c.order === 1 ? K.mul(w, distance(x, K.v('pm'), K.v('pm2'))) : w)));
+  let pw: KExpr;
+  if (byDistance) pw = K.load('wd', K.sub(K.v('m'), K.v('m2')));
+  else {
+    score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
+    const w = weight(x, K.v('pm'), K.v('pm2'), score, [K.v('m'), K.v('m2')]);
+    pw = c.order === 1 ? K.mul(w, distance(x, K.v('pm'), K.v('pm2'))) : w;
+  }
+  score.push(K.store('P', K.add(K.mul(K.v('mm'), K.i32(C)), K.v('m2')), K.mul(K.load('dots', K.v('mm')), pw)));
   blk.push(K.barrier());
   const col: KStmt[] = [];
   blk.push(K.iff(K.lt(jv, K.i32(lay.Vc)), col));
@@ -402,7 +336,7 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   rows.push(K.decl('tot', 'f32', K.load('acc', K.v('mm'))));
   const add: KStmt[] = [];
   rows.push(K.iff(K.bin('>', K.v('ci'), K.i32(0)), add));
-  const wc = weight(x, K.v('pm'), K.v('pe'), add, [K.v('m'), K.i32(-1)]);
+  const wc = K.load('wr', K.v('m'));
   // Order 1: sum_{s <= pe} (pm - s) w b c = w(pm, pe) ((pm - pe) S + S1).
   const qs = lay.R === 2 ? K.add(K.mul(distance(x, K.v('pm'), K.v('pe')), K.load('qa', K.v('mm'))), K.load('qa1', K.v('mm'))) : K.load('qa', K.v('mm'));
   add.push(K.assign('tot', K.add(K.v('tot', 'f32'), K.mul(qs, wc))));

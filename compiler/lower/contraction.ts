@@ -4,68 +4,24 @@
 // both read the same, so each form is written once. A workgroup owns one batch entry and
 // a tile of value columns; in the recurrent and chunkwise forms each thread owns a slice of at
 // most STATE_MAX state entries of one column j (tiling the key axis), so registers do not grow with K.
-// Decay weights are exp(L(later) - L(earlier)) computed from differences, never from L alone,
-// so only non-positive numbers are exponentiated.
+// Decay weights, factors and gates are contraction-common.ts's (shared with chunk-parallel.ts):
+// exp(L(later) - L(earlier)) from differences, so only non-positive numbers are exponentiated.
 import type { Contraction } from '../analysis.js';
 import { POS } from '../analysis.js';
-import { idx, type IrStmt, type Node, substIndex } from '../ir.js';
+import type { IrStmt, Node } from '../ir.js';
 import * as K from '../kir.js';
 import type { Kernel, KExpr, KStmt } from '../kir.js';
 import type { Schedule } from '../schedule.js';
-import { type Binding, dimExpr, type ExprLowering, fold, LowerError } from './expr.js';
+import { accurateExp, batchOf, distance, exponent, factor, localGates, posOf, pow2AtLeast, type ScanCtx, weight, withSigns } from './contraction-common.js';
+import { dimExpr, type ExprLowering, fold, LowerError } from './expr.js';
 
-interface Ctx {
-  c: Contraction;
-  s: IrStmt;
-  L: ExprLowering;
-  T: KExpr;
+interface Ctx extends ScanCtx {
   Kc: number;
   /** Key entries per thread slice, slices per column, columns per workgroup, threads (WX * NK). */
   KT: number;
   NK: number;
   WX: number;
   WG: number;
-  batch: Map<string, Binding>;
-  /** Shared arrays of chunk-local cumulative gates, per decay term (chunkwise only). */
-  local?: (string | undefined)[];
-}
-
-const pow2AtLeast = (n: number, cap: number): number => { let p = 1; while (p < n && p < cap) p *= 2; return p; };
-
-/** Position of scan step `k`: forward for causal sums, backward for anti-causal ones. */
-const posOf = (x: Ctx, k: KExpr): KExpr => (x.c.direction === 'causal' ? k : fold(K.sub(K.sub(x.T, K.i32(1)), k)));
-
-/**
- * Exponent of the weight between scan-later position `p` and scan-earlier position `q` (<= 0).
- * Inside a chunk, `scan` gives their scan indices in the chunk (-1 for the previous chunk's
- * last position): gated terms with a per-step gate then read the chunk-local sums Lc.
- */
-function exponent(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr {
-  const [later, earlier] = x.c.direction === 'causal' ? [p, q] : [q, p];
-  const parts = x.c.decay.map((term, k): KExpr => {
-    if (term.kind === 'fixed') return K.mul(K.cast(K.sub(later, earlier), 'f32'), x.L.expr(term.lambda, x.batch, out));
-    const lc = x.local?.[k];
-    if (lc && scan) return K.sub(K.load(lc, K.add(scan[0], K.i32(1))), K.load(lc, K.add(scan[1], K.i32(1))));
-    const at = (pos: KExpr) => x.L.expr(term.G, new Map([...x.batch, [POS, { expr: pos }]]), out);
-    return K.sub(at(later), at(earlier));
-  });
-  return parts.length ? parts.reduce((a, b) => K.add(a, b)) : K.f32(0);
-}
-
-/** The decay between scan-later p and scan-earlier q. */
-function weight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr], compounded = false): KExpr {
-  // A weight the state is multiplied by again and again (the chunk-to-chunk carry) takes the
-  // accurate exp: a GPU exp's few ulp would compound over T / C chunks like a recurrent step's.
-  const w = x.c.decay.length === 0 ? K.f32(1) : compounded ? stepExp(exponent(x, p, q, out, scan), out) : K.un('exp', exponent(x, p, q, out, scan));
-  return withSigns(x, w, K.bin('!=', K.bin('%', x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), K.i32(2)), K.i32(0)), out);
-}
-
-/** w times -1 where a negative decay base meets an odd distance (`odd`), for each sign of the contraction. */
-function withSigns(x: Ctx, w: KExpr, odd: KExpr | undefined, out: KStmt[]): KExpr {
-  return x.c.signs.reduce((acc, cond) => {
-    const neg = x.L.expr(cond, x.batch, out);
-    return K.mul(acc, K.select(odd ? K.and(neg, odd) : neg, K.f32(-1), K.f32(1)));
-  }, w);
 }
 
 /** The base of a fixed decay's lambda = log(base) (or its near-1 form select(.., log1p(base - 1), log(base))). */
@@ -73,23 +29,6 @@ function logBase(lambda: Node): Node | undefined {
   if (lambda.op === 'unary' && lambda.arg === 'log') return lambda.src[0];
   if (lambda.op === 'select') return logBase(lambda.src[2]!);
   return undefined;
-}
-
-/**
- * exp(x) for a step decay: on |x| < 1/2 by its Taylor series to degree 9 (Horner; the error is
- * the last rounding, unbiased, and vanishes as x -> 0), exp(x) beyond. GPU exps are up to 5 ulp
- * off near 0 (lavapipe, biased by +0.4 ulp on average), and a recurrent state compounds the
- * error of its step decay over 1 / (1 - decay) steps (10x the CPU executor's error at T = 300).
- */
-function stepExp(e: KExpr, out: KStmt[]): KExpr {
-  out.push(K.decl('dx', 'f32', e));
-  const xv = K.v('dx', 'f32');
-  let fact = 1;
-  const coef: number[] = [];
-  for (let n = 0; n <= 9; n++) coef.push(1 / (fact *= n || 1));
-  let poly: KExpr = K.f32(Math.fround(coef[9]!));
-  for (let n = 8; n >= 0; n--) poly = K.add(K.mul(poly, xv), K.f32(Math.fround(coef[n]!)));
-  return K.select(K.lt(K.un('abs', xv), K.f32(0.5)), poly, K.un('exp', xv));
 }
 
 /**
@@ -109,12 +48,9 @@ function stepWeight(x: Ctx, p: KExpr, out: KStmt[]): KExpr {
     else if (term.step) parts.push(x.L.expr(term.step, new Map([...x.batch, [POS, { expr: x.c.direction === 'causal' ? p : K.add(p, K.i32(1)) }]]), out));
     else parts.push(exponent({ ...x, c: { ...x.c, decay: [term] } }, p, prev, out));
   }
-  const factors = parts.length ? [stepExp(parts.reduce((a, b) => K.add(a, b)), out), ...bases] : bases;
+  const factors = parts.length ? [accurateExp(parts.reduce((a, b) => K.add(a, b)), out), ...bases] : bases;
   return withSigns(x, factors.reduce((a, b) => K.mul(a, b)), undefined, out);
 }
-
-/** Scan distance from q to p (>= 0). */
-const distance = (x: Ctx, p: KExpr, q: KExpr): KExpr => K.cast(x.c.direction === 'causal' ? K.sub(p, q) : K.sub(q, p), 'f32');
 
 /** The whole pairwise weight: the decay, times the distance for order-1 contractions. */
 function pairWeight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KExpr]): KExpr {
@@ -122,49 +58,7 @@ function pairWeight(x: Ctx, p: KExpr, q: KExpr, out: KStmt[], scan?: [KExpr, KEx
   return x.c.order === 1 ? K.mul(w, distance(x, p, q)) : w;
 }
 
-/**
- * Chunk-local cumulative gates: Lc[0] = 0, Lc[m + 1] = sum of the gate steps of scan steps
- * 0..m of this chunk (one thread writes them; a barrier follows).
- */
-function localGates(x: Ctx, C: number, c0: KExpr, len: KExpr, out: KStmt[]): { shared: { name: string; type: 'f32'; size: number }[] } {
-  const shared: { name: string; type: 'f32'; size: number }[] = [];
-  const names: (string | undefined)[] = x.c.decay.map((term, k) => (term.kind === 'gated' && term.step ? `Lc${k}` : undefined));
-  if (!names.some((n) => n)) return { shared };
-  x.local = names;
-  const fill: KStmt[] = [];
-  out.push(K.iff(K.bin('==', K.tid('x'), K.i32(0)), fill));
-  names.forEach((nm, k) => {
-    const term = x.c.decay[k]!;
-    if (!nm || term.kind !== 'gated' || !term.step) return;
-    shared.push({ name: nm, type: 'f32', size: C + 1 });
-    fill.push(K.store(nm, K.i32(0), K.f32(0)));
-    // Compensated (Kahan) running sum: each Lc entry is within half an ulp of the exact sum.
-    fill.push(K.decl(`${nm}s`, 'f32', K.f32(0)), K.decl(`${nm}e`, 'f32', K.f32(0)));
-    const body: KStmt[] = [];
-    fill.push(K.loop('m', K.i32(0), len, body));
-    const pos = posOf(x, K.add(c0, K.v('m')));
-    const at = x.c.direction === 'causal' ? pos : K.add(pos, K.i32(1));
-    const g = K.cast(x.L.expr(term.step, new Map([...x.batch, [POS, { expr: at }]]), body), 'f32');
-    const [sum, err] = [K.v(`${nm}s`, 'f32'), K.v(`${nm}e`, 'f32')];
-    body.push(K.decl('y', 'f32', K.sub(g, err)), K.decl('t', 'f32', K.add(sum, K.v('y', 'f32'))));
-    body.push(K.assign(`${nm}e`, K.sub(K.sub(K.v('t', 'f32'), sum), K.v('y', 'f32'))), K.assign(`${nm}s`, K.v('t', 'f32')));
-    body.push(K.store(nm, K.add(K.v('m'), K.i32(1)), sum));
-  });
-  out.push(K.barrier());
-  return { shared };
-}
-
-/** a(row = p, inner = i), b(col = p, inner = i), c(col = p, value = j). */
-function factor(x: Ctx, which: 'a' | 'b' | 'c', p: KExpr, k: KExpr, out: KStmt[]): KExpr {
-  const n: Node = x.c[which];
-  const posName = which === 'a' ? x.c.row : x.c.col;
-  const kName = which === 'c' ? x.c.value : x.c.inner;
-  const kExtent = which === 'c' ? x.c.V : x.c.K;
-  const bind = new Map<string, Binding>([...x.batch, [posName, { expr: p, extent: x.c.T }], [kName, { expr: k, extent: kExtent }]]);
-  return K.cast(x.L.expr(n, bind, out), 'f32');
-}
-
-/** Most state entries a thread keeps (all its state arrays together); longer key axes are tiled. */
+/** Most state entries a thread keeps (all its state arrays together) unless the schedule's tiles.state says otherwise; longer key axes are tiled. */
 const STATE_MAX = 64;
 /** Most threads of a contraction workgroup (WebGPU's guaranteed maxComputeInvocationsPerWorkgroup). */
 const MAX_THREADS = 256;
@@ -178,8 +72,8 @@ const ROW_BLOCK = 8;
  * entries whatever K is (S, and S1 for order-1 contractions); q . S is the sum of the NK
  * threads' parts (a reduction in shared memory).
  */
-function tiling(Kc: number, Vc: number, cap: number, arrays: 0 | 1 | 2): { KT: number; NK: number; WX: number } {
-  const NK = arrays ? Math.max(1, Math.ceil((Kc * arrays) / STATE_MAX)) : 1;
+function tiling(Kc: number, Vc: number, cap: number, arrays: 0 | 1 | 2, stateMax = STATE_MAX): { KT: number; NK: number; WX: number } {
+  const NK = arrays ? Math.max(1, Math.ceil((Kc * arrays) / stateMax)) : 1;
   let WX = pow2AtLeast(Vc, cap);
   while (WX > 1 && WX * NK > MAX_THREADS) WX /= 2;
   return { KT: Math.ceil(Kc / NK), NK, WX };
@@ -193,24 +87,14 @@ function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: 
   };
   const Kc = constOf(c.K, 'key');
   const Vc = constOf(c.V, 'value');
-  const { KT, NK, WX } = tiling(Kc, Vc, sched.workgroup.contraction, tileK ? (c.order === 1 ? 2 : 1) : 0);
+  const { KT, NK, WX } = tiling(Kc, Vc, sched.workgroup.contraction, tileK ? (c.order === 1 ? 2 : 1) : 0, sched.tiles.state);
   const body: KStmt[] = [];
   // wg.y enumerates batch entries, last batch index fastest.
-  const batch = new Map<string, Binding>();
-  let rest: KExpr = K.wg('y');
-  for (let k = c.batch.length - 1; k >= 0; k--) {
-    const v = c.batch[k]!;
-    const ext = dimExpr(v.extent, L.sizes);
-    const nm = `b_${v.name.replace(/[^A-Za-z0-9_]/g, '_')}`;
-    body.push(K.decl(nm, 'i32', k === 0 ? rest : K.bin('%', rest, ext)));
-    if (k > 0) rest = K.bin('/', rest, ext);
-    batch.set(v.name, { expr: K.v(nm), extent: v.extent });
-  }
+  const { batch, nb } = batchOf(c, L, body);
   body.push(K.decl('j', 'i32', K.add(K.mul(K.wg('x'), K.i32(WX)), NK > 1 ? K.bin('%', K.tid('x'), K.i32(WX)) : K.tid('x'))));
   if (NK > 1) body.push(K.decl('kt', 'i32', K.div(K.tid('x'), K.i32(WX))));
-  const nb = c.batch.reduce<KExpr>((a, v) => K.mul(a, dimExpr(v.extent, L.sizes)), K.i32(1));
   const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), Kc, KT, NK, WX, WG: WX * NK, batch };
-  return { x, body, grid: [K.i32(Math.ceil(Vc / WX)), fold(nb), K.i32(1)], Vc };
+  return { x, body, grid: [K.i32(Math.ceil(Vc / WX)), nb, K.i32(1)], Vc };
 }
 
 function storeOut(x: Ctx, p: KExpr, j: KExpr, value: KExpr, out: KStmt[]): void {
@@ -401,7 +285,7 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
     qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(factor(x, 'a', K.v('pm'), gq, qsBody), K.load('S', K.v('i'))))));
     cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.v('qs', 'f32'), weight(x, K.v('pm'), K.v('pe'), cross, [K.v('m'), K.i32(-1)])))));
   }
-  const shared = [{ name: 'P', type: 'f32' as const, size: RB * C }, ...gates.shared];
+  const shared = [{ name: 'P', type: 'f32' as const, size: RB * C }, ...gates];
   if (NK === 1) storeOut(x, K.v('pm'), jv, K.v('acc', 'f32'), row);
   else {
     row.push(K.store('red', K.add(K.mul(K.v('mm'), K.i32(WG)), K.tid('x')), K.v('acc', 'f32')));
