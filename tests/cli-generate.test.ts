@@ -76,6 +76,9 @@ describe('retnetc generate', () => {
     writeFileSync(truncated, good.subarray(0, Math.floor(good.length / 2)));
     const corrupt = path.join(dir, 'corrupt.safetensors');
     writeFileSync(corrupt, Buffer.from('this is not a safetensors file at all, just text'));
+    // Another model's weights under this config: the embedding one token short.
+    const emb = weights.get('embed_tokens.weight')!;
+    const misshaped = await writeCheckpointDir(path.join(dir, 'misshaped'), model, new Map([...weights, ['embed_tokens.weight', { shape: [255, emb.shape[1]!], data: emb.data.subarray(0, 255 * emb.shape[1]!) }]]));
     const base = ['generate', '--checkpoint', ck, '--target', 'cpu'];
     const cases: [string[], RegExp][] = [
       [['generate', '--prompt', 'x'], /^retnetc: error: --checkpoint PATH is required/],
@@ -83,6 +86,7 @@ describe('retnetc generate', () => {
       [['generate', '--checkpoint', notCk, '--prompt', 'x'], /^retnetc: error: .*empty-dir: a directory without model\.safetensors, so not a retnetc checkpoint/],
       [['generate', '--checkpoint', truncated, '--prompt', 'x'], /^.*truncated\.safetensors: error: .+/],
       [['generate', '--checkpoint', corrupt, '--prompt', 'x'], /^.*corrupt\.safetensors: error: .+/],
+      [['generate', '--checkpoint', misshaped, '--prompt', 'x'], /misshaped: error: weight 'embed_tokens\.weight' has shape \[255, 16\], but the model expects \[256, 16\]$/],
       [[...base], /^retnetc: error: --prompt TEXT is required/],
       [[...base, '--prompt', ''], /^retnetc: error: --prompt is empty/],
       [[...base, '--prompt', 'x', '--prompt-tokens', '1'], /^retnetc: error: --prompt and --prompt-tokens are both given/],
