@@ -11,7 +11,7 @@ import { type Mode, MODES } from '../exec.js';
 import { deviceError, EXEC_TARGETS } from '../targets.js';
 import { CheckpointPathError, weightsFile } from '../io/checkpoint-path.js';
 import { loadTorchscale, TorchscaleError } from '../io/torchscale.js';
-import { BYTE_VOCAB, ByteText, bytesOfText, defaultTarget, generate, GenerateError, vocabOf } from '../generate/generate.js';
+import { BYTE_VOCAB, ByteText, bytesOfText, defaultTarget, generate, GenerateError, speedLine, vocabOf } from '../generate/generate.js';
 import { SamplingError } from '../generate/sampler.js';
 import { didYouMean, fail, type OptionSpecs, parseInteger, parseOptions, str, UsageError } from './options.js';
 
@@ -120,10 +120,6 @@ export async function cmdGenerate(args: string[]): Promise<number> {
   }
   if (text) out(text.end());
   if (!text || process.stdout.isTTY) out('\n');
-  const rate = (x: number): string => (x >= 100 ? x.toFixed(0) : x.toPrecision(3));
-  process.stderr.write(
-    `prefill: ${r.prefillTokens} token${r.prefillTokens === 1 ? '' : 's'} in ${r.prefillSeconds.toFixed(3)} s, ${rate(r.prefillTokensPerS)} tokens/s (${mode}${mode === 'recurrent' ? '' : `, chunk ${chunk}`}); `
-    + `decode: ${r.decodeTokens} token${r.decodeTokens === 1 ? '' : 's'} in ${r.decodeSeconds.toFixed(3)} s, ${rate(r.decodeTokensPerS)} tokens/s; target ${target} (warm-up ${r.warmupSeconds.toFixed(3)} s)\n`,
-  );
+  process.stderr.write(speedLine(r) + '\n');
   return 0;
 }

@@ -56,6 +56,8 @@ export interface GenerateResult {
   decodeTokensPerS: number;
   /** The warm-up runs (kernel compilation, mostly); 0 without warm-up. */
   warmupSeconds: number;
+  mode: Mode;
+  chunk: number;
   target?: string;
 }
 
@@ -157,12 +159,25 @@ export async function generate(opts: GenerateOptions, onToken?: (id: number) => 
       prefillTokens: prompt.length, prefillSeconds, prefillTokensPerS: prompt.length / Math.max(prefillSeconds, 1e-9),
       decodeTokens: n - 1, decodeSeconds, decodeTokensPerS: n > 1 ? (n - 1) / Math.max(decodeSeconds, 1e-9) : 0,
       warmupSeconds: (t0 - tw) / 1000,
+      mode, chunk,
     };
     if (target) result.target = target;
     return result;
   } finally {
     await release();
   }
+}
+
+const rate = (x: number): string => (x >= 100 ? x.toFixed(0) : x.toPrecision(3));
+const plural = (n: number): string => `${n} token${n === 1 ? '' : 's'}`;
+
+/**
+ * One line of what a generation took: `prefill: 9 tokens in 0.006 s, 1530 tokens/s (chunkwise,
+ * chunk 64); decode: 19 tokens in 0.149 s, 127 tokens/s; target webgpu (warm-up 4.926 s)`.
+ */
+export function speedLine(r: GenerateResult): string {
+  return `prefill: ${plural(r.prefillTokens)} in ${r.prefillSeconds.toFixed(3)} s, ${rate(r.prefillTokensPerS)} tokens/s (${r.mode}${r.mode === 'recurrent' ? '' : `, chunk ${r.chunk}`}); `
+    + `decode: ${plural(r.decodeTokens)} in ${r.decodeSeconds.toFixed(3)} s, ${rate(r.decodeTokensPerS)} tokens/s${r.target ? `; target ${r.target}` : ''} (warm-up ${r.warmupSeconds.toFixed(3)} s)`;
 }
 
 // ---- byte-level text ----------------------------------------------------------------------------
