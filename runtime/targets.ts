@@ -58,9 +58,13 @@ export interface Runner {
    * Schedule defaults for plans this target runs, where the user gave none (native: dense sums as
    * tiled products, 4-7x faster there than one thread per output; the JS executor keeps 'map';
    * cuda: sums into few outputs as tree reductions, which on 2-core CPUs (native, lavapipe)
-   * measured no faster than the serial sums and on lavapipe 3x slower: bench/tree-reduce.ts).
+   * measured no faster than the serial sums and on lavapipe 3x slower: bench/tree-reduce.ts);
+   * native: chunkwise contractions parallel over chunks (compiler/lower/chunk-parallel.ts; 2-3x
+   * faster there than one workgroup walking a sequence's chunks, which keeps 2 cores half idle),
+   * and the whole key axis of a state per thread (tiles.state: a CPU keeps it in memory anyway,
+   * and key slices split a column over work-items that then cannot share a vector).
    */
-  schedule?: { dense?: DenseMode; reduce?: ReduceMode };
+  schedule?: { dense?: DenseMode; reduce?: ReduceMode; chunkParallel?: boolean; stateTile?: number };
   available(): Promise<Availability>;
   open(opts?: OpenOptions): TargetExec;
 }
@@ -141,7 +145,7 @@ const native: Target = {
     about: 'C printed from kernel IR (targets/native), work-item loops, workgroups over all cores',
     compiler: 'the system C compiler (cc, gcc or clang; $RETNETC_CC)',
     errors: ['NativeRunError', 'NativeUnavailableError'], rank: 0,
-    schedule: { dense: 'blocked' },
+    schedule: { dense: 'blocked', chunkParallel: true, stateTile: 1024 },
     available: nativeAvailable,
     open: () => ({ exec: async (plan, inputs) => (await import('./native/runner.js')).runPlanNative(plan, inputs as ReadonlyMap<string, Value>), release: async () => {} }),
   },
@@ -218,12 +222,14 @@ export function runnerOf(name: string): Runner {
   return r;
 }
 
-/** `schedule` with the target's defaults for what it leaves unset ('map', the record's default, counts as unset). */
+/** `schedule` with the target's defaults for what it leaves unset ('map' and chunkParallel false, the record's defaults, count as unset). */
 export function withTargetDefaults(schedule: Schedule, target: string): Schedule {
   const d = targetNamed(target)?.run?.schedule;
   let out = schedule;
   if (d?.dense && schedule.dense === undefined) out = { ...out, dense: d.dense };
   if (d?.reduce && schedule.reduce === undefined) out = { ...out, reduce: d.reduce };
+  if (d?.chunkParallel && !schedule.chunkParallel) out = { ...out, chunkParallel: true };
+  if (d?.stateTile && schedule.tiles.state === undefined) out = { ...out, tiles: { ...out.tiles, state: d.stateTile } };
   return out;
 }
 
