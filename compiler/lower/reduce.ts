@@ -5,7 +5,8 @@
 //   - thread t is lane t / outs of output t % outs of the workgroup's group (adjacent threads,
 //     adjacent outputs: their loads are adjacent where the output's last index is contiguous);
 //   - each lane strides over the flattened summed extent (lane, lane + lanes, ...) with an f32
-//     accumulator, the sum's range constraints guarding each term;
+//     accumulator, the sum's range constraints guarding each term; the loop runs over the steps
+//     r0 = 0, lanes, ... alike in every thread (uniform bounds: CPU targets vectorise across lanes);
 //   - the lanes' partial sums meet in a workgroup-memory tree (log2 lanes levels, a barrier
 //     between levels), so the order of the additions is fixed per kernel and shape;
 //   - lane 0 applies the statement's elementwise tail to the sum and stores it.
@@ -116,8 +117,9 @@ export function lowerTreeReduce(name: string, s: IrStmt, L: ExprLowering, shape:
   const R = dimExpr(product(r.vars.map((v) => v.extent)), L.sizes);
   const body: KStmt[] = [];
   body.push(K.comment(`tree reduction of ${s.target}: sum over (${r.vars.map((v) => v.name).join(',')}), ${G} output(s) x ${P} lanes a workgroup`));
-  body.push(K.decl('t__', 'i32', K.tid('x')));
-  const t = K.v('t__');
+  // From tid itself (not a variable holding it), so that targets splitting at barriers
+  // recompute lane and output in each region instead of keeping them in context arrays.
+  const t = K.tid('x');
   const ol = G > 1 ? K.bin('%', t, K.i32(G)) : K.i32(0);
   const lane = G > 1 ? K.bin('/', t, K.i32(G)) : t;
   body.push(K.decl('ol__', 'i32', fold(ol)), K.decl('lane__', 'i32', fold(lane)));
@@ -129,8 +131,11 @@ export function lowerTreeReduce(name: string, s: IrStmt, L: ExprLowering, shape:
   // The strided sum over the flattened extent, guarded to real outputs.
   const term: KStmt[] = [];
   const inner = new Map(bind);
-  unflatten(r.vars, K.v('r__'), L, 'r_', term, inner);
-  let block = term;
+  term.push(K.decl('r__', 'i32', K.add(K.v('r0__'), K.v('lane__'))));
+  const guarded: KStmt[] = [];
+  term.push(K.iff(K.lt(K.v('r__'), R), guarded));
+  unflatten(r.vars, K.v('r__'), L, 'r_', guarded, inner);
+  let block = guarded;
   r.cons.forEach((c, ci) => {
     const rhs = L.expr(red.src[ci + 1]!, inner, block);
     const rest: KStmt[] = [];
@@ -138,7 +143,9 @@ export function lowerTreeReduce(name: string, s: IrStmt, L: ExprLowering, shape:
     block = rest;
   });
   block.push(K.assign('acc__', K.add(K.v('acc__', 'f32'), K.cast(L.expr(red.src[0]!, inner, block), 'f32'))));
-  body.push(K.iff(K.lt(K.v('o__'), N), [K.loop('r__', K.v('lane__'), R, term, P)]));
+  // The loop's bounds are the same for every thread (r0 over the steps, each lane's term r0 +
+  // lane guarded), so CPU targets can run its body as a vectorisable work-item loop.
+  body.push(K.iff(K.lt(K.v('o__'), N), [K.loop('r0__', K.i32(0), R, term, P)]));
   // The tree: level by level, lanes [0, half) add lanes [half, 2 half); barriers between.
   const slot = (l: KExpr): KExpr => fold(K.add(K.mul(l, K.i32(G)), K.v('ol__')));
   body.push(K.store('Red__', slot(K.v('lane__')), K.v('acc__', 'f32')));
