@@ -507,10 +507,11 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
     for (const { form, dir } of formsOf(s)) {
       const id = `retention.${dir}.${form}.${shapeKey(s)}`;
       const rec: CaseRecord = { id, group: 'retention', label: `retention ${dir === 'fwd' ? 'forward' : 'fwd+bwd'} ${shapeKey(s)}`, form, dir, shape: { ...s }, results: {}, peer: peerResult(id), ratios: {} };
-      const fplan = planFor(retention, form, false, s);
-      const bplan = dir === 'fwdbwd' ? planFor(retention, form, true, s) : undefined;
       const names = dir === 'fwd' ? ['o'] : ['grad.q', 'grad.k', 'grad.v'];
       for (const t of live) {
+        // Each target's schedule defaults (runtime/targets.ts: native runs chunkwise parallel over chunks).
+        const fplan = planFor(retention, form, false, s, t.name);
+        const bplan = dir === 'fwdbwd' ? planFor(retention, form, true, s, t.name) : undefined;
         const exec = t.exec!;
         const once = async (): Promise<Map<string, HostValue>> => {
           const out = new Map(await exec(fplan, inputsOf('fwd')));
@@ -525,9 +526,9 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
             const alt: Form = form === 'recurrent' ? 'chunkwise' : 'recurrent';
             const est = cost.estimate(`${t.name}.retention.${alt}.${dir}`, retentionUnits(alt, s));
             if (est !== undefined && est > o.capMs) { refs.get(dir)!.push(mine); return `no peer; ${alt} would take ~${(est / 1000).toFixed(1)} s; the reference of later cases`; }
-            const ap = planFor(retention, alt, false, s);
+            const ap = planFor(retention, alt, false, s, t.name);
             const out = new Map(await exec(ap, inputsOf('fwd')));
-            if (dir === 'fwdbwd') for (const [n, v] of await exec(planFor(retention, alt, true, s), inputsOf('fwdbwd'))) out.set(n, v);
+            if (dir === 'fwdbwd') for (const [n, v] of await exec(planFor(retention, alt, true, s, t.name), inputsOf('fwdbwd'))) out.set(n, v);
             ref = { from: `${t.name} ${alt}`, target: t.name, form: alt, out };
             refs.get(dir)!.push(ref);
           }
