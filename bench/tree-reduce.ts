@@ -1,9 +1,11 @@
 // Tree reductions against serial sums (issue 9 item 3): the tiny RetNet's forward + backward at
-// B = 8, T = 256 with the schedule's reduce 'serial' and 'tree', on native and webgpu; per
-// kernel time of the launches that compute norm weight gradients (and every other launch the
-// tree schedule lowers as a tree). Native: runtime/native setNativeProfile. WebGPU has no per
-// kernel timer here: a plan is timed as it is and with each such launch dispatched R more times
-// (the launches only read their inputs, so repeating one changes nothing), the difference / R.
+// B = 8, T = 256 with the schedule's reduce 'serial' and 'tree', on native and webgpu (wall
+// time), with native's per kernel time (runtime/native setNativeProfile) of the launches that
+// compute norm weight gradients (the trees). Then the rmsnorm weight gradient alone (the same
+// statement as the model's, B = 8, T = 256, D = 64 as tiny and 512 as base) per launch: native
+// by its profile, WebGPU (no per kernel timer here) as the plan timed as it is and with that
+// launch dispatched R more times (it only reads its inputs, so repeating it changes nothing),
+// the difference / R, best of the runs.
 // Usage: npx vite-node bench/tree-reduce.ts [native|webgpu ...] [--shape OUTSxLANES ...] (default
 // both targets, the default tree shape; --kernels: only the rmsnorm weight gradient alone; each --shape adds a row of trees with that many outputs
 // and lanes a workgroup, given as per-statement choices). Prints a table.
@@ -61,30 +63,7 @@ for (const target of modelRows ? targets : []) {
   for (const [reduce, sched] of rows) {
     const mg = compileModelGrad(model, sched);
     const perKernel = new Map<string, { what: string; how: string; ms: number[] }>();
-    const backwardPlans = new Set(mg.plans);
-    let timing = false;
-    const exec: PlanExec = async (plan, inputs) => {
-      if (!timing || target !== 'webgpu' || !backwardPlans.has(plan)) return te.exec(plan, inputs);
-      const t0 = performance.now();
-      const out = await te.exec(plan, inputs);
-      const base = performance.now() - t0;
-      for (const l of plan.launches) {
-        const what = watched(plan, l);
-        if (!what) continue;
-        const dup: Plan = { ...plan, launches: plan.launches.flatMap((x) => (x === l ? Array.from({ length: REPEAT + 1 }, () => x) : [x])) };
-        await te.exec(dup, inputs);
-        const t1 = performance.now();
-        await te.exec(dup, inputs);
-        const t2 = performance.now();
-        await te.exec(plan, inputs);
-        const t3 = performance.now();
-        const r = perKernel.get(l.kernel.name) ?? { what, how: l.how, ms: [] };
-        // Per launch: (the plan with R more of it) - (the plan), over R; the best of the runs.
-        r.ms.push(Math.max(0, ((t2 - t1) - Math.min(base, t3 - t2)) / REPEAT));
-        perKernel.set(l.kernel.name, r);
-      }
-      return out;
-    };
+    const exec: PlanExec = (plan, inputs) => te.exec(plan, inputs);
     const run = () => runModelBackward(mg, weights, new Map([['tokens', tokens]]), new Map([['logits', dlogits]]), exec);
     await run();
     const wall: number[] = [];
@@ -104,10 +83,6 @@ for (const target of modelRows ? targets : []) {
           perKernel.set(l.kernel.name, row);
         }
       }
-    } else {
-      timing = true;
-      await run();
-      timing = false;
     }
     console.log(`${target} ${reduce}: tiny RetNet forward + backward B=${B} T=${T}: median ${median(wall).toFixed(1)} ms, best ${best(wall).toFixed(1)} ms`);
     for (const [k, r] of [...perKernel].sort(([a], [b]) => (a < b ? -1 : 1))) console.log(`  ${k.padEnd(34)} ${r.how.padEnd(11)} ${best(r.ms).toFixed(3).padStart(9)} ms a launch (best of ${r.ms.length})  ${r.what}`);
