@@ -254,6 +254,12 @@ describe('printed tree kernels', () => {
   let why = '';
   afterAll(() => validator?.release());
 
+  test('their kernel IR verifies (barriers in uniform control flow), the RetNet trees included', () => {
+    const ks = treeKernels();
+    expect(ks.length).toBe(CASES.reduce((n, c) => n + c.trees, 0) + 6);
+    for (const k of ks) expect(() => verifyKernel(k), k.name).not.toThrow();
+  });
+
   test('WGSL validates in Dawn (null backend)', async (ctx) => {
     try { validator = await acquireWebGPU({ dawnOptions: ['backend=null'], label: 'tree-reduce-validate' }); } catch (e) { if (e instanceof WebGPUUnavailableError) why = e.message; else throw e; }
     if (!validator) {
