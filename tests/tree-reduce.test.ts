@@ -186,6 +186,16 @@ describe('tree reductions agree with the float64 reference', () => {
     if (noNative && process.env['REQUIRE_NATIVE'] !== '1') ctx.skip();
     expect(noNative).toBeUndefined();
   });
+  test('cpu, f16 storage: the rmsnorm backward with trees equals it with serial sums (<= 1e-3, f16 rounding of the stores)', () => {
+    const c = CASES[0]!;
+    const { inputs } = ref(c);
+    const tp = planOf(c, makeSchedule('parallel', 16, { reduce: 'tree', dtype: 'f16' }));
+    expect(tp.launches.filter((l) => l.how === 'reduce').length).toBe(c.trees);
+    const tree = runPlanCpu(tp, inputs);
+    const serial = runPlanCpu(planOf(c, makeSchedule('parallel', 16, { dtype: 'f16' })), inputs);
+    for (const [k, v] of serial) expect(relErr(tree.get(k)!.data, v.data).rel, k).toBeLessThan(1e-3);
+  });
+
   test.skipIf(!!noNative).each(CASES)('native: $name', async (c) => {
     const { inputs, want } = ref(c);
     const p = planOf(c, TREE);
