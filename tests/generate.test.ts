@@ -110,7 +110,7 @@ describe('generate', () => {
       const got: number[][] = [];
       for (const mode of MODES) {
         const streamed: number[] = [];
-        const r = await generate({ model, weights, prompt, tokens: N, temperature: 0, mode, target, chunk: 3 }, (id) => { streamed.push(id); });
+        const r = await generate({ model, weights, prompt, tokens: N, temperature: 0, mode, target, chunk: 4 }, (id) => { streamed.push(id); });
         expect(r.tokens).toHaveLength(N);
         expect(streamed).toEqual(r.tokens);
         expect(r.prefillTokens).toBe(prompt.length);
@@ -128,7 +128,7 @@ describe('generate', () => {
       const all = Int32Array.from([...prompt, ...got[0]!]);
       const { exec, release } = openTarget('cpu');
       try {
-        const logits = (await runModelMode(model, weights, { shape: [1, all.length], data: all }, 'parallel', exec, 3)).get('logits')!;
+        const logits = (await runModelMode(model, weights, { shape: [1, all.length], data: all }, 'parallel', exec, 4)).get('logits')!;
         const V = 256;
         for (let i = 0; i < N; i++) {
           const at = prompt.length - 1 + i;
