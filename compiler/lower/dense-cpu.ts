@@ -1,13 +1,13 @@
 // Dense contractions (compiler/dense.ts) as blocked matrix products for CPU-like targets, the
 // way a CPU GEMM is built: one single-thread workgroup per macro tile of C[batch, m, n] =
 // sum_k A[batch, m, k] B[batch, k, n] (tile.m x tile.n outputs; workgroups spread over cores):
-//   - the K loop steps by tile.k; each step packs the slab B[k0 .. k0 + tile.k, n0 .. n0 +
-//     tile.n] into workgroup memory as panels of regN columns, Bp[panel][k][regN] (0 past the
-//     ragged edges), so the micro-kernel reads each k's regN values contiguously and the slab
-//     stays in L1/L2 for all the tile's rows;
+//   - the K loop steps by tile.k; each step packs the slabs of A and B into workgroup memory:
+//     A in its own order (Ap[row][k] or Ap[k][row]) and B as panels of regN columns, Bp[panel][k][regN] (0 in the ragged edges'
+//     padding up to the register block), so the micro-kernel reads each k's regM values of A
+//     and regN of B contiguously and the slabs stay in L1/L2 for the whole tile; the copy
+//     loops run over the in-range part only, in the order that reads the operand contiguously;
 //   - the micro-kernel: regM rows x regN columns of accumulators in a local array, the k loop
-//     innermost; per k, regM values of A read straight from the buffer (broadcasts, any stride)
-//     and regN of the panel; the accumulators' updates are lane loops of `lanes` consecutive
+//     innermost; per k, regM values of A (broadcasts) and regN of the panel; the accumulators' updates are lane loops of `lanes` consecutive
 //     elements (for v in [0, lanes): acc[c + v] = acc[c + v] + a * b[c' + v]), which the native
 //     printer prints as vector operations (targets/native/lanes.ts) and other targets as loops;
 //   - partial sums live in workgroup memory Cc[tile.m][tile.n] between K steps (f32, exact);
@@ -32,8 +32,12 @@ export interface DenseCpuTile {
   lanes: number;
 }
 
-/** 64 x 128 macro tiles, k steps of 128 (a 64 KiB panel slab), 8 x 32 micro tiles (16 zmm accumulators). */
-export const DEFAULT_DENSE_CPU_TILE: DenseCpuTile = { m: 64, n: 128, k: 128, regM: 8, regN: 32, lanes: 16 };
+/**
+ * 256 x 256 macro tiles, k steps of 128 (slabs of 128 KiB each, partial sums 256 KiB: L2),
+ * 8 x 32 micro tiles (16 zmm accumulators). Packing costs (1/m + 1/n) per multiply-add: the
+ * larger the tile, the less.
+ */
+export const DEFAULT_DENSE_CPU_TILE: DenseCpuTile = { m: 256, n: 256, k: 128, regM: 8, regN: 32, lanes: 16 };
 /** Workgroup memory one workgroup may use (the native runner's scratch per workgroup). */
 export const DENSE_CPU_SCRATCH = 1 << 20;
 
@@ -68,7 +72,7 @@ export function chooseDenseCpuTile(d: Dense, constants: ReadonlyMap<string, numb
   };
   const M = val(d.M), N = val(d.N);
   const t = { ...DEFAULT_DENSE_CPU_TILE };
-  if (N !== undefined && N <= 64) t.n = Math.max(t.regN, Math.ceil(N / t.regN) * t.regN);
+  if (N !== undefined && N < t.n) t.n = Math.max(t.regN, Math.ceil(N / t.regN) * t.regN);
   if (M !== undefined && N !== undefined) {
     // A few workgroups for the cores (each packs its own slabs: narrower tiles pack more per flop).
     while (t.m > 32 && Math.ceil(M / t.m) * Math.ceil(N / t.n) < 4) t.m /= 2;
@@ -113,29 +117,35 @@ export function lowerDenseCpu(name: string, s: IrStmt, d: Dense, L: ExprLowering
   // ---- pack the slabs: Ap[kk][i] = A[m0 + i, k0 + kk], Bp[p][kk][j] = B[k0 + kk, n0 + p * NR + j]
   // (0 outside), each in the loop order that reads its operand contiguously ---------------------
   const kInner = d.groups.k.at(-1);
-  const pack = (o: DenseOperand, buf: string, arr: string, r0: KExpr, R: KExpr, extent: number, group: Dense['groups']['m'], at: (r: KExpr, kk: KExpr) => KExpr): void => {
+  const pack = (o: DenseOperand, buf: string, arr: string, r0: KExpr, R: KExpr, extent: number, reg: number, group: Dense['groups']['m'], at: (r: KExpr, kk: KExpr) => KExpr): void => {
     const kFast = kInner !== undefined && unitStride(o.strides.get(kInner.name)!);
     const kk = fresh('pk'), rr = fresh('pr');
-    const inner: KStmt[] = [];
-    const gk = decl(inner, 'gk', K.add(k0, K.v(kk)));
-    const gr = decl(inner, 'gr', K.add(r0, K.v(rr)));
-    const ldStmts: KStmt[] = [];
+    // Rows (or columns) in range, and the zero padding up to the register block the micro-kernel reads.
+    const valid = decl(step, 'pv', K.bin('min', K.i32(extent), K.sub(R, r0)));
+    const padded = decl(step, 'pp', K.bin('min', K.i32(extent), K.mul(K.div(K.add(valid, K.i32(reg - 1)), K.i32(reg)), K.i32(reg))));
+    const copy: KStmt[] = [];
+    const gk = decl(copy, 'gk', K.add(k0, K.v(kk)));
+    const gr = decl(copy, 'gr', K.add(r0, K.v(rr)));
     const base = o === d.a ? baseA : baseB;
-    const src = fold(K.add(K.add(base, off(group, o, gr, ldStmts)), off(d.groups.k, o, gk, ldStmts)));
-    const dst = fold(at(K.v(rr), K.v(kk)));
-    ldStmts.push(K.store(arr, dst, ld(buf, src)));
-    inner.push(K.iff(K.and(K.lt(gk, Kx), K.lt(gr, R)), ldStmts, [K.store(arr, dst, K.f32(0))]));
-    const rLoop = (b: KStmt[]): KStmt => K.loop(rr, K.i32(0), K.i32(extent), b);
-    const kLoop = (b: KStmt[]): KStmt => K.loop(kk, K.i32(0), K.i32(KC), b);
-    step.push(kFast ? rLoop([kLoop(inner)]) : kLoop([rLoop(inner)]));
+    const src = fold(K.add(K.add(base, off(group, o, gr, copy)), off(d.groups.k, o, gk, copy)));
+    copy.push(K.store(arr, fold(at(K.v(rr), K.v(kk))), ld(buf, src)));
+    const zero = [K.store(arr, fold(at(K.v(rr), K.v(kk))), K.f32(0))];
+    const rLoop = (from: KExpr, to: KExpr, b: KStmt[]): KStmt => K.loop(rr, from, to, b);
+    const kLoop = (b: KStmt[]): KStmt => K.loop(kk, K.i32(0), kc, b);
+    // The loop order that reads the operand contiguously (k innermost where k is its unit stride).
+    if (kFast) step.push(rLoop(K.i32(0), valid, [kLoop(copy)]), rLoop(valid, padded, [kLoop(zero)]));
+    else step.push(kLoop([rLoop(K.i32(0), valid, copy), rLoop(valid, padded, zero)]));
   };
-  pack(d.a, aName, 'Ap__', m0, Mx, MC, d.groups.m, (r, kk) => K.add(K.mul(kk, K.i32(MC)), r));
-  pack(d.b, bName, 'Bp__', n0, Nx, NC, d.groups.n, (r, kk) => K.add(K.mul(K.add(K.mul(K.div(r, K.i32(NR)), K.i32(KC)), kk), K.i32(NR)), K.bin('%', r, K.i32(NR))));
+  // Ap in A's own order (a contiguous copy): rows of the slab where k is A's unit stride, else k-major.
+  const aRowMajor = kInner !== undefined && unitStride(d.a.strides.get(kInner.name)!);
+  const apAt = (r: KExpr, kk: KExpr): KExpr => (aRowMajor ? K.add(K.mul(r, K.i32(KC)), kk) : K.add(K.mul(kk, K.i32(MC)), r));
+  pack(d.a, aName, 'Ap__', m0, Mx, MC, MR, d.groups.m, apAt);
+  pack(d.b, bName, 'Bp__', n0, Nx, NC, NR, d.groups.n, (r, kk) => K.add(K.mul(K.add(K.mul(K.div(r, K.i32(NR)), K.i32(KC)), kk), K.i32(NR)), K.bin('%', r, K.i32(NR))));
   // ---- the micro-kernels ----------------------------------------------------------------------
   {
     const i0 = K.v('i0__'), p = K.v('p__');
     const rowBlock: KStmt[] = [];
-    const micro: KStmt[] = [K.local('acc__', 'f32', MR * NR), K.local('bv__', 'f32', NR), K.local('av__', 'f32', MR)];
+    const micro: KStmt[] = [K.local('acc__', 'f32', MR * NR), K.local('bv__', 'f32', NR)];
     const cAt = (i: number, c: number, v: KExpr): KExpr => K.add(K.add(K.mul(K.add(i0, K.i32(i)), K.i32(NC)), K.add(K.mul(p, K.i32(NR)), K.i32(c * W))), v);
     const accAt = (i: number, c: number, v: KExpr): KExpr => K.add(K.i32((i * NV + c) * W), v);
     micro.push(lanes((v) => Array.from({ length: MR * NV }, (_, x) => K.store('acc__', fold(accAt(Math.floor(x / NV), x % NV, v)), ld('Cc__', cAt(Math.floor(x / NV), x % NV, v))))));
@@ -143,13 +153,8 @@ export function lowerDenseCpu(name: string, s: IrStmt, d: Dense, L: ExprLowering
     const kk = K.v('kk__');
     const pan = decl(kb, 'pb', K.mul(K.add(K.mul(p, K.i32(KC)), kk), K.i32(NR)));
     kb.push(lanes((v) => Array.from({ length: NV }, (_, c) => K.store('bv__', fold(K.add(K.i32(c * W), v)), ld('Bp__', K.add(pan, K.add(K.i32(c * W), v)))))));
-    // The micro tile's regM values of A at this k: one lane loop where regM is a lane width.
-    const aAt = K.add(K.mul(kk, K.i32(MC)), i0);
-    if ([4, 8, 16].includes(MR)) {
-      const v = fresh('v');
-      kb.push(K.loop(v, K.i32(0), K.i32(MR), [K.store('av__', K.v(v), ld('Ap__', K.add(aAt, K.v(v))))]));
-    } else for (let i = 0; i < MR; i++) kb.push(K.store('av__', K.i32(i), ld('Ap__', K.add(aAt, K.i32(i)))));
-    for (let i = 0; i < MR; i++) kb.push(K.decl(`a${i}__`, 'f32', K.load('av__', K.i32(i), 'f32')));
+    // The micro tile's regM values of A at this k (broadcast into the lanes).
+    for (let i = 0; i < MR; i++) kb.push(K.decl(`a${i}__`, 'f32', ld('Ap__', apAt(K.add(i0, K.i32(i)), kk))));
     kb.push(lanes((v) => {
       const st: KStmt[] = [];
       for (let i = 0; i < MR; i++) for (let c = 0; c < NV; c++) {

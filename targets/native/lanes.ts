@@ -13,6 +13,7 @@
 import { anyExpr, mapExpr } from '../../compiler/c-printer.js';
 import type { KBinOp, KExpr, KStmt } from '../../compiler/kir.js';
 import * as K from '../../compiler/kir.js';
+import { affine, type AffineEnv } from './affine-index.js';
 
 export type ForStmt = Extract<KStmt, { k: 'for' }>;
 export const LANE_WIDTHS: readonly number[] = [4, 8, 16];
@@ -125,19 +126,16 @@ export function lanePlan(s: ForStmt, f32Array: (name: string) => boolean): LaneP
 
 /**
  * Local f32 arrays of `body` accessed only in lane loops of one width W, at constant bases that
- * are multiples of W within the array, and elsewhere only at constant indices: name -> W.
+ * are multiples of W within the array: name -> W.
  */
 export function vectorLocals(body: readonly KStmt[]): Map<string, number> {
   const sizes = new Map<string, number>();
   const bad = new Set<string>();
   const width = new Map<string, number>();
-  const use = (a: string, w: number | undefined, base: KExpr | undefined, index: KExpr): void => {
-    if (w === undefined) {
-      // Outside lane loops: a constant index in range (an element of a vector).
-      const i = constIndex(index);
-      if (i === undefined || i < 0 || i >= (sizes.get(a) ?? 0)) bad.add(a);
-      return;
-    }
+  const use = (a: string, w: number | undefined, base: KExpr | undefined): void => {
+    // Outside lane loops (scalar reads such as a micro-kernel's A values): a plain array, which
+    // GCC broadcasts from memory instead of extracting lanes through general registers.
+    if (w === undefined) { bad.add(a); return; }
     if (!base || base.k !== 'const' || base.value % w !== 0 || base.value < 0) { bad.add(a); return; }
     const size = sizes.get(a);
     if (size === undefined || base.value + w > size || (width.get(a) ?? w) !== w) { bad.add(a); return; }
@@ -145,7 +143,7 @@ export function vectorLocals(body: readonly KStmt[]): Map<string, number> {
   };
   const exprUses = (e: KExpr, w: number | undefined, v: string | undefined): void => {
     anyExpr(e, (x) => {
-      if (x.k === 'load' && sizes.has(x.array)) use(x.array, w, v === undefined ? undefined : laneBase(x.index, v), x.index);
+      if (x.k === 'load' && sizes.has(x.array)) use(x.array, w, v === undefined ? undefined : laneBase(x.index, v));
       return false;
     });
   };
@@ -158,7 +156,7 @@ export function vectorLocals(body: readonly KStmt[]): Map<string, number> {
         case 'store':
           exprUses(s.index, undefined, undefined);
           exprUses(s.value, w, v);
-          if (sizes.has(s.array)) use(s.array, w, v === undefined ? undefined : laneBase(s.index, v), s.index);
+          if (sizes.has(s.array)) use(s.array, w, v === undefined ? undefined : laneBase(s.index, v));
           break;
         case 'if': exprUses(s.cond, undefined, undefined); walk(s.then, undefined, undefined); walk(s.else, undefined, undefined); break;
         case 'for': {
@@ -251,4 +249,54 @@ export function printLaneLoop(s: ForStmt, plan: LanePlan, h: LaneHost, ind: stri
   out.push(`${ind}if (${[...conds].join(' && ')}) { /* lane loop, ${W} wide */`, ...lines.map((l) => inner + l), `${ind}} else {`);
   for (let l = 0; l < W; l++) for (const st of s.body) if (st.k === 'store') h.stmt(substLane(st, s.v, l), inner, out);
   out.push(`${ind}}`);
+}
+
+/**
+ * Loop versioning for a loop whose only inner loops are lane loops (a micro-kernel's k loop):
+ * the tests that every access of the loop is in bounds for its first and last iteration (each
+ * index affine in the loop variable, so monotone; a lane access covers [base, base + W)), or
+ * undefined when some index is not affine. Under the tests the loop may run unchecked.
+ */
+export function versionTests(s: ForStmt, env: AffineEnv, h: { expr(e: KExpr): string; len(array: string): string | undefined }, plan: (f: ForStmt) => LanePlan | undefined): string[] | undefined {
+  if (s.step !== 1) return undefined;
+  const tests = new Set<string>();
+  const first = `(int64_t)(${h.expr(s.start)})`, last = `((int64_t)(${h.expr(s.end)}) - 1)`;
+  let lanes = 0;
+  const access = (array: string, index: KExpr, w: number): boolean => {
+    const len = h.len(array);
+    if (len === undefined) return true; // a vector local: constant indices in range
+    const a = affine(index, env);
+    if (!a) return false;
+    const b = `(int64_t)(${h.expr(a.base)})`;
+    const at = (x: string): string => (a.coef === 0 ? b : `${b} + ${a.coef} * ${x}`);
+    const [lo, hi] = a.coef >= 0 ? [at(first), at(last)] : [at(last), at(first)];
+    tests.add(`RN_SPAN(${lo}, ${w > 1 ? `${hi} + ${w - 1}` : hi}, ${len})`);
+    return true;
+  };
+  const exprOk = (e: KExpr, v?: string, w = 1): boolean => {
+    let ok = true;
+    anyExpr(e, (x) => {
+      if (x.k !== 'load' || !ok) return false;
+      if (v !== undefined && mentions(x.index, v)) { const b = laneBase(x.index, v); ok = b !== undefined && access(x.array, b, w); }
+      else ok = access(x.array, x.index, 1);
+      return false;
+    });
+    return ok;
+  };
+  const body = (ss: readonly KStmt[]): boolean => ss.every((st) => {
+    switch (st.k) {
+      case 'comment': return true;
+      case 'decl': return exprOk(st.init);
+      case 'store': return exprOk(st.index) && exprOk(st.value) && access(st.array, st.index, 1);
+      case 'for': {
+        const p = plan(st);
+        if (!p) return false;
+        lanes++;
+        return p.stores.every((x) => access(x.array, x.base, p.width)) && st.body.every((x) => x.k !== 'store' || exprOk(x.value, st.v, p.width));
+      }
+      default: return false;
+    }
+  });
+  if (!body(s.body) || lanes === 0) return undefined;
+  return [...tests];
 }

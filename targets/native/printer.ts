@@ -33,7 +33,7 @@ import { verifyKernel } from '../../compiler/kir-verify.js';
 import { CUDA_RESERVED, validCudaIdent } from '../cuda/legalise.js';
 import { rewriteDeltaSums } from './delta.js';
 import { splitBarriers, type SplitKernel, WORK_ITEM } from './barrier-split.js';
-import { constIndex, LANE_HELPERS, type LaneHost, lanePlan, printLaneLoop, vectorLocals } from './lanes.js';
+import { constIndex, LANE_HELPERS, type LaneHost, lanePlan, printLaneLoop, vectorLocals, versionTests } from './lanes.js';
 import { accesses, type Affine, affine, type AffineEnv, loopEnv } from './affine-index.js';
 
 /** bool is an int32_t holding 0 or 1 (a 1-byte type in a work-item loop makes GCC pick more lanes than float has). */
@@ -287,7 +287,7 @@ class NativePrinter extends CPrinter {
     if (vw) return prim(this.vecElement(array, index, vw));
     const idx = this.fast ? this.fastIndex(index) : this.expr(index);
     let raw: string;
-    if (this.checks && !this.fast && !this.inRange(array, index)) {
+    if (this.checked() && !this.fast && !this.inRange(array, index)) {
       const fn = a.storage ? 'rn_ldh' : a.kind === 'buffer' ? (a.type === 'f32' ? 'rn_ldf' : 'rn_ldi') : a.type === 'f32' ? 'rn_ldf' : 'rn_ldi';
       raw = `${fn}(${a.c}, ${a.len}, ${idx}, rn_err, ${this.site('load', a)}, ${this.ctx()})`;
     } else raw = `${a.c}[${idx}]`;
@@ -305,7 +305,7 @@ class NativePrinter extends CPrinter {
     if (a.storage) v = `${a.storage === 'f16' ? 'rn_f2h' : 'rn_f2bf'}(${v})`;
     else if (a.kind === 'buffer' && a.type === 'bool') v = `(int32_t)(${v})`;
     if (this.fast) return `${a.c}[${this.fastIndex(index)}] = ${v};`;
-    if (!this.checks || this.inRange(array, index)) return `${a.c}[${this.expr(index)}] = ${v};`;
+    if (!this.checked() || this.inRange(array, index)) return `${a.c}[${this.expr(index)}] = ${v};`;
     const site = this.site('store', a);
     return `{ const int32_t rn_i = ${this.expr(index)}; if (RN_IN(rn_i, ${a.len})) ${a.c}[rn_i] = ${v}; else rn_oob(rn_err, ${site}, rn_i, ${a.len}, ${this.ctx()}); }`;
   }
@@ -352,24 +352,43 @@ class NativePrinter extends CPrinter {
     return this.split.workItemLoops.has(s) ? (process.env['RETNETC_NATIVE_SIMD'] === '0' ? ['/* work-item loop */'] : ['#pragma omp simd /* work-item loop */']) : [];
   }
 
+  /** Inside a loop printed unchecked under its versioning test (targets/native/lanes.ts versionTests). */
+  private unchecked = 0;
+  private checked(): boolean { return this.checks && this.unchecked === 0; }
+  private lanePlanOf(s: Extract<KStmt, { k: 'for' }>) {
+    return lanePlan(s, (a) => { const x = this.arrays.get(a); return x !== undefined && x.type === 'f32' && !x.storage; });
+  }
+
   /** Lane loops print as vector statements (targets/native/lanes.ts). */
   private laneHost(): LaneHost {
     return {
       expr: (e, min) => this.expr(e, min), array: (n) => this.arrays.get(n)!, vectorLocal: (n) => this.vecLocals.get(n),
-      checks: this.checks, indent: this.indentUnit, stmt: (s, ind, out) => this.stmt(s, ind, out),
+      checks: this.checked(), indent: this.indentUnit, stmt: (s, ind, out) => this.stmt(s, ind, out),
     };
   }
 
   override stmt(s: KStmt, ind: string, out: string[]): void {
     if (s.k === 'for' && !this.inItem && !this.split.workItemLoops.has(s) && process.env['RETNETC_NATIVE_LANES'] !== '0') {
-      const plan = lanePlan(s, (a) => { const x = this.arrays.get(a); return x !== undefined && x.type === 'f32' && !x.storage; });
+      const plan = this.lanePlanOf(s);
       if (plan) { printLaneLoop(s, plan, this.laneHost(), ind, out); return; }
+      // A loop around lane loops (a micro-kernel's k loop): unchecked when one test shows every access in bounds.
+      const tests = this.checked() ? versionTests(s, loopEnv(s, this.assigned), { expr: (e) => this.expr(e), len: (a) => (this.vecLocals.has(a) ? undefined : this.arrays.get(a)?.len) }, (f) => this.lanePlanOf(f)) : undefined;
+      if (tests?.length) {
+        out.push(`${ind}if (${tests.join(' && ')}) {`);
+        this.unchecked++;
+        super.stmt(s, ind + this.indentUnit, out);
+        this.unchecked--;
+        out.push(`${ind}} else {`);
+        super.stmt(s, ind + this.indentUnit, out);
+        out.push(`${ind}}`);
+        return;
+      }
     }
     const item = s.k === 'for' && this.split.workItemLoops.has(s);
     const fast = s.k === 'for' && !this.fast && process.env['RETNETC_NATIVE_AFFINE'] !== '0' ? this.fastLoop(s) : undefined;
     if (item) this.inItem++;
     if (!fast) super.stmt(s, ind, out);
-    else if (!this.checks || !fast.test.length) {
+    else if (!this.checked() || !fast.test.length) {
       this.fast = fast.env;
       super.stmt(s, ind, out);
       this.fast = undefined;
