@@ -1,6 +1,6 @@
 // `retnetc generate` end to end on a small random byte-level checkpoint (the layout retnetc train
 // writes) and on a torchscale fixture (vocab 61, ids): greedy text identical in every mode (cpu)
-// and on native; stdout is exactly the continuation (bytes as UTF-8, matching the generate API's
+// and on native and webgpu; stdout is exactly the continuation (bytes as UTF-8, matching the generate API's
 // tokens), stderr one line of prefill and decode tokens/s; sampling is seeded; then the bad
 // inputs, each one line with a non-zero exit.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -47,6 +47,15 @@ describe('retnetc generate', () => {
       expect(m![4]).toBe(String(N - 1));
       expect(m![5]).toBe(target);
     });
+  }, 120_000);
+
+  test('webgpu: the same greedy text as cpu', async (ctx) => {
+    const args = ['generate', '--checkpoint', ck, '--prompt', PROMPT, '--tokens', String(N), '--temperature', '0', '--chunk', '4'];
+    const [cpu, gpu] = await Promise.all([cli([...args, '--target', 'cpu']), cli([...args, '--target', 'webgpu'])]);
+    if (gpu.code !== 0 && /no WebGPU adapter/.test(gpu.stderr) && process.env['REQUIRE_WEBGPU'] !== '1') { console.warn(`[cli-generate] skipping WebGPU: ${gpu.stderr.trim()}`); ctx.skip(); }
+    expect(gpu.code, gpu.stderr).toBe(0);
+    expect(gpu.stderr).toMatch(STATS);
+    expect(gpu.stdout).toBe(cpu.stdout);
   }, 120_000);
 
   test('sampling: the same seed gives the same text, another seed another; the default target is named', async () => {
