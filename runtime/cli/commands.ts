@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import { cmdCheck } from './check.js';
 import { cmdCompile } from './compile.js';
+import { cmdDemo } from './demo.js';
 import { cmdExport } from './export.js';
 import { cmdGenerate } from './generate.js';
 import { cmdLogits } from './logits.js';
@@ -22,6 +23,12 @@ const limitsText = TARGETS.filter((t) => t.print).map((t) => `${t.print!.limits.
 const USAGE = `usage: retnetc <command> [options]
 
 commands:
+  demo [--out DIR] [--steps N] [--target T] [--prompt TEXT] [--tokens N] [--seed S] [--fresh]
+                                      train the tiny RetNet on Moby Dick on the fastest target here
+                                      (a few minutes on 2 CPU cores), then generate from a prompt;
+                                      says the device, steps, validation loss, tokens/s and where the
+                                      checkpoint (default ./retnetc-demo) and loss plot are; run again
+                                      to continue an interrupted demo, --fresh to start over
   check FILE.ret                      check a file; print every function and model signature
   run FILE.ret --fn NAME --inputs IN.safetensors --out OUT.safetensors
       [--target ${RUN_TARGETS.join('|')}] [--schedule parallel|recurrent|chunkwise] [--chunk N]
@@ -48,7 +55,7 @@ commands:
                                       kernels are checked against the target's guaranteed limits
                                       (--limits ${limitsText},
                                       or a FILE.json of limits)
-  logits --checkpoint CK.safetensors --mode parallel|chunkwise|recurrent [--chunk N]
+  logits --checkpoint CK.safetensors|DIR --mode parallel|chunkwise|recurrent [--chunk N]
       [--target ${EXEC_TARGETS.join('|')}] [--tokens TOKENS.safetensors] --out OUT.safetensors
                                       a torchscale RetNet checkpoint's logits f32[B, T, vocab] on its
                                       tokens (or those of --tokens): parallel and chunkwise run the
@@ -78,7 +85,7 @@ commands:
   help                                this text
   --version                           the version of retnetc`;
 
-const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check: cmdCheck, run: cmdRun, compile: cmdCompile, logits: cmdLogits, train: cmdTrain, generate: cmdGenerate, export: cmdExport, targets: cmdTargets };
+const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { demo: cmdDemo, check: cmdCheck, run: cmdRun, compile: cmdCompile, logits: cmdLogits, train: cmdTrain, generate: cmdGenerate, export: cmdExport, targets: cmdTargets };
 
 /** The version in package.json (found from the built dist/ or from the sources). */
 export function version(): string {

@@ -1,6 +1,7 @@
 // retnetc logits: a torchscale checkpoint's logits in one of the three modes, on a target.
 // The model (retnet of models/retnet.ret) comes from the checkpoint's config, its weights by
-// torchscale's names; tokens are the checkpoint's own `tokens` or those of --tokens FILE.
+// torchscale's names; tokens are the checkpoint's own `tokens` or those of --tokens FILE. A checkpoint
+// directory of retnetc train is read as its model.safetensors.
 import * as path from 'node:path';
 import { ScheduleError } from '../../compiler/plan.js';
 import { DEFAULT_CHUNK, MAX_CHUNK } from '../../compiler/schedule.js';
@@ -8,6 +9,7 @@ import { RunError } from '../../dsl/reference/interpreter.js';
 import { type Mode, MODES, runModelMode } from '../exec.js';
 import { deviceError, EXEC_TARGETS, openTarget, targetNamed } from '../targets.js';
 import { readSafetensorsFile, SafetensorsError, fromFloat64, writeSafetensorsFile } from '../io/safetensors.js';
+import { CheckpointPathError, weightsFile } from '../io/checkpoint-path.js';
 import { loadTorchscale, tokenProblem, tokensOf, TorchscaleError } from '../io/torchscale.js';
 import type { HostValue } from '../model-runner.js';
 import { didYouMean, fail, type OptionSpecs, parseInteger, parseOptions, sameFile, str, UsageError } from './options.js';
@@ -46,8 +48,9 @@ export async function cmdLogits(args: string[]): Promise<number> {
 
   let ck;
   try {
-    ck = await loadTorchscale(ckPath);
+    ck = await loadTorchscale(weightsFile(ckPath));
   } catch (e) {
+    if (e instanceof CheckpointPathError) return fail('retnetc', e.message);
     if (e instanceof TorchscaleError) return fail(ckPath, e.message);
     throw e;
   }

@@ -15,8 +15,8 @@ import { isDawnWarning, isVulkanLoaderLine } from '../webgpu/device.js';
 const FILTERED = 'RETNETC_STDERR_FILTERED';
 const argv = process.argv.slice(2);
 
-// `targets` probes every device, WebGPU included; so do `generate` and `train` without --target (runtime/best-target.ts).
-const probes = (args: string[]): boolean => args[0] === 'targets' || ((args[0] === 'generate' || args[0] === 'train') && !args.some((a) => a === '--target' || a.startsWith('--target=')));
+// `targets` and `demo` probe every device, WebGPU included; so do `generate` and `train` without --target (runtime/best-target.ts).
+const probes = (args: string[]): boolean => args[0] === 'targets' || args[0] === 'demo' || ((args[0] === 'generate' || args[0] === 'train') && !args.some((a) => a === '--target' || a.startsWith('--target=')));
 const usesWebGPU = (args: string[]): boolean => probes(args) || args.some((a, i) => a === '--target=webgpu' || (a === '--target' && args[i + 1] === 'webgpu'));
 
 if (usesWebGPU(argv) && !process.env[FILTERED] && !process.env['RETNETC_DEBUG']) runFiltered();
