@@ -33,7 +33,7 @@ let x = 7;
 const text = Array.from({ length: 1600 }, () => words[(x = (x * 1103515245 + 12345) % 2 ** 31) % words.length]).join(' ');
 const data = path.join(tmp, 'words.txt');
 writeFileSync(data, text);
-const ARGS = ['--data', data, '--target', 'native', '--batch', '2', '--seq', '16', '--lr', '3e-3', '--eval-every', '20', '--save-every', '1000'];
+const ARGS = ['--data', data, '--target', 'native', '--batch', '2', '--seq', '16', '--lr', '3e-3', '--eval-every', '10', '--save-every', '1000'];
 const losses = (ms: readonly StepMetrics[]) => ms.map(({ tokens_per_s: _, ...m }) => m);
 
 beforeAll(() => ensureBuilt(), 300_000);
@@ -47,51 +47,52 @@ function interrupted(args: string[], at: number, sig: NodeJS.Signals): Promise<{
     let sent = false;
     child.stdout.setEncoding('utf8').on('data', (c: string) => {
       stdout += c;
-      if (!sent && new RegExp(`^step ${at}/`, 'm').test(stdout)) { sent = true; child.kill(sig); }
+      if (!sent && new RegExp(`^step +${at}/`, 'm').test(stdout)) { sent = true; child.kill(sig); }
     });
     child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 500_000);
     child.on('error', reject);
     child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
   });
 }
 
-describe.skipIf(!!why)('retnetc train on native', { timeout: 300_000 }, () => {
+describe.skipIf(!!why)('retnetc train on native', { timeout: 600_000 }, () => {
   const whole = path.join(tmp, 'whole');
   beforeAll(async () => {
-    const r = await cli(['train', ...ARGS, '--steps', '120', '--out', whole], { timeoutMs: 240_000 });
+    const r = await cli(['train', ...ARGS, '--steps', '60', '--out', whole], { timeoutMs: 500_000 });
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(/^training retnet tiny \(147,776 parameters\) on .*words\.txt .* with native \(.*\): 120 steps of 2 x 16 bytes, lr 0\.003, chunkwise chunk 64; checkpoints in /);
-    expect(r.stdout).toMatch(/^step 20\/120  loss \d\.\d{3}  val \d\.\d{3}  lr \S+  \d+ tok\/s  ETA \S+$/m);
-    expect(r.stdout).toMatch(new RegExp(`^trained 120 steps \\(120 in all\\) in \\S+ on native \\(.*\\): loss \\d\\.\\d{3}, validation loss \\d\\.\\d{3} nats/byte, \\d+ tokens/s; checkpoint in ${escapeRe(whole)}$`, 'm'));
-  }, 300_000);
+    expect(r.stdout).toMatch(/^training retnet tiny \(147,776 parameters\) on .*words\.txt .* with native \(.*\): 60 steps of 2 x 16 bytes, lr 0\.003, chunkwise chunk 64; checkpoints in /);
+    expect(r.stdout).toMatch(/^step +20\/60  loss \d\.\d{4}  val \d\.\d{4}  \S+ tokens\/s  lr \S+  eta \S+$/m);
+    expect(r.stdout).toMatch(new RegExp(`^trained 60 steps \\(60 in all\\) in \\S+ on native \\(.*\\): loss \\d\\.\\d{3}, validation loss \\d\\.\\d{3} nats/byte, \\d+ tokens/s; checkpoint in ${escapeRe(whole)}, loss plot ${escapeRe(path.join(whole, 'loss.png'))}$`, 'm'));
+    expect(readFileSync(path.join(whole, 'loss.svg'), 'utf8')).toMatch(/^<svg/);
+  }, 600_000);
 
   test('SIGINT: the last completed step is saved, exit 130 with how to resume; --resume gives the uninterrupted metrics bit for bit', async () => {
     const part = path.join(tmp, 'part');
-    const r = await interrupted([...ARGS, '--steps', '120', '--out', part], 30, 'SIGINT');
+    const r = await interrupted([...ARGS, '--steps', '60', '--out', part], 20, 'SIGINT');
     expect(r.code, r.stdout + r.stderr).toBe(130);
     const m = /^retnetc: interrupted by SIGINT after step (\d+): checkpoint saved in (.*); continue with: retnetc train --resume (.*)$/.exec(r.stderr.trimEnd());
     expect(m, r.stderr).not.toBeNull();
     const step = Number(m![1]);
-    expect(step).toBeGreaterThanOrEqual(30);
-    expect(step).toBeLessThan(120);
+    expect(step).toBeGreaterThanOrEqual(20);
+    expect(step).toBeLessThan(60);
     expect(m![2]).toBe(part);
     expect((await loadCheckpoint(part)).step).toBe(step);
     expect(readMetrics(path.join(part, METRICS_FILE))).toHaveLength(step);
-    const again = await cli(['train', '--resume', part], { timeoutMs: 240_000 });
+    const again = await cli(['train', '--resume', part], { timeoutMs: 500_000 });
     expect(again.code, again.stdout + again.stderr).toBe(0);
-    expect(again.stdout).toMatch(new RegExp(`resuming at step ${step} of 120`));
+    expect(again.stdout).toMatch(new RegExp(`resuming at step ${step} of 60`));
     expect(losses(readMetrics(path.join(part, METRICS_FILE)))).toEqual(losses(readMetrics(path.join(whole, METRICS_FILE))));
     expect(readFileSync(path.join(part, MODEL_FILE))).toEqual(readFileSync(path.join(whole, MODEL_FILE)));
   });
 
   test('SIGTERM: saved, exit 143', async () => {
     const out = path.join(tmp, 'term');
-    const r = await interrupted([...ARGS, '--steps', '120', '--out', out], 20, 'SIGTERM');
+    const r = await interrupted([...ARGS, '--steps', '60', '--out', out], 10, 'SIGTERM');
     expect(r.code, r.stderr).toBe(143);
     expect(r.stderr).toMatch(/^retnetc: interrupted by SIGTERM after step \d+: checkpoint saved in /);
-    expect((await loadCheckpoint(out)).step).toBeGreaterThanOrEqual(20);
+    expect((await loadCheckpoint(out)).step).toBeGreaterThanOrEqual(10);
   });
 
   test('retnetc logits reads DIR/model.safetensors as it is: the trainer forward\'s logits, whose cross-entropy is the logged validation loss', async () => {
@@ -169,18 +170,18 @@ describe.skipIf(!!why)('retnetc train on native', { timeout: 300_000 }, () => {
       const t = copy('truncated');
       const m = readFileSync(path.join(t, MODEL_FILE));
       writeFileSync(path.join(t, MODEL_FILE), m.subarray(0, m.length >> 1));
-      let r = await cli(['train', '--resume', t, '--steps', '130']);
+      let r = await cli(['train', '--resume', t, '--steps', '70']);
       expectUserError(r, /^retnetc: error: --resume \S+truncated: model\.safetensors is corrupt: /);
       oneLine(r);
       const c = copy('corrupt');
       writeFileSync(path.join(c, OPTIMIZER_FILE), 'garbage');
-      r = await cli(['train', '--resume', c, '--steps', '130']);
+      r = await cli(['train', '--resume', c, '--steps', '70']);
       expectUserError(r, /^retnetc: error: --resume \S+corrupt: optimizer\.safetensors is corrupt: /);
       const j = copy('badjson');
       writeFileSync(path.join(j, 'trainer.json'), '{"format": "retnetc-trainer", "ver');
-      r = await cli(['train', '--resume', j, '--steps', '130']);
+      r = await cli(['train', '--resume', j, '--steps', '70']);
       expectUserError(r, /^retnetc: error: --resume \S+badjson: trainer\.json is corrupt \(not JSON/);
-      r = await cli(['train', '--resume', copy('size'), '--size', 'base', '--steps', '130']);
+      r = await cli(['train', '--resume', copy('size'), '--size', 'base', '--steps', '70']);
       expectUserError(r, /^retnetc: error: --resume \S+size: the checkpoint was trained with --size tiny, not base; a resumed run keeps the options that define it/);
       expect(existsSync(path.join(whole, MODEL_FILE))).toBe(true);
     });

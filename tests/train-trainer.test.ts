@@ -38,7 +38,7 @@ const base: TrainOptions = { data, target: 'native', batch: 2, seq: 16, steps: 1
 // Every field but the wall-clock rate.
 const losses = (ms: readonly StepMetrics[]) => ms.map(({ tokens_per_s: _, ...m }) => m);
 
-describe.skipIf(!!why)('the trainer on native', { timeout: 120_000 }, () => {
+describe.skipIf(!!why)('the trainer on native', { timeout: 600_000 }, () => {
   test('training lowers the loss; metrics.jsonl has one line per step; the result says what it did', async () => {
     const out = fresh();
     const r = await train({ ...base, out, steps: 40 });

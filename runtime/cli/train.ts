@@ -9,6 +9,7 @@ import { FORMS, MAX_CHUNK, type Form } from '../../compiler/schedule.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
 import { deviceError, EXEC_TARGETS } from '../targets.js';
 import { type StepMetrics, train, TrainError, type TrainOptions, type StartInfo, type TrainResult } from '../train/trainer.js';
+import { createProgress, type Progress } from '../train/progress.js';
 import { didYouMean, fail, type OptionSpecs, parseInteger, parseOptions, str, UsageError } from './options.js';
 
 export const TRAIN_OPTIONS: OptionSpecs = {
@@ -102,32 +103,33 @@ export function startLine(i: StartInfo): string {
   return `training retnet ${o.size} (${i.parameters.toLocaleString('en-US')} parameters) on ${i.corpus} (${i.trainBytes.toLocaleString('en-US')} training bytes, ${i.valTokens.toLocaleString('en-US')} validation tokens) with ${i.device}: ${what} of ${o.accum > 1 ? `${o.accum} x ` : ''}${o.batch} x ${o.seq} bytes, lr ${o.lr}, ${o.schedule}${o.schedule === 'recurrent' ? '' : ` chunk ${o.chunk}`}; checkpoints in ${i.out}`;
 }
 
-/** Plain progress lines (not a terminal, or until a progress bar is wired in): every 10th step, each evaluation, the last. */
-function plainReporter(): { start(i: StartInfo): void; step(m: StepMetrics): void; stop(): void } {
-  let total = 0;
-  let first = 0;
-  let t0 = 0;
+/**
+ * Progress on standard output (runtime/train/progress.ts): a bar on a terminal, else plain lines
+ * every 10 steps, at each evaluation and at the last step; the start line above it.
+ */
+function reporter(): { start(i: StartInfo): void; step(m: StepMetrics): void; log(line: string): void; stop(): void } {
+  let p: Progress | undefined;
   return {
     start(i) {
-      total = i.steps;
-      first = i.startStep;
-      t0 = performance.now();
-      process.stdout.write(startLine(i) + '\n');
+      p = createProgress({ total: i.steps, start: i.startStep, stream: process.stdout });
+      p.log(startLine(i));
     },
     step(m) {
-      // The first step compiles the kernels: the ETA counts from its end.
-      if (m.step === first + 1) t0 = performance.now();
-      if (!(m.step % 10 === 0 || m.val_loss !== undefined || m.step === total || m.step === first + 1)) return;
-      const el = (performance.now() - t0) / 1000;
-      const eta = m.step > first + 1 ? (el / (m.step - first - 1)) * (total - m.step) : NaN;
-      process.stdout.write(`step ${m.step}/${total}  loss ${fmt(m.loss)}${m.val_loss !== undefined ? `  val ${fmt(m.val_loss)}` : ''}  lr ${m.lr.toExponential(2)}  ${Math.round(m.tokens_per_s)} tok/s  ETA ${duration(eta)}\n`);
+      p?.update(m.step, { loss: m.loss, tokensPerS: m.tokens_per_s, lr: m.lr, ...(m.val_loss !== undefined ? { valLoss: m.val_loss } : {}) });
     },
-    stop() {},
+    log(line) {
+      if (p) p.log(line);
+      else process.stdout.write(line + '\n');
+    },
+    stop() {
+      p?.stop();
+    },
   };
 }
 
 export function endLine(r: TrainResult): string {
-  return `trained ${r.stepsRun} step${r.stepsRun === 1 ? '' : 's'} (${r.steps} in all) in ${duration(r.elapsedS)} on ${r.device}: loss ${fmt(r.loss)}, validation loss ${fmt(r.valLoss)} nats/byte, ${Math.round(r.tokensPerS)} tokens/s; checkpoint in ${r.checkpoint}`;
+  const plot = r.plots ? `, loss plot ${r.plots.png ?? r.plots.svg}` : '';
+  return `trained ${r.stepsRun} step${r.stepsRun === 1 ? '' : 's'} (${r.steps} in all) in ${duration(r.elapsedS)} on ${r.device}: loss ${fmt(r.loss)}, validation loss ${fmt(r.valLoss)} nats/byte, ${Math.round(r.tokensPerS)} tokens/s; checkpoint in ${r.checkpoint}${plot}`;
 }
 
 // ---- the command ------------------------------------------------------------------------------
@@ -146,13 +148,14 @@ export async function cmdTrain(args: string[]): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const report = plainReporter();
+  const report = reporter();
   try {
     const r = await train(opts, {
       signal: ac.signal,
       onStart: (i) => report.start(i),
       onStep: (m) => report.step(m),
       onSave: (dir, step) => { lastSaved = { dir, step }; },
+      onNote: (line) => report.log(`retnetc: note: ${line}`),
     });
     report.stop();
     if (r.stopped && signal) {

@@ -29,6 +29,7 @@ import { initWeights } from './init.js';
 import { crossEntropy, crossEntropyLoss } from './loss.js';
 import { defaultWarmup, type LrSchedule, lrAt } from './lr-schedule.js';
 import { AdamW } from './optimizer.js';
+import { type LossPlotFiles, writeLossPlots } from './plot.js';
 import { Rng } from './rng.js';
 
 /** A problem with the options, the data or the output directory: one line, nothing lost. */
@@ -108,8 +109,10 @@ export interface TrainHooks {
   signal?: AbortSignal;
   /** The checkpoint writer's file operations (tests: a full disk). */
   io?: CheckpointIo;
-  /** After each evaluation and at the end: draw the loss curves (DIR/loss.svg, loss.png) from the metrics. */
-  plot?(dir: string, metrics: readonly StepMetrics[]): Promise<void> | void;
+  /** A one-line note that is not an error (a loss plot that could not be written). */
+  onNote?(line: string): void;
+  /** Write DIR/loss.svg and DIR/loss.png after each evaluation and at the end (default true). */
+  plots?: boolean;
 }
 
 export interface TrainResult {
@@ -129,8 +132,14 @@ export interface TrainResult {
   elapsedS: number;
   /** Set when hooks.signal stopped the run early. */
   stopped: boolean;
-  /** Seconds spent in forward + backward, the loss, the optimizer and the rest of the host loop. */
-  timing: { forwardBackward: number; loss: number; optimizer: number; host: number; eval: number; save: number };
+  /** The loss plots written (absent when none could be). */
+  plots?: LossPlotFiles;
+  /**
+   * Seconds in forward + backward, the loss, the optimizer, the rest of the step's host loop,
+   * evaluation, saving; `kernels`: inside the target's runner (all of those that run plans);
+   * `steps`: the training steps in all.
+   */
+  timing: { forwardBackward: number; loss: number; optimizer: number; host: number; eval: number; save: number; kernels: number; steps: number };
 }
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -352,9 +361,16 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
     ordered.set(w.name, v);
   }
   const params = FlatParams.fromWeights(ordered);
-  const { exec, release } = openTarget(o.target);
+  const target = openTarget(o.target);
+  const release = target.release;
+  // Time inside the target's runner (kernels and its own copies), to tell host overhead from it.
+  const exec: PlanExec = async (plan, inputs) => {
+    const t = now();
+    try { return await target.exec(plan, inputs); } finally { timing.kernels += now() - t; }
+  };
   const schedule: LrSchedule = { lr: o.lr, warmup: o.warmup, steps: o.steps, floor: o.lrFloor };
-  const timing = { forwardBackward: 0, loss: 0, optimizer: 0, host: 0, eval: 0, save: 0 };
+  const timing = { forwardBackward: 0, loss: 0, optimizer: 0, host: 0, eval: 0, save: 0, kernels: 0, steps: 0 };
+
   let batches = saved?.batches ?? 0;
   try {
     const opt = new AdamW(params, exec, { weightDecay: o.weightDecay });
@@ -408,6 +424,18 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
       hooks.onSave?.(out, step);
     };
     let stopped = false;
+    let plots: LossPlotFiles | undefined;
+    let noted = false;
+    // The loss curves; a plot that cannot be written is a note, not the end of training.
+    const plot = async (): Promise<void> => {
+      if (hooks.plots === false) return;
+      try {
+        plots = await writeLossPlots(out, metrics);
+        if (plots.note && !noted) { noted = true; hooks.onNote?.(plots.note); }
+      } catch (e) {
+        if (!noted) { noted = true; hooks.onNote?.(`cannot write the loss plot in ${out}: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`); }
+      }
+    };
     try {
       while (step < o.steps) {
         // The kernels may run synchronously, so a step's awaits need not reach the event loop: yield
@@ -452,6 +480,7 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
         timing.optimizer += now() - to;
         step++;
         const dt = now() - tStep;
+        timing.steps += dt;
         // The first step of a call compiles the kernels: tokens/s is over the later ones when there are any.
         if (step > startStep + 1 || o.steps === startStep + 1) {
           trainTime += dt;
@@ -469,17 +498,17 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
         fs.writeSync(fd, metricsLine(m));
         metrics.push(m);
         hooks.onStep?.(m);
-        if (evalNow && hooks.plot) await hooks.plot(out, metrics);
+        if (evalNow) await plot();
         if ((o.saveEvery > 0 && step % o.saveEvery === 0) || step === o.steps) await save();
       }
       if (step !== savedStep) await save();
     } finally {
       fs.closeSync(fd);
     }
-    if (hooks.plot && !stopped) await hooks.plot(out, metrics);
+    await plot();
     return {
       steps: step, stepsRun: step - startStep, loss: lastLoss, valLoss: lastVal, tokensPerS: trainTime > 0 ? tokens / trainTime : 0,
-      target: o.target, device: dev, checkpoint: out, elapsedS: now() - t0, stopped, timing,
+      target: o.target, device: dev, checkpoint: out, elapsedS: now() - t0, stopped, timing, ...(plots ? { plots } : {}),
     };
   } finally {
     await release();
