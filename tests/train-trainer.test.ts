@@ -11,7 +11,9 @@ import { describe, expect, test } from 'vitest';
 import { findCompiler, NO_COMPILER } from '../targets/native/compile.js';
 import { loadNativeAddon } from '../runtime/native/addon.js';
 import { MODEL_FILE } from '../runtime/io/checkpoint-path.js';
-import { type CheckpointIo, realIo } from '../runtime/train/checkpoint.js';
+import { type CheckpointIo, modelFileBytes, realIo } from '../runtime/train/checkpoint.js';
+import { initWeights } from '../runtime/train/init.js';
+import { instantiate, packagedProgram } from '../runtime/io/torchscale.js';
 import { METRICS_FILE, readMetrics, type StepMetrics, train, TrainError, type TrainOptions } from '../runtime/train/trainer.js';
 
 const cc = findCompiler();
@@ -125,5 +127,9 @@ describe.skipIf(!!why)('the trainer on native', { timeout: 600_000 }, () => {
     const copy = fresh();
     cpSync(out, copy, { recursive: true });
     await refuse({ resume: copy, out, steps: 8 }, /already holds a checkpoint/);
+    // Weights of another model (one layer) put in place of the checkpoint's, with the right step.
+    const one = instantiate(packagedProgram(), 'retnet', 'tiny', { vocab: 256, n_layers: 1 });
+    writeFileSync(path.join(copy, MODEL_FILE), modelFileBytes(one, initWeights(one, 0), 4));
+    await refuse({ resume: copy, steps: 8 }, /model\.safetensors holds a model with n_layers = 1, but the run is retnet tiny with n_layers = 2: weights of another model or size/);
   });
 });

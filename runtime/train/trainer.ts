@@ -320,6 +320,9 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
     if (saved.model.size !== o.size) throw new TrainError(`--resume ${given.resume}: the checkpoint is of retnet size ${saved.model.size}, not ${o.size}`);
     for (const [k, v] of model.hypers) {
       if (saved.model.hypers[k] !== v) throw new TrainError(`--resume ${given.resume}: the checkpoint's model has ${k} = ${saved.model.hypers[k]}, retnet ${o.size} ${k} = ${v}: another model`);
+      // The weights file's own config too (a model.safetensors put there from another run).
+      const w = resumed!.model.hypers.get(k);
+      if (w !== v) throw new TrainError(`--resume ${given.resume}: model.safetensors holds a model with ${k} = ${w}, but the run is retnet ${o.size} with ${k} = ${v}: weights of another model or size`);
     }
   }
 
