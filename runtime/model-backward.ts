@@ -14,16 +14,22 @@ import type { HostValue, PlanExec } from './model-runner.js';
 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
-/** Sums gradients in float64 by key. */
+/**
+ * Sums gradients in float64 by key. A gradient with one contribution is kept as the plan gave
+ * it (f32 to f64 and back is exact, so the values are the same); the float64 sum starts at the
+ * second (a tensor read twice, a tied weight). Plans' outputs are fresh arrays per run.
+ */
 class Accumulator {
-  readonly m = new Map<string, { shape: number[]; data: Float64Array }>();
+  readonly m = new Map<string, { shape: number[]; data: HostValue['data']; sum: boolean }>();
   add(key: string, v: HostValue, what: string): void {
     const cur = this.m.get(key);
-    if (!cur) { this.m.set(key, { shape: [...v.shape], data: Float64Array.from(v.data) }); return; }
+    if (!cur) { this.m.set(key, { shape: [...v.shape], data: v.data, sum: false }); return; }
     if (cur.data.length !== v.data.length) throw new RunError(`internal: gradient of ${what} has ${v.data.length} elements, an earlier one ${cur.data.length}`);
-    for (let i = 0; i < cur.data.length; i++) cur.data[i]! += v.data[i]!;
+    if (!cur.sum) { cur.data = Float64Array.from(cur.data); cur.sum = true; }
+    const d = cur.data;
+    for (let i = 0; i < d.length; i++) d[i]! += v.data[i]!;
   }
-  get(key: string): { shape: number[]; data: Float64Array } | undefined { return this.m.get(key); }
+  get(key: string): HostValue | undefined { const c = this.m.get(key); return c && { shape: c.shape, data: c.data }; }
 }
 
 export interface ModelBackwardResult {
