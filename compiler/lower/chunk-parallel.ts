@@ -141,12 +141,27 @@ function lowerChunkStates(name: string, s: IrStmt, c: Contraction, L: ExprLoweri
   const SB = Math.max(1, Math.min(C, Math.floor(1024 / t.KT)));
   const sub: KStmt[] = [];
   body.push(K.loop('mb', K.i32(0), len, sub, SB));
+  // Rows are a uniform loop and a thread takes consecutive keys (contiguous reads: vectorised
+  // over work-items on CPUs, coalesced on GPUs).
   const stage: KStmt[] = [];
-  sub.push(K.loop('e', K.tid('x'), K.i32(SB * t.KT), stage, t.WX));
-  stage.push(K.decl('m2', 'i32', K.add(K.v('mb'), K.div(K.v('e'), K.i32(t.KT)))), K.decl('gi', 'i32', K.add(K.v('gk0'), K.bin('%', K.v('e'), K.i32(t.KT)))));
-  const put: KStmt[] = [];
-  stage.push(K.iff(K.and(K.lt(K.v('m2'), len), K.lt(K.v('gi'), K.i32(lay.Kc))), put, [K.store('sb', K.v('e'), K.f32(0))]));
-  put.push(K.store('sb', K.v('e'), factor(x, 'b', at(K.v('m2')), K.v('gi'), put)));
+  sub.push(K.loop('ms', K.i32(0), K.i32(SB), stage));
+  const rowOf = (live: boolean): KStmt[] => {
+    const keys: KStmt[] = [];
+    keys.push(K.decl('ib', 'i32', K.add(K.v('i0'), K.tid('x'))));
+    const inSlice: KStmt[] = [];
+    keys.push(K.iff(K.lt(K.v('ib'), K.i32(t.KT)), inSlice));
+    const at2 = K.add(K.mul(K.v('ms'), K.i32(t.KT)), K.v('ib'));
+    const gi = K.add(K.v('gk0'), K.v('ib'));
+    if (!live) inSlice.push(K.store('sb', at2, K.f32(0)));
+    else if (t.NKT * t.KT <= lay.Kc) inSlice.push(K.store('sb', at2, factor(x, 'b', at(K.add(K.v('mb'), K.v('ms'))), gi, inSlice)));
+    else {
+      const put: KStmt[] = [];
+      inSlice.push(K.iff(K.lt(gi, K.i32(lay.Kc)), put, [K.store('sb', at2, K.f32(0))]));
+      put.push(K.store('sb', at2, factor(x, 'b', at(K.add(K.v('mb'), K.v('ms'))), gi, put)));
+    }
+    return [K.loop('i0', K.i32(0), K.i32(t.KT), keys, t.WX)];
+  };
+  stage.push(K.iff(K.lt(K.add(K.v('mb'), K.v('ms')), len), rowOf(true), rowOf(false)));
   sub.push(K.barrier());
   const col: KStmt[] = [];
   sub.push(K.iff(okJ, col));
@@ -222,8 +237,10 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   const { batch, nb } = batchOf(c, L, body);
   const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
   const C = lay.C;
-  // Rows per block: the staged rows of a take at most 4 KiB (16 rows at K = 64, 4 at K = 256).
-  const RB = Math.max(1, Math.min(C, ROW_BLOCK, Math.floor(1024 / lay.Kc)));
+  // Rows per block: RB K <= tiles.state, by default 512 (8 rows at K = 64, 2 at K = 256: their
+  // accumulators stay in registers on GPUs beside the staged key slices); CPUs, which keep them in
+  // memory, take more rows (fewer stagings of the key slices).
+  const RB = Math.max(1, Math.min(C, ROW_BLOCK, Math.floor((sched.tiles.state ?? 512) / lay.Kc)));
   const WX = pow2AtLeast(lay.Vc, Math.min(sched.workgroup.contraction, MAX_THREADS));
   const jv = K.v('j');
   body.push(K.decl('j', 'i32', K.add(K.mul(K.wg('x'), K.i32(WX)), K.tid('x'))));
@@ -255,13 +272,20 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   const blk: KStmt[] = [];
   body.push(K.loop('r0', K.i32(0), len, blk, RB));
   const r0 = K.v('r0');
-  // The block's rows of a, staged once: sa[mm][i] = a[r0 + mm, i] (0 past the chunk).
-  const stage: KStmt[] = [];
-  blk.push(K.loop('e', K.tid('x'), K.i32(RB * lay.Kc), stage, WX));
-  stage.push(K.decl('mm', 'i32', K.div(K.v('e'), K.i32(lay.Kc))), K.decl('m', 'i32', K.add(r0, K.v('mm'))));
-  const put: KStmt[] = [];
-  stage.push(K.iff(K.lt(K.v('m'), len), put, [K.store('sa', K.v('e'), K.f32(0))]));
-  put.push(K.store('sa', K.v('e'), factor(x, 'a', at(K.v('m')), K.bin('%', K.v('e'), K.i32(lay.Kc)), put)));
+  // The block's rows of a, staged once: sa[mm][i] = a[r0 + mm, i] (0 past the chunk). Rows and
+  // key offsets are uniform loops and a thread takes consecutive keys: contiguous in memory, so
+  // vectorised over work-items on CPUs and coalesced on GPUs.
+  const stageA: KStmt[] = [];
+  blk.push(K.loop('mm', K.i32(0), K.i32(RB), stageA));
+  const rowOf = (value: (i: KExpr, out: KStmt[]) => KExpr): KStmt[] => {
+    const keys: KStmt[] = [];
+    keys.push(K.decl('ia', 'i32', K.add(K.v('i0'), K.tid('x'))));
+    const inK: KStmt[] = [];
+    keys.push(K.iff(K.lt(K.v('ia'), K.i32(lay.Kc)), inK));
+    inK.push(K.store('sa', K.add(K.mul(K.v('mm'), K.i32(lay.Kc)), K.v('ia')), value(K.v('ia'), inK)));
+    return [K.loop('i0', K.i32(0), K.i32(lay.Kc), keys, WX)];
+  };
+  stageA.push(K.iff(K.lt(K.add(r0, K.v('mm')), len), rowOf((i, out) => factor(x, 'a', at(K.add(r0, K.v('mm'))), i, out)), rowOf(() => K.f32(0))));
   blk.push(K.barrier());
   // Scores P[mm][m2] = w(m, m2) a[m] . b[m2] for rows m = r0 + mm, m2 before m (0 elsewhere): a
   // thread per key position m2 = mb + tid, RB dots each; b staged transposed by key slices of KB,
@@ -274,13 +298,17 @@ function lowerChunkOutputs(name: string, s: IrStmt, c: Contraction, L: ExprLower
   pos.push(K.loop('mm', K.i32(0), K.i32(RB), [K.store('dots', K.v('mm'), K.f32(0))]));
   const slice: KStmt[] = [];
   pos.push(K.loop('kb', K.i32(0), K.i32(lay.Kc), slice, KB));
+  // A thread per position, a uniform loop over the slice's keys (0 past the chunk: zeroed first
+  // by the same thread, so no barrier between).
+  const mk = K.add(K.v('mb'), K.tid('x'));
+  const slot = K.add(K.mul(K.v('ki'), K.i32(WX)), K.tid('x'));
+  slice.push(K.iff(K.bin('>', K.add(K.v('mb'), K.i32(WX)), len), [K.loop('ki', K.i32(0), K.i32(KB), [K.store('kT', slot, K.f32(0))])]));
   const stK: KStmt[] = [];
-  slice.push(K.loop('e', K.tid('x'), K.i32(KB * WX), stK, WX));
-  stK.push(K.decl('cm', 'i32', K.div(K.v('e'), K.i32(KB))), K.decl('ki', 'i32', K.bin('%', K.v('e'), K.i32(KB))));
-  stK.push(K.decl('mk', 'i32', K.add(K.v('mb'), K.v('cm'))));
+  slice.push(K.loop('ki', K.i32(0), K.i32(KB), stK));
+  stK.push(K.decl('mk', 'i32', mk));
   const putK: KStmt[] = [];
-  stK.push(K.iff(K.lt(K.v('mk'), len), putK, [K.store('kT', K.add(K.mul(K.v('ki'), K.i32(WX)), K.v('cm')), K.f32(0))]));
-  putK.push(K.store('kT', K.add(K.mul(K.v('ki'), K.i32(WX)), K.v('cm')), factor(x, 'b', at(K.v('mk')), K.add(K.v('kb'), K.v('ki')), putK)));
+  stK.push(K.iff(K.lt(K.v('mk'), len), putK));
+  putK.push(K.store('kT', slot, factor(x, 'b', at(K.v('mk')), K.add(K.v('kb'), K.v('ki')), putK)));
   slice.push(K.barrier());
   const dotBody: KStmt[] = [];
   slice.push(K.loop('i', K.i32(0), K.i32(KB), dotBody));
