@@ -9,6 +9,8 @@
 //       entering each chunk, E_c = S_{c-1} (E_0 = 0), over H_c in place
 //   (c) every chunk's outputs at once (a workgroup per batch entry, chunk and value tile): the
 //       intra-chunk part from scores in workgroup memory, plus the cross term w(t, end_{c-1}) a[t] E_c.
+//       Its decay weights are computed once per chunk (per row, and per distance for fixed
+//       decays), not once per score: an exp each.
 // Order-1 contractions (decay gradients) carry the distance-weighted state S1 next to S:
 // S1_c = w(end_c, end_{c-1}) (S1_{c-1} + (end_c - end_{c-1}) S_{c-1}) + H1_c.
 // The chunk states are f32 in a temporary tensor of the plan (plan.ts): per batch entry
@@ -29,8 +31,9 @@ import { dimExpr, type ExprLowering, fold, LowerError } from './expr.js';
 
 /**
  * Most state entries a thread keeps in registers in phases (a) and (b) unless the schedule's
- * tiles.state says otherwise; longer key axes are tiled over workgroups. 16 measured best on lavapipe (a longer per-thread array is indexed through
- * memory there: phase (a) at K = V = 64 took 2.3x as long with 64).
+ * tiles.state says otherwise; longer key axes are tiled over workgroups. 16 measured best on
+ * lavapipe (a longer per-thread array is indexed through memory there: phase (a) at K = V = 64
+ * took 2.3x as long with 64).
  */
 const STATE_MAX = 16;
 /** Most threads of a workgroup (WebGPU's guaranteed maxComputeInvocationsPerWorkgroup). */
