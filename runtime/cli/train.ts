@@ -136,6 +136,7 @@ export function endLine(r: TrainResult): string {
 
 export async function cmdTrain(args: string[]): Promise<number> {
   const opts = trainOptions(args);
+  const report = reporter();
   const ac = new AbortController();
   let signal: { name: NodeJS.Signals; at: number } | undefined;
   let lastSaved: { dir: string; step: number } | undefined;
@@ -143,12 +144,12 @@ export async function cmdTrain(args: string[]): Promise<number> {
     if (!signal) { signal = { name, at: Date.now() }; ac.abort(); return; }
     if (Date.now() - signal.at < 2000) return;
     const kept = lastSaved ? `${lastSaved.dir} holds the checkpoint of step ${lastSaved.step}` : 'no checkpoint was written';
+    report.stop();
     process.stderr.write(`retnetc: ${name} again: stopped without saving; ${kept}\n`);
     process.exit(name === 'SIGTERM' ? 143 : 130);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const report = reporter();
   try {
     const r = await train(opts, {
       signal: ac.signal,
