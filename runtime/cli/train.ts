@@ -1,16 +1,13 @@
 // retnetc train: trains models/retnet.ret's retnet (byte vocabulary) on Moby Dick or --data FILE
 // with runtime/train/trainer.ts, printing progress, writing DIR/metrics.jsonl and checkpoints.
-// SIGINT / SIGTERM stop after the current step: the last completed step is saved and the exit
-// code is 130 / 143, with one line saying where the checkpoint is and how to resume. A repeated
-// signal within two seconds (a terminal's Ctrl-C reaches the WebGPU filter and this process both)
-// is the same request; a later one stops at once, leaving the last saved checkpoint.
-import { ScheduleError } from '../../compiler/plan.js';
+// This file parses the options; runtime/cli/train-run.ts runs the training with its progress and
+// signals (SIGINT / SIGTERM stop after the current step, save it, exit 130 / 143 with how to
+// resume).
 import { FORMS, MAX_CHUNK, type Form } from '../../compiler/schedule.js';
-import { RunError } from '../../dsl/reference/interpreter.js';
-import { deviceError, EXEC_TARGETS } from '../targets.js';
-import { type StepMetrics, train, TrainError, type TrainOptions, type StartInfo, type TrainResult } from '../train/trainer.js';
-import { createProgress, type Progress } from '../train/progress.js';
-import { didYouMean, fail, type OptionSpecs, parseInteger, parseOptions, str, UsageError } from './options.js';
+import { EXEC_TARGETS } from '../targets.js';
+import type { TrainOptions } from '../train/trainer.js';
+import { didYouMean, type OptionSpecs, parseInteger, parseOptions, str, UsageError } from './options.js';
+import { trainWithProgress } from './train-run.js';
 
 export const TRAIN_OPTIONS: OptionSpecs = {
   size: { type: 'string', value: 'NAME' },
@@ -86,96 +83,9 @@ export function trainOptions(args: string[]): TrainOptions {
   return t;
 }
 
-// ---- progress ---------------------------------------------------------------------------------
-
-const fmt = (x: number | undefined, d = 3): string => (x === undefined ? '-' : x.toFixed(d));
-
-export function duration(s: number): string {
-  if (!Number.isFinite(s)) return '?';
-  s = Math.round(s);
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
-  return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(r).padStart(2, '0')}s` : `${r}s`;
-}
-
-export function startLine(i: StartInfo): string {
-  const o = i.options;
-  const what = i.resumed ? `resuming at step ${i.startStep} of ${i.steps}` : `${i.steps} steps`;
-  return `training retnet ${o.size} (${i.parameters.toLocaleString('en-US')} parameters) on ${i.corpus} (${i.trainBytes.toLocaleString('en-US')} training bytes, ${i.valTokens.toLocaleString('en-US')} validation tokens) with ${i.device}: ${what} of ${o.accum > 1 ? `${o.accum} x ` : ''}${o.batch} x ${o.seq} bytes, lr ${o.lr}, ${o.schedule}${o.schedule === 'recurrent' ? '' : ` chunk ${o.chunk}`}; checkpoints in ${i.out}`;
-}
-
-/**
- * Progress on standard output (runtime/train/progress.ts): a bar on a terminal, else plain lines
- * every 10 steps, at each evaluation and at the last step; the start line above it.
- */
-function reporter(): { start(i: StartInfo): void; step(m: StepMetrics): void; log(line: string): void; stop(): void } {
-  let p: Progress | undefined;
-  return {
-    start(i) {
-      p = createProgress({ total: i.steps, start: i.startStep, stream: process.stdout });
-      p.log(startLine(i));
-    },
-    step(m) {
-      p?.update(m.step, { loss: m.loss, tokensPerS: m.tokens_per_s, lr: m.lr, ...(m.val_loss !== undefined ? { valLoss: m.val_loss } : {}) });
-    },
-    log(line) {
-      if (p) p.log(line);
-      else process.stdout.write(line + '\n');
-    },
-    stop() {
-      p?.stop();
-    },
-  };
-}
-
-export function endLine(r: TrainResult): string {
-  const plot = r.plots ? `, loss plot ${r.plots.png ?? r.plots.svg}` : '';
-  return `trained ${r.stepsRun} step${r.stepsRun === 1 ? '' : 's'} (${r.steps} in all) in ${duration(r.elapsedS)} on ${r.device}: loss ${fmt(r.loss)}, validation loss ${fmt(r.valLoss)} nats/byte, ${Math.round(r.tokensPerS)} tokens/s; checkpoint in ${r.checkpoint}${plot}`;
-}
-
 // ---- the command ------------------------------------------------------------------------------
 
+/** Progress, signals and error lines are runtime/cli/train-run.ts's (shared with `retnetc demo`). */
 export async function cmdTrain(args: string[]): Promise<number> {
-  const opts = trainOptions(args);
-  const report = reporter();
-  const ac = new AbortController();
-  let signal: { name: NodeJS.Signals; at: number } | undefined;
-  let lastSaved: { dir: string; step: number } | undefined;
-  const onSignal = (name: NodeJS.Signals): void => {
-    if (!signal) { signal = { name, at: Date.now() }; ac.abort(); return; }
-    if (Date.now() - signal.at < 2000) return;
-    const kept = lastSaved ? `${lastSaved.dir} holds the checkpoint of step ${lastSaved.step}` : 'no checkpoint was written';
-    report.stop();
-    process.stderr.write(`retnetc: ${name} again: stopped without saving; ${kept}\n`);
-    process.exit(name === 'SIGTERM' ? 143 : 130);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  try {
-    const r = await train(opts, {
-      signal: ac.signal,
-      onStart: (i) => report.start(i),
-      onStep: (m) => report.step(m),
-      onSave: (dir, step) => { lastSaved = { dir, step }; },
-      onNote: (line) => report.log(`retnetc: note: ${line}`),
-    });
-    report.stop();
-    if (r.stopped && signal) {
-      const resume = `retnetc train --resume ${r.checkpoint}`;
-      process.stderr.write(`retnetc: interrupted by ${signal.name} after step ${r.steps}: checkpoint saved in ${r.checkpoint}; continue with: ${resume}\n`);
-      return signal.name === 'SIGTERM' ? 143 : 130;
-    }
-    process.stdout.write(endLine(r) + '\n');
-    return 0;
-  } catch (e) {
-    report.stop();
-    if (e instanceof TrainError) return fail('retnetc', e.message);
-    const device = deviceError(e);
-    if (device) return fail('retnetc', device);
-    if (e instanceof RunError) return fail('retnetc', e.message.split('\n')[0]!);
-    if (e instanceof ScheduleError) return fail('retnetc', `--schedule ${opts.schedule ?? 'chunkwise'}: ${e.message.split('\n')[0]}`);
-    throw e;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+  return (await trainWithProgress(trainOptions(args))).code;
 }
