@@ -61,16 +61,17 @@ export async function trainWithProgress(opts: TrainOptions): Promise<{ code: num
   const ac = new AbortController();
   let signal: { name: NodeJS.Signals; at: number } | undefined;
   let lastSaved: { dir: string; step: number } | undefined;
+  const report = reporter();
   const onSignal = (name: NodeJS.Signals): void => {
     if (!signal) { signal = { name, at: Date.now() }; ac.abort(); return; }
     if (Date.now() - signal.at < 2000) return;
+    report.stop(); // the terminal's cursor back before exiting
     const kept = lastSaved ? `${lastSaved.dir} holds the checkpoint of step ${lastSaved.step}` : 'no checkpoint was written';
     process.stderr.write(`retnetc: ${name} again: stopped without saving; ${kept}\n`);
     process.exit(name === 'SIGTERM' ? 143 : 130);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const report = reporter();
   try {
     const r = await train(opts, {
       signal: ac.signal,
