@@ -14,6 +14,7 @@ import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.
 import { lowerElementwise } from './lower/generic.js';
 import { defaultTreeShape, lowerTreeReduce, treeShapeOf, treeSuits, treeSum } from './lower/reduce.js';
 import { recogniseDense } from './dense.js';
+import { lowerScatter, lowerScatterZero, recogniseScatter } from './lower/scatter.js';
 import { chooseDenseTile, DEFAULT_DENSE_TILE, denseTileOf, lowerDense } from './lower/dense.js';
 import { chooseDenseCpuTile, lowerDenseCpu } from './lower/dense-cpu.js';
 import { canonicalise } from './rewrite.js';
@@ -185,7 +186,9 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     // 'tree', where the sizes suit it (treeSuits) where only the schedule's default says so.
     const treeShape = treeShapeOf(chosenTiles, defaultTreeShape(s, constants));
     const tree = !c && !dense && sched.reduce === 'tree' && (choose.of(s).reduce === 'tree' ? treeSum(s) !== undefined : treeSuits(s, constants, treeShape));
-    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? (chunkParallel ? 'chunkpar' : sched.form) : dense ? 'dense' : tree ? 'tree' : 'map'}`;
+    // A gather's one-hot gradient as a scatter-add (compiler/lower/scatter.ts), f32 storage only.
+    const scatter = !c && !dense && !tree && !half.has(s.target) ? recogniseScatter(s, ir.vars) : undefined;
+    const name = `${fn.name.replace(/[^A-Za-z0-9_]/g, '_')}${opts.backward ? '_bwd' : ''}_${k++}_${c ? (chunkParallel ? 'chunkpar' : sched.form) : dense ? 'dense' : tree ? 'tree' : scatter ? 'scatter' : 'map'}`;
     // One statement, one or more kernels (in launch order), each with its lowering and the tensor it computes.
     let kernels: { kernel: Kernel; L: ExprLowering; target: string }[];
     try {
@@ -203,6 +206,17 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
         const base = chooseDenseTile(dense, constants);
         kernels = [{ kernel: lowerDense(name, s, dense, L, denseTileOf(chosenTiles, base) ?? base), L, target: s.target }];
       } else if (tree) kernels = [{ kernel: lowerTreeReduce(name, s, L, treeShape), L, target: s.target }];
+      else if (scatter) {
+        // Columns are few (embed_dim): small workgroups spread them over more cores. Two summed
+        // indices keep partial sums in a temporary tensor, zeroed by a first kernel.
+        const wg = Math.min(sched.workgroup.elementwise, 16);
+        if (scatter.vars.length === 2) {
+          const id = `${s.target}%part`;
+          vars.set(id, { id, name: id, dtype: 'f32', shape: s.indices.map((v) => v.extent), role: 'local' });
+          const Lz = new ExprLowering(vars, { constants, runtime: new Set() }), Ls = new ExprLowering(vars, { constants, runtime: new Set() });
+          kernels = [{ kernel: lowerScatterZero(`${name}_zero`, s, id, Lz, sched.workgroup.elementwise), L: Lz, target: id }, { kernel: lowerScatter(name, s, scatter, Ls, wg, id), L: Ls, target: s.target }];
+        } else kernels = [{ kernel: lowerScatter(name, s, scatter, L, wg), L, target: s.target }];
+      }
       else if (!c) kernels = [{ kernel: lowerElementwise(name, s, L, sched.workgroup.elementwise), L, target: s.target }];
       else if (sched.form === 'recurrent') kernels = [{ kernel: lowerRecurrent(name, s, c, L, sched), L, target: s.target }];
       else if (sched.form === 'chunkwise') kernels = [{ kernel: lowerChunkwise(name, s, c, L, sched), L, target: s.target }];
