@@ -34,7 +34,7 @@ export interface Launch {
   scalars: Record<string, string>;
   /** The statement this launch computes, and how. */
   target: string;
-  how: 'elementwise' | 'contraction' | 'dense' | 'reduce';
+  how: 'elementwise' | 'contraction' | 'dense' | 'reduce' | 'scatter';
   /** The schedule this statement was lowered with: the plan's default with the statement's choice (schedule.statements) put in. */
   schedule?: Schedule;
 }
@@ -234,7 +234,7 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
       });
       const scalars: Record<string, string> = {};
       kernel.scalars = [...KL.sizes.runtime].sort().map((a) => { scalars[sizeParam(a)] = a; return { name: sizeParam(a), type: 'i32' as const }; });
-      launches.push({ kernel, buffers, scalars, target, how: c ? 'contraction' : dense ? 'dense' : tree ? 'reduce' : 'elementwise', schedule: sched });
+      launches.push({ kernel, buffers, scalars, target, how: c ? 'contraction' : dense ? 'dense' : tree ? 'reduce' : scatter && target === s.target ? 'scatter' : 'elementwise', schedule: sched });
     }
   }
   return { fn: vars.size === ir.vars.size ? ir : { ...ir, vars }, schedule, launches, constants, contractions, half, states };

@@ -118,7 +118,7 @@ export interface ManifestLaunch {
   kernel: string;
   /** The tensor this launch computes, and how. */
   computes: string;
-  how: 'elementwise' | 'contraction' | 'dense' | 'reduce';
+  how: 'elementwise' | 'contraction' | 'dense' | 'reduce' | 'scatter';
   /** Each kernel buffer (binding or parameter position) -> tensor id. */
   buffers: { name: string; binding: number; tensor: string; access: 'read' | 'read_write' }[];
   /** Each scalar -> the size symbol whose value it takes. */

@@ -97,6 +97,7 @@ describe('the plan', () => {
     expect(two.launches.map((l) => l.kernel.name).filter((n) => n.includes('scatter'))).toEqual([expect.stringMatching(/_scatter_zero$/), expect.stringMatching(/_scatter$/)]);
     expect(one.launches.map((l) => l.kernel.name).filter((n) => n.includes('scatter'))).toEqual([expect.stringMatching(/_scatter$/)]);
     expect(maskedPlan(two).launches.some((l) => l.kernel.name.includes('scatter'))).toBe(false);
+    expect(two.launches.filter((l) => l.kernel.name.includes('scatter')).map((l) => l.how)).toEqual(['elementwise', 'scatter']);
   });
 });
 

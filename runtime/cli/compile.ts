@@ -282,7 +282,7 @@ async function writeUnits(outDir: string, units: readonly Unit[], w: WriteOpts):
 function launchChoice(l: Launch): { form?: string; chunk?: number; tilesCols?: number; workgroup: number } {
   const s = l.schedule!;
   if (l.how === 'elementwise') return { workgroup: s.workgroup.elementwise };
-  if (l.how === 'dense' || l.how === 'reduce') return { workgroup: l.kernel.workgroup[0] * l.kernel.workgroup[1] * l.kernel.workgroup[2] };
+  if (l.how === 'dense' || l.how === 'reduce' || l.how === 'scatter') return { workgroup: l.kernel.workgroup[0] * l.kernel.workgroup[1] * l.kernel.workgroup[2] };
   return { form: s.form, ...(s.form === 'recurrent' ? {} : { chunk: s.chunk }), ...(s.form === 'parallel' && s.tiles.cols !== s.chunk ? { tilesCols: s.tiles.cols } : {}), workgroup: s.workgroup.contraction };
 }
 
@@ -403,7 +403,7 @@ function describePlanIr(plan: Plan, fn: CheckedFn): string {
       lines.push(`# ${s.target}: ${c.direction} contraction, row ${c.row}, key position ${c.col}${c.strict ? ' (strict)' : ''}, contracted ${c.inner}, value ${c.value}, batch ${c.batch.map((b) => b.name).join(', ') || '-'}`);
       lines.push(`#   a = ${nodeToString(c.a)}; b = ${nodeToString(c.b)}; c = ${nodeToString(c.c)}; scale = ${nodeToString(c.scale)}; decay ${decay}`);
       lines.push(`#   -> ${(l?.schedule ?? plan.schedule).form} kernel${choiceText(l)}`);
-    } else lines.push(`# ${s.target}: ${l?.how === 'reduce' ? 'tree reduction' : 'elementwise'} kernel${choiceText(l)}`);
+    } else lines.push(`# ${s.target}: ${l?.how === 'reduce' ? 'tree reduction' : l?.how === 'scatter' ? 'scatter-add (a gather\'s gradient)' : 'elementwise'} kernel${choiceText(l)}`);
   }
   return lines.join('\n') + '\n' + fnToString(plan.fn);
 }

@@ -117,7 +117,7 @@ function suggestChunk(k: Pick<Kernel, 'shared'>, sched: Schedule, limit: number)
 export interface KernelContext {
   /** The schedule the plan was compiled for, and whether the kernel is a contraction (chunked) one. */
   schedule?: Schedule;
-  how?: 'elementwise' | 'contraction' | 'dense' | 'reduce';
+  how?: 'elementwise' | 'contraction' | 'dense' | 'reduce' | 'scatter';
   /** The printer's workgroup size and storage binding count, when known (else the kernel's). */
   workgroup?: [number, number, number];
   storageBuffers?: number;
