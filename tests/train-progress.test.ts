@@ -37,11 +37,13 @@ describe('progress, plain lines', () => {
     expect(s.text()).not.toMatch(/\x1b/);
   });
 
-  test('a resumed run counts its ETA from where it started; no lr when none is given', () => {
+  test('the ETA counts from the first step (which compiles), so neither compilation nor a resumed run\'s earlier steps skew it; no lr when none is given', () => {
     const s = sink(false);
     let ms = 0;
     const p = createProgress({ total: 100, stream: s, every: 10, start: 50, now: () => ms });
-    ms = 10_000;
+    ms = 60_000; // step 51 compiled for a minute
+    p.update(51, { loss: 2.5, tokensPerS: 1 });
+    ms = 69_000; // then 9 steps in 9 s
     p.update(60, { loss: 2, tokensPerS: 12.5 });
     expect(s.text()).toBe('step  60/100  loss 2.0000  12.5 tokens/s  eta 40s\n');
   });

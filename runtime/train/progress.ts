@@ -1,8 +1,9 @@
 // The trainer's progress: on a terminal, a cli-progress bar (step/total, loss, validation loss,
 // tokens/s, learning rate, ETA) redrawn in place, with log lines printed above it; anywhere else
 // (a pipe, a file, CI), plain lines without escape codes, one every `every` steps, at every
-// evaluation and at the last step. The ETA is this module's own (from the steps since the start,
-// so a resumed run does not count the steps it did not do) and is the same in both forms.
+// evaluation and at the last step. The ETA is this module's own (from the steps since the first,
+// which compiles the kernels, so neither compilation nor a resumed run's earlier steps skew it)
+// and is the same in both forms.
 import cliProgress from 'cli-progress';
 
 export interface ProgressFields {
@@ -63,14 +64,18 @@ export function createProgress(opts: ProgressOptions): Progress {
   const start = opts.start ?? 0;
   const every = Math.max(1, Math.floor(opts.every ?? 10));
   const now = opts.now ?? (() => performance.now());
-  const t0 = now();
+  // The first step compiles the kernels (a minute on a cold cache): the ETA counts from its end.
+  let first: { t: number; step: number } | undefined;
+  /** Called by every update, printed or not: the first one marks the end of compilation. */
+  const mark = (step: number): void => { first ??= { t: now(), step }; };
   const width = String(total).length;
   let lastVal: number | undefined;
   let stopped = false;
   const eta = (step: number): string => {
-    const done = step - start;
+    if (step >= total) return formatEta(0);
+    const done = first ? step - first.step : 0;
     if (done <= 0) return '--';
-    return formatEta(((now() - t0) / 1000 / done) * (total - step));
+    return formatEta(((now() - first!.t) / 1000 / done) * (total - step));
   };
 
   if ((stream as NodeJS.WriteStream).isTTY) {
@@ -89,6 +94,7 @@ export function createProgress(opts: ProgressOptions): Progress {
     return {
       update(step, f) {
         if (stopped) return;
+        mark(step);
         if (f.valLoss !== undefined) lastVal = f.valLoss;
         bar.update(step, { fields: formatFields(f, lastVal), remaining: eta(step) });
         multi.update();
@@ -111,6 +117,7 @@ export function createProgress(opts: ProgressOptions): Progress {
   return {
     update(step, f) {
       if (stopped) return;
+      mark(step);
       const evaluated = f.valLoss !== undefined;
       if (evaluated) lastVal = f.valLoss;
       if (step % every !== 0 && !evaluated && step !== total) return;
