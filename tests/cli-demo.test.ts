@@ -3,7 +3,7 @@
 // and the loss plot; run again, it generates from the finished run without training; with more
 // --steps it continues the run from its checkpoint; --fresh starts over; a directory that holds
 // something else is one line. Native target; skipped without native unless REQUIRE_NATIVE=1.
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, truncateSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -70,5 +70,11 @@ describe.skipIf(!!why)('retnetc demo', { timeout: 300_000 }, () => {
     mkdirSync(bad, { recursive: true });
     writeFileSync(path.join(bad, 'trainer.json'), '{ not json');
     expectUserError(await cli(['demo', '--out', bad, '--target', 'native']), /trainer\.json is corrupt/);
+    // The finished run of the test above with its weights cut short: one line, nothing trained.
+    const weights = path.join(dir, 'model.safetensors');
+    if (existsSync(weights)) {
+      truncateSync(weights, 100);
+      expectUserError(await cli(['demo', '--out', dir, '--steps', '2', '--target', 'native']), /model\.safetensors: .*\(--fresh trains again\)/);
+    }
   });
 });

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { bestTarget, type TargetChoice } from '../best-target.js';
 import { EXEC_TARGETS, runnerOf } from '../targets.js';
 import { MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE } from '../io/checkpoint-path.js';
-import { loadTorchscale } from '../io/torchscale.js';
+import { loadTorchscale, TorchscaleError } from '../io/torchscale.js';
 import { ByteText, bytesOfText, generate, speedLine } from '../generate/generate.js';
 import { CheckpointError, readTrainerJson } from '../train/checkpoint.js';
 import { METRICS_FILE, type TrainOptions } from '../train/trainer.js';
@@ -109,7 +109,13 @@ export async function cmdDemo(args: string[]): Promise<number> {
   }
 
   // Generate from the checkpoint as written (what `retnetc generate --checkpoint DIR` reads).
-  const ck = await loadTorchscale(path.join(dir, MODEL_FILE));
+  let ck;
+  try {
+    ck = await loadTorchscale(path.join(dir, MODEL_FILE));
+  } catch (e) {
+    if (e instanceof TorchscaleError) return fail(path.join(dir, MODEL_FILE), `${e.message} (--fresh trains again)`);
+    throw e;
+  }
   process.stdout.write(`\n--- sampled continuation (temperature 0.8, top-k 40, seed ${seed}) ---\n${prompt}`);
   const text = new ByteText();
   const g = await generate({ model: ck.model, weights: ck.weights, prompt: Array.from(bytesOfText(prompt)), tokens, temperature: 0.8, topK: 40, seed, target }, (id) => {
