@@ -78,6 +78,16 @@ class Pool {
 
   /** Runs the job on all threads; returns false when scratch memory could not be had. */
   bool run(const Job &job) {
+    // One workgroup (a decode step's kernels, scalars): run it here. Waking the other threads and
+    // waiting for them cost more than the work (a scalar store measured 0.3 ms per launch).
+    // Idle workers read job_ only after gen_ changes, so writing it here is safe.
+    if (job.total == 1 || workers_.empty()) {
+      job_ = job;
+      next_.store(0);
+      failed_.store(false);
+      work();
+      return !failed_.load();
+    }
     {
       std::lock_guard<std::mutex> l(m_);
       job_ = job;
