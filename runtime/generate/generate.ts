@@ -86,7 +86,10 @@ const lastRow = (logits: HostValue): Float32Array | Float64Array => {
 };
 
 export async function generate(opts: GenerateOptions, onToken?: (id: number) => void | Promise<void>): Promise<GenerateResult> {
-  const { model, weights, tokens: n } = opts;
+  const { model, tokens: n } = opts;
+  // Weights as f32 once (checkpoints load as float64): runners read f32 arrays in place, and would
+  // otherwise convert every weight on every decode step.
+  const weights = new Map([...opts.weights].map(([k, v]) => [k, v.data instanceof Float64Array ? { shape: v.shape, data: Float32Array.from(v.data) } : v] as const));
   const sampler: SamplerOptions = { temperature: opts.temperature ?? 0 };
   if (opts.topK !== undefined) sampler.topK = opts.topK;
   if (opts.topP !== undefined) sampler.topP = opts.topP;
