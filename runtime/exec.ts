@@ -45,6 +45,8 @@ export async function runModelMode(
   }
   const mp = compileModel(model, makeSchedule('recurrent', DEFAULT_CHUNK, { dtype, dense }), { stateful: true });
   const [B, T] = tokens.shape as [number, number];
+  // f32 once, not on each of the T steps (runners convert float64 weights on every run).
+  if (dtype === 'f32') weights = new Map([...weights].map(([k, v]) => [k, v.data instanceof Float64Array ? { shape: v.shape, data: Float32Array.from(v.data) } : v] as const));
   let state: ModelState | undefined;
   const steps: Map<string, HostValue>[] = [];
   for (let t = 0; t < T; t++) {
