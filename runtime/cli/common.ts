@@ -8,6 +8,8 @@ import { formatDiagnostic, type Span } from '../../dsl/source.js';
 import type { Value } from '../../dsl/reference/interpreter.js';
 import { DEFAULT_CHUNK, type Form, FORMS, makeSchedule, type Schedule, ScheduleFormatError, scheduleFromJson, STORAGE_DTYPES, type StorageDtype } from '../../compiler/schedule.js';
 import { readSafetensorsFile, SafetensorsError, toFloat64 as toF64 } from '../io/safetensors.js';
+import { CheckpointPathError, weightsFile } from '../io/checkpoint-path.js';
+import { type LoadedCheckpoint, loadTorchscale, TorchscaleError } from '../io/torchscale.js';
 import { at, didYouMean, fail, given, list, type OptionSpecs, type ParsedOptions, parseInteger, refuse, str, UsageError } from './options.js';
 
 /** Loads and checks a .ret file; prints its diagnostics and returns undefined when it has any. */
@@ -148,3 +150,18 @@ export function unknownSize(fn: CheckedFn, sizes: ReadonlyMap<string, number>): 
 }
 
 export { at, fail };
+
+/**
+ * A --checkpoint (a retnetc train directory or a .safetensors file) read as a torchscale
+ * checkpoint, with the weights file it names; or the exit code of its one-line error.
+ */
+export async function readCheckpoint(ckPath: string): Promise<{ file: string; ck: LoadedCheckpoint } | number> {
+  try {
+    const file = weightsFile(ckPath);
+    return { file, ck: await loadTorchscale(file) };
+  } catch (e) {
+    if (e instanceof CheckpointPathError) return fail('retnetc', e.message);
+    if (e instanceof TorchscaleError) return fail(ckPath, e.message);
+    throw e;
+  }
+}

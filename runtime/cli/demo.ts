@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { bestTarget, type TargetChoice } from '../best-target.js';
-import { EXEC_TARGETS, runnerOf } from '../targets.js';
+import { deviceError, EXEC_TARGETS, runnerOf } from '../targets.js';
 import { MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE } from '../io/checkpoint-path.js';
 import { loadTorchscale, TorchscaleError } from '../io/torchscale.js';
 import { ByteText, bytesOfText, generate, speedLine } from '../generate/generate.js';
@@ -118,10 +118,18 @@ export async function cmdDemo(args: string[]): Promise<number> {
   }
   process.stdout.write(`\n--- sampled continuation (temperature 0.8, top-k 40, seed ${seed}) ---\n${prompt}`);
   const text = new ByteText();
-  const g = await generate({ model: ck.model, weights: ck.weights, prompt: Array.from(bytesOfText(prompt)), tokens, temperature: 0.8, topK: 40, seed, target }, (id) => {
-    const s = text.push(id);
-    if (s) process.stdout.write(s);
-  });
+  let g;
+  try {
+    g = await generate({ model: ck.model, weights: ck.weights, prompt: Array.from(bytesOfText(prompt)), tokens, temperature: 0.8, topK: 40, seed, target }, (id) => {
+      const s = text.push(id);
+      if (s) process.stdout.write(s);
+    });
+  } catch (e) {
+    // The checkpoint is saved: a device that fails now loses nothing (run the demo again).
+    const device = deviceError(e);
+    if (device) { process.stdout.write(`${text.end()}\n`); return fail('retnetc', `${device} (the trained checkpoint is in ${dir})`); }
+    throw e;
+  }
   process.stdout.write(`${text.end()}\n---\n`);
   process.stderr.write(speedLine(g) + '\n');
 

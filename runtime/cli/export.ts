@@ -7,9 +7,9 @@
 import * as path from 'node:path';
 import { boundWeights } from '../../compiler/model-split.js';
 import { modelProgram } from '../../compiler/pipeline.js';
-import { CheckpointPathError, weightsFile } from '../io/checkpoint-path.js';
+import { readCheckpoint } from './common.js';
 import { fromFloat64, SafetensorsError, type Tensor, writeSafetensorsFile } from '../io/safetensors.js';
-import { hypersToConfig, loadTorchscale, TorchscaleError } from '../io/torchscale.js';
+import { hypersToConfig } from '../io/torchscale.js';
 import { fail, type OptionSpecs, parseOptions, sameFile, str, UsageError } from './options.js';
 
 export const EXPORT_OPTIONS: OptionSpecs = {
@@ -26,16 +26,9 @@ export async function cmdExport(args: string[]): Promise<number> {
   if (!outPath) throw new UsageError('--out FILE.safetensors is required');
   if (!outPath.endsWith('.safetensors')) throw new UsageError(`--out ${outPath}: the file name must end in .safetensors`);
 
-  let file: string;
-  let ck;
-  try {
-    file = weightsFile(ckPath);
-    ck = await loadTorchscale(file);
-  } catch (e) {
-    if (e instanceof CheckpointPathError) return fail('retnetc', e.message);
-    if (e instanceof TorchscaleError) return fail(ckPath, e.message);
-    throw e;
-  }
+  const read = await readCheckpoint(ckPath);
+  if (typeof read === 'number') return read;
+  const { file, ck } = read;
   if (sameFile(file, outPath)) throw new UsageError(`--out ${outPath} is the checkpoint's weights file; writing it would replace it (choose another --out)`);
 
   // The weights the model binds, as stored when already float32 (bit for bit), else converted.

@@ -9,8 +9,7 @@ import { DEFAULT_CHUNK, MAX_CHUNK } from '../../compiler/schedule.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
 import { type Mode, MODES } from '../exec.js';
 import { deviceError, EXEC_TARGETS } from '../targets.js';
-import { CheckpointPathError, weightsFile } from '../io/checkpoint-path.js';
-import { loadTorchscale, TorchscaleError } from '../io/torchscale.js';
+import { readCheckpoint } from './common.js';
 import { BYTE_VOCAB, ByteText, bytesOfText, defaultTarget, generate, GenerateError, speedLine, vocabOf } from '../generate/generate.js';
 import { SamplingError } from '../generate/sampler.js';
 import { didYouMean, fail, type OptionSpecs, parseInteger, parseOptions, str, UsageError } from './options.js';
@@ -79,14 +78,9 @@ export async function cmdGenerate(args: string[]): Promise<number> {
   const targetText = str(o, 'target');
   if (targetText !== undefined && !EXEC_TARGETS.includes(targetText)) throw new UsageError(`unknown target '${targetText}' (expected ${EXEC_TARGETS.join(', ')})${didYouMean(targetText, EXEC_TARGETS)}`);
 
-  let ck;
-  try {
-    ck = await loadTorchscale(weightsFile(ckPath));
-  } catch (e) {
-    if (e instanceof CheckpointPathError) return fail('retnetc', e.message);
-    if (e instanceof TorchscaleError) return fail(ckPath, e.message);
-    throw e;
-  }
+  const read = await readCheckpoint(ckPath);
+  if (typeof read === 'number') return read;
+  const { ck } = read;
   const vocab = vocabOf(ck.model);
   const bytes = vocab === BYTE_VOCAB;
   let prompt: number[];

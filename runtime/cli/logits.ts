@@ -9,8 +9,8 @@ import { RunError } from '../../dsl/reference/interpreter.js';
 import { type Mode, MODES, runModelMode } from '../exec.js';
 import { deviceError, EXEC_TARGETS, openTarget, targetNamed } from '../targets.js';
 import { readSafetensorsFile, SafetensorsError, fromFloat64, writeSafetensorsFile } from '../io/safetensors.js';
-import { CheckpointPathError, weightsFile } from '../io/checkpoint-path.js';
-import { loadTorchscale, tokenProblem, tokensOf, TorchscaleError } from '../io/torchscale.js';
+import { readCheckpoint } from './common.js';
+import { tokenProblem, tokensOf, TorchscaleError } from '../io/torchscale.js';
 import type { HostValue } from '../model-runner.js';
 import { didYouMean, fail, type OptionSpecs, parseInteger, parseOptions, sameFile, str, UsageError } from './options.js';
 
@@ -46,14 +46,9 @@ export async function cmdLogits(args: string[]): Promise<number> {
     if (p !== undefined && sameFile(p, outPath)) throw new UsageError(`--out ${outPath} is the ${opt} file ${p}; writing it would destroy it (choose another --out)`);
   }
 
-  let ck;
-  try {
-    ck = await loadTorchscale(weightsFile(ckPath));
-  } catch (e) {
-    if (e instanceof CheckpointPathError) return fail('retnetc', e.message);
-    if (e instanceof TorchscaleError) return fail(ckPath, e.message);
-    throw e;
-  }
+  const read = await readCheckpoint(ckPath);
+  if (typeof read === 'number') return read;
+  const { ck } = read;
   let tokens: HostValue;
   let tokWhere = ckPath;
   if (tokPath !== undefined) {
