@@ -13,6 +13,7 @@
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
+import { fsReason } from './fs-reason.js';
 
 export type DType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I32' | 'I64';
 export type TensorData = Float32Array | Float64Array | Uint16Array | Int32Array | BigInt64Array;
@@ -284,19 +285,6 @@ export function serializeSafetensors(
     pos += t.data.byteLength;
   }
   return out;
-}
-
-function fsReason(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  switch (code) {
-    case 'ENOENT': return 'no such file or directory';
-    case 'EISDIR': return 'is a directory';
-    case 'EACCES': case 'EPERM': return 'permission denied';
-    case 'ENOTDIR': return 'a parent path is not a directory';
-    case 'ENOSPC': return 'no space left on device';
-    case 'ERR_FS_FILE_TOO_LARGE': return 'file is too large to read into memory';
-    default: return oneLine(err instanceof Error ? err.message : String(err));
-  }
 }
 
 export async function readSafetensorsFile(

@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE } from '../io/checkpoint-path.js';
+import { fsReason } from '../io/fs-reason.js';
 import { readSafetensorsFile, SafetensorsError, serializeSafetensors, type Tensor } from '../io/safetensors.js';
 import { hypersToConfig, loadTorchscale, TorchscaleError } from '../io/torchscale.js';
 import type { CheckedModel } from '../../dsl/checked.js';
@@ -78,18 +79,6 @@ export const realIo: CheckpointIo = {
     try { await fh.sync(); } catch { /* some filesystems refuse fsync on directories */ } finally { await fh.close(); }
   },
 };
-
-function fsReason(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  switch (code) {
-    case 'ENOSPC': return 'no space left on device';
-    case 'EDQUOT': return 'disk quota exceeded';
-    case 'EACCES': case 'EPERM': return 'permission denied';
-    case 'EROFS': return 'read-only file system';
-    case 'ENOENT': return 'no such directory';
-    default: return (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
-  }
-}
 
 /** True when `dir` holds any file of a checkpoint. */
 export function holdsCheckpoint(dir: string): boolean {
