@@ -32,7 +32,7 @@ import { loadNativeAddon } from '../runtime/native/addon.js';
 import { prepareNative, runPlanNative } from '../runtime/native/runner.js';
 import { runPlanCpu } from '../runtime/plan-runner.js';
 import { assertProperty, fcSeed, loadFn, plan, prng, reference, runsScale, seedFor, uniform } from './helpers/harness.js';
-import { caseArb, checkTensor, DECAY_GRADS, describeCase, FAMILIES, GAMMA_MAX, TOL, truthOf, Worst, type Case, type Family, type Truth } from './helpers/schedule-cases.js';
+import { caseArb, checkTensor, describeCase, FAMILIES, GAMMA_MAX, scaleOf, TOL, truthOf, Worst, type Case, type Family, type Truth } from './helpers/schedule-cases.js';
 
 const cc = findCompiler();
 const addon = cc ? loadNativeAddon() : { error: NO_COMPILER };
@@ -87,8 +87,8 @@ async function checkCase(f: Family, form: Form, c: Case, truth: Truth, local?: W
   const check = (what: string, got: HostOut, want: Value, scale?: Value): void => {
     for (const w of notes) checkTensor(`${f.name} ${form} chunk=${c.chunk} ${what}`, `${f.name} ${form} ${what}`, got.get(what), want, w === worst ? problems : [], w, scale);
   };
-  for (const [name, want] of truth.ref.outs) check(name, fwd, want);
-  for (const [name, want] of truth.ref.grads) check(name, bwd, want, DECAY_GRADS.has(name) ? truth.scale : undefined);
+  for (const [name, want] of truth.ref.outs) check(name, fwd, want, scaleOf(truth, name));
+  for (const [name, want] of truth.ref.grads) check(name, bwd, want, scaleOf(truth, name));
   if (problems.length) throw new Error(`${f.name} ${form}, ${describeCase(c)} (reproduce with FC_SEED=${SEED}):\n  ${problems.join('\n  ')}`);
 }
 

@@ -295,6 +295,60 @@ export function decayScale(fn: FamilyName, inputs: ReadonlyMap<string, Value>, u
   return { shape: [H], data: out.map(Math.sqrt) };
 }
 
+/**
+ * The natural size of the outputs and of the q, k, v gradients: each is a sum over positions of
+ * products whose inner factor is itself a dot product (q[t].k[s] over K, v[s].do[t] over V)
+ * that can cancel to far below its terms (a CI seed drew, at T = 1, V = 256, a v.do whose
+ * terms' root sum of squares was ~10x the result, and float32 on lavapipe left grad.q 1.1e-5 off
+ * relative to the result). Float32 errors scale with the root sum of squares of the summed
+ * products, so these tensors are measured against max(RMS ref, RMS scale), scale per element:
+ *   o[t, j]:     D(t, s) |q[t] * k[s]| v[s, j]       over s <= t
+ *   grad.q[t, i]: D(t, s) k[s, i] |v[s] * do[t]|     over s <= t
+ *   grad.k[s, i]: D(t, s) q[t, i] |v[s] * do[t]|     over t >= s
+ *   grad.v[s, j]: D(t, s) |q[t] * k[s]| do[t, j]     over t >= s
+ * with |a * b| the root sum of squares of the elementwise products and D(t, s) the product of
+ * the step decays a[s+1..t]. A state's terms (retention_state's s0, dsT) are left out: the scale
+ * is then smaller than the errors' true scale, so the bar is never looser than float32 explains.
+ * Cost O(B H T^2 (K + V)).
+ */
+export function productScales(fn: FamilyName, inputs: ReadonlyMap<string, Value>, ups: ReadonlyMap<string, Value>): Map<string, Value> {
+  const d = dimsOf(fn, inputs);
+  const { B, H, T, K, V } = d;
+  const q = inputs.get('q')!.data, k = inputs.get('k')!.data, v = inputs.get('v')!.data, dO = ups.get('grad.o')!.data;
+  const a = decays(fn, inputs, d);
+  const so = new Float64Array(B * H * T * V), sq = new Float64Array(B * H * T * K), sk = new Float64Array(B * H * T * K), sv = new Float64Array(B * H * T * V);
+  for (let bh = 0; bh < B * H; bh++) {
+    const kb = bh * T * K, vb = bh * T * V;
+    for (let t = 0; t < T; t++) {
+      let D2 = 1;
+      for (let s = t; s >= 0; s--) {
+        if (s < t) { const x = a[bh * T + s + 1]!; D2 *= x * x; }
+        if (D2 === 0) break;
+        let qk2 = 0, vd2 = 0;
+        for (let i = 0; i < K; i++) { const p = q[kb + t * K + i]! * k[kb + s * K + i]!; qk2 += p * p; }
+        for (let j = 0; j < V; j++) { const p = v[vb + s * V + j]! * dO[vb + t * V + j]!; vd2 += p * p; }
+        for (let j = 0; j < V; j++) {
+          const vj = v[vb + s * V + j]!, dj = dO[vb + t * V + j]!;
+          so[vb + t * V + j]! += D2 * qk2 * vj * vj;
+          sv[vb + s * V + j]! += D2 * qk2 * dj * dj;
+        }
+        for (let i = 0; i < K; i++) {
+          const ki = k[kb + s * K + i]!, qi = q[kb + t * K + i]!;
+          sq[kb + t * K + i]! += D2 * vd2 * ki * ki;
+          sk[kb + s * K + i]! += D2 * vd2 * qi * qi;
+        }
+      }
+    }
+  }
+  const root = (x: Float64Array): Float64Array => x.map(Math.sqrt);
+  return new Map<string, Value>([
+    ['o', { shape: [B, H, T, V], data: root(so) }],
+    ['grad.q', { shape: [B, H, T, K], data: root(sq) }],
+    ['grad.k', { shape: [B, H, T, K], data: root(sk) }],
+    ['grad.v', { shape: [B, H, T, V], data: root(sv) }],
+  ]);
+}
+
 /** RMS of a tensor's elements (0 for an empty one). */
 export function rmsOf(x: ArrayLike<number>): number {
   let s = 0;

@@ -9,7 +9,7 @@
 // the fast float64 recurrent form (helpers/fast-reference.ts, O(B H T K V)), so no cost cap.
 import fc from 'fast-check';
 import type { CheckedFn } from '../../dsl/checked.js';
-import { decayScale, isFastFamily, rmsOf } from './fast-reference.js';
+import { decayScale, isFastFamily, productScales, rmsOf } from './fast-reference.js';
 import { fastReference, prng, type Reference, relErr, tensor, uniform, unflat, type Value } from './harness.js';
 
 export const TOL = 1e-5;
@@ -150,8 +150,13 @@ export interface Truth {
   ref: Reference;
   /** Natural scale of the decay gradient (helpers/fast-reference.ts decayScale), if any. */
   scale: Value | undefined;
+  /** Natural scales of o and the q, k, v gradients (helpers/fast-reference.ts productScales). */
+  scales: Map<string, Value>;
   ms: number;
 }
+
+/** The natural scale a tensor of a case is measured against (checkTensor), if it has one. */
+export const scaleOf = (t: Truth, name: string): Value | undefined => (DECAY_GRADS.has(name) ? t.scale : t.scales.get(name));
 
 /** Inputs, upstreams and the float64 truth of a case (the fast reference). */
 export function truthOf(fn: CheckedFn, f: Family, c: Case): Truth {
@@ -161,7 +166,8 @@ export function truthOf(fn: CheckedFn, f: Family, c: Case): Truth {
   const inputs = inputsOf(f, c, rand);
   const ref = fastReference(fn, inputs, rand);
   const scale = decayScale(f.name, inputs, ref.ups);
-  return { inputs, ref, scale, ms: performance.now() - t0 };
+  const scales = productScales(f.name, inputs, ref.ups);
+  return { inputs, ref, scale, scales, ms: performance.now() - t0 };
 }
 
 /** Worst errors per key, for the report after a run. */
