@@ -5,7 +5,8 @@
 // tests/fast-reference.test.ts) to relative RMSE <= 1e-5, forward and backward, for random
 // shapes at the real head sizes (K in {1..16, 64, 128, 256}, V in {1..16, 64, 128, 256, 432,
 // 512}, T up to 300; tests/helpers/schedule-cases.ts), decays, chunk sizes and data. Decay
-// gradients are measured against max(RMS ref, their natural scale) (decayScale).
+// gradients, o and the q, k, v gradients are measured against max(RMS ref, their natural scale)
+// (decayScale, productScales: inner dot products can cancel far below their terms).
 //
 // The seed is fresh on every run and printed (`[schedules] fast-check seed N`); FC_SEED=N
 // reproduces a run. FC_RUNS_SCALE scales the random cases. Every property asserts that it made
@@ -20,7 +21,7 @@ import type { CheckedFn } from '../dsl/checked.js';
 import { FORMS, type Form } from '../compiler/schedule.js';
 import { assertProperty, fcSeed, loadFn, plan, runPlan, runsScale, seedFor } from './helpers/harness.js';
 import {
-  caseArb, checkTensor, DECAY_GRADS, RANDOM_RUNS, describeCase, DONE_WHEN, FAMILIES, GAMMA_MAX, TOL, truthOf, Worst, type Case, type Family, type Truth,
+  caseArb, checkTensor, DECAY_GRADS, RANDOM_RUNS, describeCase, DONE_WHEN, FAMILIES, GAMMA_MAX, scaleOf, TOL, truthOf, Worst, type Case, type Family, type Truth,
 } from './helpers/schedule-cases.js';
 
 const SEED = fcSeed('schedules');
@@ -90,10 +91,10 @@ for (const f of FAMILIES) {
       test(`${form}: outputs and the gradients of ${others} agree to relative RMSE <= ${TOL}`, async () => {
         await runProperty(`${f.name} ${form}`, (c, r, problems) => {
           const fwd = runPlan(plan(fn, form, c.chunk, false, { K: c.K, V: c.V }), r.inputs);
-          for (const o of fn.outputs) checkTensor(`${f.name} ${form} chunk=${c.chunk} ${o.name}`, `${f.name} ${form} ${o.name}`, fwd.get(o.name), r.ref.outs.get(o.name)!, problems, worst);
+          for (const o of fn.outputs) checkTensor(`${f.name} ${form} chunk=${c.chunk} ${o.name}`, `${f.name} ${form} ${o.name}`, fwd.get(o.name), r.ref.outs.get(o.name)!, problems, worst, scaleOf(r, o.name));
           const bwd = backward(r, c, form);
           for (const [name, want] of r.ref.grads) {
-            if (!DECAY_GRADS.has(name)) checkTensor(`${f.name} ${form} chunk=${c.chunk} ${name}`, `${f.name} ${form} ${name}`, bwd.get(name), want, problems, worst);
+            if (!DECAY_GRADS.has(name)) checkTensor(`${f.name} ${form} chunk=${c.chunk} ${name}`, `${f.name} ${form} ${name}`, bwd.get(name), want, problems, worst, scaleOf(r, name));
           }
         });
       }, 600_000);
