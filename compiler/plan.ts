@@ -14,9 +14,12 @@ import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.
 import { lowerElementwise } from './lower/generic.js';
 import { defaultTreeShape, lowerTreeReduce, treeShapeOf, treeSuits, treeSum } from './lower/reduce.js';
 import { recogniseDense } from './dense.js';
+import { hoistInvariant } from './hoist-invariant.js';
+import { cseKernel } from './kir-cse.js';
 import { lowerScatter, lowerScatterZero, recogniseScatter } from './lower/scatter.js';
 import { chooseDenseTile, DEFAULT_DENSE_TILE, denseTileOf, lowerDense } from './lower/dense.js';
 import { chooseDenseCpuTile, lowerDenseCpu } from './lower/dense-cpu.js';
+import { lowerDenseForMma } from './lower/dense-mma.js';
 import { canonicalise } from './rewrite.js';
 import { type Form, type Schedule, type StatementChoice, scheduleToJson, statementSchedule } from './schedule.js';
 import { type StateSpec, statefulIr, StatefulError } from './stateful.js';
@@ -141,7 +144,9 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
       throw e;
     }
   }
-  const { fn: ir, contractions } = analyse(withoutDeadStatements(base));
+  const analysed = analyse(withoutDeadStatements(base));
+  const { contractions } = analysed;
+  let ir = analysed.fn;
   const choose = statementChooser(fn, schedule, ir, contractions);
   {
     const reasonsOf = (f: IrFn, cs: ReadonlyMap<string, Contraction>, formOf: (s: IrStmt) => Form) => f.body.filter((s) => !cs.has(s.target) && formOf(s) !== 'parallel').map((s) => ({ s, r: explain(s), form: formOf(s) })).filter((x): x is { s: IrStmt; r: string; form: Form } => x.r !== undefined);
@@ -168,6 +173,8 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     const keep = decayGrads.size ? f32Tensors(ir, contractions, decayGrads) : decay;
     for (const cv of ir.vars.values()) if (cv.dtype !== 'i32' && cv.dtype !== 'i64' && !keep.has(cv.id)) half.set(cv.id, schedule.dtype);
   }
+  // Loop-invariant expensive subexpressions as tables of their own, f32 (not in `half`): compiler/hoist-invariant.ts.
+  ir = hoistInvariant(ir, { keep: (s) => contractions.has(s.target) || recogniseDense(s, ir.vars) !== undefined, constants, storage: (id) => half.get(id) ?? 'f32' }).fn;
   const launches: Launch[] = [];
   // The plan's tensors: the IR's, and temporaries some lowerings add (chunk states, f32).
   const vars = new Map(ir.vars);
@@ -180,7 +187,7 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     // A dense sum is tiled when the schedule says so, by default or by the statement's tiles.
     const chosenTiles = choose.of(s)?.tiles;
     const blocked = sched.dense === 'blocked';
-    const dense = c ? undefined : (sched.dense === 'tiled' || blocked || denseTileOf(chosenTiles, DEFAULT_DENSE_TILE)) ? recogniseDense(s, ir.vars) : undefined;
+    const dense = c ? undefined : (sched.dense === 'tiled' || blocked || sched.dense === 'mma' || denseTileOf(chosenTiles, DEFAULT_DENSE_TILE)) ? recogniseDense(s, ir.vars) : undefined;
     const chunkParallel = c !== undefined && sched.form === 'chunkwise' && sched.chunkParallel === true;
     // A sum into few outputs as a tree reduction: always where the statement's choice says
     // 'tree', where the sizes suit it (treeSuits) where only the schedule's default says so.
@@ -202,6 +209,8 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
         kernels = [{ kernel: ks.states, L: La, target: id }, { kernel: ks.scan, L: Lb, target: id }, { kernel: ks.outputs, L: Lc, target: s.target }];
       } else if (dense && blocked) {
         kernels = [{ kernel: lowerDenseCpu(name, s, dense, L, chooseDenseCpuTile(dense, constants, chosenTiles)), L, target: s.target }];
+      } else if (dense && sched.dense === 'mma') {
+        kernels = [{ kernel: lowerDenseForMma(name, s, dense, L, { dtype: sched.dtype, half, constants, ...(chosenTiles ? { tiles: chosenTiles } : {}) }), L, target: s.target }];
       } else if (dense) {
         const base = chooseDenseTile(dense, constants);
         kernels = [{ kernel: lowerDense(name, s, dense, L, denseTileOf(chosenTiles, base) ?? base), L, target: s.target }];
@@ -234,7 +243,8 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
       });
       const scalars: Record<string, string> = {};
       kernel.scalars = [...KL.sizes.runtime].sort().map((a) => { scalars[sizeParam(a)] = a; return { name: sizeParam(a), type: 'i32' as const }; });
-      launches.push({ kernel, buffers, scalars, target, how: c ? 'contraction' : dense ? 'dense' : tree ? 'reduce' : scatter && target === s.target ? 'scatter' : 'elementwise', schedule: sched });
+      // Repeated subexpressions of each statement bound to locals, for every target alike (compiler/kir-cse.ts).
+      launches.push({ kernel: cseKernel(kernel), buffers, scalars, target, how: c ? 'contraction' : dense ? 'dense' : tree ? 'reduce' : scatter && target === s.target ? 'scatter' : 'elementwise', schedule: sched });
     }
   }
   return { fn: vars.size === ir.vars.size ? ir : { ...ir, vars }, schedule, launches, constants, contractions, half, states };
@@ -302,6 +312,7 @@ export function spelledOutSchedule(schedule: Schedule, fns: readonly CheckedFn[]
       else statements[key] = { ...(kind === 'quadratic' && hit?.[1].form === 'parallel' ? { form: 'parallel' as const } : {}), workgroup: e.workgroup.elementwise };
       if (hit?.[1].tiles && kind !== 'contraction') statements[key]!.tiles = hit[1].tiles;
       if (hit?.[1].reduce && kind !== 'contraction') statements[key]!.reduce = hit[1].reduce;
+      if (hit?.[1].dense && kind !== 'contraction') statements[key]!.dense = hit[1].dense;
     }
   }
   for (const [k, c] of Object.entries(schedule.statements ?? {})) if (!seen.has(k) && !Object.hasOwn(statements, k)) statements[k] = c;
@@ -360,6 +371,7 @@ function statementChooser(fn: CheckedFn, schedule: Schedule, ir: IrFn, contracti
     if (c.workgroup !== undefined) out.workgroup = c.workgroup;
     if (c.tiles !== undefined) out.tiles = c.tiles;
     if (c.reduce !== undefined && kind !== 'contraction') out.reduce = c.reduce;
+    if (c.dense !== undefined && kind !== 'contraction') out.dense = c.dense;
     if (kind === 'contraction') {
       if (c.form !== undefined) out.form = c.form;
       if (c.chunk !== undefined && out.form !== 'recurrent') out.chunk = c.chunk;

@@ -45,9 +45,12 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(
           int pm2 = c0 + m2;
           float dot = 0.0f;
           for (int i = 0; i < 64; i += 1) {
-            dot = dot + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+            int cse_0 = (b_b * size_H + b_h) * size_T;
+            dot = dot + q[(cse_0 + pm) * 64 + i] * k[(cse_0 + pm2) * 64 + i];
           }
-          P[e] = dot * (expf(float(pm - pm2) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(fabsf(gamma[b_h]) + 8.6736174e-19f))) * (gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f));
+          float cse_2 = gamma[b_h];
+          float cse_1 = cse_2 - 1.0f;
+          P[e] = dot * (expf(float(pm - pm2) * (fabsf(cse_1) < 0.5f ? log1pf(cse_1) : logf(fabsf(cse_2) + 8.6736174e-19f))) * (cse_2 < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f));
         }
       }
       __syncthreads();
@@ -67,7 +70,9 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(
               for (int i = 0; i < 64; i += 1) {
                 qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
               }
-              acc = acc + qs * (expf(float(pm - pe) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(fabsf(gamma[b_h]) + 8.6736174e-19f))) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
+              float cse_4 = gamma[b_h];
+              float cse_3 = cse_4 - 1.0f;
+              acc = acc + qs * (expf(float(pm - pe) * (fabsf(cse_3) < 0.5f ? log1pf(cse_3) : logf(fabsf(cse_4) + 8.6736174e-19f))) * (cse_4 < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
             }
             o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
           }
@@ -80,7 +85,9 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(
       int pl = c0 + (len - 1);
       float carry = 0.0f;
       if (c0 > 0) {
-        float dx = float(pl - pe) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(fabsf(gamma[b_h]) + 8.6736174e-19f));
+        float cse_6 = gamma[b_h];
+        float cse_5 = cse_6 - 1.0f;
+        float dx = float(pl - pe) * (fabsf(cse_5) < 0.5f ? log1pf(cse_5) : logf(fabsf(cse_6) + 8.6736174e-19f));
         carry = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : expf(dx)) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
       }
       #pragma unroll
@@ -89,7 +96,9 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(
       }
       for (int m2 = 0; m2 < len; m2 += 1) {
         int q2 = c0 + m2;
-        float wc = expf(float(pl - q2) * (fabsf(gamma[b_h] - 1.0f) < 0.5f ? log1pf(gamma[b_h] - 1.0f) : logf(fabsf(gamma[b_h]) + 8.6736174e-19f))) * (gamma[b_h] < 0.0f && (pl - q2) % 2 != 0 ? -1.0f : 1.0f) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        float cse_8 = gamma[b_h];
+        float cse_7 = cse_8 - 1.0f;
+        float wc = expf(float(pl - q2) * (fabsf(cse_7) < 0.5f ? log1pf(cse_7) : logf(fabsf(cse_8) + 8.6736174e-19f))) * (cse_8 < 0.0f && (pl - q2) % 2 != 0 ? -1.0f : 1.0f) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         #pragma unroll
         for (int i = 0; i < 64; i += 1) {
           float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];

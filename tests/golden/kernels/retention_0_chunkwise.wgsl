@@ -61,15 +61,12 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
           let pm2: i32 = c0 + m2;
           var dot_: f32 = 0.0f;
           for (var i: i32 = 0; i < 64; i += 1) {
-            dot_ = dot_ + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+            let cse_0: i32 = (b_b * size_H + b_h) * size_T;
+            dot_ = dot_ + q[(cse_0 + pm) * 64 + i] * k[(cse_0 + pm2) * 64 + i];
           }
-          var sel: f32 = 0.0f;
-          if (abs(gamma[b_h] - 1.0f) < 0.5f) {
-            sel = rn_log1p(gamma[b_h] - 1.0f);
-          } else {
-            sel = log(abs(gamma[b_h]) + 8.6736174e-19f);
-          }
-          P[e] = dot_ * (exp(f32(pm - pm2) * sel) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0));
+          let cse_2: f32 = gamma[b_h];
+          let cse_1: f32 = cse_2 - 1.0f;
+          P[e] = dot_ * (exp(f32(pm - pm2) * select(log(abs(cse_2) + 8.6736174e-19f), rn_log1p(cse_1), abs(cse_1) < 0.5f)) * select(1.0f, -1.0f, cse_2 < 0.0f && (pm - pm2) % 2 != 0));
         }
       }
       workgroupBarrier();
@@ -88,13 +85,9 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
               for (var i: i32 = 0; i < 64; i += 1) {
                 qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
               }
-              var sel1: f32 = 0.0f;
-              if (abs(gamma[b_h] - 1.0f) < 0.5f) {
-                sel1 = rn_log1p(gamma[b_h] - 1.0f);
-              } else {
-                sel1 = log(abs(gamma[b_h]) + 8.6736174e-19f);
-              }
-              acc = acc + qs * (exp(f32(pm - pe) * sel1) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0));
+              let cse_4: f32 = gamma[b_h];
+              let cse_3: f32 = cse_4 - 1.0f;
+              acc = acc + qs * (exp(f32(pm - pe) * select(log(abs(cse_4) + 8.6736174e-19f), rn_log1p(cse_3), abs(cse_3) < 0.5f)) * select(1.0f, -1.0f, cse_4 < 0.0f && (pm - pe) % 2 != 0));
             }
             o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
           }
@@ -107,13 +100,9 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
       let pl: i32 = c0 + (len - 1);
       var carry: f32 = 0.0f;
       if (c0 > 0) {
-        var sel2: f32 = 0.0f;
-        if (abs(gamma[b_h] - 1.0f) < 0.5f) {
-          sel2 = rn_log1p(gamma[b_h] - 1.0f);
-        } else {
-          sel2 = log(abs(gamma[b_h]) + 8.6736174e-19f);
-        }
-        let dx: f32 = f32(pl - pe) * sel2;
+        let cse_6: f32 = gamma[b_h];
+        let cse_5: f32 = cse_6 - 1.0f;
+        let dx: f32 = f32(pl - pe) * select(log(abs(cse_6) + 8.6736174e-19f), rn_log1p(cse_5), abs(cse_5) < 0.5f);
         carry = select(exp(dx), ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f, abs(dx) < 0.5f) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
       }
       for (var i: i32 = 0; i < 64; i += 1) {
@@ -121,13 +110,9 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
       }
       for (var m2: i32 = 0; m2 < len; m2 += 1) {
         let q2: i32 = c0 + m2;
-        var sel3: f32 = 0.0f;
-        if (abs(gamma[b_h] - 1.0f) < 0.5f) {
-          sel3 = rn_log1p(gamma[b_h] - 1.0f);
-        } else {
-          sel3 = log(abs(gamma[b_h]) + 8.6736174e-19f);
-        }
-        let wc: f32 = exp(f32(pl - q2) * sel3) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - q2) % 2 != 0) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+        let cse_8: f32 = gamma[b_h];
+        let cse_7: f32 = cse_8 - 1.0f;
+        let wc: f32 = exp(f32(pl - q2) * select(log(abs(cse_8) + 8.6736174e-19f), rn_log1p(cse_7), abs(cse_7) < 0.5f)) * select(1.0f, -1.0f, cse_8 < 0.0f && (pl - q2) % 2 != 0) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
         for (var i: i32 = 0; i < 64; i += 1) {
           let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
           S[i] = S[i] + wc * bi;

@@ -8,6 +8,8 @@ extern "C" __global__ void __launch_bounds__(256) retention_bwd_0_map(
   int gid = wg_x * 256 + tid_x;
   if (gid < size_H) {
     int i_h = gid;
-    _decay1_o[gid] = fabsf(gamma[i_h] - 1.0f) < 0.5f ? log1pf(gamma[i_h] - 1.0f) : logf(fabsf(gamma[i_h]) + 8.6736174e-19f);
+    float cse_1 = gamma[i_h];
+    float cse_0 = cse_1 - 1.0f;
+    _decay1_o[gid] = fabsf(cse_0) < 0.5f ? log1pf(cse_0) : logf(fabsf(cse_1) + 8.6736174e-19f);
   }
 }

@@ -38,12 +38,8 @@ fn retention_bwd_0_map(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
   let gid: i32 = wg_x * 256 + tid_x;
   if (gid < size_H) {
     let i_h: i32 = gid;
-    var sel: f32 = 0.0f;
-    if (abs(gamma[i_h] - 1.0f) < 0.5f) {
-      sel = rn_log1p(gamma[i_h] - 1.0f);
-    } else {
-      sel = log(abs(gamma[i_h]) + 8.6736174e-19f);
-    }
-    _decay1_o[gid] = sel;
+    let cse_1: f32 = gamma[i_h];
+    let cse_0: f32 = cse_1 - 1.0f;
+    _decay1_o[gid] = select(log(abs(cse_1) + 8.6736174e-19f), rn_log1p(cse_0), abs(cse_0) < 0.5f);
   }
 }

@@ -50,9 +50,11 @@ extern "C" __global__ void __launch_bounds__(128, 1) retention_bwd_1_chunkwise(
           int pm2 = c0 + m2;
           float dot = 0.0f;
           for (int i = 0; i < 64; i += 1) {
-            dot = dot + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+            int cse_0 = (b_b * size_H + b_h) * size_T;
+            dot = dot + q[(cse_0 + pm) * 64 + i] * k[(cse_0 + pm2) * 64 + i];
           }
-          P[e] = dot * (expf(float(pm - pm2) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f) * float(pm - pm2));
+          float cse_1 = float(pm - pm2);
+          P[e] = dot * (expf(cse_1 * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f) * cse_1);
         }
       }
       __syncthreads();
@@ -76,7 +78,8 @@ extern "C" __global__ void __launch_bounds__(128, 1) retention_bwd_1_chunkwise(
                 qs = qs + ai * S[i];
                 qs1 = qs1 + ai * S1[i];
               }
-              acc = acc + (float(pm - pe) * qs + qs1) * (expf(float(pm - pe) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
+              float cse_2 = float(pm - pe);
+              acc = acc + (cse_2 * qs + qs1) * (expf(cse_2 * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
             }
             red[mm * 128 + tid_x] = acc;
           }

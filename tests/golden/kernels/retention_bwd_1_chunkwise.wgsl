@@ -55,9 +55,11 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
           let pm2: i32 = c0 + m2;
           var dot_: f32 = 0.0f;
           for (var i: i32 = 0; i < 64; i += 1) {
-            dot_ = dot_ + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+            let cse_0: i32 = (b_b * size_H + b_h) * size_T;
+            dot_ = dot_ + q[(cse_0 + pm) * 64 + i] * k[(cse_0 + pm2) * 64 + i];
           }
-          P[e] = dot_ * (exp(f32(pm - pm2) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0) * f32(pm - pm2));
+          let cse_1: f32 = f32(pm - pm2);
+          P[e] = dot_ * (exp(cse_1 * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0) * cse_1);
         }
       }
       workgroupBarrier();
@@ -80,7 +82,8 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
                 qs = qs + ai * S[i];
                 qs1 = qs1 + ai * S1[i];
               }
-              acc = acc + (f32(pm - pe) * qs + qs1) * (exp(f32(pm - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0));
+              let cse_2: f32 = f32(pm - pe);
+              acc = acc + (cse_2 * qs + qs1) * (exp(cse_2 * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0));
             }
             red[mm * 128 + tid_x] = acc;
           }

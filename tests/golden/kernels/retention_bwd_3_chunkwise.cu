@@ -46,7 +46,8 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_bwd_3_chunkwise(
           int pm2 = c0 + m2;
           float dot = 0.0f;
           for (int i = 0; i < 64; i += 1) {
-            dot = dot + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * v[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+            int cse_0 = (b_b * size_H + b_h) * size_T;
+            dot = dot + grad_o[(cse_0 + pm) * 64 + i] * v[(cse_0 + pm2) * 64 + i];
           }
           P[e] = dot * (expf(float(pm - pm2) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f));
         }

@@ -46,7 +46,8 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_bwd_5_chunkwise(
           int pm2 = size_T - 1 - (c0 + m2);
           float dot = 0.0f;
           for (int i = 0; i < 64; i += 1) {
-            dot = dot + k[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * q[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+            int cse_0 = (b_b * size_H + b_h) * size_T;
+            dot = dot + k[(cse_0 + pm) * 64 + i] * q[(cse_0 + pm2) * 64 + i];
           }
           P[e] = dot * (expf(float(pm2 - pm) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm2 - pm) % 2 != 0 ? -1.0f : 1.0f));
         }

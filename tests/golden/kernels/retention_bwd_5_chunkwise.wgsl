@@ -51,7 +51,8 @@ fn retention_bwd_5_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
           let pm2: i32 = size_T - 1 - (c0 + m2);
           var dot_: f32 = 0.0f;
           for (var i: i32 = 0; i < 64; i += 1) {
-            dot_ = dot_ + k[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * q[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+            let cse_0: i32 = (b_b * size_H + b_h) * size_T;
+            dot_ = dot_ + k[(cse_0 + pm) * 64 + i] * q[(cse_0 + pm2) * 64 + i];
           }
           P[e] = dot_ * (exp(f32(pm2 - pm) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm2 - pm) % 2 != 0));
         }

@@ -9,6 +9,7 @@ extern "C" __global__ void __launch_bounds__(256) retention_bwd_6_map(
   int gid = wg_x * 256 + tid_x;
   if (gid < size_H) {
     int i_h = gid;
-    _d_gamma_13[gid] = fabsf(gamma[i_h] - 1.0f) < 0.5f ? _d_decay1_o_7[i_h] * (1.0f / (1.0f + (gamma[i_h] - 1.0f))) : 0.0f;
+    float cse_0 = gamma[i_h] - 1.0f;
+    _d_gamma_13[gid] = fabsf(cse_0) < 0.5f ? _d_decay1_o_7[i_h] * (1.0f / (1.0f + cse_0)) : 0.0f;
   }
 }

@@ -27,9 +27,10 @@ fn retention_bwd_6_map(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
   let gid: i32 = wg_x * 256 + tid_x;
   if (gid < size_H) {
     let i_h: i32 = gid;
+    let cse_0: f32 = gamma[i_h] - 1.0f;
     var sel: f32 = 0.0f;
-    if (abs(gamma[i_h] - 1.0f) < 0.5f) {
-      sel = _d_decay1_o_7[i_h] * (1.0f / (1.0f + (gamma[i_h] - 1.0f)));
+    if (abs(cse_0) < 0.5f) {
+      sel = _d_decay1_o_7[i_h] * (1.0f / (1.0f + cse_0));
     } else {
       sel = 0.0f;
     }

@@ -9,6 +9,7 @@ extern "C" __global__ void __launch_bounds__(256) retention_bwd_7_map(
   int gid = wg_x * 256 + tid_x;
   if (gid < size_H) {
     int i_h = gid;
-    _d_gamma_14[gid] = fabsf(gamma[i_h] - 1.0f) < 0.5f ? 0.0f : _d_decay1_o_7[i_h] * (1.0f / (fabsf(gamma[i_h]) + 8.6736174e-19f)) * (gamma[i_h] >= 0.0f ? 1.0f : -1.0f);
+    float cse_0 = gamma[i_h];
+    _d_gamma_14[gid] = fabsf(cse_0 - 1.0f) < 0.5f ? 0.0f : _d_decay1_o_7[i_h] * (1.0f / (fabsf(cse_0) + 8.6736174e-19f)) * (cse_0 >= 0.0f ? 1.0f : -1.0f);
   }
 }

@@ -27,11 +27,12 @@ fn retention_bwd_7_map(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
   let gid: i32 = wg_x * 256 + tid_x;
   if (gid < size_H) {
     let i_h: i32 = gid;
+    let cse_0: f32 = gamma[i_h];
     var sel: f32 = 0.0f;
-    if (abs(gamma[i_h] - 1.0f) < 0.5f) {
+    if (abs(cse_0 - 1.0f) < 0.5f) {
       sel = 0.0f;
     } else {
-      sel = _d_decay1_o_7[i_h] * (1.0f / (abs(gamma[i_h]) + 8.6736174e-19f)) * select(-1.0f, 1.0f, gamma[i_h] >= 0.0f);
+      sel = _d_decay1_o_7[i_h] * (1.0f / (abs(cse_0) + 8.6736174e-19f)) * select(-1.0f, 1.0f, cse_0 >= 0.0f);
     }
     _d_gamma_14[gid] = sel;
   }
