@@ -9,7 +9,7 @@
 // The second half holds kernel IR rewrites the target legalisers share: a structural map
 // over statements and expressions, and a scope-aware renamer that gives every identifier a
 // spelling the target accepts (no keyword, no reserved word, no shadowing).
-import type { KBinOp, KBuiltin, Kernel, KExpr, KStmt, KType, KUnOp } from './kir.js';
+import type { KBinOp, KBuiltin, Kernel, KExpr, KMma, KStmt, KType, KUnOp } from './kir.js';
 
 // ---- precedence ----------------------------------------------------------------------
 
@@ -148,6 +148,8 @@ export class CPrinter {
   /** A workgroup-shared array (where the target declares it: module scope, kernel prologue, header). */
   sharedArray(name: string, type: KType, size: number): string { return `shared ${this.typeName(type)} ${name}[${size}]`; }
   barrier(): string { return 'barrier();'; }
+  /** A tensor-core tile step (kir.ts KMma): readable here; CUDA prints it, other targets refuse it. */
+  mma(s: KMma): string[] { return [`mma.m16n8k16.${s.input} ${s.mt}x${s.nt} ${s.c}[${s.cOff}..] += ${s.a}[${this.expr(s.aOff)} : ${s.aStride}] * ${s.b}[${this.expr(s.bOff)} : ${s.bStride}]; // ${s.of}`]; }
   comment(text: string): string[] { return text.split('\n').map((l) => `// ${l}`); }
   ifHead(cond: KExpr): string { return `if (${this.expr(cond)}) {`; }
   elseIfHead(cond: KExpr): string { return `} else if (${this.expr(cond)}) {`; }
@@ -176,6 +178,7 @@ export class CPrinter {
       case 'local': out.push(ind + this.localArray(s.name, s.type, s.size)); return;
       case 'store': out.push(ind + this.store(s.array, s.index, s.value)); return;
       case 'barrier': out.push(ind + this.barrier()); return;
+      case 'mma': out.push(...this.mma(s).map((l) => ind + l)); return;
       case 'comment': out.push(...this.comment(s.text).map((l) => ind + l)); return;
       case 'for':
         for (const l of this.beforeFor(s)) out.push(ind + l);
@@ -270,6 +273,7 @@ export function stmtExprs(s: KStmt): KExpr[] {
     case 'store': return [s.index, s.value];
     case 'if': return [s.cond];
     case 'for': return [s.start, s.end];
+    case 'mma': return [s.aOff, s.bOff];
     default: return [];
   }
 }
@@ -381,6 +385,7 @@ export function renameKernel(k: Kernel, rules: RenameRules): Renamed {
         scopes.pop();
         return { ...s, v, start, end, body };
       }
+      case 'mma': return { ...s, a: lookup(s.a), b: lookup(s.b), c: lookup(s.c), aOff: ex(s.aOff), bOff: ex(s.bOff) };
       default: return s;
     }
   };

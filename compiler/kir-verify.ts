@@ -14,7 +14,11 @@
 //     i32 constants; stores to read-only buffers;
 //   - barriers only in uniform control flow: an `if` or `for` that holds a barrier must have a
 //     condition (bounds) that every thread of a workgroup computes alike (`uniformity` below).
-//     The executor checks the dynamic counterpart (all threads at the same barrier) as it runs.
+//     The executor checks the dynamic counterpart (all threads at the same barrier) as it runs;
+//   - mma (tensor cores, kir.ts KMma): only where the consumer says it prints or runs it
+//     (`mma: true`: CUDA, the CPU executor); in uniform control flow (a warp executes it
+//     together), a workgroup [T, 1, 1] with T a multiple of 32, operands in shared arrays of its
+//     half storage, row strides multiples of 8, accumulators in a local f32 array large enough.
 import type { Kernel, KExpr, KStmt, KType } from './kir.js';
 
 export class KirError extends Error {}
@@ -28,17 +32,29 @@ export interface VerifyOptions {
    * threads that diverge.
    */
   uniformBarriers?: boolean;
+  /** The consumer prints or runs tensor-core mma statements (CUDA, the CPU executor); else they are refused. */
+  mma?: boolean;
 }
 
-const elemBytes = (t: KType): number => (t === 'bool' ? 1 : 4);
+/** The statement of the first tensor-core mma statement of a kernel, if it has one. */
+export function mmaStatement(k: Pick<Kernel, 'body'>): string | undefined {
+  let of: string | undefined;
+  walk(k.body, (s) => { if (s.k === 'mma' && of === undefined) of = s.of; });
+  return of;
+}
+
+const elemBytes = (t: KType, half?: string): number => (half ? 2 : t === 'bool' ? 1 : 4);
 
 interface VarInfo { kind: 'var'; type: KType; param: boolean }
-interface ArrInfo { kind: 'buffer' | 'shared' | 'local'; type: KType; writable: boolean }
+interface ArrInfo { kind: 'buffer' | 'shared' | 'local'; type: KType; writable: boolean; storage?: string; size?: number }
 type Info = VarInfo | ArrInfo;
 
 export function hasBarrier(ss: readonly KStmt[]): boolean {
   return ss.some((s) => s.k === 'barrier' || (s.k === 'if' && (hasBarrier(s.then) || hasBarrier(s.else))) || (s.k === 'for' && hasBarrier(s.body)));
 }
+
+/** Whether a block holds an mma statement (a warp executes it together, as a barrier). */
+const hasMma = (ss: readonly KStmt[]): boolean => ss.some((s) => s.k === 'mma' || (s.k === 'if' && (hasMma(s.then) || hasMma(s.else))) || (s.k === 'for' && hasMma(s.body)));
 
 /** Checks `k`; throws a KirError naming the kernel and the first problem. */
 export function verifyKernel(k: Kernel, opts: VerifyOptions = {}): void {
@@ -58,8 +74,9 @@ export function verifyKernel(k: Kernel, opts: VerifyOptions = {}): void {
   let sharedBytes = 0;
   for (const s of k.shared) {
     if (!Number.isInteger(s.size) || s.size <= 0) fail(`shared array '${s.name}' has size ${s.size}`);
-    add(s.name, { kind: 'shared', type: s.type, writable: true });
-    sharedBytes += s.size * elemBytes(s.type);
+    if (s.storage && (s.type !== 'f32' || (s.storage !== 'f16' && s.storage !== 'bf16'))) fail(`shared array '${s.name}' of type ${s.type} has ${String(s.storage)} storage (only f32 arrays may have f16 or bf16)`);
+    add(s.name, { kind: 'shared', type: s.type, writable: true, ...(s.storage ? { storage: s.storage } : {}) });
+    sharedBytes += s.size * elemBytes(s.type, s.storage);
   }
   if (opts.maxSharedBytes !== undefined && sharedBytes > opts.maxSharedBytes) {
     fail(`its shared arrays need ${sharedBytes} bytes, more than the ${opts.maxSharedBytes} a workgroup may have`);
@@ -189,8 +206,26 @@ export function verifyKernel(k: Kernel, opts: VerifyOptions = {}): void {
       }
       case 'local':
         if (!Number.isInteger(s.size) || s.size <= 0) fail(`local array '${s.name}' has size ${s.size}`);
-        declare(s.name, { kind: 'local', type: s.type, writable: true });
+        declare(s.name, { kind: 'local', type: s.type, writable: true, size: s.size });
         return;
+      case 'mma': {
+        // WGSL and native C (their printers verify without `mma`) refuse it here, in one line.
+        if (!opts.mma) fail(`statement '${s.of}': dense 'mma' (tensor cores) is CUDA only; use dense 'tiled' or 'blocked' on this target`);
+        if (k.workgroup[1] !== 1 || k.workgroup[2] !== 1 || k.workgroup[0] % 32 !== 0) fail(`mma needs a workgroup [32 n, 1, 1], not ${k.workgroup.join('x')}`);
+        if (s.input !== 'f16' && s.input !== 'bf16') fail(`mma input '${String(s.input)}' (f16 or bf16)`);
+        if (![s.mt, s.nt].every((n) => Number.isInteger(n) && n > 0)) fail(`mma blocks ${s.mt}x${s.nt}`);
+        for (const [arr, stride] of [[s.a, s.aStride], [s.b, s.bStride]] as const) {
+          const a = array(arr);
+          if (a.kind !== 'shared' || a.storage !== s.input) fail(`mma operand '${arr}' must be a shared array of ${s.input} storage`);
+          if (!Number.isInteger(stride) || stride <= 0 || stride % 8 !== 0 || stride < 16) fail(`mma row stride ${stride} of '${arr}' (a multiple of 8, at least 16)`);
+        }
+        index(s.aOff);
+        index(s.bOff);
+        const c = array(s.c);
+        if (c.kind !== 'local' || c.type !== 'f32') fail(`mma accumulators '${s.c}' must be a local f32 array`);
+        if (!Number.isInteger(s.cOff) || s.cOff < 0 || s.cOff + 4 * s.mt * s.nt > c.size!) fail(`mma accumulators ${s.c}[${s.cOff} .. ${s.cOff + 4 * s.mt * s.nt}) out of its ${c.size}`);
+        return;
+      }
       case 'store': {
         const a = array(s.array);
         if (!a.writable) fail(`store to read-only buffer '${s.array}'`);
@@ -223,9 +258,9 @@ export function verifyKernel(k: Kernel, opts: VerifyOptions = {}): void {
   };
   block(k.body);
 
-  if (opts.uniformBarriers !== false) {
+  if (opts.uniformBarriers !== false || mmaStatement(k) !== undefined) {
     const u = uniformity(k);
-    if (u.problem) fail(u.problem);
+    if (u.problem && (opts.uniformBarriers !== false || u.problem.includes('mma'))) fail(u.problem);
   }
 }
 
@@ -282,6 +317,7 @@ export function uniformity(k: Kernel): Uniformity {
         case 'if': {
           const c = control && uniform(s.cond);
           if (check && !c && !problem && (hasBarrier(s.then) || hasBarrier(s.else))) problem = `a barrier inside an if whose condition differs between threads (${control ? 'the condition depends on the thread' : 'in non-uniform control flow'})`;
+          if (check && !c && !problem && (hasMma(s.then) || hasMma(s.else))) problem = `an mma inside an if whose condition differs between threads (a warp executes it together)`;
           pass(s.then, c, check);
           pass(s.else, c, check);
           break;
@@ -290,6 +326,7 @@ export function uniformity(k: Kernel): Uniformity {
           const c = control && uniform(s.start) && uniform(s.end);
           if (!c) varying.add(s.v);
           if (check && !c && !problem && hasBarrier(s.body)) problem = `a barrier inside loop '${s.v}' whose bounds differ between threads (${control ? 'the bounds depend on the thread' : 'in non-uniform control flow'})`;
+          if (check && !c && !problem && hasMma(s.body)) problem = `an mma inside loop '${s.v}' whose bounds differ between threads (a warp executes it together)`;
           pass(s.body, c, check);
           break;
         }

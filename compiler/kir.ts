@@ -14,7 +14,10 @@
 //     (bfloat16), 2 bytes an element (KBuffer.storage). Its loads are f32 values (the
 //     conversion is exact) and its stores round the f32 value to the storage type, to nearest
 //     even, past the largest finite value to +-inf, NaN to NaN (bf16 keeps f32's range).
-//     Nothing else changes: variables, shared and local arrays and all arithmetic stay f32.
+//     Nothing else changes: variables, local arrays and all arithmetic stay f32. A shared f32
+//     array may have half storage too (KShared.storage), with the same load and store rules.
+//   - mma (tensor cores, CUDA only): a warp-level tile product over shared half arrays into f32
+//     accumulators in a per-thread local array; see the statement below for its exact meaning.
 
 export type KType = 'f32' | 'i32' | 'bool';
 
@@ -44,7 +47,31 @@ export type KStmt =
   | { k: 'if'; cond: KExpr; then: KStmt[]; else: KStmt[] }
   | { k: 'for'; v: string; start: KExpr; end: KExpr; step: number; body: KStmt[] }
   | { k: 'barrier' }
-  | { k: 'comment'; text: string };
+  | { k: 'comment'; text: string }
+  | KMma;
+
+/**
+ * One k16 step of a warp tile: mt x nt blocks of mma.sync m16n8k16 (row.col, `input` operands,
+ * f32 accumulators). Every thread of the workgroup executes it (uniform control flow, workgroup
+ * [T, 1, 1] with T a multiple of 32); lane l = tid.x % 32 owns, of block (i, j), the four
+ * accumulators c[cOff + 4 (i nt + j) + 2 h + e] at row r = l / 4 + 8 h and column n = 2 (l % 4) + e
+ * (h, e in 0, 1), the m16n8 f32 fragment of mma.sync. For each it adds, for kk = 0 .. 15 in
+ * order, rounding to f32 after each addition, the (exact) product
+ *   a[aOff + (16 i + r) aStride + kk] * b[bOff + (8 j + n) bStride + kk]
+ * (A row-major, k contiguous; B stored [n][k], k contiguous). `a` and `b` are shared arrays with
+ * half storage `input`; row starts are 16-byte aligned (aOff, bOff, aStride, bStride multiples
+ * of 8), as ldmatrix needs. The hardware may sum the 16 products in another order (exact
+ * products, f32 sums): results agree to f32 rounding, not bit for bit. `of`: the statement.
+ */
+export interface KMma {
+  k: 'mma';
+  input: KHalf;
+  mt: number; nt: number;
+  a: string; aOff: KExpr; aStride: number;
+  b: string; bOff: KExpr; bStride: number;
+  c: string; cOff: number;
+  of: string;
+}
 
 /** Half-precision storage of an f32 buffer (see the header). */
 export type KHalf = 'f16' | 'bf16';
@@ -65,7 +92,8 @@ export const bufferStorage = (b: Pick<KBuffer, 'type' | 'storage'>): KStorage =>
 /** Bytes of one element in memory. */
 export const storageBytes = (s: KStorage): number => (s === 'f16' || s === 'bf16' ? 2 : 4);
 export interface KScalar { name: string; type: 'i32' | 'f32' }
-export interface KShared { name: string; type: KType; size: number }
+/** A workgroup-shared array; `storage`: f32 arrays only, half elements (as KBuffer.storage). */
+export interface KShared { name: string; type: KType; size: number; storage?: KHalf }
 
 export interface Kernel {
   name: string;

@@ -26,6 +26,11 @@ export interface StatementChoice {
   /** Chunkwise contractions as three kernels parallel over chunks (Schedule.chunkParallel). */
   chunkParallel?: boolean;
   /**
+   * How this statement's dense sum is lowered (Schedule.dense), whatever the default: 'mma'
+   * (tensor cores) for one projection, say.
+   */
+  dense?: DenseMode;
+  /**
    * A statement whose value is a function of one sum: 'tree' lowers it as a tree reduction
    * (compiler/lower/reduce.ts; its `tiles` outs and lanes shape it) whatever the sizes, 'serial'
    * as one thread per output (Schedule.reduce).
@@ -60,8 +65,11 @@ export interface Schedule {
    * executor, which runs barriers as generators), 'tiled' as tiled matrix products
    * (compiler/lower/dense.ts: workgroup tiles, register blocks, split-K), for GPUs; 'blocked' as
    * CPU matrix products (compiler/lower/dense-cpu.ts: single-thread macro tiles, packed panels,
-   * micro tiles of lane loops; a statement's tiles m, n, k, regM, regN, lanes), for native. A
-   * statement's `tiles` (m, n, k, regM, regN, splitK) tile it whatever the default.
+   * micro tiles of lane loops; a statement's tiles m, n, k, regM, regN, lanes), for native;
+   * 'mma' (opt-in, never a default: not yet confirmed on hardware by scripts/gpu-check.sh) as
+   * tensor-core products on CUDA (compiler/lower/dense-mma.ts: mma.sync m16n8k16 with f32
+   * accumulators), only with f16 or bf16 storage. A statement's `tiles` (m, n, k, regM, regN,
+   * splitK) tile it whatever the default.
    */
   dense?: DenseMode;
   /**
@@ -82,8 +90,8 @@ export interface Schedule {
   reduce?: ReduceMode;
 }
 
-export type DenseMode = 'map' | 'tiled' | 'blocked';
-export const DENSE_MODES: readonly DenseMode[] = ['map', 'tiled', 'blocked'];
+export type DenseMode = 'map' | 'tiled' | 'blocked' | 'mma';
+export const DENSE_MODES: readonly DenseMode[] = ['map', 'tiled', 'blocked', 'mma'];
 
 export type StorageDtype = 'f32' | 'f16' | 'bf16';
 export const STORAGE_DTYPES: readonly StorageDtype[] = ['f32', 'f16', 'bf16'];
@@ -149,7 +157,10 @@ export function checkChoice(c: unknown, where: string): StatementChoice {
     } else if (k === 'reduce') {
       if (typeof v !== 'string' || !(REDUCE_MODES as readonly string[]).includes(v)) throw new ScheduleFormatError(`${where}: reduce must be one of ${REDUCE_MODES.join(', ')}, got ${JSON.stringify(v)}`);
       out.reduce = v as ReduceMode;
-    } else throw new ScheduleFormatError(`${where}: unknown field '${k}' (a statement's choice has form, chunk, workgroup, tiles, chunkParallel, reduce)`);
+    } else if (k === 'dense') {
+      if (typeof v !== 'string' || !(DENSE_MODES as readonly string[]).includes(v)) throw new ScheduleFormatError(`${where}: dense must be one of ${DENSE_MODES.join(', ')}, got ${JSON.stringify(v)}`);
+      out.dense = v as DenseMode;
+    } else throw new ScheduleFormatError(`${where}: unknown field '${k}' (a statement's choice has form, chunk, workgroup, tiles, chunkParallel, reduce, dense)`);
   }
   if (out.form === 'recurrent' && out.chunk !== undefined) throw new ScheduleFormatError(`${where}: chunk does not apply to the recurrent form (it steps one position at a time)`);
   return out;
@@ -223,6 +234,10 @@ export function statementSchedule(s: Schedule, c: StatementChoice | undefined): 
     if (c.reduce === 'tree') out.reduce = 'tree';
     else delete out.reduce;
   }
+  if (c.dense !== undefined) {
+    if (c.dense !== 'map') out.dense = c.dense;
+    else delete out.dense;
+  }
   return out;
 }
 
@@ -234,6 +249,7 @@ const sortedChoice = (c: StatementChoice): StatementChoice => {
   if (c.tiles !== undefined) out.tiles = Object.fromEntries(Object.entries(c.tiles).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   if (c.chunkParallel !== undefined) out.chunkParallel = c.chunkParallel;
   if (c.reduce !== undefined) out.reduce = c.reduce;
+  if (c.dense !== undefined) out.dense = c.dense;
   return out;
 };
 

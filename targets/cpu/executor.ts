@@ -26,7 +26,11 @@
 //     statement, or all to have finished. Kernels without barriers run threads in sequence.
 //   - IR errors (type mismatches, unknown names, stores to read-only buffers) throw at compile.
 //   - Half-precision buffers (KBuffer.storage f16 / bf16) are Uint16Arrays of the bits: a load
-//     looks the value up in a table (exact), a store rounds to nearest even (targets/half.ts).
+//     looks the value up in a table (exact), a store rounds to nearest even (targets/half.ts);
+//     shared arrays with half storage too (poisoned with the half NaN).
+//   - mma (kir.ts KMma): each thread computes its own fragment from the shared operands, in the
+//     documented order (kk = 0 .. 15, f32 rounding after each addition; products are exact),
+//     bounds-checked like any load; lane = tid.x % 32.
 import type { KHalf, Kernel, KExpr, KStmt, KType } from '../../compiler/kir.js';
 import { erf } from '../../dsl/math.js';
 import { verifyKernel } from '../../compiler/kir-verify.js';
@@ -71,6 +75,26 @@ const HALF_TABLE: Record<KHalf, string> = { f16: 'h16', bf16: 'hb16' };
 const HALF_ROUND: Record<KHalf, string> = { f16: 'r16', bf16: 'rb16' };
 
 const POISON: Record<KType, string> = { f32: 'NaN', i32: '-2147483648', bool: '1' };
+/** Quiet-NaN bits of the half types, the poison of shared arrays with half storage. */
+const HALF_POISON: Record<KHalf, string> = { f16: '0x7e00', bf16: '0x7fc0' };
+
+/**
+ * One thread's part of an mma statement (kir.ts KMma): for each block (i, j) its four
+ * accumulators c[cOff + 4 (i nt + j) + 2 h + e] += sum over kk of a(row, kk) b(kk, col), added in
+ * the order kk = 0 .. 15 with f32 rounding after each addition (half products are exact in f32).
+ */
+function mmaStep(a: Uint16Array, b: Uint16Array, c: Float32Array, table: Float32Array, aOff: number, aStride: number, bOff: number, bStride: number, cOff: number, mt: number, nt: number, lane: number, bad: (arr: 'a' | 'b', i: number, len: number) => never): void {
+  const g = lane >> 2, t2 = (lane & 3) * 2;
+  for (let i = 0; i < mt; i++) for (let j = 0; j < nt; j++) for (let h = 0; h < 2; h++) for (let e = 0; e < 2; e++) {
+    const ra = aOff + (16 * i + g + 8 * h) * aStride, rb = bOff + (8 * j + t2 + e) * bStride;
+    if (ra < 0 || ra + 16 > a.length || ra % 8 !== 0) bad('a', ra, a.length);
+    if (rb < 0 || rb + 16 > b.length || rb % 8 !== 0) bad('b', rb, b.length);
+    const ci = cOff + 4 * (i * nt + j) + 2 * h + e;
+    let acc = c[ci]!;
+    for (let kk = 0; kk < 16; kk++) acc = Math.fround(acc + table[a[ra + kk]!]! * table[b[rb + kk]!]!);
+    c[ci] = acc;
+  }
+}
 const ARRAY: Record<KType, string> = { f32: 'Float32Array', i32: 'Int32Array', bool: 'Uint8Array' };
 
 // ---- code generation -----------------------------------------------------------------
@@ -323,6 +347,15 @@ class Gen {
       case 'barrier':
         out.push(`${ind}yield ${this.barriers++};`);
         return;
+      case 'mma': {
+        const a = this.array(s.a), b = this.array(s.b), c = this.array(s.c);
+        if (a.kind !== 'shared' || a.half !== s.input || b.kind !== 'shared' || b.half !== s.input) this.err(`mma operands must be shared arrays of ${s.input} storage`);
+        if (c.kind !== 'local' || c.type !== 'f32') this.err(`mma accumulators '${s.c}' must be a local f32 array`);
+        const site = this.site('load', a), siteB = this.site('load', b);
+        const bad = `(w, i, n) => oob(w === 'a' ? ${site} : ${siteB}, i, n, ${CTX})`;
+        out.push(`${ind}mma(${a.js}, ${b.js}, ${c.js}, ${HALF_TABLE[s.input]}, ${this.expr(s.aOff)}, ${s.aStride}, ${this.expr(s.bOff)}, ${s.bStride}, ${s.cOff}, ${s.mt}, ${s.nt}, tid_x & 31, ${bad});`);
+        return;
+      }
       case 'comment':
         out.push(`${ind}// ${s.text.replace(/[\r\n\u2028\u2029]/g, ' ')}`);
         return;
@@ -340,7 +373,7 @@ function hasBarrier(ss: KStmt[]): boolean {
 
 function compile(k: Kernel): CompiledKernel {
   // The shared verifier (every target's); barrier uniformity is checked at run time here.
-  verifyKernel(k, { uniformBarriers: false });
+  verifyKernel(k, { uniformBarriers: false, mma: true });
   const [TX, TY, TZ] = k.workgroup;
   const T = TX * TY * TZ;
   const fail = (msg: string): never => { throw new Error(`kernel IR error in kernel ${k.name}: ${msg}`); };
@@ -366,10 +399,10 @@ function compile(k: Kernel): CompiledKernel {
   });
   k.shared.forEach((s, i) => {
     if (!Number.isInteger(s.size) || s.size <= 0) fail(`shared array '${s.name}' has size ${s.size}`);
-    add(s.name, { kind: 'shared', name: s.name, js: `s${i}`, len: String(s.size), type: s.type, writable: true });
-    pro.push(`const s${i} = new ${ARRAY[s.type]}(${s.size});`);
+    add(s.name, { kind: 'shared', name: s.name, js: `s${i}`, len: String(s.size), type: s.type, writable: true, ...(s.storage ? { half: s.storage } : {}) });
+    pro.push(`const s${i} = new ${s.storage ? 'Uint16Array' : ARRAY[s.type]}(${s.size});`);
   });
-  const poisonShared = k.shared.map((s, i) => `s${i}.fill(${POISON[s.type]}); `).join('');
+  const poisonShared = k.shared.map((s, i) => `s${i}.fill(${s.storage ? HALF_POISON[s.storage] : POISON[s.type]}); `).join('');
 
   const g = new Gen(k, globals);
   g.gridMode = true;
@@ -454,9 +487,9 @@ function compile(k: Kernel): CompiledKernel {
 
   let fn: (B: KernelArgs['buffers'], S: KernelArgs['scalars']) => void;
   try {
-    const half = k.buffers.some((b) => b.storage);
-    fn = new Function('erf', 'idiv', 'imod', 'f2i', 'oob', 'badGrid', 'schedule', 'h16', 'hb16', 'r16', 'rb16', source)(
-      erf, idiv, imod, f2i, oob, badGrid, schedule, half ? f16Values() : null, half ? bf16Values() : null, toF16Bits, toBF16Bits);
+    const half = k.buffers.some((b) => b.storage) || k.shared.some((s) => s.storage);
+    fn = new Function('erf', 'idiv', 'imod', 'f2i', 'oob', 'badGrid', 'schedule', 'h16', 'hb16', 'r16', 'rb16', 'mma', source)(
+      erf, idiv, imod, f2i, oob, badGrid, schedule, half ? f16Values() : null, half ? bf16Values() : null, toF16Bits, toBF16Bits, mmaStep);
   } catch (e) {
     throw new Error(`internal error: generated code for kernel ${k.name} does not compile: ${(e as Error).message}\n${source}`);
   }

@@ -10,7 +10,7 @@
 //   - per-thread arrays indexed by loop counters: loops with constant trip counts that index a
 //     `local` array are marked for full unrolling, so the array can live in registers.
 import { renameKernel, walkExpr, walkStmts, stmtExprs } from '../../compiler/c-printer.js';
-import type { Kernel, KExpr, KStmt, KType } from '../../compiler/kir.js';
+import type { Kernel, KExpr, KHalf, KStmt, KType } from '../../compiler/kir.js';
 
 /** The most static shared memory a CUDA kernel may declare. */
 export const STATIC_SHARED_LIMIT = 48 * 1024;
@@ -39,6 +39,7 @@ const CUDA_NAMES = [
 export const CUDA_INTERNAL = [
   'tid_x', 'tid_y', 'tid_z', 'wg_x', 'wg_y', 'wg_z', 'rn_idiv', 'rn_imod', 'rn_fminf', 'rn_fmaxf', 'rn_smem',
   'rn_trig_reduce', 'rn_sin_poly', 'rn_cos_poly', 'rn_sinf', 'rn_cosf', 'RN_WORD', 'rn_grid_x', 'rn_blk',
+  'rn_lane', 'rn_fa', 'rn_fb',
 ];
 
 export const CUDA_RESERVED: ReadonlySet<string> = new Set([...CPP_KEYWORDS, ...CUDA_NAMES, ...CUDA_INTERNAL]);
@@ -49,7 +50,7 @@ export const CUDA_RESERVED: ReadonlySet<string> = new Set([...CPP_KEYWORDS, ...C
  */
 export const validCudaIdent = (n: string): boolean => /^[A-Za-z_][A-Za-z0-9_]*$/.test(n) && !n.includes('__') && !/^_[A-Z]/.test(n) && !n.startsWith('CUDART_');
 
-export interface SharedSlot { name: string; type: KType; size: number; offset: number; bytes: number }
+export interface SharedSlot { name: string; type: KType; size: number; storage?: KHalf; offset: number; bytes: number }
 
 export interface CudaLegalised {
   /** The kernel with target-safe names. */
@@ -88,7 +89,7 @@ export function legaliseCuda(k: Kernel, opts: CudaLegaliseOptions = {}): CudaLeg
   const { kernel, globals } = renameKernel(k, { valid: validCudaIdent, reserved: CUDA_RESERVED });
   let off = 0;
   const shared: SharedSlot[] = kernel.shared.map((s) => {
-    const bytes = s.size * elemBytes(s.type);
+    const bytes = s.size * (s.storage ? 2 : elemBytes(s.type));
     const slot = { ...s, offset: off, bytes };
     off += Math.ceil(bytes / 16) * 16;
     return slot;

@@ -9,14 +9,19 @@
 // Half-precision buffers (KBuffer.storage) are `__half` / `__nv_bfloat16` pointers (cuda_fp16.h,
 // cuda_bf16.h): loads convert with __half2float / __bfloat162float (exact), stores round with
 // __float2half_rn / __float2bfloat16_rn (nearest even; +-inf past the range; NaN stays NaN).
+// Shared arrays with half storage (KShared.storage) are `__align__(16)` arrays of those types,
+// with the same conversions. An mma statement (kir.ts KMma, schedule dense 'mma') is inline PTX:
+// per k16 step of a warp tile, ldmatrix.x4 for each A block (16 x 16, row-major) and ldmatrix.x2
+// for each B block (stored [n][k]), then mma.sync.aligned.m16n8k16.row.col with f32 accumulators
+// (sm_80 and later).
 // Compiling: kernel IR rounds after every f32 operation, and nvcc by default contracts
 // a * b + c into one fma (--fmad=true), which rounds once: pass --fmad=false (nvcc and NVRTC)
 // for bit-exact agreement with the CPU executor, keep the default for speed. Never use
 // --use_fast_math: it makes expf/logf/division approximate and flushes subnormals.
-import { verifyKernel } from '../../compiler/kir-verify.js';
+import { mmaStatement, verifyKernel } from '../../compiler/kir-verify.js';
 import { simplifyKernel } from '../../compiler/kir-rewrite.js';
 import { CPrinter, f32Bits, f32Text, type Fmt, prim, PRIMARY, UNARY, walkStmts } from '../../compiler/c-printer.js';
-import type { KBinOp, KBuiltin, Kernel, KExpr, KHalf, KStmt, KType, KUnOp } from '../../compiler/kir.js';
+import type { KBinOp, KBuiltin, Kernel, KExpr, KHalf, KMma, KStmt, KType, KUnOp } from '../../compiler/kir.js';
 import { type CudaLegalised, type CudaLegaliseOptions, legaliseCuda } from './legalise.js';
 
 const TYPE: Record<KType, string> = { f32: 'float', i32: 'int', bool: 'bool' };
@@ -122,7 +127,8 @@ export class CudaPrinter extends CPrinter {
 
   constructor(readonly L: CudaLegalised) {
     super();
-    this.buffers = new Map(L.kernel.buffers.map((b) => [b.name, b]));
+    // Buffers and shared arrays with half storage convert on load and store alike.
+    this.buffers = new Map<string, { type: KType; storage?: KHalf }>([...L.kernel.buffers.map((b) => [b.name, b] as const), ...L.kernel.shared.filter((s) => s.storage).map((s) => [s.name, s] as const)]);
   }
 
   override typeName(t: KType): string { return TYPE[t]; }
@@ -194,8 +200,31 @@ export class CudaPrinter extends CPrinter {
   }
 
   override localArray(name: string, type: KType, size: number): string { return `${TYPE[type]} ${name}[${size}];`; }
-  override sharedArray(name: string, type: KType, size: number): string { return `__shared__ ${TYPE[type]} ${name}[${size}];`; }
+  override sharedArray(name: string, type: KType, size: number): string {
+    const h = this.buffers.get(name)?.storage;
+    return h ? `__shared__ __align__(16) ${HALF[h].type} ${name}[${size}];` : `__shared__ ${TYPE[type]} ${name}[${size}];`;
+  }
   override barrier(): string { return '__syncthreads();'; }
+
+  override mma(s: KMma): string[] {
+    const frag = (i: number, n: number, base: string): string => Array.from({ length: n }, (_, r) => `"=r"(${base}[${i}][${r}])`).join(', ');
+    const cOf = (i: number, j: number): string => [0, 1, 2, 3].map((r) => `"+f"(${s.c}[${s.cOff + 4 * (i * s.nt + j) + r}])`).join(', ');
+    const aOff = this.expr(s.aOff, PRIMARY), bOff = this.expr(s.bOff, PRIMARY);
+    const out = [`{ // mma ${s.mt}x${s.nt} blocks of m16n8k16 (${s.input}, f32 accumulators): ${s.of}`];
+    out.push('  const int rn_lane = threadIdx.x & 31;', `  unsigned rn_fa[${s.mt}][4], rn_fb[${s.nt}][2];`);
+    for (let i = 0; i < s.mt; i++) {
+      out.push(`  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" : ${frag(i, 4, 'rn_fa')} : "r"((unsigned)__cvta_generic_to_shared(&${s.a}[${aOff} + (${16 * i} + (rn_lane & 15)) * ${s.aStride} + (rn_lane >> 4) * 8])) : "memory");`);
+    }
+    for (let j = 0; j < s.nt; j++) {
+      out.push(`  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];" : ${frag(j, 2, 'rn_fb')} : "r"((unsigned)__cvta_generic_to_shared(&${s.b}[${bOff} + (${8 * j} + (rn_lane & 7)) * ${s.bStride} + ((rn_lane >> 3) & 1) * 8])) : "memory");`);
+    }
+    const t = s.input;
+    for (let i = 0; i < s.mt; i++) for (let j = 0; j < s.nt; j++) {
+      out.push(`  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.${t}.${t}.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};" : ${cOf(i, j)} : "r"(rn_fa[${i}][0]), "r"(rn_fa[${i}][1]), "r"(rn_fa[${i}][2]), "r"(rn_fa[${i}][3]), "r"(rn_fb[${j}][0]), "r"(rn_fb[${j}][1]));`);
+    }
+    out.push('}');
+    return out;
+  }
   override beforeFor(s: Extract<KStmt, { k: 'for' }>): string[] { return this.L.unroll.has(s) ? ['#pragma unroll'] : []; }
 
   override header(k: Kernel): string[] {
@@ -204,7 +233,7 @@ export class CudaPrinter extends CPrinter {
       ...k.scalars.map((s) => `${TYPE[s.type]} ${s.name}`),
     ];
     const out: string[] = [];
-    const halves = (['f16', 'bf16'] as const).filter((h) => k.buffers.some((b) => b.storage === h));
+    const halves = (['f16', 'bf16'] as const).filter((h) => k.buffers.some((b) => b.storage === h) || k.shared.some((x) => x.storage === h));
     for (const h of halves) out.push(HALF[h].include);
     for (const h of HELPER_ORDER) {
       if (!this.helpers.has(h)) continue;
@@ -236,7 +265,10 @@ export class CudaPrinter extends CPrinter {
     }
     if (this.L.dynamicShared) {
       out.push(`extern __shared__ __align__(16) unsigned char rn_smem[]; // ${this.L.sharedBytes} bytes, passed at launch`);
-      for (const s of this.L.shared) out.push(`${TYPE[s.type]}* const ${s.name} = reinterpret_cast<${TYPE[s.type]}*>(rn_smem + ${s.offset});`);
+      for (const s of this.L.shared) {
+        const t = s.storage ? HALF[s.storage].type : TYPE[s.type];
+        out.push(`${t}* const ${s.name} = reinterpret_cast<${t}*>(rn_smem + ${s.offset});`);
+      }
     } else {
       for (const s of k.shared) out.push(this.sharedArray(s.name, s.type, s.size));
     }
@@ -259,11 +291,12 @@ export interface CudaModule {
 
 /** Legalises and prints one kernel as a CUDA module. */
 export function printCuda(k: Kernel, opts: CudaLegaliseOptions = {}): CudaModule {
-  verifyKernel(k);
+  verifyKernel(k, { mma: true });
   // Exact simplifications (constant folding, identities) first: a rule table (compiler/kir-rewrite.ts).
   const L = legaliseCuda(simplifyKernel(k), opts);
   const halves = [...new Set(k.buffers.flatMap((b) => (b.storage ? [b.storage] : [])))];
-  const what = halves.length ? `f32 arithmetic, ${halves.join(' and ')} storage` : 'f32 only';
+  const mma = mmaStatement(k) !== undefined;
+  const what = `${halves.length ? `f32 arithmetic, ${halves.join(' and ')} storage` : 'f32 only'}${mma ? '; tensor cores (mma.sync, sm_80+)' : ''}`;
   const code = `// Generated by retnetc from kernel IR '${k.name}'. Launch: ${L.threads} threads per block; ${what}.\n` +
     new CudaPrinter(L).kernel(L.kernel);
   return { code, legalised: L };
