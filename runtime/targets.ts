@@ -205,8 +205,13 @@ const wgsl: Target = {
   print: { printer: PRINTERS.wgsl, limits: ['default', 'lavapipe'], noDtype: { bf16: NO_BF16_IN_WGSL } },
 };
 
+const c: Target = {
+  name: 'c',
+  print: { printer: PRINTERS.c, limits: ['cpu'] },
+};
+
 /** Every target, in the order they are listed. */
-export const TARGETS: readonly Target[] = [cpu, native, webgpu, wgsl, cuda];
+export const TARGETS: readonly Target[] = [cpu, native, webgpu, wgsl, cuda, c];
 
 /** Targets that run plans here (`run`, `logits`, the exec layer, the bench). */
 export const EXEC_TARGETS: readonly string[] = TARGETS.filter((t) => t.run).map((t) => t.name);

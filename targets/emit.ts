@@ -12,6 +12,7 @@ import type { Schedule } from '../compiler/schedule.js';
 import { dimToString } from '../dsl/dims.js';
 import { printCuda } from './cuda/printer.js';
 import type { EmittedKernel, TargetName } from './emitted.js';
+import { printNative } from './native/printer.js';
 import { printWgsl } from './wgsl/printer.js';
 
 // ---- the printers -------------------------------------------------------------------------
@@ -59,7 +60,36 @@ export const PRINTERS: Readonly<Record<TargetName, Printer>> = {
       };
     },
   },
+  // The native target's C (targets/native/printer.ts), one kernel per translation unit, with the
+  // bounds checks the runtime runs by default (RETNETC_NATIVE_CHECKS=0 there prints none).
+  c: {
+    name: 'c', extension: 'c', language: 'C',
+    emit(kernel) {
+      const { code, entries } = printNative([kernel]);
+      const e = entries[0]!;
+      return {
+        target: 'c', entry: e.symbol, code: `${C_ABI}${code}`, workgroup: [...kernel.workgroup],
+        buffers: bufferRows(kernel, (i) => i),
+        scalars: kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: i })),
+        grid: kernel.grid, foldX: false, dynamicSharedBytes: 0, scratchBytes: e.scratchBytes,
+      };
+    },
+  },
 };
+
+/** How a C kernel is called (the contract runtime/native's addon keeps). */
+const C_ABI = `/* retnetc native kernel: GNU C11 with vector extensions. Build it as the runtime does (the flags
+ * of targets/native/compile.ts: -std=gnu11 -O3 -march=native, never fast-math, -ffp-contract=off,
+ * -fwrapv, -fopenmp-simd, -shared -fPIC, -lm): the f32 results depend on them.
+ * void ENTRY(void *const *rn_b, const int64_t *rn_n, const int32_t *rn_s, const int32_t *rn_g,
+ *            int64_t rn_begin, int64_t rn_end, unsigned char *rn_scratch, int32_t *rn_err)
+ *   rn_b[i], rn_n[i]: buffer i (the manifest's binding) and its element count;
+ *   rn_s[i]: scalar i (i32, or an f32's bits); rn_g[3]: workgroups per dimension;
+ *   runs the workgroups rn_begin .. rn_end - 1 of the grid flattened x fastest (a caller splits
+ *   the range over its threads); rn_scratch: scratchBytes per calling thread, 64-byte aligned;
+ *   rn_err: 8 int32, zero before the launch; nonzero rn_err[0] after it means an out-of-bounds
+ *   access (site, index, length, workgroup x y z, thread), and the results are not to be used. */
+`;
 
 /** The printing targets, in the order they are listed. */
 export const TARGETS: readonly TargetName[] = Object.keys(PRINTERS) as TargetName[];
@@ -112,6 +142,8 @@ export interface ManifestKernel {
   buffers: { name: string; binding: number; type: string; storage?: KHalf; access: 'read' | 'read_write' }[];
   scalars: { name: string; type: 'i32' | 'f32'; offset: number }[];
   uniform?: { binding: number; size: number };
+  /** C: bytes of rn_scratch each calling thread passes (the kernel's workgroup memory). */
+  scratchBytes?: number;
 }
 
 export interface ManifestLaunch {
@@ -190,6 +222,7 @@ export function emitPlan(plan: Plan, target: TargetName): EmittedPlan {
       buffers: e.buffers.map((b) => ({ name: b.name, binding: b.binding, type: b.type, ...(b.storage ? { storage: b.storage } : {}), access: b.access })),
       scalars: e.scalars.map((s) => ({ name: s.name, type: s.type, offset: s.offset })),
       ...(e.uniform ? { uniform: e.uniform } : {}),
+      ...(e.scratchBytes !== undefined ? { scratchBytes: e.scratchBytes } : {}),
     })),
     launches: plan.launches.map((l) => {
       const e = byKernel.get(l.kernel)!;

@@ -1,9 +1,9 @@
 // What a target printer produces for one kernel, and what its runtime needs to launch it.
-// The printers (targets/cuda, targets/wgsl) and the runtimes (runtime/webgpu, runtime/cuda)
-// meet here.
+// The printers (targets/cuda, targets/wgsl, targets/native as 'c') and the runtimes
+// (runtime/webgpu, runtime/cuda, runtime/native) meet here.
 import type { KExpr, KHalf, KType } from '../compiler/kir.js';
 
-export type TargetName = 'cuda' | 'wgsl';
+export type TargetName = 'cuda' | 'wgsl' | 'c';
 
 export interface EmittedBuffer {
   name: string;
@@ -12,20 +12,20 @@ export interface EmittedBuffer {
   /** f32 buffers stored in half precision: 2-byte f16 or bf16 elements (compiler/kir.ts). */
   storage?: KHalf;
   access: 'read' | 'read_write';
-  /** WGSL: @group(0) @binding(binding). CUDA: parameter position. */
+  /** WGSL: @group(0) @binding(binding). CUDA: parameter position. C: index in rn_b and rn_n. */
   binding: number;
 }
 
 export interface EmittedScalar {
   name: string;
   type: 'i32' | 'f32';
-  /** WGSL: byte offset in the uniform struct; CUDA: parameter position. */
+  /** WGSL: byte offset in the uniform struct; CUDA: parameter position; C: index in rn_s (i32, f32 as its bits). */
   offset: number;
 }
 
 export interface EmittedKernel {
   target: TargetName;
-  /** Entry point name (CUDA: extern "C" symbol; WGSL: the @compute fn). */
+  /** Entry point name (CUDA: extern "C" symbol; WGSL: the @compute fn; C: the function). */
   entry: string;
   /** The whole module's source: one kernel per module. */
   code: string;
@@ -50,4 +50,6 @@ export interface EmittedKernel {
   foldY?: boolean;
   /** CUDA: bytes of dynamic shared memory to request at launch (0 when static). */
   dynamicSharedBytes: number;
+  /** C: bytes of rn_scratch (workgroup memory) each calling thread passes, 64-byte aligned. */
+  scratchBytes?: number;
 }

@@ -1,13 +1,15 @@
 // `retnetc compile` as a user runs it, each --emit and each --target: the files it says it
 // wrote are the files in the directory; the JSON manifests parse and agree with the emitted
 // text (every entry point, binding, parameter and scalar the manifest names is in the code,
-// at its place); WGSL modules pass Dawn's validation; TypeScript bindings parse and export a
+// at its place); WGSL modules pass Dawn's validation; C modules the system C compiler; TypeScript bindings parse and export a
 // launcher per kernel; the tensor and kernel IR are readable and say what was compiled.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import ts from 'typescript';
+import { findCompiler, NO_COMPILER } from '../targets/native/compile.js';
 import type { PlanManifest } from '../targets/emit.js';
 import { acquireWebGPU, type AcquiredWebGPU, validateWGSL, WebGPUUnavailableError } from '../runtime/webgpu/device.js';
 import { cli, ensureBuilt, expectOk } from './helpers/cli.js';
@@ -68,11 +70,11 @@ function cudaParams(code: string, entry: string): { type: string; name: string }
 }
 
 /** Checks a target manifest against the files and texts in `out`. */
-async function checkManifest(out: string, files: string[], manifestFile: string, want: { target: 'wgsl' | 'cuda'; fn: string; form: string; chunk: number; dtype: string; constants: Record<string, number> }): Promise<PlanManifest> {
+async function checkManifest(out: string, files: string[], manifestFile: string, want: { target: 'wgsl' | 'cuda' | 'c'; fn: string; form: string; chunk: number; dtype: string; constants: Record<string, number> }): Promise<PlanManifest> {
   const m = JSON.parse(read(out, manifestFile)) as PlanManifest;
   expect(m).toMatchObject({ format: 'retnetc-plan', version: 1, target: want.target, fn: want.fn, constants: want.constants });
   expect(m.schedule).toMatchObject({ form: want.form, chunk: want.chunk, dtype: want.dtype });
-  const ext = want.target === 'wgsl' ? '.wgsl' : '.cu';
+  const ext = want.target === 'wgsl' ? '.wgsl' : want.target === 'c' ? '.c' : '.cu';
   // Exactly one module per kernel, and every module is a kernel of the manifest.
   expect(m.kernels.map((k) => k.file).sort()).toEqual(files.filter((f) => f.endsWith(ext)).sort());
   const tensorIds = new Set(m.tensors.map((t) => t.id));
@@ -101,6 +103,15 @@ async function checkManifest(out: string, files: string[], manifestFile: string,
         const v = await validateWGSL(code, gpu.device);
         expect(v.ok, `${k.file}: ${JSON.stringify(v.messages)}`).toBe(true);
       }
+    } else if (want.target === 'c') {
+      // The ABI of runtime/native's addon: buffer i is rn_b[i], scalar i is rn_s[i].
+      expect(code, k.entry).toContain(`void ${k.entry}(void *const *rn_b, const int64_t *rn_n, const int32_t *rn_s, const int32_t *rn_g, int64_t rn_begin, int64_t rn_end, unsigned char *rn_scratch, int32_t *rn_err) {`);
+      for (const b of k.buffers) {
+        const elem = b.storage ? 'uint16_t' : b.type === 'f32' ? 'float' : 'int32_t';
+        expect(code, `${k.entry}: buffer ${b.name}`).toMatch(new RegExp(`${b.access === 'read' ? 'const ' : ''}${elem} \\*const restrict \\w+ = \\(${b.access === 'read' ? 'const ' : ''}${elem} \\*\\)rn_b\\[${b.binding}\\];`));
+      }
+      expect(k.scalars.map((s) => s.offset)).toEqual(k.scalars.map((_, i) => i));
+      expect(k.scratchBytes, k.entry).toBeGreaterThanOrEqual(0);
     } else {
       const params = cudaParams(code, k.entry);
       expect(params.length).toBe(k.buffers.length + k.scalars.length);
@@ -196,6 +207,18 @@ describe.concurrent('retnetc compile', { timeout: 120_000 }, () => {
     const { out, files } = await compile('models/gated_retention.ret', '--fn', 'gated_retention', '--schedule', 'parallel', '--chunk', '32', '--dtype', 'bf16', '--target', 'cuda', '--size', 'K=16', '--size', 'V=8');
     const m = await checkManifest(out, files, 'gated_retention.cuda.json', { target: 'cuda', fn: 'gated_retention', form: 'parallel', chunk: 32, dtype: 'bf16', constants: { K: 16, V: 8 } });
     expect(m.kernels.some((k) => k.buffers.some((b) => b.storage === 'bf16'))).toBe(true);
+  });
+
+  it('--target c --backward --dtype f16: C the system compiler accepts, one entry per kernel at the manifest bindings', async () => {
+    const { out, files } = await compile('models/retention.ret', '--fn', 'retention', '--schedule', 'chunkwise', '--chunk', '16', '--backward', '--dtype', 'f16', '--target', 'c', '--size', 'K=64', '--size', 'V=32');
+    const m = await checkManifest(out, files, 'retention.grad.c.json', { target: 'c', fn: 'retention.grad', form: 'chunkwise', chunk: 16, dtype: 'f16', constants: { K: 64, V: 32 } });
+    expect(m.kernels.some((k) => k.buffers.some((b) => b.storage === 'f16'))).toBe(true);
+    const cc = findCompiler();
+    expect(cc, NO_COMPILER).toBeDefined();
+    for (const k of m.kernels) {
+      const r = spawnSync(cc!.command, [...cc!.args, '-std=gnu11', '-fsyntax-only', '-fopenmp-simd', '-Werror=implicit-function-declaration', path.join(out, k.file)], { encoding: 'utf8' });
+      expect(r.status, `${k.file}: ${r.stderr}`).toBe(0);
+    }
   });
 
   it('nothing is written when compile refuses', async () => {

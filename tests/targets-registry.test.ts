@@ -67,7 +67,7 @@ describe('one list of targets', () => {
 
   test('dtypes a target cannot hold are one line, naming where they go', () => {
     expect(dtypeProblem('webgpu', 'bf16', 'run', STORAGE_DTYPES)).toBe('--dtype bf16 does not apply to --target webgpu: WGSL has no bf16 (use --dtype f32 or f16 there; bf16 runs on cpu, native and cuda)');
-    expect(dtypeProblem('wgsl', 'bf16', 'print', STORAGE_DTYPES)).toMatch(/^--dtype bf16 does not apply to --target wgsl: WGSL has no bf16 \(.*bf16 is printed on cuda\)$/);
+    expect(dtypeProblem('wgsl', 'bf16', 'print', STORAGE_DTYPES)).toMatch(/^--dtype bf16 does not apply to --target wgsl: WGSL has no bf16 \(.*bf16 is printed on cuda and c\)$/);
     for (const t of EXEC_TARGETS) expect(dtypeProblem(t, 'f32', 'run', STORAGE_DTYPES), t).toBeUndefined();
   });
 

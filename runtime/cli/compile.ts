@@ -32,7 +32,7 @@ export const COMPILE_OPTIONS: OptionSpecs = {
   emit: { type: 'string', value: 'ir|kernel-ir|ts|state' },
   out: { type: 'string', value: 'DIR' },
   size: { type: 'string', multiple: true, value: 'NAME=N|SIZE' },
-  limits: { type: 'string', value: 'default|lavapipe|sm_80|sm_90|FILE.json' },
+  limits: { type: 'string', value: 'default|lavapipe|sm_80|sm_90|cpu|FILE.json' },
 };
 
 export const COMPILE_USAGE = [

@@ -32,9 +32,9 @@ export const WGSL_MAX_ARRAY_ELEMENTS = 65535;
  * (what every adapter grants, from the WebGPU spec, plus WGSL's guaranteed 8192 bytes of
  * function memory), the lavapipe adapter of the CI machines (as Dawn reports it), and CUDA
  * devices of compute capability 8.0 and 9.0 (the shared memory a block may opt in to, 1024
- * threads, 512 KiB of local memory per thread).
+ * threads, 512 KiB of local memory per thread), and a CPU (the native C target).
  */
-export const LIMIT_PROFILES: Record<'default' | 'lavapipe' | 'sm_80' | 'sm_90', KernelLimits> = {
+export const LIMIT_PROFILES: Record<'default' | 'lavapipe' | 'sm_80' | 'sm_90' | 'cpu', KernelLimits> = {
   default: { ...webgpuDefaults(), name: "WebGPU's default limits", maxFunctionMemory: 8192, maxArrayElements: WGSL_MAX_ARRAY_ELEMENTS },
   lavapipe: {
     name: 'lavapipe', maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupSizeX: 1024,
@@ -43,6 +43,13 @@ export const LIMIT_PROFILES: Record<'default' | 'lavapipe' | 'sm_80' | 'sm_90', 
   },
   sm_80: cudaLimits('sm_80', 163 * 1024),
   sm_90: cudaLimits('sm_90', 227 * 1024),
+  // The native C target: workgroup memory is a scratch allocation per calling thread, workgroups
+  // run as loops; a work-item's arrays live on a thread's stack (8 MiB: a quarter of it).
+  cpu: {
+    name: 'a CPU (native C)', maxComputeWorkgroupStorageSize: 256 * 1024 * 1024, maxComputeInvocationsPerWorkgroup: 65536, maxComputeWorkgroupSizeX: 65536,
+    maxComputeWorkgroupSizeY: 65536, maxComputeWorkgroupSizeZ: 65536, maxComputeWorkgroupsPerDimension: 2 ** 31 - 1, maxStorageBuffersPerShaderStage: 4096,
+    maxStorageBufferBindingSize: 2 ** 40, maxBufferSize: 2 ** 40, maxFunctionMemory: 2 * 1024 * 1024,
+  },
 };
 
 function webgpuDefaults(): KernelLimits {
