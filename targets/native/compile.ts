@@ -4,7 +4,9 @@
 // may carry arguments), else the first of cc, gcc and clang on PATH. Flags: -O3 -march=native (RETNETC_NATIVE_MARCH overrides the
 // -march value), never fast-math, -ffp-contract=off (no fma contraction: every f32 operation rounds
 // as kernel IR says), -fwrapv (i32 wraps), -fno-math-errno (math functions do not set errno; their
-// values are unchanged), -fPIC -shared.
+// values are unchanged), -fno-trapping-math (no program reads the floating-point exception flags, so
+// GCC may compute both arms of a select, which if-converting a guarded expression in a work-item loop
+// needs; values are unchanged in the default rounding mode), -fPIC -shared.
 // The cache directory is $RETNETC_NATIVE_CACHE, else $XDG_CACHE_HOME/retnetc/native, else
 // ~/.cache/retnetc/native (os.tmpdir()/retnetc-native where the home directory is not writable).
 import { execFile, spawnSync } from 'node:child_process';
@@ -64,7 +66,7 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 export function nativeFlags(env: NodeJS.ProcessEnv = process.env): string[] {
   const march = env['RETNETC_NATIVE_MARCH'] || 'native';
-  return ['-std=gnu11', '-O3', `-march=${march}`, '-fno-fast-math', '-ffp-contract=off', '-fwrapv', '-fno-math-errno', '-fopenmp-simd', '-fno-strict-aliasing', '-fPIC', '-shared', '-w'];
+  return ['-std=gnu11', '-O3', `-march=${march}`, '-fno-fast-math', '-fno-trapping-math', '-ffp-contract=off', '-fwrapv', '-fno-math-errno', '-fopenmp-simd', '-fno-strict-aliasing', '-fPIC', '-shared', '-w'];
 }
 
 export interface CompiledLibrary { file: string; cached: boolean; ms: number }

@@ -27,7 +27,7 @@
 //   - loads and stores are bounds-checked unless `checks: false`: an out-of-range access records
 //     itself in rn_err (the first one wins), loads give 0, stores are dropped, and the remaining
 //     workgroups of the launch are skipped; the runner turns the record into the executor's error.
-import { CPrinter, f32Text, type Fmt, prim, PRIMARY, renameKernel, UNARY } from '../../compiler/c-printer.js';
+import { CPrinter, f32Text, type Fmt, prim, PRIMARY, renameKernel, UNARY, walkExpr } from '../../compiler/c-printer.js';
 import type { KBinOp, KBuiltin, Kernel, KExpr, KHalf, KStmt, KType, KUnOp } from '../../compiler/kir.js';
 import { verifyKernel } from '../../compiler/kir-verify.js';
 import { CUDA_RESERVED, validCudaIdent } from '../cuda/legalise.js';
@@ -35,6 +35,8 @@ import { rewriteDeltaSums } from './delta.js';
 import { splitBarriers, type SplitKernel, WORK_ITEM } from './barrier-split.js';
 import { constIndex, LANE_HELPERS, type LaneHost, lanePlan, printLaneLoop, vectorLocals, versionTests } from './lanes.js';
 import { accesses, type Affine, affine, type AffineEnv, loopEnv } from './affine-index.js';
+import { C_MATH } from './c-math.js';
+import { hasTrig, precheck, rerunnable } from './item-versions.js';
 
 /** bool is an int32_t holding 0 or 1 (a 1-byte type in a work-item loop makes GCC pick more lanes than float has). */
 const TYPE: Record<KType, string> = { f32: 'float', i32: 'int32_t', bool: 'int32_t' };
@@ -43,7 +45,7 @@ const ELEM_BYTES: Record<KType, number> = { f32: 4, i32: 4, bool: 4 };
 const C_RESERVED: ReadonlySet<string> = new Set([
   ...CUDA_RESERVED, '_Bool', '_Complex', '_Imaginary', '_Alignas', '_Alignof', '_Atomic', '_Generic', '_Noreturn', '_Static_assert',
   '_Thread_local', 'complex', 'imaginary', 'I', 'stdin', 'stdout', 'stderr', 'int64_t', 'uint64_t', 'int16_t', 'uint16_t', 'int8_t',
-  'uint8_t', 'INT32_MIN', 'INT32_MAX', 'UINT32_MAX', 'fmodf', 'signbit', 'wg_x', 'wg_y', 'wg_z',
+  'uint8_t', 'INT32_MIN', 'INT32_MAX', 'UINT32_MAX', 'fmodf', 'signbit', 'wg_x', 'wg_y', 'wg_z', 'rn_big', 'rn_ok', 'rn_div',
 ]);
 
 /** A load or store site, for the out-of-bounds message. */
@@ -80,15 +82,6 @@ static inline int32_t rn_imax(int32_t a, int32_t b) { return a > b ? a : b; }
 static inline int32_t rn_f2i(float x) { return x != x ? 0 : x >= 2147483647.0f ? 2147483647 : x <= -2147483648.0f ? (-2147483647 - 1) : (int32_t)x; }
 static inline float rn_fminf(float a, float b) { return (a != a || b != b) ? NAN : a < b ? a : b < a ? b : (signbit(a) ? a : b); }
 static inline float rn_fmaxf(float a, float b) { return (a != a || b != b) ? NAN : a > b ? a : b > a ? b : (signbit(a) ? b : a); }
-static inline float rn_exp(float x) { return (float)exp((double)x); }
-static inline float rn_exp2(float x) { return (float)pow(2.0, (double)x); }
-static inline float rn_log(float x) { return (float)log((double)x); }
-static inline float rn_log2(float x) { return (float)log2((double)x); }
-static inline float rn_log1p(float x) { return (float)log1p((double)x); }
-static inline float rn_sin(float x) { return (float)sin((double)x); }
-static inline float rn_cos(float x) { return (float)cos((double)x); }
-static inline float rn_tanh(float x) { return (float)tanh((double)x); }
-static inline float rn_rsqrt(float x) { return (float)(1.0 / sqrt((double)x)); }
 /* JavaScript's Math.pow (the executor's): NaN for a NaN exponent and for 1 to +-inf, where C's pow gives 1. */
 static inline float rn_pow(float x, float y) { return (x < 0.0f || (x == 0.0f && y == 0.0f) || y != y || (x == 1.0f && isinf(y))) ? NAN : (float)pow((double)x, (double)y); }
 static double rn_erfc_large(double x) {
@@ -182,6 +175,14 @@ class NativePrinter extends CPrinter {
   private readonly assigned = new Set<string>();
   /** Inside an innermost loop printed with int64 affine indices and no checks (affine-index.ts). */
   private fast: AffineEnv | undefined;
+  /** Uniform divisors (C text of a scalar expression -> the rn_div computed at kernel entry, c-math.ts). */
+  readonly divisors = new Map<string, string>();
+  private readonly scalarNames: Set<string>;
+  /** Inside a work-item loop that re-runs with libm when an argument of sin or cos is large (item-versions.ts). */
+  private trigFlag = false;
+  /** Work-item loops being printed inside their own trig re-run or bounds pre-check versions. */
+  private readonly trigDone = new Set<KStmt>();
+  private readonly preDone = new Set<KStmt>();
 
   constructor(readonly split: SplitKernel, readonly checks: boolean, origNames: Map<string, string>) {
     super();
@@ -207,6 +208,14 @@ class NativePrinter extends CPrinter {
       }
     };
     walk(k.body);
+    this.scalarNames = new Set(k.scalars.map((s) => s.name));
+  }
+
+  /** Integer arithmetic on kernel scalars and constants only: the same for every work-item of a launch. */
+  private uniform(e: KExpr): boolean {
+    let ok = true;
+    walkExpr(e, (x) => { if (x.type === 'f32' || x.k === 'load' || x.k === 'builtin' || (x.k === 'var' && !this.scalarNames.has(x.name))) ok = false; return ok; });
+    return ok;
   }
 
   /** The index of an access in a fast loop: `(int64_t)(base) + coef * (int64_t)v` (affine-index.ts). */
@@ -312,6 +321,7 @@ class NativePrinter extends CPrinter {
 
   override unary(op: KUnOp, a: KExpr, type: KType): Fmt {
     if (type === 'i32' && op === 'abs') return this.call('rn_iabs', a);
+    if (this.trigFlag && (op === 'sin' || op === 'cos')) return prim(`rn_${op}_v(${this.expr(a)}, &rn_big)`);
     return super.unary(op, a, type);
   }
 
@@ -324,6 +334,13 @@ class NativePrinter extends CPrinter {
   override binary(op: KBinOp, a: KExpr, b: KExpr, type: KType): Fmt {
     if (type === 'i32' && (op === '/' || op === '%')) {
       if (b.k === 'const' && b.value !== 0 && b.value !== -1) return this.infix(op, a, b);
+      if (b.k !== 'const' && this.uniform(b) && process.env['RETNETC_NATIVE_MAGICDIV'] !== '0') {
+        // Multiply-high and shift by a divisor computed once per kernel call (c-math.ts rn_div): vectorises.
+        const text = this.expr(b);
+        let name = this.divisors.get(text);
+        if (!name) this.divisors.set(text, (name = `rn_dv${this.divisors.size}`));
+        return prim(`${op === '/' ? 'rn_divq' : 'rn_divr'}(${this.expr(a)}, ${name})`);
+      }
       return this.call(op === '/' ? 'rn_idiv' : 'rn_imod', a, b);
     }
     if (op === 'min' || op === 'max') return this.call(type === 'i32' ? `rn_i${op}` : `rn_f${op}f`, a, b);
@@ -349,7 +366,9 @@ class NativePrinter extends CPrinter {
   override comment(text: string): string[] { return text.split('\n').map((l) => `// ${l.replace(/\\$/, '')}`); }
 
   override beforeFor(s: Extract<KStmt, { k: 'for' }>): string[] {
-    return this.split.workItemLoops.has(s) ? (process.env['RETNETC_NATIVE_SIMD'] === '0' ? ['/* work-item loop */'] : ['#pragma omp simd /* work-item loop */']) : [];
+    if (!this.split.workItemLoops.has(s)) return [];
+    if (process.env['RETNETC_NATIVE_SIMD'] === '0') return ['/* work-item loop */'];
+    return [`#pragma omp simd${this.trigFlag ? ' reduction(|:rn_big)' : ''} /* work-item loop */`];
   }
 
   /** Inside a loop printed unchecked under its versioning test (targets/native/lanes.ts versionTests). */
@@ -368,6 +387,20 @@ class NativePrinter extends CPrinter {
   }
 
   override stmt(s: KStmt, ind: string, out: string[]): void {
+    if (s.k === 'for' && this.split.workItemLoops.has(s) && !this.inItem && !this.trigDone.has(s) && hasTrig(s.body) && rerunnable(s.body) && process.env['RETNETC_NATIVE_FASTTRIG'] !== '0') {
+      // sin / cos on the vectorised path; the rare loop with an argument beyond it runs again with libm.
+      out.push(`${ind}{`, `${ind}  int32_t rn_big = 0;`);
+      this.trigDone.add(s);
+      this.trigFlag = true;
+      this.stmt(s, ind + '  ', out);
+      this.trigFlag = false;
+      out.push(`${ind}  if (rn_big) {`);
+      this.stmt(s, ind + '    ', out);
+      out.push(`${ind}  }`, `${ind}}`);
+      this.trigDone.delete(s);
+      return;
+    }
+    if (s.k === 'for' && this.split.workItemLoops.has(s) && !this.inItem && !this.preDone.has(s) && this.checked() && process.env['RETNETC_NATIVE_PRECHECK'] !== '0' && this.precheckLoop(s, ind, out)) return;
     if (s.k === 'for' && !this.inItem && !this.split.workItemLoops.has(s) && process.env['RETNETC_NATIVE_LANES'] !== '0') {
       const plan = this.lanePlanOf(s);
       if (plan) { printLaneLoop(s, plan, this.laneHost(), ind, out); return; }
@@ -387,6 +420,46 @@ class NativePrinter extends CPrinter {
     const item = s.k === 'for' && this.split.workItemLoops.has(s);
     const fast = s.k === 'for' && !this.fast && process.env['RETNETC_NATIVE_AFFINE'] !== '0' ? this.fastLoop(s) : undefined;
     if (item) this.inItem++;
+    this.printVersions(s, fast, ind, out);
+    if (item) this.inItem--;
+  }
+
+  /**
+   * A work-item loop whose accesses a vectorisable first loop can bounds-test (item-versions.ts):
+   * `rn_ok` ANDs every test, then the body runs unchecked when all pass, checked otherwise.
+   * False (nothing printed) when the loop does not qualify.
+   */
+  private precheckLoop(s: Extract<KStmt, { k: 'for' }>, ind: string, out: string[]): boolean {
+    if (this.fastLoop(s)) return false; // affine indices: versioned by fastLoop already
+    const pre = precheck(s.body, this.assigned, s.v, (array, index) => !this.vecLocals.has(array) && this.arrays.has(array) && !(index.k === 'var' && index.name === WORK_ITEM && this.context.has(array)));
+    if (!pre) return false;
+    this.preDone.add(s);
+    const trig = this.trigFlag;
+    this.trigFlag = false; // the pre-check loop has no rn_big reduction
+    const I = this.indentUnit, in1 = ind + I, in2 = in1 + I;
+    out.push(`${ind}{`, `${in1}int32_t rn_ok = 1;`, `${in1}#pragma omp simd reduction(&:rn_ok) /* bounds pre-check */`);
+    out.push(`${in1}${this.forHead(s)}`);
+    for (const d of pre.decls) out.push(in2 + this.decl(d.name, d.type, d.init));
+    const tests = pre.accesses.map((a) => {
+      const test = `RN_IN(${this.expr(a.index)}, ${this.arrays.get(a.array)!.len})`;
+      if (!a.guards.length) return test;
+      const g = a.guards.map((x) => (x.holds ? `(${this.expr(x.cond)})` : `!(${this.expr(x.cond)})`)).join(' & ');
+      return `(!(${g}) | ${test})`;
+    });
+    out.push(`${in2}rn_ok &= ${[...new Set(tests)].join(' & ')};`, `${in1}}`);
+    this.trigFlag = trig;
+    out.push(`${in1}if (rn_ok) {`);
+    this.unchecked++;
+    this.stmt(s, in2, out);
+    this.unchecked--;
+    out.push(`${in1}} else {`);
+    this.stmt(s, in2, out);
+    out.push(`${in1}}`, `${ind}}`);
+    this.preDone.delete(s);
+    return true;
+  }
+
+  private printVersions(s: KStmt, fast: { env: AffineEnv; test: string[] } | undefined, ind: string, out: string[]): void {
     if (!fast) super.stmt(s, ind, out);
     else if (!this.checked() || !fast.test.length) {
       this.fast = fast.env;
@@ -402,14 +475,13 @@ class NativePrinter extends CPrinter {
       super.stmt(s, ind + '  ', out);
       out.push(`${ind}}`);
     }
-    if (item) this.inItem--;
   }
 }
 
 /** Prints kernels as one C translation unit. */
 export function printNative(kernels: readonly Kernel[], opts: NativePrintOptions = {}): NativeModule {
   const checks = opts.checks ?? true;
-  const out: string[] = [HELPERS, LANE_HELPERS];
+  const out: string[] = [HELPERS, C_MATH, LANE_HELPERS];
   const entries: NativeEntry[] = [];
   kernels.forEach((k0, n) => {
     verifyKernel(k0);
@@ -434,6 +506,7 @@ export function printNative(kernels: readonly Kernel[], opts: NativePrintOptions
       off += Math.ceil((s.size * ELEM_BYTES[s.type]) / 64) * 64;
     }
     lines.push(`${I}(void)rn_n; (void)rn_s; (void)rn_scratch; (void)rn_err;`);
+    const divAt = lines.length;
     lines.push(`${I}const int64_t rn_gx = rn_g[0], rn_gy = rn_g[1];`);
     lines.push(`${I}for (int64_t rn_l = rn_begin; rn_l < rn_end; rn_l++) {`);
     if (checks) lines.push(`${I}${I}if (__atomic_load_n(rn_err, __ATOMIC_RELAXED)) return;`);
@@ -441,6 +514,7 @@ export function printNative(kernels: readonly Kernel[], opts: NativePrintOptions
     lines.push(`${I}${I}(void)wg_x; (void)wg_y; (void)wg_z;`);
     p.stmts(k.body, I + I, lines);
     lines.push(`${I}}`, '}', '');
+    lines.splice(divAt, 0, ...[...p.divisors].map(([text, name]) => `${I}const rn_div ${name} = rn_div_make(${text});`));
     out.push(lines.join('\n'));
     entries.push({ kernel: k0, symbol, threads: split.threads, scratchBytes: off, sites: p.sites, checks });
   });
