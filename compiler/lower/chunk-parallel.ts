@@ -21,13 +21,16 @@
 // numbers, gated weights come from chunk-local (compensated) sums of the step, the chunk carry
 // takes the accurate exp, state and accumulators are f32 whatever the storage.
 import type { Contraction } from '../analysis.js';
-import { dadd, dconst, type Dim } from '../../dsl/dims.js';
 import type { IrStmt } from '../ir.js';
 import * as K from '../kir.js';
 import type { Kernel, KExpr, KShared, KStmt } from '../kir.js';
 import type { Schedule } from '../schedule.js';
 import { accurateExp, batchOf, distance, exponent, factor, kahan, localGates, posOf, pow2AtLeast, type ScanCtx, weight, weightFrom } from './contraction-common.js';
-import { dimExpr, type ExprLowering, fold, LowerError } from './expr.js';
+import { lowerChunkOutputsCpu, lowerChunkScanCpu, lowerChunkStatesCpu } from './chunk-cpu.js';
+import { type ChunkStateLayout, chunkStateLayout, stateAt } from './chunk-state.js';
+import { dimExpr, type ExprLowering, fold } from './expr.js';
+
+export { type ChunkStateLayout, chunkStateLayout, chunkStateShape } from './chunk-state.js';
 
 /**
  * Most state entries a thread keeps in registers in phases (a) and (b) unless the schedule's
@@ -46,41 +49,6 @@ function keySlice(Kc: number, WX: number): number {
   let kb = Math.max(1, Math.min(Kc, Math.floor(1024 / WX)));
   while (Kc % kb) kb--;
   return kb;
-}
-
-/** The layout of the chunk-state tensor of a contraction. */
-export interface ChunkStateLayout {
-  /** State arrays per chunk (S; S and S1 for order 1), key and value sizes, padded entries per chunk (a multiple of C). */
-  R: number;
-  Kc: number;
-  Vc: number;
-  KVp: number;
-  C: number;
-}
-
-/** The chunk-state layout of `c` at chunk C (K and V must be compile-time constants). */
-export function chunkStateLayout(name: string, c: Contraction, L: ExprLowering, C: number): ChunkStateLayout {
-  const constOf = (d: typeof c.K, what: string): number => {
-    const e = dimExpr(d, L.sizes);
-    if (e.k !== 'const') throw new LowerError(`${name}: the ${what} size must be known when compiling a chunk-parallel kernel`);
-    return e.value;
-  };
-  const Kc = constOf(c.K, 'key');
-  const Vc = constOf(c.V, 'value');
-  const R = c.order === 1 ? 2 : 1;
-  return { R, Kc, Vc, KVp: Math.ceil((R * Kc * Vc) / C) * C, C };
-}
-
-/** The shape of the chunk-state tensor: [batch.., T + C - 1, KVp / C] (at least ceil(T / C) KVp entries per batch entry). */
-export function chunkStateShape(c: Contraction, lay: ChunkStateLayout): Dim[] {
-  return [...c.batch.map((v) => v.extent), dadd(c.T, dconst(lay.C - 1)), dconst(lay.KVp / lay.C)];
-}
-
-/** Flat offset of chunk `ci`'s state array r (0: S, 1: S1) at key gi, column j in the chunk-state buffer. */
-function stateAt(lay: ChunkStateLayout, T: KExpr, ci: KExpr, r: number, gi: KExpr, j: KExpr): KExpr {
-  const perBatch = fold(K.mul(K.add(T, K.i32(lay.C - 1)), K.i32(lay.KVp / lay.C)));
-  const base = K.add(K.mul(K.wg('y'), perBatch), K.mul(ci, K.i32(lay.KVp)));
-  return fold(K.add(K.add(base, K.i32(r * lay.Kc * lay.Vc)), K.add(K.mul(gi, K.i32(lay.Vc)), j)));
 }
 
 /** Key slices and value tiles of phases (a) and (b): KT keys per thread, WX columns per workgroup. */
@@ -396,6 +364,13 @@ export interface ChunkParallelKernels {
 export function lowerChunkParallel(name: string, s: IrStmt, c: Contraction, mkL: () => ExprLowering, sched: Schedule, stateId: string): { kernels: ChunkParallelKernels; lowerings: [ExprLowering, ExprLowering, ExprLowering] } {
   const Ls: [ExprLowering, ExprLowering, ExprLowering] = [mkL(), mkL(), mkL()];
   const lay = chunkStateLayout(name, c, Ls[0], sched.chunk);
+  if (sched.dense === 'blocked') {
+    // CPU-like targets (native's default): single-thread workgroups of blocked chunk products.
+    const states = lowerChunkStatesCpu(`${name}_h`, s, c, Ls[0], lay, Ls[0].buffer(stateId, true));
+    const scan = lowerChunkScanCpu(`${name}_scan`, s, c, Ls[1], lay, Ls[1].buffer(stateId, true));
+    const outputs = lowerChunkOutputsCpu(`${name}_o`, s, c, Ls[2], lay, Ls[2].buffer(stateId));
+    return { kernels: { states, scan, outputs }, lowerings: Ls };
+  }
   const states = lowerChunkStates(`${name}_h`, s, c, Ls[0], sched, lay, Ls[0].buffer(stateId, true));
   const scan = lowerChunkScan(`${name}_scan`, s, c, Ls[1], sched, lay, Ls[1].buffer(stateId, true));
   const outputs = lowerChunkOutputs(`${name}_o`, s, c, Ls[2], sched, lay, Ls[2].buffer(stateId));

@@ -1,0 +1,304 @@
+// The chunk-parallel chunkwise form (chunk-parallel.ts: the same three phases, the same
+// chunk-state tensor, chunk-state.ts) for CPU-like targets, where a workgroup is one thread
+// (native: a core): its chunk products are register-blocked matrix products, as dense-cpu.ts
+// builds them. Each workgroup packs the chunk's operands into workgroup memory (zero padded to
+// whole micro tiles), then runs micro tiles of MR rows x NV W-lane vectors of accumulators over
+// the summed index, k innermost; the accumulator updates are lane loops, which the native printer
+// prints as vector operations (targets/native/lanes.ts) and the JavaScript executor runs as loops.
+// In scan terms (chunk c: scan steps [cC, cC + len), a = row factor, b = column factor, c = value):
+//   (a) a workgroup per (batch entry, chunk): H_c (R K x V) = Bw^T Cv over the chunk's steps m,
+//       Bw[m][r K + i] = b[m, i] w(end, m) (times the distance for r = 1), Cv[m][j] = c[m, j];
+//   (b) a workgroup per (batch entry, KT keys): the scan S_c = carry S_{c-1} + H_c over the chunks,
+//       lane loops over columns, E_c = S_{c-1} stored over H_c;
+//   (c) a workgroup per (batch entry, chunk): scores P = (A B^T) * D, one micro tile per block of
+//       the lower triangle (B packed transposed, K x C; D from a table by distance for fixed
+//       decays, else per pair), then the outputs [P | A'] [Cv ; E_c] in one product whose summed
+//       index runs over the chunk's steps and then the state's R K rows, A'[m][r K + i] =
+//       a[m, i] w(m, end_{c-1}) (times the distance to end_{c-1} for r = 0 in order 1).
+// The numerics are chunk-parallel.ts's: weights exponentiate only non-positive numbers (tables by
+// distance, pairs from chunk-local gate sums), the carry takes the accurate exp, state and
+// accumulators are f32, every sum is f32 in a fixed order (bit for bit the same on native and on
+// the JavaScript executor).
+import type { Contraction } from '../analysis.js';
+import type { IrStmt } from '../ir.js';
+import * as K from '../kir.js';
+import type { Kernel, KExpr, KShared, KStmt } from '../kir.js';
+import { accurateExp, batchOf, distance, exponent, factor, kahan, localGates, posOf, type ScanCtx, weight, weightFrom } from './contraction-common.js';
+import { type ChunkStateLayout, stateAt } from './chunk-state.js';
+import { dimExpr, type ExprLowering, fold } from './expr.js';
+
+/** Lanes per vector (16: one AVX-512 register of f32; the native printer's widest lane loop). */
+const W = 16;
+/** Rows per micro tile. */
+const MR = 8;
+/** Keys per scan workgroup. */
+const SCAN_KEYS = 8;
+
+const up = (n: number, m: number): number => Math.ceil(n / m) * m;
+type Fresh = (p: string) => string;
+const freshSupply = (): Fresh => { let n = 0; return (p) => `${p}${n++}_`; };
+
+/** One summed range of a micro tile: A's value of row i at k (a scalar), B's lane-0 index of vector c at k. */
+interface Seg { k: string; lo: KExpr; hi: KExpr; a: (i: number, k: KExpr) => KExpr; b: (c: number, k: KExpr) => [string, KExpr] }
+
+/**
+ * MR x (NV W) accumulators from 0, each segment's products added in k order (acc + a b, rounded
+ * each time), then `epi(i, c, v, acc)`: a store of lane v of vector c of row i, in one lane loop.
+ */
+function microTile(f: Fresh, NV: number, segs: Seg[], epi: (i: number, c: number, v: KExpr, acc: KExpr) => KStmt): KStmt[] {
+  const acc = f('acc'), bv = f('bv');
+  const lanes = (make: (v: KExpr) => KStmt[]): KStmt => { const v = f('v'); return K.loop(v, K.i32(0), K.i32(W), make(K.v(v))); };
+  const accAt = (i: number, c: number, v: KExpr): KExpr => fold(K.add(K.i32((i * NV + c) * W), v));
+  const all = <T>(g: (i: number, c: number) => T): T[] => Array.from({ length: MR * NV }, (_, x) => g(Math.floor(x / NV), x % NV));
+  const out: KStmt[] = [K.local(acc, 'f32', MR * NV * W), K.local(bv, 'f32', NV * W)];
+  out.push(lanes((v) => all((i, c) => K.store(acc, accAt(i, c, v), K.f32(0)))));
+  for (const s of segs) {
+    const body: KStmt[] = [];
+    const k = K.v(s.k);
+    body.push(lanes((v) => Array.from({ length: NV }, (_, c) => { const [arr, at] = s.b(c, k); return K.store(bv, fold(K.add(K.i32(c * W), v)), K.load(arr, K.add(at, v))); })));
+    const as = Array.from({ length: MR }, (_, i) => { const n = f('a'); body.push(K.decl(n, 'f32', s.a(i, k))); return K.v(n, 'f32'); });
+    body.push(lanes((v) => all((i, c) => K.store(acc, accAt(i, c, v), K.add(K.load(acc, accAt(i, c, v)), K.mul(as[i]!, K.load(bv, fold(K.add(K.i32(c * W), v)))))))));
+    out.push(K.loop(s.k, s.lo, s.hi, body));
+  }
+  out.push(lanes((v) => all((i, c) => epi(i, c, v, K.load(acc, accAt(i, c, v))))));
+  return out;
+}
+
+/** for name in [lo, hi) step: body (the loop variable as an expression). */
+function loopOf(out: KStmt[], f: Fresh, p: string, lo: KExpr, hi: KExpr, make: (i: KExpr, body: KStmt[]) => void, step = 1): void {
+  const n = f(p), body: KStmt[] = [];
+  out.push(K.loop(n, lo, hi, body, step));
+  make(K.v(n), body);
+}
+
+const declI = (out: KStmt[], f: Fresh, p: string, e: KExpr): KExpr => { const n = f(p); out.push(K.decl(n, 'i32', fold(e))); return K.v(n); };
+const declF = (out: KStmt[], f: Fresh, p: string, e: KExpr): KExpr => { const n = f(p); out.push(K.decl(n, 'f32', e)); return K.v(n, 'f32'); };
+const min = (a: KExpr, b: KExpr): KExpr => K.bin('min', a, b);
+const NCof = (T: KExpr, C: number): KExpr => fold(K.div(K.add(T, K.i32(C - 1)), K.i32(C)));
+
+/** Shapes of a contraction's operands in the CPU form. */
+interface Dims { C: number; Kc: number; Vc: number; R: number; RK: number; NV: number; NR: number; Vp: number }
+function dimsOf(lay: ChunkStateLayout): Dims {
+  const NV = lay.Vc > W ? 2 : 1;
+  return { C: lay.C, Kc: lay.Kc, Vc: lay.Vc, R: lay.R, RK: lay.R * lay.Kc, NV, NR: NV * W, Vp: up(lay.Vc, NV * W) };
+}
+
+/** The workgroup's chunk: ci = wg.z, c0, len; local gates; `at(m)`: the position of step m. */
+function chunkOf(x: ScanCtx, C: number, body: KStmt[], f: Fresh): { ci: KExpr; len: KExpr; at: (m: KExpr) => KExpr; shared: KShared[] } {
+  const ci = declI(body, f, 'ci', K.wg('z'));
+  const c0 = declI(body, f, 'c0', K.mul(ci, K.i32(C)));
+  const len = declI(body, f, 'len', min(K.i32(C), K.sub(x.T, c0)));
+  const shared = localGates(x, C, c0, len, body);
+  return { ci, len, at: (m) => posOf(x, K.add(c0, m)), shared };
+}
+
+/** Cv[m][j] = c[m, j] for the chunk's steps m (columns zero padded to Vp). */
+function packValues(x: ScanCtx, d: Dims, f: Fresh, out: KStmt[], len: KExpr, at: (m: KExpr) => KExpr, arr: string): void {
+  loopOf(out, f, 'pm', K.i32(0), len, (m, b) => {
+    const p = declI(b, f, 'pp', at(m));
+    loopOf(b, f, 'pj', K.i32(0), K.i32(d.Vc), (j, bj) => bj.push(K.store(arr, K.add(K.mul(m, K.i32(d.Vp)), j), factor(x, 'c', p, j, bj))));
+    if (d.Vp > d.Vc) loopOf(b, f, 'pz', K.i32(d.Vc), K.i32(d.Vp), (j, bj) => bj.push(K.store(arr, K.add(K.mul(m, K.i32(d.Vp)), j), K.f32(0))));
+  });
+}
+
+/** Stores the micro tile staged in `ot` (MR x NR) at rows r0 + i < rows, columns j0 + jj < V through `put(row, col, value)`. */
+function storeTile(f: Fresh, d: Dims, out: KStmt[], r0: KExpr, rows: KExpr, j0: KExpr, ot: string, put: (row: KExpr, col: KExpr, value: KExpr, b: KStmt[]) => void): void {
+  loopOf(out, f, 'si', K.i32(0), min(K.i32(MR), K.sub(rows, r0)), (i, b) => {
+    const row = declI(b, f, 'sr', K.add(r0, i));
+    loopOf(b, f, 'sj', K.i32(0), min(K.i32(d.NR), K.sub(K.i32(d.Vc), j0)), (jj, bj) => put(row, K.add(j0, jj), K.load(ot, K.add(K.mul(i, K.i32(d.NR)), jj)), bj));
+  });
+}
+
+const kernelOf = (name: string, grid: [KExpr, KExpr, KExpr], shared: KShared[], body: KStmt[]): Kernel =>
+  ({ name, workgroup: [1, 1, 1], grid, buffers: [], scalars: [], shared, body });
+
+/** Phase (a): H_c of every chunk, a workgroup per (batch entry, chunk). */
+export function lowerChunkStatesCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
+  const f = freshSupply();
+  const d = dimsOf(lay);
+  const body: KStmt[] = [K.comment(`chunk states (blocked for CPUs): H (${d.RK} x ${d.Vc}) over ${d.C} steps; micro ${MR}x${d.NR}, lanes ${W}`)];
+  const { batch, nb } = batchOf(c, L, body);
+  const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const { ci, len, at, shared } = chunkOf(x, d.C, body, f);
+  const RKr = up(d.RK, MR);
+  const pl = declI(body, f, 'pl', at(K.sub(len, K.i32(1))));
+  // Bw[m][r K + i] = b[m, i] w(end, m) (times the distance for S1), zero rows to RKr.
+  loopOf(body, f, 'pm', K.i32(0), len, (m, b) => {
+    const q = declI(b, f, 'pq', at(m));
+    const w = declF(b, f, 'sw', weight(x, pl, q, b, [K.sub(len, K.i32(1)), m]));
+    const ws = d.R === 2 ? [w, declF(b, f, 'sw', K.mul(w, distance(x, pl, q)))] : [w];
+    loopOf(b, f, 'pi', K.i32(0), K.i32(d.Kc), (i, bi) => {
+      const bv = declF(bi, f, 'bk', factor(x, 'b', q, i, bi));
+      ws.forEach((wr, r) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), K.add(K.i32(r * d.Kc), i)), K.mul(bv, wr))));
+    });
+    if (RKr > d.RK) loopOf(b, f, 'pz', K.i32(d.RK), K.i32(RKr), (i, bi) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), i), K.f32(0))));
+  });
+  packValues(x, d, f, body, len, at, 'Cv');
+  loopOf(body, f, 'i0', K.i32(0), K.i32(d.RK), (i0, bi) => {
+    loopOf(bi, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
+      const seg: Seg = { k: f('m'), lo: K.i32(0), hi: len, a: (i, k) => K.load('Bw', K.add(K.mul(k, K.i32(RKr)), K.add(i0, K.i32(i)))), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
+      bj.push(...microTile(f, d.NV, [seg], (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc)));
+      storeTile(f, d, bj, i0, K.i32(d.RK), j0, 'Ot', (row, col, value, b) => b.push(K.store(buf, stateAt(lay, x.T, ci, 0, row, col), value)));
+    }, d.NR);
+  }, MR);
+  shared.push({ name: 'Bw', type: 'f32', size: d.C * RKr }, { name: 'Cv', type: 'f32', size: d.C * d.Vp }, { name: 'Ot', type: 'f32', size: MR * d.NR });
+  return kernelOf(name, [K.i32(1), nb, NCof(x.T, d.C)], shared, body);
+}
+
+/** Phase (b): the scan over chunk states, a workgroup per (batch entry, SCAN_KEYS keys); E_c over H_c in place. */
+export function lowerChunkScanCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
+  const f = freshSupply();
+  const d = dimsOf(lay);
+  const KT = Math.min(SCAN_KEYS, d.Kc), NKT = Math.ceil(d.Kc / KT), Vw = up(d.Vc, W);
+  const body: KStmt[] = [K.comment(`chunk scan (blocked for CPUs): ${KT} keys x ${d.Vc} columns, ${d.R} state array(s), lanes ${W}`)];
+  const { batch, nb } = batchOf(c, L, body);
+  const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const gk0 = declI(body, f, 'gk0', K.mul(K.wg('x'), K.i32(KT)));
+  const nk = declI(body, f, 'nk', min(K.i32(KT), K.sub(K.i32(d.Kc), gk0)));
+  // S (and S1) of the workgroup's keys: Ss[(r KT + ii) Vw + j].
+  const sAt = (r: number, ii: KExpr, j: KExpr): KExpr => K.add(K.mul(K.add(K.i32(r * KT), ii), K.i32(Vw)), j);
+  loopOf(body, f, 'z', K.i32(0), K.i32(d.R * KT * Vw), (e, b) => b.push(K.store('Ss', e, K.f32(0))));
+  const C = d.C;
+  loopOf(body, f, 'ci', K.i32(0), NCof(x.T, C), (ci, chunk) => {
+    const c0 = declI(chunk, f, 'c0', K.mul(ci, K.i32(C)));
+    const len = declI(chunk, f, 'len', min(K.i32(C), K.sub(x.T, c0)));
+    const pe = declI(chunk, f, 'pe', posOf(x, K.sub(c0, K.i32(1))));
+    const pl = declI(chunk, f, 'pl', posOf(x, K.add(c0, K.sub(len, K.i32(1)))));
+    // The carry w(end_c, end_{c-1}) with the accurate exp (it compounds over T / C chunks); 0 before the first chunk.
+    const carryN = f('carry');
+    chunk.push(K.decl(carryN, 'f32', K.f32(0)));
+    const carry: KStmt[] = [];
+    chunk.push(K.iff(K.bin('>', ci, K.i32(0)), carry));
+    const parts: KExpr[] = [];
+    x.c.decay.forEach((term, k) => {
+      if (term.kind === 'gated' && term.step) parts.push(kahan(x, term.step, f(`g${k}`), c0, len, carry, []));
+      else parts.push(exponent({ ...x, c: { ...c, decay: [term] } }, pl, pe, carry));
+    });
+    carry.push(K.assign(carryN, weightFrom(x, pl, pe, () => parts.reduce((a, b) => K.add(a, b)), carry, (e) => accurateExp(e, carry, f('dx')))));
+    const cw = K.v(carryN, 'f32');
+    const dist = d.R === 2 ? declF(chunk, f, 'dd', distance(x, pl, pe)) : undefined;
+    loopOf(chunk, f, 'ii', K.i32(0), nk, (ii, bk) => {
+      const gi = declI(bk, f, 'gi', K.add(gk0, ii));
+      // One column, or W of them in a lane loop (j = j0 + v): h = H; H <- E = S; S1 <- carry (S1 + d S) + h1; S <- carry S + h.
+      const step = (j: KExpr, lane: KExpr, out: KStmt[]): void => {
+        for (let r = 0; r < d.R; r++) out.push(K.store('Hs', K.add(K.i32(r * W), lane), K.load(buf, stateAt(lay, x.T, ci, r, gi, j))));
+        for (let r = 0; r < d.R; r++) out.push(K.store(buf, stateAt(lay, x.T, ci, r, gi, j), K.load('Ss', sAt(r, ii, j))));
+        const h = (r: number): KExpr => K.load('Hs', K.add(K.i32(r * W), lane));
+        if (dist) out.push(K.store('Ss', sAt(1, ii, j), K.add(K.mul(cw, K.add(K.load('Ss', sAt(1, ii, j)), K.mul(dist, K.load('Ss', sAt(0, ii, j))))), h(1))));
+        out.push(K.store('Ss', sAt(0, ii, j), K.add(K.mul(cw, K.load('Ss', sAt(0, ii, j))), h(0))));
+      };
+      loopOf(bk, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
+        const full: KStmt[] = [], part: KStmt[] = [];
+        bj.push(K.iff(K.bin('<=', K.add(j0, K.i32(W)), K.i32(d.Vc)), full, part));
+        const v = f('v'), lane: KStmt[] = [];
+        full.push(K.loop(v, K.i32(0), K.i32(W), lane));
+        step(K.add(j0, K.v(v)), K.v(v), lane);
+        loopOf(part, f, 'j', j0, K.i32(d.Vc), (j, b) => step(j, K.sub(j, j0), b));
+      }, W);
+    });
+  });
+  const shared: KShared[] = [{ name: 'Ss', type: 'f32', size: d.R * KT * Vw }, { name: 'Hs', type: 'f32', size: d.R * W }];
+  return kernelOf(name, [K.i32(NKT), nb, K.i32(1)], shared, body);
+}
+
+/** Phase (c): every chunk's outputs, a workgroup per (batch entry, chunk). */
+export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
+  const f = freshSupply();
+  const d = dimsOf(lay);
+  const C = d.C, Cr = up(C, MR), Cp = up(C, W);
+  const body: KStmt[] = [K.comment(`chunk outputs (blocked for CPUs): scores ${C} x ${C} over ${d.Kc}, outputs over ${C} + ${d.RK}; micro ${MR}x${W} and ${MR}x${d.NR}, lanes ${W}`)];
+  const { batch, nb } = batchOf(c, L, body);
+  const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const { ci, len, at, shared } = chunkOf(x, C, body, f);
+  const pe = declI(body, f, 'pe', at(K.i32(-1)));
+  const strictLo = c.strict ? 1 : 0;
+  // The decay of scores: for decays fixed per batch entry a table by distance, Dt[(Cr - 1) - m + m2]
+  // = w over m - m2 steps (times m - m2 for order 1; 0 where m2 is not before m), else one entry per pair.
+  const byDistance = c.decay.every((t) => t.kind === 'fixed');
+  let dAt: (row: KExpr, col: KExpr) => KExpr;
+  if (byDistance) {
+    loopOf(body, f, 'di', K.i32(0), K.i32(Cr + Cp - 1), (e, b) => {
+      const dd = declI(b, f, 'dd', K.sub(K.i32(Cr - 1), e));
+      b.push(K.store('Dt', e, K.f32(0)));
+      const put: KStmt[] = [];
+      b.push(K.iff(K.bin('>=', dd, K.i32(strictLo)), put));
+      const [pd, p0] = [at(dd), at(K.i32(0))];
+      const w = weight(x, pd, p0, put);
+      put.push(K.store('Dt', e, c.order === 1 ? K.mul(w, distance(x, pd, p0)) : w));
+    });
+    shared.push({ name: 'Dt', type: 'f32', size: Cr + Cp - 1 });
+    dAt = (row, col) => K.add(K.sub(K.i32(Cr - 1), row), col);
+  } else {
+    loopOf(body, f, 'dm', K.i32(0), K.i32(Cr), (m, b) => {
+      loopOf(b, f, 'dn', K.i32(0), K.i32(Cp), (m2, b2) => {
+        b2.push(K.store('Dt', K.add(K.mul(m, K.i32(Cp)), m2), K.f32(0)));
+        const put: KStmt[] = [];
+        b2.push(K.iff(K.and(K.and(K.lt(m, len), K.lt(m2, len)), K.bin(c.strict ? '<' : '<=', m2, m)), put));
+        const pm = declI(put, f, 'pm', at(m)), pm2 = declI(put, f, 'pn', at(m2));
+        const w = weight(x, pm, pm2, put, [m, m2]);
+        put.push(K.store('Dt', K.add(K.mul(m, K.i32(Cp)), m2), c.order === 1 ? K.mul(w, distance(x, pm, pm2)) : w));
+      });
+    });
+    shared.push({ name: 'Dt', type: 'f32', size: Cr * Cp });
+    dAt = (row, col) => K.add(K.mul(row, K.i32(Cp)), col);
+  }
+  // Packed operands: Ap[m][i] = a[m, i] (rows zero to Cr), Bt[i][m2] = b[m2, i] (columns zero to Cp), Cv[m2][j].
+  loopOf(body, f, 'pm', K.i32(0), len, (m, b) => {
+    const p = declI(b, f, 'pp', at(m));
+    loopOf(b, f, 'pi', K.i32(0), K.i32(d.Kc), (i, bi) => {
+      bi.push(K.store('Ap', K.add(K.mul(m, K.i32(d.Kc)), i), factor(x, 'a', p, i, bi)));
+      bi.push(K.store('Bt', K.add(K.mul(i, K.i32(Cp)), m), factor(x, 'b', p, i, bi)));
+    });
+  });
+  loopOf(body, f, 'zm', len, K.i32(Cr), (m, b) => loopOf(b, f, 'zi', K.i32(0), K.i32(d.Kc), (i, bi) => bi.push(K.store('Ap', K.add(K.mul(m, K.i32(d.Kc)), i), K.f32(0)))));
+  loopOf(body, f, 'zi', K.i32(0), K.i32(d.Kc), (i, b) => loopOf(b, f, 'zm', len, K.i32(Cp), (m, bm) => bm.push(K.store('Bt', K.add(K.mul(i, K.i32(Cp)), m), K.f32(0)))));
+  packValues(x, d, f, body, len, at, 'Cv');
+  // The cross term's operands after the first chunk: Ep = E_c (R K x V, columns zero to Vp) and
+  // A'[m][r K + i] = a[m, i] w(m, end_{c-1}) (times the distance to end_{c-1} for r = 0 in order 1).
+  const nE = declI(body, f, 'nE', K.select(K.bin('>', ci, K.i32(0)), K.i32(d.RK), K.i32(0)));
+  const cross: KStmt[] = [];
+  body.push(K.iff(K.bin('>', ci, K.i32(0)), cross));
+  loopOf(cross, f, 'ei', K.i32(0), K.i32(d.RK), (i, b) => {
+    loopOf(b, f, 'ej', K.i32(0), K.i32(d.Vc), (j, bj) => bj.push(K.store('Ep', K.add(K.mul(i, K.i32(d.Vp)), j), K.load(buf, stateAt(lay, x.T, ci, 0, i, j)))));
+    if (d.Vp > d.Vc) loopOf(b, f, 'ez', K.i32(d.Vc), K.i32(d.Vp), (j, bj) => bj.push(K.store('Ep', K.add(K.mul(i, K.i32(d.Vp)), j), K.f32(0))));
+  });
+  loopOf(cross, f, 'am', K.i32(0), K.i32(Cr), (m, b) => {
+    const live: KStmt[] = [], dead: KStmt[] = [];
+    b.push(K.iff(K.lt(m, len), live, dead));
+    const pm = declI(live, f, 'pm', at(m));
+    const wr = declF(live, f, 'wr', weight(x, pm, pe, live, [m, K.i32(-1)]));
+    const ws = d.R === 2 ? [declF(live, f, 'wr', K.mul(wr, distance(x, pm, pe))), wr] : [wr];
+    loopOf(live, f, 'ai', K.i32(0), K.i32(d.Kc), (i, bi) => ws.forEach((w, r) => bi.push(K.store('A2', K.add(K.mul(m, K.i32(d.RK)), K.add(K.i32(r * d.Kc), i)), K.mul(K.load('Ap', K.add(K.mul(m, K.i32(d.Kc)), i)), w)))));
+    loopOf(dead, f, 'az', K.i32(0), K.i32(d.RK), (i, bi) => bi.push(K.store('A2', K.add(K.mul(m, K.i32(d.RK)), i), K.f32(0))));
+  });
+  const scale = L.expr(c.scale, batch, body);
+  const scaled = (v: KExpr): KExpr => (scale.k === 'const' && scale.value === 1 ? v : K.mul(v, K.cast(scale, 'f32')));
+  const out = L.buffer(s.target, true);
+  loopOf(body, f, 'r0', K.i32(0), len, (r0, blk) => {
+    // Scores of the block's rows, vectors of W columns up to its last row (the lower triangle).
+    loopOf(blk, f, 'n0', K.i32(0), min(len, K.add(r0, K.i32(MR))), (n0, bn) => {
+      const seg: Seg = { k: f('i'), lo: K.i32(0), hi: K.i32(d.Kc), a: (i, k) => K.load('Ap', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.Kc)), k)), b: (_, k) => ['Bt', K.add(K.mul(k, K.i32(Cp)), n0)] };
+      bn.push(...microTile(f, 1, [seg], (i, _, v, acc) => {
+        const row = K.add(r0, K.i32(i));
+        return K.store('P', K.add(K.add(K.mul(row, K.i32(Cp)), n0), v), K.mul(acc, K.load('Dt', K.add(dAt(row, n0), v))));
+      }));
+    }, W);
+    // Outputs: [P | A'] [Cv ; Ep], the scores' columns up to the block's last row, then the state's rows.
+    loopOf(blk, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
+      const intra: Seg = { k: f('m'), lo: K.i32(0), hi: min(len, K.add(r0, K.i32(MR))), a: (i, k) => K.load('P', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(Cp)), k)), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
+      const carried: Seg = { k: f('e'), lo: K.i32(0), hi: nE, a: (i, k) => K.load('A2', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.RK)), k)), b: (cc, k) => ['Ep', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
+      bj.push(...microTile(f, d.NV, [intra, carried], (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc)));
+      storeTile(f, d, bj, r0, len, j0, 'Ot', (row, col, value, b) => {
+        const p = declI(b, f, 'op', at(row));
+        const idxs = s.indices.map((iv) => (iv.name === c.row ? p : iv.name === c.value ? col : batch.get(iv.name)!.expr));
+        b.push(K.store(out, L.offset(s.target, idxs), scaled(value)));
+      });
+    }, d.NR);
+  }, MR);
+  shared.push(
+    { name: 'Ap', type: 'f32', size: Cr * d.Kc }, { name: 'Bt', type: 'f32', size: d.Kc * Cp }, { name: 'P', type: 'f32', size: Cr * Cp },
+    { name: 'Cv', type: 'f32', size: C * d.Vp }, { name: 'Ep', type: 'f32', size: d.RK * d.Vp }, { name: 'A2', type: 'f32', size: Cr * d.RK },
+    { name: 'Ot', type: 'f32', size: MR * d.NR },
+  );
+  return kernelOf(name, [K.i32(1), nb, NCof(x.T, C)], shared, body);
+}
