@@ -5,19 +5,23 @@
 #     bash scripts/gpu-check.sh --prepare      # makes build/gpu-check/ (about 35 MiB)
 #   On the GPU machine (Linux x86_64, NVIDIA driver, nvcc; no network, maybe no node or g++),
 #   from a copy of this tree carrying build/gpu-check:
-#     bash scripts/gpu-check.sh [--no-bench] [--no-agree] [--bench-lengths 2048,16384] [--time-budget S]
+#     bash scripts/gpu-check.sh [--no-bench] [--no-agree] [--no-mma] [--bench-lengths 2048,16384] [--time-budget S]
 #
 # Environment: OUT (where the log and JSON go; else build/gpu-check/), GPU_CHECK_TIMEOUT (seconds
-# for the whole check, default 290), GPU_CHECK_CARRIED_NODE=1 (use node.xz even if node exists),
+# for the whole check, default 290), GPU_CHECK_MMA_SECONDS (of those, kept for the tensor-core
+# cases, default 75), GPU_CHECK_CARRIED_NODE=1 (use node.xz even if node exists),
 # RETNETC_NVCC, RETNETC_CUDA_ADDON, RETNETC_CUDA_CACHE (nvcc output cache; ~/.cache/retnetc/cuda).
 #
 # It finds node >= 20 (else unpacks the carried build/gpu-check/node.xz), the CUDA addon (the
 # carried build, else rebuilt with g++ from the carried headers), checks nvcc, then runs the
 # bundled check (runtime/cuda/gpu-check.ts): the hand-written contract kernel, the agreement cases
 # (retention, linear and gated retention; every schedule; forward and backward; against float64
-# references at rel. RMSE <= 1e-5) and a short benchmark, and prints a summary. Output goes to
-# stdout and, with the JSON summary, to $OUT (or build/gpu-check/) as gpu-check.log and
-# gpu-check.json. Exit code 0 = pass, 1 = a disagreement or error, 2 = cannot run, 124 = timeout.
+# references at rel. RMSE <= 1e-5) and a short benchmark, and prints a summary; then (unless
+# --no-mma) the tensor-core cases of schedule dense 'mma' (runtime/cuda/mma-check.ts: mma against
+# dense tiled and float64, f16 and bf16, with times; opt-in until this passes on hardware). Output
+# goes to stdout and, with the JSON summaries, to $OUT (or build/gpu-check/) as gpu-check.log,
+# gpu-check.json and gpu-check-mma.json. Exit code 0 = pass, 1 = a disagreement or error (in
+# either part), 2 = cannot run, 124 = timeout.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -99,10 +103,27 @@ command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_vers
 REPORT_DIR="${OUT:-$BUNDLE}"
 mkdir -p "$REPORT_DIR" 2>/dev/null || REPORT_DIR="${TMPDIR:-/tmp}"
 LIMIT="${GPU_CHECK_TIMEOUT:-290}"
+# --no-mma is this script's; the rest go to the main check.
+MMA=1
+ARGS=()
+for a in "$@"; do if [ "$a" = "--no-mma" ]; then MMA=0; else ARGS+=("$a"); fi; done
+[ -f "$BUNDLE/mma-check.mjs" ] || { [ "$MMA" = 1 ] && say "no $BUNDLE/mma-check.mjs (an older bundle): the tensor-core cases are not run"; MMA=0; }
+RESERVE=$(( MMA == 1 ? ${GPU_CHECK_MMA_SECONDS:-75} : 0 ))
 USED=$(( $(date +%s) - START ))
-timeout --kill-after=10 "$(( LIMIT - USED ))" "$NODE" "$BUNDLE/gpu-check.mjs" check --refs "$BUNDLE/refs" --json "$REPORT_DIR/gpu-check.json" \
-  --time-budget "$(( LIMIT - USED - 60 ))" "$@" 2>&1 | tee "$REPORT_DIR/gpu-check.log"
+timeout --kill-after=10 "$(( LIMIT - USED - RESERVE ))" "$NODE" "$BUNDLE/gpu-check.mjs" check --refs "$BUNDLE/refs" --json "$REPORT_DIR/gpu-check.json" \
+  --time-budget "$(( LIMIT - USED - RESERVE - 60 ))" ${ARGS[@]+"${ARGS[@]}"} 2>&1 | tee "$REPORT_DIR/gpu-check.log"
 RC=${PIPESTATUS[0]}
+if [ "$RC" = 124 ] || [ "$RC" = 137 ]; then
+  say "FAIL: the main check timed out"
+elif [ "$MMA" = 1 ] && [ "$RC" != 2 ]; then
+  # The tensor-core cases in what is left of the limit (compiles, agreement, then timings).
+  LEFT=$(( LIMIT - ($(date +%s) - START) ))
+  NOBENCH=""
+  for a in ${ARGS[@]+"${ARGS[@]}"}; do [ "$a" = "--no-bench" ] && NOBENCH="--no-bench"; done
+  timeout --kill-after=5 "$(( LEFT - 5 ))" "$NODE" "$BUNDLE/mma-check.mjs" --json "$REPORT_DIR/gpu-check-mma.json" --time-budget "$(( LEFT - 25 ))" $NOBENCH 2>&1 | tee -a "$REPORT_DIR/gpu-check.log"
+  MRC=${PIPESTATUS[0]}
+  if [ "$MRC" = 124 ] || [ "$MRC" = 137 ]; then say "FAIL: the tensor-core cases timed out"; RC=124; elif [ "$MRC" != 0 ] && [ "$RC" = 0 ]; then RC=1; fi
+fi
 [ "$RC" = 124 ] || [ "$RC" = 137 ] && say "FAIL: timed out after ${LIMIT} s"
-say "exit $RC after $(( $(date +%s) - START )) s; log and JSON summary in $REPORT_DIR/gpu-check.{log,json}"
+say "exit $RC after $(( $(date +%s) - START )) s; log and JSON summaries in $REPORT_DIR/gpu-check.{log,json} and gpu-check-mma.json"
 exit "$RC"
