@@ -16,8 +16,8 @@
 // factorise the weights themselves) and dense contractions (tiled kernels) alone, and its
 // tables are f32 whatever the schedule's storage dtype.
 import type { CVar, ReduceVar } from '../dsl/checked.js';
-import { type Dim, devaluate, dimSymbols } from '../dsl/dims.js';
-import { dimKey, freeIndices, idx, type IrFn, type IrStmt, ld, type Node, type ReduceArg, substIndex, usedVars, withSrc } from './ir.js';
+import { dconst, type Dim, devaluate, dimSymbols } from '../dsl/dims.js';
+import { dimKey, freeIndices, idx, type IrFn, type IrStmt, ld, type Node, rebuild, type ReduceArg, substIndex, usedVars, walk, withSrc } from './ir.js';
 import { match, type Pat } from './rewrite.js';
 
 /** What makes a subexpression worth a tensor: a library call, a power, a reduction. */
@@ -111,6 +111,82 @@ function mergeDuplicates(f: IrFn, opts: HoistOptions): { fn: IrFn; merged: Map<s
   return { fn: { ...f, vars, body }, merged };
 }
 
+interface Atom { node: Node; name: string; extent: Dim }
+
+/** The integer range of an index expression, given index extents, when it is known. */
+function rangeOf(e: Node, extents: ReadonlyMap<string, Dim>, constants: ReadonlyMap<string, number>): [number, number] | undefined {
+  if (e.op === 'const') return e.dtype === 'int' && Number.isInteger(e.arg) ? [e.arg as number, e.arg as number] : undefined;
+  if (e.op === 'size') { const x = devaluate(e.arg as Dim, constants); return x === undefined ? undefined : [x, x]; }
+  if (e.op === 'index') {
+    const d = extents.get(e.arg as string);
+    const x = d && devaluate(d, constants);
+    return x !== undefined && x >= 1 ? [0, x - 1] : undefined;
+  }
+  if (e.op !== 'binary' || e.dtype !== 'int') return undefined;
+  const a = rangeOf(e.src[0]!, extents, constants), b = rangeOf(e.src[1]!, extents, constants);
+  if (!a || !b) return undefined;
+  const k = b[0] === b[1] && b[0] > 0 ? b[0] : undefined;
+  switch (e.arg) {
+    case '+': return [a[0] + b[0], a[1] + b[1]];
+    case '-': return [a[0] - b[1], a[1] - b[0]];
+    case '*': return a[0] >= 0 && b[0] >= 0 ? [a[0] * b[0], a[1] * b[1]] : undefined;
+    // Floor division and modulo (the tensor IR's), by a positive constant.
+    case '//': return k ? [Math.floor(a[0] / k), Math.floor(a[1] / k)] : undefined;
+    case '%': return k ? (a[0] >= 0 && a[1] < k ? a : [0, k - 1]) : undefined;
+    default: return undefined;
+  }
+}
+
+const hasLoad = (n: Node): boolean => n.op === 'load' || n.src.some(hasLoad);
+
+/**
+ * What a table over `n` is indexed by, in order of first occurrence: its free indices, except that
+ * an index expression of a load that stays inside the loaded dimension (e // V in
+ * ms[b, e // V, t] with e < H * V) is one index of its own when its indices occur nowhere else, so
+ * rsqrt(ms[b, e // V, t] + eps) is a table over (b, e // V, t), not (b, t, e).
+ */
+function atomsOf(n: Node, free: ReadonlySet<string>, extents: ReadonlyMap<string, Dim>, vars: ReadonlyMap<string, CVar>, constants: ReadonlyMap<string, number>): Atom[] {
+  const bound = new Set<string>();
+  walk(n, (m) => { if (m.op === 'reduce') for (const v of (m.arg as ReduceArg).vars) bound.add(v.name); });
+  const composite = new Map<number, Dim>();
+  walk(n, (m) => {
+    const shape = m.op === 'load' ? vars.get(m.arg as string)?.shape : undefined;
+    if (!shape || shape.length !== m.src.length) return;
+    m.src.forEach((x, k) => {
+      if (x.op === 'index' || composite.has(x.id) || x.dtype !== 'int' || hasLoad(x)) return;
+      const fv = freeIndices(x);
+      if (fv.size === 0 || [...fv].some((v) => bound.has(v) || !free.has(v))) return;
+      const ext = devaluate(shape[k]!, constants), r = rangeOf(x, extents, constants);
+      if (ext !== undefined && r && r[0] >= 0 && r[1] < ext) composite.set(x.id, dconst(ext));
+    });
+  });
+  // An index read outside the composite ones makes those that read it plain indices too.
+  const order = (): (Node | string)[] => {
+    const out: (Node | string)[] = [];
+    const seen = new Set<number>();
+    const visit = (m: Node): void => {
+      if (seen.has(m.id)) return;
+      seen.add(m.id);
+      if (composite.has(m.id)) { out.push(m); return; }
+      if (m.op === 'index' && free.has(m.arg as string) && !out.includes(m.arg as string)) out.push(m.arg as string);
+      for (const x of m.src) visit(x);
+    };
+    visit(n);
+    return out;
+  };
+  for (let changed = true; changed;) {
+    changed = false;
+    const plain = new Set(order().filter((a): a is string => typeof a === 'string'));
+    for (const [id] of composite) {
+      let node: Node | undefined;
+      walk(n, (m) => { if (m.id === id) node = m; });
+      if ([...freeIndices(node!)].some((v) => plain.has(v))) { composite.delete(id); changed = true; }
+    }
+  }
+  let k = 0;
+  return order().map((a) => (typeof a === 'string' ? { node: idx(a), name: a, extent: extents.get(a)! } : { node: a, name: `%x${k++}`, extent: composite.get(a.id)! }));
+}
+
 interface Scope {
   /** Index variables in scope and their extents: the statement's, then enclosing reductions'. */
   extents: Map<string, Dim>;
@@ -138,34 +214,25 @@ export function hoistInvariant(f0: IrFn, opts: HoistOptions): Hoisted {
       if (n.dtype !== 'float' || n.op === 'load' || n.op === 'const' || !costly(n, costMemo)) return undefined;
       const free = freeIndices(n, freeMemo);
       if (free.size === 0 || ![...free].every((v) => sc.extents.has(v))) return undefined;
-      // The table's indices in order of first occurrence, so equal expressions give equal tables.
-      const order: string[] = [];
-      const seen = new Set<number>();
-      const visit = (m: Node): void => {
-        if (seen.has(m.id)) return;
-        seen.add(m.id);
-        if (m.op === 'index' && free.has(m.arg as string) && !order.includes(m.arg as string)) order.push(m.arg as string);
-        for (const x of m.src) visit(x);
-      };
-      visit(n);
-      const indices = order.map((v) => ({ name: v, extent: sc.extents.get(v)! }));
-      const key = `${indices.map((v) => dimKey(v.extent)).join(',')}|${positional(indices, n).id}`;
-      const read = (id: string): Node => ld(id, order.map((v) => idx(v)));
+      const atoms = atomsOf(n, free, sc.extents, vars, opts.constants);
+      const indices = atoms.map((a) => ({ name: a.name, extent: a.extent }));
+      const composite = new Map(atoms.filter((a) => a.node.op !== 'index').map((a) => [a.node.id, idx(a.name)] as const));
+      const body = composite.size ? rebuild(n, (m, src) => composite.get(m.id) ?? withSrc(m, src)) : n;
+      const key = `${indices.map((v) => dimKey(v.extent)).join(',')}|${positional(indices, body).id}`;
+      const read = (id: string): Node => ld(id, atoms.map((a) => a.node));
       // A table made already is read wherever its expression occurs, whatever the saving.
       const have = byKey.get(key);
       if (have !== undefined) return read(have);
-      if (free.size >= sc.extents.size) return undefined;
+      if (!composite.size && free.size >= sc.extents.size) return undefined;
       // Evaluations now: once per statement element and per iteration of each enclosing sum over
-      // an index it does not read (a sum over one it reads may be sparse: count it once).
+      // an index it does not read as such (a sum over one it reads may be sparse: count it once).
+      const plain = new Set(atoms.filter((a) => a.node.op === 'index').map((a) => a.name));
       let evals = 1, size = 1;
-      for (const [v, d] of sc.extents) {
-        const e = extentOf(d, opts.constants);
-        if (free.has(v)) size *= e;
-        if (!free.has(v) || !sc.reduced.has(v)) evals *= e;
-      }
+      for (const [v, d] of sc.extents) if (!plain.has(v) || !sc.reduced.has(v)) evals *= extentOf(d, opts.constants);
+      for (const a of atoms) size *= extentOf(a.extent, opts.constants);
       if (evals < MIN_SAVING * size) return undefined;
       // The table's own value reads the tables made before it (and may make smaller ones).
-      const value = go(n, { extents: new Map(indices.map((v) => [v.name, v.extent] as const)), reduced: new Set(), key: `#${key}` });
+      const value = go(body, { extents: new Map(indices.map((v) => [v.name, v.extent] as const)), reduced: new Set(), key: `#${key}` });
       const top = n.op === 'unary' ? (n.arg as string) : n.op === 'reduce' ? (n.arg as ReduceArg).op : 'v';
       let id: string;
       do id = `%h${++count}.${top}`; while (vars.has(id));

@@ -14,7 +14,8 @@
 // (every index variable inside min(max(x, 0), hi), as guarded reads are lowered; a load under
 // `i < n ? a[i] : 0` stays guarded), and nothing else can trap (x / 0 is 0 in kernel IR). Loop
 // bounds are evaluated before every iteration and `if` conditions decide barriers, so only
-// decl, assign and store statements are rewritten. The pass runs on every kernel a plan makes
+// decl, assign and store statements are rewritten, and a loop whose body is only stores keeps
+// that shape (targets/native/lanes.ts vectorises such loops). The pass runs on every kernel a plan makes
 // (compiler/plan.ts), before the verifier, every printer and the CPU executor.
 import type { Kernel, KExpr, KStmt, KType, KUnOp } from './kir.js';
 
@@ -188,7 +189,8 @@ export function cseKernel(k: Kernel): Kernel {
   const block = (ss: readonly KStmt[]): KStmt[] => ss.flatMap((s): KStmt[] => {
     switch (s.k) {
       case 'if': return [{ ...s, then: block(s.then), else: block(s.else) }];
-      case 'for': return [{ ...s, body: block(s.body) }];
+      // A loop of stores only stays one (the native printer's lane loops print such loops as vectors).
+      case 'for': return [s.body.every((b) => b.k === 'store' || b.k === 'comment') ? s : { ...s, body: block(s.body) }];
       case 'decl': { const r = cseExprs([s.init], fresh, scalars); return [...r.decls.map((d) => ({ k: 'decl' as const, ...d })), { ...s, init: r.roots[0]! }]; }
       case 'assign': { const r = cseExprs([s.value], fresh, scalars); return [...r.decls.map((d) => ({ k: 'decl' as const, ...d })), { ...s, value: r.roots[0]! }]; }
       case 'store': { const r = cseExprs([s.index, s.value], fresh, scalars); return [...r.decls.map((d) => ({ k: 'decl' as const, ...d })), { ...s, index: r.roots[0]!, value: r.roots[1]! }]; }

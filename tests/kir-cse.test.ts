@@ -130,6 +130,14 @@ describe('kernel IR common subexpressions', () => {
     expect(bits(run(c, data(9), data(10)))).toEqual(bits(run(k, data(9), data(10))));
   });
 
+  test('a loop of stores only keeps that shape (the native lane loops vectorise it)', () => {
+    const ix = () => K.add(K.mul(gid, K.i32(4)), K.v('v'));
+    const k = kernelOf(K.f32(0));
+    const lane = K.loop('v', K.i32(0), K.i32(4), [K.store('out', K.v('v'), K.mul(K.load('a', ix()), K.load('a', ix())))]);
+    k.body = [K.decl('gid', 'i32', K.i32(0)), lane];
+    expect(cseKernel(k).body[1]).toBe(lane);
+  });
+
   test('names do not clash with the kernel\'s own (a local already called cse_0)', () => {
     const e = () => K.un('exp', K.load('a', gid));
     const k = kernelOf(K.f32(0));
