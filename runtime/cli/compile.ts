@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { GradError } from '../../compiler/autodiff.js';
 import { fnToString, nodeToString } from '../../compiler/ir.js';
 import { kernelToString } from '../../compiler/kir-print.js';
+import { mmaStatement } from '../../compiler/kir-verify.js';
 import { memoryLine, modelMemoryLine } from '../../compiler/memory.js';
 import { compileFunction, compileModel, type ModelState, modelProgram } from '../../compiler/pipeline.js';
 import { forwardStatementNames, instanceFreeName, type Launch, type Plan, ScheduleError, specialisedSizes, spelledOutSchedule, toIr, unknownStatementKeys, withoutDeadStatements } from '../../compiler/plan.js';
@@ -370,6 +371,9 @@ async function emitModelState(program: Program, model: CheckedModel, schedule: S
  * target this compiler knows (the largest limits of each); undefined when every kernel fits.
  */
 function fitProblem(plan: Plan, target: TargetName | undefined, limits: KernelLimits | undefined): string | undefined {
+  // Tensor cores (schedule dense 'mma') are CUDA's only: one line naming the statement, before the limits.
+  const mma = target && target !== 'cuda' ? plan.launches.map((l) => mmaStatement(l.kernel)).find((s) => s !== undefined) : undefined;
+  if (mma !== undefined) return `statement '${mma}': dense 'mma' (tensor cores) is CUDA only, not --target ${target}; use dense 'tiled' or 'blocked' there`;
   const check = (l: KernelLimits): string | undefined => {
     for (const launch of plan.launches) {
       const why = kernelLimitProblem(launch.kernel, { schedule: launch.schedule ?? plan.schedule, how: launch.how }, l);
