@@ -14,6 +14,9 @@
 //     choice lowers only that statement on tensor cores; WGSL and native refuse mma in one line;
 //   (tests/nvcc-dense-mma.test.ts: nvcc compiles every mma kernel of the tiny and base RetNet.)
 import { existsSync } from 'node:fs';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { recogniseDense } from '../compiler/dense.js';
 import * as K from '../compiler/kir.js';
@@ -38,6 +41,7 @@ import { fromHalfArray, toHalfArray } from '../targets/half.js';
 import { printNative } from '../targets/native/printer.js';
 import { type Case, caseOf, KINDS, numel, shapeOf } from './helpers/dense-cases.js';
 import { randomRetnet } from './helpers/random-retnet.js';
+import { cli, ensureBuilt } from './helpers/cli.js';
 import { prng, relErr } from './helpers/harness.js';
 
 /**
@@ -175,6 +179,29 @@ describe('the schedule field dense mma', () => {
       expect(msg).toBe(refusal);
     }
   });
+});
+
+describe('retnetc compile with dense mma', () => {
+  test('--schedule-file with a per-statement dense mma: the CUDA module of that statement has mma.sync; --target wgsl and c refuse it in one line', async () => {
+    ensureBuilt();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'retnetc-mma-cli-'));
+    try {
+      const sched = path.join(dir, 'schedule.json');
+      fs.writeFileSync(sched, JSON.stringify({ form: 'chunkwise', chunk: 64, dtype: 'f16', statements: { 'retnet_layers/a': { dense: 'mma' } } }));
+      const args = (target: string) => ['compile', 'models/retnet.ret', '--size', 'tiny', '--schedule-file', sched, '--target', target, '--out', path.join(dir, target)];
+      const ok = await cli(args('cuda'), { timeoutMs: 120_000 });
+      expect(ok.code, ok.stderr).toBe(0);
+      const mma = fs.readdirSync(path.join(dir, 'cuda')).filter((f) => f.endsWith('.cu') && fs.readFileSync(path.join(dir, 'cuda', f), 'utf8').includes('mma.sync'));
+      expect(mma).toHaveLength(1);
+      for (const target of ['wgsl', 'c']) {
+        const r = await cli(args(target), { timeoutMs: 120_000 });
+        expect(r.code).toBe(1);
+        expect(r.stderr).toBe(`retnetc: error: 'retnet_layers': statement 'a': dense 'mma' (tensor cores) is CUDA only, not --target ${target}; use dense 'tiled' or 'blocked' there\n`);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
 
 // ---- whole plans on the CPU executor --------------------------------------------------------

@@ -3,7 +3,8 @@
 //     printer calls and the names it declares itself are renamed; names with '__' or a
 //     leading '_' + capital (reserved in C++) too; a declaration that would shadow a visible
 //     name gets a fresh one (C starts a name's scope inside its own initialiser);
-//   - shared memory: arrays are laid out at 16-byte aligned offsets; above 48 KiB in total
+//   - shared memory: arrays (2 bytes an element with half storage) are laid out at 16-byte
+//     aligned offsets (ldmatrix reads 16-byte rows of the mma operands); above 48 KiB in total
 //     (the static limit) they move into one dynamic `extern __shared__` block, whose size the
 //     launch must pass (EmittedKernel.dynamicSharedBytes; sizes above 48 KiB also need
 //     cudaFuncSetAttribute(..., cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
