@@ -41,6 +41,15 @@ export interface Precheck {
   /** The body's integer declarations the indices and guards use (all of them, in order). */
   decls: Extract<KStmt, { k: 'decl' }>[];
   accesses: PreAccess[];
+  /**
+   * The body is declarations, stores and ifs on computable conditions only (no assignment): when
+   * every access is in range whatever the guards and every if condition holds (a full workgroup
+   * under `if (gid < n)`), it runs flat: the then-blocks only, every declaration and both arms of
+   * every select computed, so GCC needs no masked load or store (it cannot vectorise some).
+   */
+  flat: boolean;
+  /** The if conditions (all true for the flat body). */
+  conds: KExpr[];
 }
 
 const noLoad = (e: KExpr): boolean => { let ok = true; walkExpr(e, (x) => { if (x.k === 'load') ok = false; return ok; }); return ok; };
@@ -57,7 +66,8 @@ export function precheck(body: readonly KStmt[], assigned: ReadonlySet<string>, 
   const known = new Set<string>([loopVar]);
   const seen = new Set<string>();
   const out: PreAccess[] = [];
-  let ok = true;
+  let ok = true, flat = true;
+  const conds: KExpr[] = [];
   const computable = (e: KExpr): boolean => {
     let good = true;
     walkExpr(e, (x) => {
@@ -98,11 +108,12 @@ export function precheck(body: readonly KStmt[], assigned: ReadonlySet<string>, 
           seen.add(s.name);
           if (s.type !== 'f32' && !assigned.has(s.name) && computable(s.init)) { known.add(s.name); decls.push(s); }
           break;
-        case 'assign': expr(s.value, guards); break;
+        case 'assign': flat = false; expr(s.value, guards); break;
         case 'store': if (!noLoad(s.index)) { ok = false; return; } expr(s.value, guards); access(s.array, s.index, guards); break;
         case 'if': {
           expr(s.cond, guards);
           const g = computable(s.cond);
+          if (g) conds.push(s.cond); else flat = false;
           stmts(s.then, g ? [...guards, { cond: s.cond, holds: true }] : guards);
           stmts(s.else, g ? [...guards, { cond: s.cond, holds: false }] : guards);
           break;
@@ -113,5 +124,5 @@ export function precheck(body: readonly KStmt[], assigned: ReadonlySet<string>, 
     }
   };
   stmts(body, []);
-  return ok && out.length ? { decls, accesses: out } : undefined;
+  return ok && out.length ? { decls, accesses: out, flat, conds } : undefined;
 }

@@ -36,7 +36,7 @@ import { splitBarriers, type SplitKernel, WORK_ITEM } from './barrier-split.js';
 import { constIndex, LANE_HELPERS, type LaneHost, lanePlan, printLaneLoop, vectorLocals, versionTests } from './lanes.js';
 import { accesses, type Affine, affine, type AffineEnv, loopEnv } from './affine-index.js';
 import { C_MATH } from './c-math.js';
-import { hasTrig, precheck, rerunnable } from './item-versions.js';
+import { hasTrig, type PreAccess, precheck, rerunnable } from './item-versions.js';
 
 /** bool is an int32_t holding 0 or 1 (a 1-byte type in a work-item loop makes GCC pick more lanes than float has). */
 const TYPE: Record<KType, string> = { f32: 'float', i32: 'int32_t', bool: 'int32_t' };
@@ -45,7 +45,7 @@ const ELEM_BYTES: Record<KType, number> = { f32: 4, i32: 4, bool: 4 };
 const C_RESERVED: ReadonlySet<string> = new Set([
   ...CUDA_RESERVED, '_Bool', '_Complex', '_Imaginary', '_Alignas', '_Alignof', '_Atomic', '_Generic', '_Noreturn', '_Static_assert',
   '_Thread_local', 'complex', 'imaginary', 'I', 'stdin', 'stdout', 'stderr', 'int64_t', 'uint64_t', 'int16_t', 'uint16_t', 'int8_t',
-  'uint8_t', 'INT32_MIN', 'INT32_MAX', 'UINT32_MAX', 'fmodf', 'signbit', 'wg_x', 'wg_y', 'wg_z', 'rn_big', 'rn_ok', 'rn_div',
+  'uint8_t', 'INT32_MIN', 'INT32_MAX', 'UINT32_MAX', 'fmodf', 'signbit', 'wg_x', 'wg_y', 'wg_z', 'rn_big', 'rn_ok', 'rn_all', 'rn_div',
 ]);
 
 /** A load or store site, for the out-of-bounds message. */
@@ -183,6 +183,8 @@ class NativePrinter extends CPrinter {
   /** Work-item loops being printed inside their own trig re-run or bounds pre-check versions. */
   private readonly trigDone = new Set<KStmt>();
   private readonly preDone = new Set<KStmt>();
+  /** Printing a work-item loop body flat (item-versions.ts Precheck.flat): every if condition holds. */
+  private flat = false;
 
   constructor(readonly split: SplitKernel, readonly checks: boolean, origNames: Map<string, string>) {
     super();
@@ -349,6 +351,12 @@ class NativePrinter extends CPrinter {
     return super.binary(op, a, b, type);
   }
 
+  override select(cond: KExpr, a: KExpr, b: KExpr, type: KType): Fmt {
+    // Flat: both arms computed (their loads are in range), one blend.
+    if (this.flat) return prim(`rn_sel_${type === 'f32' ? 'f' : 'i'}(${this.expr(cond)}, ${this.expr(a)}, ${this.expr(b)})`);
+    return super.select(cond, a, b, type);
+  }
+
   override cast(a: KExpr, to: KType): Fmt {
     const from = a.type;
     if (from === to) return this.fmt(a);
@@ -387,6 +395,7 @@ class NativePrinter extends CPrinter {
   }
 
   override stmt(s: KStmt, ind: string, out: string[]): void {
+    if (this.flat && s.k === 'if') { this.stmts(s.then, ind, out); return; } // the pre-check showed the condition true
     if (s.k === 'for' && this.split.workItemLoops.has(s) && !this.inItem && !this.trigDone.has(s) && hasTrig(s.body) && rerunnable(s.body) && process.env['RETNETC_NATIVE_FASTTRIG'] !== '0') {
       // sin / cos on the vectorised path; the rare loop with an argument beyond it runs again with libm.
       out.push(`${ind}{`, `${ind}  int32_t rn_big = 0;`);
@@ -434,27 +443,48 @@ class NativePrinter extends CPrinter {
     const pre = precheck(s.body, this.assigned, s.v, (array, index) => !this.vecLocals.has(array) && this.arrays.has(array) && !(index.k === 'var' && index.name === WORK_ITEM && this.context.has(array)));
     if (!pre) return false;
     this.preDone.add(s);
-    const trig = this.trigFlag;
-    this.trigFlag = false; // the pre-check loop has no rn_big reduction
-    const I = this.indentUnit, in1 = ind + I, in2 = in1 + I;
-    out.push(`${ind}{`, `${in1}int32_t rn_ok = 1;`, `${in1}#pragma omp simd reduction(&:rn_ok) /* bounds pre-check */`);
-    out.push(`${in1}${this.forHead(s)}`);
-    for (const d of pre.decls) out.push(in2 + this.decl(d.name, d.type, d.init));
-    const tests = pre.accesses.map((a) => {
-      const test = `RN_IN(${this.expr(a.index)}, ${this.arrays.get(a.array)!.len})`;
-      if (!a.guards.length) return test;
+    const I = this.indentUnit;
+    /** A vectorisable loop ANDing `tests` into `flag` (one flag per loop: GCC vectorises two reductions badly). */
+    const checkLoop = (flag: string, tests: string[], ind0: string): void => {
+      const trig = this.trigFlag;
+      this.trigFlag = false; // the pre-check loop has no rn_big reduction
+      out.push(`${ind0}int32_t ${flag} = 1;`, `${ind0}#pragma omp simd reduction(&:${flag}) /* bounds pre-check */`, `${ind0}${this.forHead(s)}`);
+      for (const d of pre.decls) out.push(ind0 + I + this.decl(d.name, d.type, d.init));
+      out.push(`${ind0}${I}${flag} &= ${[...new Set(tests)].join(' & ')};`, `${ind0}}`);
+      this.trigFlag = trig;
+    };
+    const inRange = (a: PreAccess): string => `RN_IN(${this.expr(a.index)}, ${this.arrays.get(a.array)!.len})`;
+    const guarded = (a: PreAccess): string => {
+      if (!a.guards.length) return inRange(a);
       const g = a.guards.map((x) => (x.holds ? `(${this.expr(x.cond)})` : `!(${this.expr(x.cond)})`)).join(' & ');
-      return `(!(${g}) | ${test})`;
-    });
-    out.push(`${in2}rn_ok &= ${[...new Set(tests)].join(' & ')};`, `${in1}}`);
-    this.trigFlag = trig;
-    out.push(`${in1}if (rn_ok) {`);
-    this.unchecked++;
-    this.stmt(s, in2, out);
-    this.unchecked--;
-    out.push(`${in1}} else {`);
-    this.stmt(s, in2, out);
-    out.push(`${in1}}`, `${ind}}`);
+      return `(!(${g}) | ${inRange(a)})`;
+    };
+    /** rn_ok: every access in range where it runs; then unchecked, else checked. */
+    const okVersions = (ind0: string): void => {
+      checkLoop('rn_ok', pre.accesses.map(guarded), ind0);
+      out.push(`${ind0}if (rn_ok) {`);
+      this.unchecked++;
+      this.stmt(s, ind0 + I, out);
+      this.unchecked--;
+      out.push(`${ind0}} else {`);
+      this.stmt(s, ind0 + I, out);
+      out.push(`${ind0}}`);
+    };
+    out.push(`${ind}{`);
+    if (pre.flat) {
+      // rn_all: every access in range whatever its guards (every full workgroup): the flat body.
+      checkLoop('rn_all', [...pre.accesses.map(inRange), ...pre.conds.map((c) => `(${this.expr(c)})`)], ind + I);
+      out.push(`${ind}${I}if (rn_all) {`);
+      this.unchecked++;
+      this.flat = true;
+      this.stmt(s, ind + I + I, out);
+      this.flat = false;
+      this.unchecked--;
+      out.push(`${ind}${I}} else {`);
+      okVersions(ind + I + I);
+      out.push(`${ind}${I}}`);
+    } else okVersions(ind + I);
+    out.push(`${ind}}`);
     this.preDone.delete(s);
     return true;
   }
