@@ -55,7 +55,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length
 
 const dev = openTarget('native');
 try {
-  console.log(`retention on native, B=${B} H=${H}, chunk ${CHUNK}, median of ${RUNS} runs (wall ms / CPU ms), rRMSE vs recurrent`);
+  console.log(`retention on native, B=${B} H=${H}, chunk ${CHUNK}, median of ${RUNS} runs (wall ms / CPU ms, min CPU ms), rRMSE vs recurrent`);
   for (const T of Ts) for (const Kd of Ks) {
     const sizes = { B, H, T, K: Kd, V: Kd };
     const inputs = new Map<string, HostValue>([
@@ -64,7 +64,7 @@ try {
     ]);
     const withGrad = new Map([...inputs, ['grad.o', uniform([B, H, T, Kd], 1)] as const]);
     for (const dir of dirs) {
-      const results = new Map<Variant, { wall: number; cpu: number; out: Map<string, HostValue>; prof?: Map<string, { launches: number; ms: number }> }>();
+      const results = new Map<Variant, { wall: number; cpu: number; cpuMin: number; out: Map<string, HostValue>; prof?: Map<string, { launches: number; ms: number }> }>();
       for (const form of forms) {
         const fplan = planFor(form, false, sizes);
         const bplan = dir === 'fwdbwd' ? planFor(form, true, sizes) : undefined;
@@ -85,16 +85,16 @@ try {
           walls.push(t1 - t0);
           cpus.push((c1.user + c1.system) / 1000);
         }
-        results.set(form, { wall: median(walls), cpu: median(cpus), out, ...(prof ? { prof } : {}) });
+        results.set(form, { wall: median(walls), cpu: median(cpus), cpuMin: Math.min(...cpus), out, ...(prof ? { prof } : {}) });
       }
       const ref = results.get('recurrent')?.out;
       const names = dir === 'fwd' ? ['o'] : ['grad.q', 'grad.k', 'grad.v'];
       const cells = [...results].map(([form, r]) => {
         const err = ref && form !== 'recurrent' ? ` rRMSE ${Math.max(...names.map((n) => rmse(r.out.get(n)!, ref.get(n)!))).toExponential(1)}` : '';
-        return `${form} ${r.wall.toFixed(2)} / ${r.cpu.toFixed(1)}${err}`;
+        return `${form} ${r.wall.toFixed(2)} / ${r.cpu.toFixed(1)} (min ${r.cpuMin.toFixed(1)})${err}`;
       });
       const cw = results.get('chunkwise'), rc = results.get('recurrent');
-      const ratio = cw && rc ? `  recurrent/chunkwise ${(rc.wall / cw.wall).toFixed(2)}x` : '';
+      const ratio = cw && rc ? `  recurrent/chunkwise wall ${(rc.wall / cw.wall).toFixed(2)}x, CPU ${(rc.cpu / cw.cpu).toFixed(2)}x` : '';
       console.log(`T=${String(T).padStart(5)} K=V=${String(Kd).padEnd(3)} ${dir.padEnd(6)} ${cells.join(' | ')}${ratio}`);
       for (const [form, r] of results) {
         if (!r.prof) continue;

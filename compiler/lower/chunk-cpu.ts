@@ -76,6 +76,20 @@ const declF = (out: KStmt[], f: Fresh, p: string, e: KExpr): KExpr => { const n 
 const min = (a: KExpr, b: KExpr): KExpr => K.bin('min', a, b);
 const NCof = (T: KExpr, C: number): KExpr => fold(K.div(K.add(T, K.i32(C - 1)), K.i32(C)));
 
+/**
+ * For decays fixed per batch entry (a function of the distance only): their lambdas declared once
+ * (a log each, not one per weight), and wt[d] = w over d scan steps for d in [0, n) from them (an
+ * exp of a non-positive number each), `name` a workgroup array of n entries.
+ */
+function distanceTable(x: ScanCtx, f: Fresh, out: KStmt[], name: string, n: number): KShared {
+  const lams = x.c.decay.map((t) => (t.kind === 'fixed' ? declF(out, f, 'lam', K.cast(x.L.expr(t.lambda, x.batch, out), 'f32')) : undefined));
+  loopOf(out, f, 'wd', K.i32(0), K.i32(n), (d, b) => {
+    const e = (): KExpr => lams.map((l) => K.mul(K.cast(d, 'f32'), l!)).reduce((a, c) => K.add(a, c));
+    b.push(K.store(name, d, weightFrom(x, d, K.i32(0), e, b)));
+  });
+  return { name, type: 'f32', size: n };
+}
+
 /** Shapes of a contraction's operands in the CPU form. */
 interface Dims { C: number; Kc: number; Vc: number; R: number; RK: number; NV: number; NR: number; Vp: number }
 function dimsOf(lay: ChunkStateLayout): Dims {
@@ -122,10 +136,12 @@ export function lowerChunkStatesCpu(name: string, s: IrStmt, c: Contraction, L: 
   const { ci, len, at, shared } = chunkOf(x, d.C, body, f);
   const RKr = up(d.RK, MR);
   const pl = declI(body, f, 'pl', at(K.sub(len, K.i32(1))));
+  const byDistance = c.decay.every((t) => t.kind === 'fixed');
+  if (byDistance) shared.push(distanceTable(x, f, body, 'Wt', d.C));
   // Bw[m][r K + i] = b[m, i] w(end, m) (times the distance for S1), zero rows to RKr.
   loopOf(body, f, 'pm', K.i32(0), len, (m, b) => {
     const q = declI(b, f, 'pq', at(m));
-    const w = declF(b, f, 'sw', weight(x, pl, q, b, [K.sub(len, K.i32(1)), m]));
+    const w = declF(b, f, 'sw', byDistance ? K.load('Wt', K.sub(K.sub(len, K.i32(1)), m)) : weight(x, pl, q, b, [K.sub(len, K.i32(1)), m]));
     const ws = d.R === 2 ? [w, declF(b, f, 'sw', K.mul(w, distance(x, pl, q)))] : [w];
     loopOf(b, f, 'pi', K.i32(0), K.i32(d.Kc), (i, bi) => {
       const bv = declF(bi, f, 'bk', factor(x, 'b', q, i, bi));
@@ -217,14 +233,14 @@ export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L:
   const byDistance = c.decay.every((t) => t.kind === 'fixed');
   let dAt: (row: KExpr, col: KExpr) => KExpr;
   if (byDistance) {
+    shared.push(distanceTable(x, f, body, 'Wt', Cr + 1));
     loopOf(body, f, 'di', K.i32(0), K.i32(Cr + Cp - 1), (e, b) => {
       const dd = declI(b, f, 'dd', K.sub(K.i32(Cr - 1), e));
       b.push(K.store('Dt', e, K.f32(0)));
       const put: KStmt[] = [];
       b.push(K.iff(K.bin('>=', dd, K.i32(strictLo)), put));
-      const [pd, p0] = [at(dd), at(K.i32(0))];
-      const w = weight(x, pd, p0, put);
-      put.push(K.store('Dt', e, c.order === 1 ? K.mul(w, distance(x, pd, p0)) : w));
+      const w = K.load('Wt', dd);
+      put.push(K.store('Dt', e, c.order === 1 ? K.mul(w, K.cast(dd, 'f32')) : w));
     });
     shared.push({ name: 'Dt', type: 'f32', size: Cr + Cp - 1 });
     dAt = (row, col) => K.add(K.sub(K.i32(Cr - 1), row), col);
@@ -266,7 +282,7 @@ export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L:
     const live: KStmt[] = [], dead: KStmt[] = [];
     b.push(K.iff(K.lt(m, len), live, dead));
     const pm = declI(live, f, 'pm', at(m));
-    const wr = declF(live, f, 'wr', weight(x, pm, pe, live, [m, K.i32(-1)]));
+    const wr = declF(live, f, 'wr', byDistance ? K.load('Wt', K.add(m, K.i32(1))) : weight(x, pm, pe, live, [m, K.i32(-1)]));
     const ws = d.R === 2 ? [declF(live, f, 'wr', K.mul(wr, distance(x, pm, pe))), wr] : [wr];
     loopOf(live, f, 'ai', K.i32(0), K.i32(d.Kc), (i, bi) => ws.forEach((w, r) => bi.push(K.store('A2', K.add(K.mul(m, K.i32(d.RK)), K.add(K.i32(r * d.Kc), i)), K.mul(K.load('Ap', K.add(K.mul(m, K.i32(d.Kc)), i)), w)))));
     loopOf(dead, f, 'az', K.i32(0), K.i32(d.RK), (i, bi) => bi.push(K.store('A2', K.add(K.mul(m, K.i32(d.RK)), i), K.f32(0))));
