@@ -3,7 +3,8 @@
 // evaluates cos(t * theta[d]) once per (b, h, t, d) although it depends on (t, d) only: B * H
 // times the work it needs. This pass gives such a subexpression (one that holds a transcendental,
 // a power or a reduction, and whose free indices are fewer than the loops around it, with at
-// least MIN_SAVING times fewer evaluations) a statement of its own over its free indices,
+// least MIN_SAVING times and MIN_SAVED fewer evaluations) a statement of its own over its free
+// indices,
 //   %h1.cos[t, d] = cos(t * theta[d])
 // and reads it back by a load. Tables are hash-consed within a function: the same expression
 // (up to the names of its indices) is one tensor wherever it occurs, and statements that compute
@@ -30,8 +31,10 @@ export const EXPENSIVE: readonly Pat[] = [
 
 /** Evaluations avoided per table element below which a table is not worth its launch. */
 export const MIN_SAVING = 4;
+/** Evaluations avoided in all below which a table is not worth its launch either. */
+export const MIN_SAVED = 1024;
 /** The extent assumed for a size known only at run time (the batch, the positions). */
-const SYMBOLIC_GUESS = 16;
+export const SYMBOLIC_GUESS = 16;
 
 export interface HoistOptions {
   /** Statements lowered as a whole that must keep their form (contractions, dense products). */
@@ -40,6 +43,11 @@ export interface HoistOptions {
   constants: ReadonlyMap<string, number>;
   /** How a tensor is stored: two statements are one only when their targets are stored alike. */
   storage: (id: string) => string;
+  /**
+   * The extent assumed for sizes known only at run time (default SYMBOLIC_GUESS); 1 for a decode
+   * step (the stateful recurrent form runs at B = T = 1, where a table saves nothing but costs a launch).
+   */
+  symbolic?: number;
 }
 
 export interface Hoisted {
@@ -58,10 +66,10 @@ const costly = (n: Node, memo: Map<number, boolean>): boolean => {
   return out;
 };
 
-function extentOf(d: Dim, constants: ReadonlyMap<string, number>): number {
+function extentOf(d: Dim, constants: ReadonlyMap<string, number>, guess: number): number {
   const env = new Map(constants);
-  for (const s of dimSymbols(d)) if (!env.has(s)) env.set(s, SYMBOLIC_GUESS);
-  return Math.max(1, devaluate(d, env) ?? SYMBOLIC_GUESS);
+  for (const s of dimSymbols(d)) if (!env.has(s)) env.set(s, guess);
+  return Math.max(1, devaluate(d, env) ?? guess);
 }
 
 /** Replaces loads of the tensors in `to` by loads of their replacements. */
@@ -228,9 +236,10 @@ export function hoistInvariant(f0: IrFn, opts: HoistOptions): Hoisted {
       // an index it does not read as such (a sum over one it reads may be sparse: count it once).
       const plain = new Set(atoms.filter((a) => a.node.op === 'index').map((a) => a.name));
       let evals = 1, size = 1;
-      for (const [v, d] of sc.extents) if (!plain.has(v) || !sc.reduced.has(v)) evals *= extentOf(d, opts.constants);
-      for (const a of atoms) size *= extentOf(a.extent, opts.constants);
-      if (evals < MIN_SAVING * size) return undefined;
+      const guess = opts.symbolic ?? SYMBOLIC_GUESS;
+      for (const [v, d] of sc.extents) if (!plain.has(v) || !sc.reduced.has(v)) evals *= extentOf(d, opts.constants, guess);
+      for (const a of atoms) size *= extentOf(a.extent, opts.constants, guess);
+      if (evals < MIN_SAVING * size || evals - size < MIN_SAVED) return undefined;
       // The table's own value reads the tables made before it (and may make smaller ones).
       const value = go(body, { extents: new Map(indices.map((v) => [v.name, v.extent] as const)), reduced: new Set(), key: `#${key}` });
       const top = n.op === 'unary' ? (n.arg as string) : n.op === 'reduce' ? (n.arg as ReduceArg).op : 'v';
