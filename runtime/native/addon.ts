@@ -15,6 +15,12 @@ export interface NativeAddon {
   open(file: string): number;
   symbol(library: number, name: string): number;
   run(kernel: number, buffers: ArrayBufferView[], scalars: Int32Array, grid: Int32Array, scratchBytes: number, err: Int32Array): void;
+  /**
+   * A whole launch list in one call (runtime/native/launch-list.ts has the layout of `code`):
+   * the index of the launch whose kernel reported an error in `err`, else -1; with `times`, each
+   * launch's milliseconds.
+   */
+  runList(tensors: ArrayBufferView[], code: Int32Array, err: Int32Array, times?: Float64Array): number;
   threads(): number;
   abiVersion: number;
 }
@@ -37,7 +43,7 @@ let loaded: { addon: NativeAddon; file: string } | { error: string } | undefined
 function tryLoad(file: string): NativeAddon {
   const require = createRequire(import.meta.url);
   const a = require(file) as NativeAddon;
-  if (typeof a.run !== 'function' || a.abiVersion !== ABI_VERSION) throw new Error(`${file} is not the retnetc native addon (ABI ${ABI_VERSION})`);
+  if (typeof a.run !== 'function' || typeof a.runList !== 'function' || a.abiVersion !== ABI_VERSION) throw new Error(`${file} is not the retnetc native addon (ABI ${ABI_VERSION}, with runList)`);
   return a;
 }
 

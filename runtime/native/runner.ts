@@ -2,22 +2,23 @@
 // unit (targets/native/printer.ts, after the barrier split), compiled by the system C compiler
 // and cached (targets/native/compile.ts), loaded by the addon (runtime/native/addon.ts), which
 // runs each launch's workgroups on all cores. Inputs, outputs, sizes, memory slots and half
-// storage are bound exactly as runtime/plan-runner.ts runPlanCpu binds them, so the two give the
-// same results (bit for bit where the kernels are the same operations: see tests/native.test.ts).
-import { devaluate } from '../../dsl/dims.js';
-import { RunError, type Value } from '../../dsl/reference/interpreter.js';
+// storage are bound as runtime/plan-runner.ts runPlanCpu binds them, so the two give the same
+// results (bit for bit where the kernels are the same operations: see tests/native.test.ts); a
+// plan's runs at one set of shapes share one prepared launch list (launch-list.ts: slots pooled,
+// launches checked and packed once, the whole list one addon call).
+import type { Value } from '../../dsl/reference/interpreter.js';
 import type { Kernel } from '../../compiler/kir.js';
 import type { Plan } from '../../compiler/plan.js';
-import { planBuffers } from '../../compiler/plan.js';
-import { defaultReuse, planMemory } from '../../compiler/memory.js';
-import { fromHalfArray, toHalfArray } from '../../targets/half.js';
+import { defaultReuse } from '../../compiler/memory.js';
 import { evalKExpr } from '../kexpr-eval.js';
-import { planSizes, type HostTensor } from '../plan-runner.js';
+import type { HostTensor } from '../plan-runner.js';
 import { compileNative, NativeCompileError } from '../../targets/native/compile.js';
 import { type NativeEntry, printNative } from '../../targets/native/printer.js';
 import { loadNativeAddon, type NativeAddon } from './addon.js';
+import { NativeRunError, outOfBoundsMessage } from './errors.js';
+import { launchListFor, type NativeProfile, runLaunchList } from './launch-list.js';
 
-export class NativeRunError extends Error {}
+export { NativeRunError };
 
 export interface NativeRunOptions {
   /** Intermediates share memory slots by liveness (default on; RETNETC_MEMORY_REUSE=0 turns it off). */
@@ -65,8 +66,6 @@ export function prepareNative(plan: Plan, checks = defaultChecks()): Promise<Pre
   return p;
 }
 
-const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
-
 type Arr = Float32Array | Int32Array | Uint16Array;
 
 function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
@@ -102,93 +101,25 @@ export function runNativeKernel(p: Prepared, k: Kernel, args: { buffers: Record<
   if (grid.some((g) => g < 0)) throw new NativeRunError(`kernel IR error in kernel ${k.name}: negative grid (${[...grid].join(', ')})`);
   const err = new Int32Array(8);
   p.addon.run(e.id, bufs, scalars, grid, e.entry.scratchBytes, err);
-  if (err[0]) {
-    const s = e.entry.sites[err[1]!]!;
-    const [TX, TY] = k.workgroup;
-    const t = err[7]!;
-    const thread = t < 0 ? 'uniform code' : `thread (${t % TX},${Math.floor(t / TX) % TY},${Math.floor(t / (TX * TY))})`;
-    throw new NativeRunError(`out-of-bounds ${s.op} in kernel ${k.name}: ${s.kind} '${s.array}' index ${err[2]}, length ${err[3]} (workgroup (${err[4]},${err[5]},${err[6]}), ${thread})`);
-  }
+  if (err[0]) throw new NativeRunError(outOfBoundsMessage(k, e.entry, err));
 }
 
 /**
  * Time per kernel (by kernel name) of every launch runPlanNative makes while set: set it to a
  * Map to profile, to undefined to stop (tools and the speed test).
  */
-export let profile: Map<string, { launches: number; ms: number }> | undefined;
-export function setNativeProfile(m: Map<string, { launches: number; ms: number }> | undefined): void { profile = m; }
+export let profile: NativeProfile | undefined;
+export function setNativeProfile(m: NativeProfile | undefined): void { profile = m; }
 
+/**
+ * Runs `plan` with `inputs`. The launch list of the plan at these input shapes (memory plan,
+ * pooled slots, checked and packed launches: launch-list.ts) is built on the first run and reused;
+ * the addon runs it in one call. Outputs are fresh arrays every run.
+ */
 export async function runPlanNative(plan: Plan, inputs: ReadonlyMap<string, Value>, opts: NativeRunOptions = {}): Promise<Map<string, HostTensor>> {
   const prep = await prepareNative(plan, opts.checks ?? defaultChecks());
-  const sizes = planSizes(plan, inputs);
-  const mem = planMemory(plan, sizes, { reuse: opts.reuse ?? defaultReuse() });
-  const slots = mem.slots.map((s) => {
-    const buf = new ArrayBuffer(Math.ceil(s.bytes / 4) * 4);
-    if (opts.poison !== undefined && !s.zero) new Float32Array(buf).fill(opts.poison);
-    return buf;
-  });
-  const arrays = new Map<string, Arr>();
-  const shapes = new Map<string, number[]>();
-  const written = writtenParams(plan);
-  for (const p of plan.fn.params) {
-    const v = inputs.get(p.name) ?? { shape: [], data: Float64Array.of(p.default!) };
-    const half = plan.half.get(p.v);
-    // An input already in its storage type that no kernel writes is read in place (a copy of
-    // q, k and v costs as much as a recurrent forward at T = 4096).
-    const given: unknown = v.data;
-    const mine = !written.has(p.v);
-    const data = p.dtype === 'i32' || p.dtype === 'i64' ? (mine && given instanceof Int32Array ? given : Int32Array.from(v.data)) : half ? toHalfArray(v.data, half) : mine && given instanceof Float32Array ? given : Float32Array.from(v.data);
-    arrays.set(p.v, data);
-    shapes.set(p.v, p.shape.length === 0 ? [] : v.shape);
-  }
-  for (const cv of planBuffers(plan)) {
-    const shape = cv.shape.map((d) => {
-      const n = devaluate(d, sizes);
-      if (n === undefined || !Number.isInteger(n) || n < 0) throw new RunError(`cannot size '${cv.name}'`);
-      return n;
-    });
-    const n = numel(shape);
-    const slot = mem.slotOf.get(cv.id);
-    const buf = slot === undefined ? undefined : slots[slot]!;
-    const int = cv.dtype === 'i32' || cv.dtype === 'i64';
-    if (!buf) arrays.set(cv.id, int ? new Int32Array(n) : plan.half.has(cv.id) ? new Uint16Array(n) : new Float32Array(n));
-    else arrays.set(cv.id, int ? new Int32Array(buf, 0, n) : plan.half.has(cv.id) ? new Uint16Array(buf, 0, n) : new Float32Array(buf, 0, n));
-    shapes.set(cv.id, shape);
-  }
-  for (const l of plan.launches) {
-    const buffers: Record<string, Arr> = {};
-    for (const [name, id] of Object.entries(l.buffers)) buffers[name] = arrays.get(id)!;
-    const scalars: Record<string, number> = {};
-    for (const [name, atom] of Object.entries(l.scalars)) scalars[name] = sizes.get(atom)!;
-    if (profile) {
-      const t0 = performance.now();
-      runNativeKernel(prep, l.kernel, { buffers, scalars });
-      const dt = performance.now() - t0;
-      const r = profile.get(l.kernel.name) ?? { launches: 0, ms: 0 };
-      r.launches++; r.ms += dt;
-      profile.set(l.kernel.name, r);
-    } else runNativeKernel(prep, l.kernel, { buffers, scalars });
-  }
-  const out = new Map<string, HostTensor>();
-  for (const o of plan.fn.outputs) {
-    const data = arrays.get(o.v)!;
-    const half = plan.half.get(o.v);
-    out.set(o.name, { shape: shapes.get(o.v)!, data: data instanceof Uint16Array ? fromHalfArray(data, half!) : data });
-  }
-  return out;
-}
-
-const writtenOf = new WeakMap<Plan, Set<string>>();
-/** The plan tensors some kernel of `plan` writes (read_write buffers), and its outputs. */
-function writtenParams(plan: Plan): Set<string> {
-  let w = writtenOf.get(plan);
-  if (!w) {
-    w = new Set<string>();
-    for (const l of plan.launches) for (const b of l.kernel.buffers) if (b.access === 'read_write' && l.buffers[b.name] !== undefined) w.add(l.buffers[b.name]!);
-    for (const o of plan.fn.outputs) w.add(o.v); // an output is the caller's own array, never an input's
-    writtenOf.set(plan, w);
-  }
-  return w;
+  const list = launchListFor(plan, prep.entries, inputs, opts.reuse ?? defaultReuse());
+  return runLaunchList(list, prep.addon, inputs, opts.poison, profile);
 }
 
 /** Compiles and runs single kernels (tests, tools): one translation unit per kernel, cached. */

@@ -11,12 +11,20 @@
 //   symbol(library, name) -> kernel id
 //   run(kernel, buffers: TypedArray[], scalars: Int32Array, grid: Int32Array(3),
 //       scratchBytes, err: Int32Array(8))   synchronous; err is the kernel's error record
+//   runList(tensors: TypedArray[], code: Int32Array, err: Int32Array(8), times?: Float64Array)
+//       -> index of the launch whose kernel reported an error, else -1. A whole launch list in
+//       one call (runtime/native/launch-list.ts): each launch is
+//         kernel, nbuf, nscalar, grid x, y, z, scratchBytes, nbuf tensor indices, nscalar scalars
+//       (scalars as i32 bits); a buffer is tensors[index] (its data pointer and element count,
+//       resolved once per call). Stops at the first launch that reports an error. With `times`,
+//       times[i] is launch i's milliseconds (the per kernel profile).
 //   threads() -> number of threads a run uses
 //   abiVersion
 #include <napi.h>
 #include <dlfcn.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -220,12 +228,74 @@ Napi::Value Run(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
+Napi::Value RunList(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsArray()) throw Napi::TypeError::New(env, "runList(tensors, code, err, times?)");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  const uint32_t nt = arr.Length();
+  std::vector<void *> ptrs(nt);
+  std::vector<int64_t> lens(nt);
+  for (uint32_t i = 0; i < nt; i++) ptrs[i] = viewData(arr.Get(i), &lens[i], "a tensor");
+  int64_t nc = 0, ne = 0, nm = 0;
+  const int32_t *code = static_cast<const int32_t *>(viewData(info[1], &nc, "code"));
+  int32_t *err = static_cast<int32_t *>(viewData(info[2], &ne, "err"));
+  if (ne < 8) throw Napi::RangeError::New(env, "runList: err needs 8 elements");
+  double *times = nullptr;
+  if (info.Length() > 3 && !info[3].IsUndefined()) {
+    if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) throw Napi::TypeError::New(env, "runList: times must be a Float64Array");
+    times = static_cast<double *>(viewData(info[3], &nm, "times"));
+  }
+  // Check the whole list before running any of it: a bad index must not become a wild pointer.
+  int64_t launches = 0;
+  for (int64_t at = 0; at < nc; launches++) {
+    if (at + 7 > nc) throw Napi::RangeError::New(env, "runList: truncated launch");
+    const int32_t k = code[at], nb = code[at + 1], ns = code[at + 2];
+    if (k < 0 || static_cast<size_t>(k) >= kernels.size()) throw Napi::RangeError::New(env, "runList: unknown kernel");
+    if (nb < 0 || ns < 0 || code[at + 3] < 0 || code[at + 4] < 0 || code[at + 5] < 0 || code[at + 6] < 0) throw Napi::RangeError::New(env, "runList: negative count, grid or scratch");
+    if (at + 7 + nb + ns > nc) throw Napi::RangeError::New(env, "runList: truncated launch");
+    for (int32_t j = 0; j < nb; j++) {
+      const int32_t t = code[at + 7 + j];
+      if (t < 0 || static_cast<uint32_t>(t) >= nt) throw Napi::RangeError::New(env, "runList: tensor index out of range");
+    }
+    at += 7 + nb + ns;
+  }
+  if (times && nm < launches) throw Napi::RangeError::New(env, "runList: times needs one element per launch");
+  Pool *p = pool();
+  const int64_t parts = static_cast<int64_t>(p->size()) * 8;
+  std::vector<void *> bufs;
+  std::vector<int64_t> blens;
+  int64_t i = 0;
+  for (int64_t at = 0; at < nc; i++) {
+    const int32_t k = code[at], nb = code[at + 1], ns = code[at + 2];
+    const int32_t *grid = code + at + 3;
+    const size_t scratch = static_cast<size_t>(code[at + 6]);
+    const int32_t *idx = code + at + 7;
+    const int32_t *scalars = code + at + 7 + nb;
+    at += 7 + nb + ns;
+    const auto t0 = times ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    const int64_t total = static_cast<int64_t>(grid[0]) * grid[1] * grid[2];
+    if (total > 0) {
+      bufs.resize(nb > 0 ? nb : 1);
+      blens.resize(nb > 0 ? nb : 1);
+      for (int32_t j = 0; j < nb; j++) { bufs[j] = ptrs[idx[j]]; blens[j] = lens[idx[j]]; }
+      int64_t chunk = (total + parts - 1) / parts;
+      if (chunk < 1) chunk = 1;
+      Job job{kernels[k], bufs.data(), blens.data(), scalars, grid, total, chunk, scratch, err};
+      if (!p->run(job)) throw Napi::Error::New(env, "native target: out of memory for workgroup arrays");
+    }
+    if (times) times[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (err[0]) return Napi::Number::New(env, static_cast<double>(i));
+  }
+  return Napi::Number::New(env, -1);
+}
+
 Napi::Value Threads(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), pool()->size()); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("open", Napi::Function::New(env, Open));
   exports.Set("symbol", Napi::Function::New(env, Symbol));
   exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("runList", Napi::Function::New(env, RunList));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("abiVersion", Napi::Number::New(env, ABI_VERSION));
   return exports;
