@@ -42,6 +42,17 @@ export function checkWeights(program: ModelProgram, weights: ReadonlyMap<string,
   }
 }
 
+const sizesOf = new WeakMap<ModelPlan, { shapes: Map<string, readonly number[]>; sizes: Map<string, number> }>();
+/** The model's sizes from its inputs' shapes; the last answer is kept (a decode step asks for the same each token). */
+function modelSizes(mp: ModelPlan, inputs: ReadonlyMap<string, HostValue>): Map<string, number> {
+  const last = sizesOf.get(mp);
+  if (last && last.shapes.size === inputs.size && [...inputs].every(([k, v]) => { const s = last.shapes.get(k); return s !== undefined && s.length === v.shape.length && s.every((x, i) => x === v.shape[i]); })) return last.sizes;
+  const shapes = new Map([...inputs].map(([k, v]) => [k, [...v.shape]] as const));
+  const sizes = bindSizes(mp.program.model.forward, shapes);
+  sizesOf.set(mp, { shapes, sizes });
+  return sizes;
+}
+
 /** Zero states for a batch of B sequences. */
 export function zeroState(mp: ModelPlan, sizes: ReadonlyMap<string, number>): ModelState {
   const tensors = new Map<string, HostValue>();
@@ -68,7 +79,7 @@ export async function runModelPlan(
   state?: ModelState,
 ): Promise<{ outputs: Map<string, HostValue>; state?: ModelState }> {
   const prog = mp.program;
-  const sizes = bindSizes(prog.model.forward, new Map([...inputs].map(([k, v]) => [k, v.shape] as const)));
+  const sizes = modelSizes(mp, inputs);
   const env = new Map<string, HostValue>();
   for (const p of prog.params) {
     const v = inputs.get(p.name);

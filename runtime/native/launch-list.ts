@@ -41,6 +41,9 @@ interface ParamSpec {
 interface FreshSpec { int: boolean; half?: KHalf; numel: number }
 
 export interface LaunchList {
+  reuse: boolean;
+  /** The parameters' shapes it was built for (undefined: not given), in plan.fn.params order. */
+  shapes: (readonly number[] | undefined)[];
   sizes: Map<string, number>;
   mem: MemoryPlan;
   params: ParamSpec[];
@@ -55,6 +58,8 @@ export interface LaunchList {
   launches: { kernel: Kernel; entry: NativeEntry }[];
   /** Per launch milliseconds (the profile), filled by the addon. */
   times: Float64Array;
+  /** The tensor table, refilled by every run (params and fresh entries are emptied after it). */
+  table: HostArray[];
   outputs: { name: string; index: number; shape: number[]; half?: KHalf }[];
   err: Int32Array;
 }
@@ -153,11 +158,14 @@ export function buildLaunchList(plan: Plan, entries: NativeEntries, inputs: Read
     return { name: o.name, index: at, shape, ...(half ? { half } : {}) };
   });
   return {
+    reuse,
+    shapes: plan.fn.params.map((p) => { const v = inputs.get(p.name); return v ? [...v.shape] : undefined; }),
     sizes, mem, params, pooled,
     fresh: fresh.map((t) => ({ int: t.int, ...(t.half ? { half: t.half } : {}), numel: t.numel })), zero, launches, outputs,
     slotWords: slots.map((b) => new Float32Array(b)),
     code: Int32Array.from(code),
     times: new Float64Array(launches.length),
+    table: [],
     err: new Int32Array(8),
   };
 }
@@ -180,29 +188,49 @@ export type NativeProfile = Map<string, { launches: number; ms: number }>;
 
 /** Runs a launch list with these inputs (the shapes it was built for); outputs by name, the caller's own. */
 export function runLaunchList(list: LaunchList, addon: NativeAddon, inputs: ReadonlyMap<string, Value | HostTensor>, poison: number | undefined, profile: NativeProfile | undefined): Map<string, HostTensor> {
-  const table: HostArray[] = [];
-  for (const p of list.params) table.push(bindParam(p, inputs.get(p.name)));
-  for (const t of list.fresh) table.push(t.int ? new Int32Array(t.numel) : t.half ? new Uint16Array(t.numel) : new Float32Array(t.numel));
-  for (const v of list.pooled) table.push(v);
-  if (poison !== undefined) for (const w of list.slotWords) w.fill(poison);
-  for (const z of list.zero) z.fill(0);
-  const err = list.err;
-  err.fill(0);
-  const bad = addon.runList(table, list.code, err, profile ? list.times : undefined);
-  if (bad >= 0) {
-    const { kernel, entry } = list.launches[bad]!;
-    throw new NativeRunError(outOfBoundsMessage(kernel, entry, err));
+  const table = list.table;
+  const P = list.params.length, F = list.fresh.length;
+  if (table.length === 0) table.push(...list.params.map(() => EMPTY), ...list.fresh.map(() => EMPTY), ...list.pooled);
+  try {
+    for (let i = 0; i < P; i++) table[i] = bindParam(list.params[i]!, inputs.get(list.params[i]!.name));
+    for (let j = 0; j < F; j++) { const t = list.fresh[j]!; table[P + j] = t.int ? new Int32Array(t.numel) : t.half ? new Uint16Array(t.numel) : new Float32Array(t.numel); }
+    if (poison !== undefined) for (const w of list.slotWords) w.fill(poison);
+    for (const z of list.zero) z.fill(0);
+    const err = list.err;
+    err.fill(0);
+    const bad = addon.runList(table, list.code, err, profile ? list.times : undefined);
+    if (bad >= 0) {
+      const { kernel, entry } = list.launches[bad]!;
+      throw new NativeRunError(outOfBoundsMessage(kernel, entry, err));
+    }
+    if (profile) {
+      list.launches.forEach(({ kernel }, i) => {
+        const r = profile.get(kernel.name) ?? { launches: 0, ms: 0 };
+        r.launches++; r.ms += list.times[i]!;
+        profile.set(kernel.name, r);
+      });
+    }
+    const out = new Map<string, HostTensor>();
+    for (const o of list.outputs) out.set(o.name, { shape: [...o.shape], data: hostOutput(table[o.index]!, o.half) });
+    return out;
+  } finally {
+    // The list keeps neither the caller's inputs nor its outputs alive.
+    for (let i = 0; i < P + F; i++) table[i] = EMPTY;
   }
-  if (profile) {
-    list.launches.forEach(({ kernel }, i) => {
-      const r = profile.get(kernel.name) ?? { launches: 0, ms: 0 };
-      r.launches++; r.ms += list.times[i]!;
-      profile.set(kernel.name, r);
-    });
+}
+
+const EMPTY = new Float32Array(0);
+
+/** Whether `inputs` have the shapes `list` was built for (no strings: the common case of a repeated run). */
+function sameShapes(list: LaunchList, plan: Plan, inputs: ReadonlyMap<string, { shape: readonly number[] }>): boolean {
+  const ps = plan.fn.params;
+  for (let i = 0; i < ps.length; i++) {
+    const want = list.shapes[i], got = inputs.get(ps[i]!.name)?.shape;
+    if (want === undefined || got === undefined) { if (want !== got) return false; continue; }
+    if (want.length !== got.length) return false;
+    for (let j = 0; j < want.length; j++) if (want[j] !== got[j]) return false;
   }
-  const out = new Map<string, HostTensor>();
-  for (const o of list.outputs) out.set(o.name, { shape: [...o.shape], data: hostOutput(table[o.index]!, o.half) });
-  return out;
+  return true;
 }
 
 const lists = new WeakMap<NativeEntries, Map<string, LaunchList>>();
@@ -213,6 +241,10 @@ export const LISTS_PER_PLAN = 4;
 export function launchListFor(plan: Plan, entries: NativeEntries, inputs: ReadonlyMap<string, { shape: number[] }>, reuse: boolean): LaunchList {
   let m = lists.get(entries);
   if (!m) lists.set(entries, (m = new Map()));
+  // The most recently used list first (the last in the map), without building the key.
+  let last: LaunchList | undefined;
+  for (const l of m.values()) last = l;
+  if (last && last.reuse === reuse && sameShapes(last, plan, inputs)) return last;
   const key = `${reuse ? 1 : 0}|${shapesKey(plan, inputs)}`;
   let l = m.get(key);
   if (l) { m.delete(key); m.set(key, l); return l; }
