@@ -93,9 +93,9 @@ describe('the CPU chunk-parallel form (executor and native) vs the float64 truth
   });
   for (const f of FAMILIES) {
     test(`${f.name}: random cases, forward and backward`, async () => {
-      const runs = await assertProperty(caseArb, async (c) => { expect(await checkCase(f, c, !noNative)).toEqual([]); }, { seed: seedFor(SEED, f.name), randomRuns: 3, examples: [], timeLimitMs: 120_000, endOnFailure: true });
-      expect(runs).toBe(3);
-    }, 180_000);
+      const runs = await assertProperty(caseArb, async (c) => { expect(await checkCase(f, c, !noNative)).toEqual([]); }, { seed: seedFor(SEED, f.name), randomRuns: 2, examples: [], timeLimitMs: 120_000, endOnFailure: true });
+      expect(runs).toBe(2);
+    }, 600_000);
   }
   const fixed: [Family, Case][] = [
     [FAMILIES[0]!, { B: 1, H: 2, T: 100, K: 64, V: 64, chunk: 32, gammas: [0.97, 1 - 2 ** -20], gate: 'uniform', data: 1, tKind: 'ragged' }],
@@ -107,7 +107,7 @@ describe('the CPU chunk-parallel form (executor and native) vs the float64 truth
   for (const [f, c] of fixed) {
     test(`${f.name} B=${c.B} H=${c.H} T=${c.T} K=${c.K} V=${c.V} chunk=${c.chunk}: forward and backward`, async () => {
       expect(await checkCase(f, c, !noNative)).toEqual([]);
-    }, 120_000);
+    }, 300_000);
   }
 });
 

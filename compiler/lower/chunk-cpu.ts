@@ -274,7 +274,9 @@ export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L:
   const nE = declI(body, f, 'nE', K.select(K.bin('>', ci, K.i32(0)), K.i32(d.RK), K.i32(0)));
   const cross: KStmt[] = [];
   body.push(K.iff(K.bin('>', ci, K.i32(0)), cross));
-  loopOf(cross, f, 'ei', K.i32(0), K.i32(d.RK), (i, b) => {
+  // E_c is read where it lies when its rows hold whole vectors, else packed with zero columns.
+  const packE = d.Vp > d.Vc;
+  if (packE) loopOf(cross, f, 'ei', K.i32(0), K.i32(d.RK), (i, b) => {
     loopOf(b, f, 'ej', K.i32(0), K.i32(d.Vc), (j, bj) => bj.push(K.store('Ep', K.add(K.mul(i, K.i32(d.Vp)), j), K.load(buf, stateAt(lay, x.T, ci, 0, i, j)))));
     if (d.Vp > d.Vc) loopOf(b, f, 'ez', K.i32(d.Vc), K.i32(d.Vp), (j, bj) => bj.push(K.store('Ep', K.add(K.mul(i, K.i32(d.Vp)), j), K.f32(0))));
   });
@@ -302,7 +304,7 @@ export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L:
     // Outputs: [P | A'] [Cv ; Ep], the scores' columns up to the block's last row, then the state's rows.
     loopOf(blk, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
       const intra: Seg = { k: f('m'), lo: K.i32(0), hi: min(len, K.add(r0, K.i32(MR))), a: (i, k) => K.load('P', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(Cp)), k)), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
-      const carried: Seg = { k: f('e'), lo: K.i32(0), hi: nE, a: (i, k) => K.load('A2', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.RK)), k)), b: (cc, k) => ['Ep', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
+      const carried: Seg = { k: f('e'), lo: K.i32(0), hi: nE, a: (i, k) => K.load('A2', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.RK)), k)), b: (cc, k) => (packE ? ['Ep', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] : [buf, stateAt(lay, x.T, ci, 0, k, K.add(j0, K.i32(cc * W)))]) };
       bj.push(...microTile(f, d.NV, [intra, carried], (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc)));
       storeTile(f, d, bj, r0, len, j0, 'Ot', (row, col, value, b) => {
         const p = declI(b, f, 'op', at(row));
@@ -313,7 +315,7 @@ export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L:
   }, MR);
   shared.push(
     { name: 'Ap', type: 'f32', size: Cr * d.Kc }, { name: 'Bt', type: 'f32', size: d.Kc * Cp }, { name: 'P', type: 'f32', size: Cr * Cp },
-    { name: 'Cv', type: 'f32', size: C * d.Vp }, { name: 'Ep', type: 'f32', size: d.RK * d.Vp }, { name: 'A2', type: 'f32', size: Cr * d.RK },
+    { name: 'Cv', type: 'f32', size: C * d.Vp }, ...(packE ? [{ name: 'Ep', type: 'f32' as const, size: d.RK * d.Vp }] : []), { name: 'A2', type: 'f32', size: Cr * d.RK },
     { name: 'Ot', type: 'f32', size: MR * d.NR },
   );
   return kernelOf(name, [K.i32(1), nb, NCof(x.T, C)], shared, body);

@@ -17,6 +17,10 @@
 // ceil(T / C) states of R K V entries (R = 2 for order 1), each padded to a multiple of C
 // entries, KVp, so that the tensor's shape [batch.., T + C - 1, KVp / C] is a polynomial in the
 // sizes (ceil(T / C) KVp <= (T + C - 1) KVp / C): no ceiling division in shapes.
+// Where the schedule's dense mode is 'blocked' (CPU-like targets: native's default), the same three
+// phases are lowered by chunk-cpu.ts instead, as single-thread workgroups of register-blocked chunk
+// products (the SIMT shape below runs a workgroup's threads as work-item loops there, which
+// vectorise only across them).
 // The numerics are lowerChunkwise's (contraction.ts): weights exponentiate only non-positive
 // numbers, gated weights come from chunk-local (compensated) sums of the step, the chunk carry
 // takes the accurate exp, state and accumulators are f32 whatever the storage.
