@@ -4,14 +4,20 @@
 // translation unit per architecture (sm_80 and sm_90, entries suffixed by size, dtype and pass),
 // and ptxas -v must report 0 bytes of spill stores and loads and a 0-byte stack frame for each,
 // and the PTX must hold mma.sync m16n8k16 of the storage type. nvcc is required (fails without).
-// Measured (2 cores shared with other work, nvcc 13.0): 34 mma kernels per (size, dtype), 136 in
-// all, registers 80..98 on both architectures; ~2.5 min (nvcc's compile of one 136-kernel unit).
+// Measured (2 cores shared with other work, nvcc 13.0): 34 mma kernels per (size, dtype) and 12 of
+// the GPU check, 148 in all, registers 80..98 on both architectures (split-K ones included), 0
+// spills; 2.5-4 min wall, ~80 s of CPU (nvcc's compile of one 148-kernel unit per architecture).
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { compilePlan } from '../compiler/plan.js';
+import { makeSchedule } from '../compiler/schedule.js';
+import { loadProgram } from '../dsl/program.js';
+import { mmaCases } from '../runtime/cuda/mma-check.js';
 import { findNvcc } from '../runtime/cuda/nvcc.js';
+import { emitKernel } from '../targets/emit.js';
 import { cli, ensureBuilt } from './helpers/cli.js';
 
 const nvcc = findNvcc();
@@ -40,6 +46,7 @@ describe('nvcc compiles the mma kernels of the tiny and base RetNet (forward and
   /** Distinct mma modules by case, entries renamed `<entry>_<size>_<dtype>_<pass>`. */
   const units = new Map<string, { entry: string; code: string }[]>();
   const failures: string[] = [];
+  let splitK = 0;
   beforeAll(async () => {
     ensureBuilt();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'retnetc-nvcc-mma-'));
@@ -64,18 +71,35 @@ describe('nvcc compiles the mma kernels of the tiny and base RetNet (forward and
       });
     }
     await twoAtATime(jobs);
+    // The GPU check's cases (runtime/cuda/mma-check.ts): sizes known, so the weight gradient splits K.
+    const linear = loadProgram('models/retnet.ret').checked!.fns.get('linear')!;
+    const { linear: cases } = mmaCases(false);
+    const list: { entry: string; code: string }[] = [];
+    for (const c of cases) for (const dtype of ['f16', 'bf16'] as const) for (const backward of [false, true]) {
+      const plan = compilePlan(linear, makeSchedule('chunkwise', 64, { dtype, dense: 'mma' }), { backward, constants: new Map([['B', c.B], ['T', c.T], ['I', c.I], ['O', c.O]]) });
+      for (const l of plan.launches) {
+        const e = emitKernel(l.kernel, 'cuda');
+        if (!e.code.includes('mma.sync')) continue;
+        const entry = `${e.entry}_${c.name.replace(/\W+/g, '_')}_${dtype}_${backward ? 'bwd' : 'fwd'}`;
+        list.push({ entry, code: e.code.replace(new RegExp(`\\b${e.entry}\\b`, 'g'), entry) });
+      }
+    }
+    splitK = list.filter((u) => u.code.includes('Red')).length;
+    units.set('gpu-check linear', list);
   }, 600_000);
   afterAll(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
 
-  test('the CLI compiles every case with dense mma from --schedule-file', () => {
+  test('the CLI compiles every case with dense mma from --schedule-file; the GPU check\'s cases have split-K kernels', () => {
     expect(failures).toEqual([]);
     for (const c of CASES) expect(units.get(c.key)?.length ?? 0, c.key).toBeGreaterThanOrEqual(20);
+    expect(units.get('gpu-check linear')!.length).toBeGreaterThanOrEqual(8);
+    expect(splitK).toBeGreaterThanOrEqual(2);
   });
 
   test(`nvcc + ptxas for ${ARCHS.join(' and ')}: 0 spill bytes and 0 stack in every mma kernel; mma.sync in the PTX`, async () => {
     expect(typeof nvcc, 'nvcc is not on PATH').not.toBe('string');
     if (typeof nvcc === 'string') return;
-    const all = CASES.flatMap((c) => units.get(c.key) ?? []);
+    const all = [...units.values()].flat();
     expect(all.length).toBeGreaterThan(0);
     const cu = path.join(dir, 'mma.cu');
     fs.writeFileSync(cu, all.map((u) => u.code).join('\n'));
