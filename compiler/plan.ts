@@ -344,6 +344,7 @@ function statementChooser(fn: CheckedFn, schedule: Schedule, ir: IrFn, contracti
   const validate = (key: string, c: StatementChoice, kind: Kind, s: IrStmt): void => {
     const where = `'${fn.name}': statement '${key}'`;
     if (c.reduce === 'tree' && (kind === 'contraction' || !treeSum(s))) throw new ScheduleError(`${where} ${kind === 'contraction' ? 'is a causal contraction' : 'has no single f32 sum'}: reduce tree does not apply to it`, s.span);
+    if (c.dense !== undefined && kind === 'contraction') throw new ScheduleError(`${where} is a causal contraction: dense ${c.dense} does not apply to it (dense sums are projections and weight gradients)`, s.span);
     if (kind === 'map') {
       // A map is the same kernel in every form (form parallel, what it is, may be said).
       if ((c.form !== undefined && c.form !== 'parallel') || c.chunk !== undefined) throw new ScheduleError(`${where} is elementwise (a map kernel, the same in every form): only workgroup applies to it, not ${c.chunk === undefined ? `form ${c.form}` : `chunk ${c.chunk}`}`, s.span);

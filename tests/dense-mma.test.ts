@@ -153,6 +153,13 @@ describe('the schedule field dense mma', () => {
     expect(makeSchedule('chunkwise').dense).toBeUndefined();
   });
 
+  test('on a causal contraction it is an error naming the statement', () => {
+    let err: unknown;
+    try { compilePlan(layersFn(), makeSchedule('chunkwise', 16, { dtype: 'f16', statements: { 'msr#2.r': { dense: 'mma' } } })); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(ScheduleError);
+    expect((err as Error).message).toMatch(/statement 'msr#2\.r' is a causal contraction: dense mma does not apply to it/);
+  });
+
   test('with f32 storage it is one error naming the statement', () => {
     const fn = layersFn();
     let err: unknown;
