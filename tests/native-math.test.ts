@@ -137,8 +137,8 @@ describe('native bounds pre-check of a work-item loop (targets/native/item-versi
     const code = printNative([k]).code;
     expect(code).toContain('reduction(&:rn_all) /* bounds pre-check */');
     expect(code).toContain('reduction(&:rn_ok) /* bounds pre-check */');
-    expect(code).toMatch(/if \(rn_all\) \{\s*#pragma omp simd[^\n]*\n\s*for [^\n]*\n\s*int32_t g = [^\n]*\n\s*y\[g\] = x\[rn_divq\(g, rn_dv0\) \+ off\]/);
-    expect(code).toMatch(/if \(rn_ok\) \{[\s\S]*if \(g < n\) \{\s*y\[g\] = x\[rn_divq\(g, rn_dv0\) \+ off\][\s\S]*\} else \{[\s\S]*rn_ldf\(x, /);
+    expect(code).toMatch(/if \(rn_all\) \{\s*#pragma omp simd[^\n]*\n\s*for [^\n]*\n\s*int32_t g = [^\n]*\n\s*y\[\(int64_t\)\(wg_x \* 64\) \+ \(int64_t\)rn_t\] = x\[rn_divq\(g, rn_dv0\) \+ off\]/);
+    expect(code).toMatch(/if \(rn_ok\) \{[\s\S]*if \(g < n\) \{\s*y\[\(int64_t\)\(wg_x \* 64\) \+ \(int64_t\)rn_t\] = x\[rn_divq\(g, rn_dv0\) \+ off\][\s\S]*\} else \{[\s\S]*rn_ldf\(x, /);
   });
 
   run('in range it computes what the executor computes; out of range both report an out-of-bounds load', async () => {

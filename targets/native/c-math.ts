@@ -50,6 +50,8 @@ export const TRIG_FAST_LIMIT = 262144;
 export const C_MATH = String.raw`
 /* Always inlined: a large translation unit (a whole model) exhausts GCC's inlining budget, and a call is not vectorised. */
 #define RN_INLINE static inline __attribute__((always_inline))
+/* An int64 index in [0, n), without a branch (the pre-check loops of printer.ts). */
+#define RN_IN64(i, n) ((uint64_t)(i) < (uint64_t)(n))
 RN_INLINE float rn_sel_f(int32_t c, float a, float b) { return c ? a : b; }
 RN_INLINE int32_t rn_sel_i(int32_t c, int32_t a, int32_t b) { return c ? a : b; }
 RN_INLINE double rn_d_bits(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
@@ -141,6 +143,15 @@ RN_INLINE float rn_sincos_fast(float xf, uint64_t c) {
 }
 static float rn_sin_slow(float x) { return (float)sin((double)x); }
 static float rn_cos_slow(float x) { return (float)cos((double)x); }
+/* libm, rounded once, for scalar code (printer.ts uses these where accesses are checked). */
+static inline float rn_exp_s(float x) { return (float)exp((double)x); }
+static inline float rn_exp2_s(float x) { return (float)pow(2.0, (double)x); }
+static inline float rn_log_s(float x) { return (float)log((double)x); }
+static inline float rn_log2_s(float x) { return (float)log2((double)x); }
+static inline float rn_log1p_s(float x) { return (float)log1p((double)x); }
+static inline float rn_sin_s(float x) { return (float)sin((double)x); }
+static inline float rn_cos_s(float x) { return (float)cos((double)x); }
+static inline float rn_tanh_s(float x) { return (float)tanh((double)x); }
 /* In a loop that can run again (printer.ts): the fast path, and *big set where it does not apply. */
 RN_INLINE float rn_sin_v(float x, int32_t *big) { *big |= !(fabsf(x) <= RN_TRIG_FAST); return rn_sincos_fast(x, 0); }
 RN_INLINE float rn_cos_v(float x, int32_t *big) { *big |= !(fabsf(x) <= RN_TRIG_FAST); return rn_sincos_fast(x, 1); }

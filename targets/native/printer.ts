@@ -16,10 +16,17 @@
 //   - f32 is float, computed in float (x86-64 SSE: FLT_EVAL_METHOD 0), so + - * / sqrt round
 //     once to float32, as the executor's Math.fround does; no contraction into fma.
 //   - transcendentals (exp exp2 log log2 log1p sin cos tanh pow rsqrt erf) are computed in double
-//     and rounded once, as the executor computes them (float64 function, then fround); erf is the
-//     executor's own series and continued fraction (dsl/math.ts), ported operation for operation.
+//     and rounded once, as the executor computes them (float64 function, then fround): in code
+//     that may vectorise by the branch-free polynomials of c-math.ts, in checked (scalar) code by
+//     libm; erf is the executor's own series and continued fraction (dsl/math.ts), ported
+//     operation for operation.
 //   - i32 wraps (-fwrapv); x / 0 = x % 0 = 0, INT_MIN / -1 = INT_MIN, x % -1 = 0 (rn_idiv,
-//     rn_imod); f32 -> i32 truncates, saturates, NaN -> 0 (rn_f2i); abs(INT_MIN) = INT_MIN.
+//     rn_imod; by a divisor of kernel scalars, rn_divq / rn_divr: multiply-high and shift from
+//     rn_div_make at kernel entry); f32 -> i32 truncates, saturates, NaN -> 0 (rn_f2i);
+//     abs(INT_MIN) = INT_MIN.
+//   - a work-item loop whose indices are integer arithmetic runs in versions (item-versions.ts):
+//     a vectorised pre-check of every index, then flat (full workgroup: every if true, both arms of
+//     every select computed, affine indices in int64), unchecked, or checked as described here.
 //   - min / max of f32 are JavaScript's Math.min / Math.max: NaN if either is NaN, min(-0, +0) =
 //     -0, max(-0, +0) = +0.
 //   - half storage: loads convert exactly (rn_h2f, rn_bf2f), stores round to nearest even with
@@ -162,6 +169,9 @@ const MATH: Partial<Record<KUnOp, string>> = {
   tanh: 'rn_tanh', rsqrt: 'rn_rsqrt', erf: 'rn_erf', sqrt: 'sqrtf', floor: 'floorf', ceil: 'ceilf', abs: 'fabsf',
 };
 
+/** Unary ops with a libm spelling for scalar (checked) code: rn_<op>_s in c-math.ts. */
+const LIBM: ReadonlySet<KUnOp> = new Set<KUnOp>(['exp', 'exp2', 'log', 'log2', 'log1p', 'sin', 'cos', 'tanh']);
+
 interface ArrayInfo { kind: NativeSite['kind']; type: KType; storage?: KHalf; len: string; orig: string; c: string }
 
 class NativePrinter extends CPrinter {
@@ -220,11 +230,24 @@ class NativePrinter extends CPrinter {
     return ok;
   }
 
+  /**
+   * Pre-checked work-item loops (precheckLoop): an index affine in the work-item prints in int64, in
+   * the test and in the unchecked body alike, so a contiguous access is a vector load or store, not
+   * a gather or scatter (affine-index.ts: the int64 value equals the wrapped int32 one when in range).
+   */
+  private partial: AffineEnv | undefined;
+  /** An index affine in the pre-checked loop's work-item, as int64; undefined for any other. */
+  private partialIndex(index: KExpr): string | undefined {
+    if (!this.partial || this.checked()) return undefined;
+    const a = affine(index, this.partial);
+    return a && a.coef !== 0 ? this.fastIndex(index, this.partial) : undefined;
+  }
+
   /** The index of an access in a fast loop: `(int64_t)(base) + coef * (int64_t)v` (affine-index.ts). */
-  private fastIndex(index: KExpr): string {
-    const a = affine(index, this.fast!)!;
+  private fastIndex(index: KExpr, env: AffineEnv = this.fast!): string {
+    const a = affine(index, env)!;
     if (a.coef === 0) return this.expr(a.base);
-    const v = `${a.coef === 1 ? '' : `${a.coef} * `}(int64_t)${this.fast!.item}`;
+    const v = `${a.coef === 1 ? '' : `${a.coef} * `}(int64_t)${env.item}`;
     return a.base.k === 'const' && a.base.value === 0 ? v : `(int64_t)(${this.expr(a.base)}) + ${v}`;
   }
 
@@ -296,7 +319,7 @@ class NativePrinter extends CPrinter {
     if (!a) throw new Error(`internal error: native printer: unknown array '${array}'`);
     const vw = this.vecLocals.get(array);
     if (vw) return prim(this.vecElement(array, index, vw));
-    const idx = this.fast ? this.fastIndex(index) : this.expr(index);
+    const idx = this.fast ? this.fastIndex(index) : this.partialIndex(index) ?? this.expr(index);
     let raw: string;
     if (this.checked() && !this.fast && !this.inRange(array, index)) {
       const fn = a.storage ? 'rn_ldh' : a.kind === 'buffer' ? (a.type === 'f32' ? 'rn_ldf' : 'rn_ldi') : a.type === 'f32' ? 'rn_ldf' : 'rn_ldi';
@@ -316,6 +339,8 @@ class NativePrinter extends CPrinter {
     if (a.storage) v = `${a.storage === 'f16' ? 'rn_f2h' : 'rn_f2bf'}(${v})`;
     else if (a.kind === 'buffer' && a.type === 'bool') v = `(int32_t)(${v})`;
     if (this.fast) return `${a.c}[${this.fastIndex(index)}] = ${v};`;
+    const p64 = this.partialIndex(index);
+    if (p64 !== undefined) return `${a.c}[${p64}] = ${v};`;
     if (!this.checked() || this.inRange(array, index)) return `${a.c}[${this.expr(index)}] = ${v};`;
     const site = this.site('store', a);
     return `{ const int32_t rn_i = ${this.expr(index)}; if (RN_IN(rn_i, ${a.len})) ${a.c}[rn_i] = ${v}; else rn_oob(rn_err, ${site}, rn_i, ${a.len}, ${this.ctx()}); }`;
@@ -323,11 +348,14 @@ class NativePrinter extends CPrinter {
 
   override unary(op: KUnOp, a: KExpr, type: KType): Fmt {
     if (type === 'i32' && op === 'abs') return this.call('rn_iabs', a);
-    if (this.trigFlag && (op === 'sin' || op === 'cos')) return prim(`rn_${op}_v(${this.expr(a)}, &rn_big)`);
+    if (this.trigFlag && !this.checked() && (op === 'sin' || op === 'cos')) return prim(`rn_${op}_v(${this.expr(a)}, &rn_big)`);
     return super.unary(op, a, type);
   }
 
   override unaryFn(op: KUnOp, type: KType): string {
+    // Checked code (a branch per access) is scalar: libm's table-driven functions are faster there than
+    // the polynomials, and compute the same floats (tests/native-math.test.ts compares both to the executor).
+    if (this.checked() && type === 'f32' && LIBM.has(op)) return `rn_${op}_s`;
     const f = MATH[op];
     if (!f || type !== 'f32') throw new Error(`native printer: no function for '${op}' on ${type}`);
     return f;
@@ -453,7 +481,12 @@ class NativePrinter extends CPrinter {
       out.push(`${ind0}${I}${flag} &= ${[...new Set(tests)].join(' & ')};`, `${ind0}}`);
       this.trigFlag = trig;
     };
-    const inRange = (a: PreAccess): string => `RN_IN(${this.expr(a.index)}, ${this.arrays.get(a.array)!.len})`;
+    const env = loopEnv(s, this.assigned);
+    const inRange = (a: PreAccess): string => {
+      const len = this.arrays.get(a.array)!.len, x = affine(a.index, env);
+      if (x && x.coef !== 0) return `RN_IN64(${this.fastIndex(a.index, env)}, ${len})`;
+      return `RN_IN(${this.expr(a.index)}, ${len})`;
+    };
     const guarded = (a: PreAccess): string => {
       if (!a.guards.length) return inRange(a);
       const g = a.guards.map((x) => (x.holds ? `(${this.expr(x.cond)})` : `!(${this.expr(x.cond)})`)).join(' & ');
@@ -464,7 +497,9 @@ class NativePrinter extends CPrinter {
       checkLoop('rn_ok', pre.accesses.map(guarded), ind0);
       out.push(`${ind0}if (rn_ok) {`);
       this.unchecked++;
+      this.partial = env;
       this.stmt(s, ind0 + I, out);
+      this.partial = undefined;
       this.unchecked--;
       out.push(`${ind0}} else {`);
       this.stmt(s, ind0 + I, out);
@@ -477,7 +512,9 @@ class NativePrinter extends CPrinter {
       out.push(`${ind}${I}if (rn_all) {`);
       this.unchecked++;
       this.flat = true;
+      this.partial = env;
       this.stmt(s, ind + I + I, out);
+      this.partial = undefined;
       this.flat = false;
       this.unchecked--;
       out.push(`${ind}${I}} else {`);
