@@ -72,14 +72,14 @@ const ROW_BLOCK = 8;
  * entries whatever K is (S, and S1 for order-1 contractions); q . S is the sum of the NK
  * threads' parts (a reduction in shared memory).
  */
-function tiling(Kc: number, Vc: number, cap: number, arrays: 0 | 1 | 2, stateMax = STATE_MAX): { KT: number; NK: number; WX: number } {
-  const NK = arrays ? Math.max(1, Math.ceil((Kc * arrays) / stateMax)) : 1;
-  let WX = pow2AtLeast(Vc, cap);
+function tiling(Kc: number, Vc: number, cap: number, arrays: 0 | 1 | 2, stateMax = STATE_MAX, JT = 1): { KT: number; NK: number; WX: number } {
+  const NK = arrays ? Math.max(1, Math.ceil((Kc * arrays * JT) / stateMax)) : 1;
+  let WX = pow2AtLeast(Math.ceil(Vc / JT), cap);
   while (WX > 1 && WX * NK > MAX_THREADS) WX /= 2;
   return { KT: Math.ceil(Kc / NK), NK, WX };
 }
 
-function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule, tileK: boolean): { x: Ctx; body: KStmt[]; grid: [KExpr, KExpr, KExpr]; Vc: number } {
+function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule, tileK: boolean, JT = 1): { x: Ctx; body: KStmt[]; grid: [KExpr, KExpr, KExpr]; Vc: number } {
   const constOf = (d: typeof c.K, what: string): number => {
     const e = dimExpr(d, L.sizes);
     if (e.k !== 'const') throw new LowerError(`${name}: the ${what} size must be known when compiling a ${sched.form} kernel`);
@@ -87,14 +87,15 @@ function setup(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: 
   };
   const Kc = constOf(c.K, 'key');
   const Vc = constOf(c.V, 'value');
-  const { KT, NK, WX } = tiling(Kc, Vc, sched.workgroup.contraction, tileK ? (c.order === 1 ? 2 : 1) : 0, sched.tiles.state);
+  const { KT, NK, WX } = tiling(Kc, Vc, sched.workgroup.contraction, tileK ? (c.order === 1 ? 2 : 1) : 0, sched.tiles.state, JT);
   const body: KStmt[] = [];
   // wg.y enumerates batch entries, last batch index fastest.
   const { batch, nb } = batchOf(c, L, body);
-  body.push(K.decl('j', 'i32', K.add(K.mul(K.wg('x'), K.i32(WX)), NK > 1 ? K.bin('%', K.tid('x'), K.i32(WX)) : K.tid('x'))));
+  // The thread's (first) column: columns j + jc WX (jc < JT) when it has JT of them.
+  body.push(K.decl('j', 'i32', K.add(K.mul(K.wg('x'), K.i32(WX * JT)), NK > 1 ? K.bin('%', K.tid('x'), K.i32(WX)) : K.tid('x'))));
   if (NK > 1) body.push(K.decl('kt', 'i32', K.div(K.tid('x'), K.i32(WX))));
   const x: Ctx = { c, s, L, T: dimExpr(c.T, L.sizes), Kc, KT, NK, WX, WG: WX * NK, batch };
-  return { x, body, grid: [K.i32(Math.ceil(Vc / WX)), nb, K.i32(1)], Vc };
+  return { x, body, grid: [K.i32(Math.ceil(Vc / (WX * JT))), nb, K.i32(1)], Vc };
 }
 
 function storeOut(x: Ctx, p: KExpr, j: KExpr, value: KExpr, out: KStmt[]): void {
@@ -142,11 +143,11 @@ function inK(x: Ctx, gi: KExpr, out: KStmt[]): KStmt[] {
  * After a barrier: the thread kt = 0 of each column j sums the NK parts red[base + r WX + j mod WX]
  * (r = 0..NK-1) of one output and stores it at position p.
  */
-function reduceParts(x: Ctx, base: KExpr, p: KExpr, out: KStmt[]): void {
+function reduceParts(x: Ctx, base: KExpr, p: KExpr, out: KStmt[], j: KExpr = jv): void {
   const at = (r: KExpr) => K.load('red', fold(K.add(base, K.add(K.mul(r, K.i32(x.WX)), K.tid('x')))));
   out.push(K.decl('tot', 'f32', at(K.i32(0))));
   out.push(K.loop('r', K.i32(1), K.i32(x.NK), [K.assign('tot', K.add(K.v('tot', 'f32'), at(K.v('r'))))]));
-  storeOut(x, p, jv, K.v('tot', 'f32'), out);
+  storeOut(x, p, j, K.v('tot', 'f32'), out);
 }
 const leader = (Vc: number): KExpr => K.and(K.bin('==', K.v('kt'), K.i32(0)), inV(Vc));
 
@@ -218,19 +219,59 @@ export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprL
   return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared, body };
 }
 
+/** Value columns a thread of the chunkwise form owns (fewer where the reduction buffer would pass RB x MAX_THREADS entries). */
+const COLS_PER_THREAD = 4;
+
 /**
  * Chunks of C positions: inside a chunk the parallel form, across chunks the state carries:
  * S <- w(end, prev end) S + sum_m w(end, m) b[m]^T c[m]. The chunk's rows go in blocks of RB:
  * their scores P[RB][C] in shared memory, then each thread's part of each row's output (its
  * share of the intra-chunk sum, every NK-th position, and of q . S over its key slice), summed
- * over the column's NK threads.
+ * over the column's NK threads. A thread owns JT columns j + jc WX (jc < JT) of its key slice, so
+ * that what it loads per key or position (a[m, i], b[m, i], P[m][m2]) serves JT columns: on
+ * lavapipe, where a workgroup's threads are SIMD lanes and a load costs per lane whether or not
+ * the lanes share its address, that load per column was the chunkwise form's main cost.
  */
 export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): Kernel {
-  const { x, body, grid, Vc } = setup(name, s, c, L, sched, true);
-  const { KT, NK, WG } = x;
   const C = sched.chunk;
   const RB = Math.min(C, ROW_BLOCK);
-  initState(body, KT, c.order);
+  let JT = 1;
+  {
+    const Vc = dimExpr(c.V, L.sizes);
+    if (Vc.k === 'const') {
+      JT = Math.max(1, Math.min(COLS_PER_THREAD, Vc.value));
+      const Kc = dimExpr(c.K, L.sizes);
+      const arrays = c.order === 1 ? 2 : 1;
+      // Keep the reduction buffer RB x WG x JT within what JT = 1 may take (RB x MAX_THREADS).
+      while (JT > 1 && Kc.k === 'const') {
+        const t = tiling(Kc.value, Vc.value, sched.workgroup.contraction, arrays, sched.tiles.state, JT);
+        if (t.NK === 1 || RB * t.WX * t.NK * JT <= RB * MAX_THREADS) break;
+        JT = Math.floor(JT / 2);
+      }
+    }
+  }
+  const { x, body, grid, Vc } = setup(name, s, c, L, sched, true, JT);
+  const { KT, NK, WG, WX } = x;
+  const colOf = (jc: KExpr): KExpr => fold(K.add(jv, K.mul(jc, K.i32(WX))));
+  const jc = K.v('jc');
+  const jcv = colOf(jc);
+  // Columns past V exist only when the tile does not divide V.
+  const ragged = Vc % (WX * JT) !== 0;
+  const inCol = (out: KStmt[]): KStmt[] => {
+    if (!ragged) return out;
+    const b: KStmt[] = [];
+    out.push(K.iff(K.lt(jcv, K.i32(Vc)), b));
+    return b;
+  };
+  const perCol = (f: (b: KStmt[]) => void): KStmt => { const b: KStmt[] = []; f(inCol(b)); return K.loop('jc', K.i32(0), K.i32(JT), b); };
+  const sIdx = (i: KExpr): KExpr => fold(K.add(K.mul(jc, K.i32(KT)), i));
+  initState(body, JT * KT, c.order);
+  const accs = c.order === 1 ? ['acc', 'qs', 'qs1'] : ['acc', 'qs'];
+  for (const n of accs) body.push(K.local(n, 'f32', JT));
+  body.push(K.local('wc', 'f32', JT));
+  const E = (RB * C) / WG;
+  const byCol = WG % C === 0 && Number.isInteger(E);
+  if (byCol) body.push(K.local('dots', 'f32', E));
   const chunk: KStmt[] = [];
   body.push(K.loop('c0', K.i32(0), x.T, chunk, C));
   const c0 = K.v('c0');
@@ -238,98 +279,136 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
   const len = K.v('len');
   const at = (m: KExpr) => posOf(x, K.add(c0, m));
   const gates = localGates(x, C, c0, len, chunk);
+  // The chunk's decay weights once (an exp each), not once per use and thread: wr[m] = w(m, pe)
+  // for the cross term, we[m2] = w(pl, m2) for the state update and, for decays fixed per batch
+  // entry (a function of the distance only), wd[d] = w over d scan steps for the scores.
+  const byDistance = c.decay.every((t) => t.kind === 'fixed');
+  const tables: KStmt[] = [];
+  chunk.push(K.decl('pe', 'i32', at(K.i32(-1))), K.decl('pl', 'i32', at(K.sub(len, K.i32(1)))));
+  chunk.push(K.loop('m', K.tid('x'), len, tables, WG));
+  tables.push(K.decl('pm', 'i32', at(K.v('m'))));
+  const rowW: KStmt[] = [];
+  tables.push(K.iff(K.bin('>', c0, K.i32(0)), rowW));
+  rowW.push(K.store('wr', K.v('m'), weight(x, K.v('pm'), K.v('pe'), rowW, [K.v('m'), K.i32(-1)])));
+  tables.push(K.store('we', K.v('m'), weight(x, K.v('pl'), K.v('pm'), tables, [K.sub(len, K.i32(1)), K.v('m')])));
+  if (byDistance) tables.push(K.store('wd', K.v('m'), weight(x, K.v('pm'), at(K.i32(0)), tables)));
+  chunk.push(K.barrier());
+  gates.push({ name: 'wr', type: 'f32', size: C }, { name: 'we', type: 'f32', size: C });
+  if (byDistance) gates.push({ name: 'wd', type: 'f32', size: C });
   const blk: KStmt[] = [];
   chunk.push(K.loop('r0', K.i32(0), len, blk, RB));
   const r0 = K.v('r0');
   // Phase 1: P[mm][m2] = w(m, m2) a[m] . b[m2] for the rows m = r0 + mm and m2 before m.
-  const ph1: KStmt[] = [];
-  blk.push(K.loop('e', K.tid('x'), K.i32(RB * C), ph1, WG));
-  ph1.push(K.decl('m', 'i32', K.add(r0, K.bin('/', K.v('e'), K.i32(C)))), K.decl('m2', 'i32', K.bin('%', K.v('e'), K.i32(C))));
   const valid = K.and(K.lt(K.v('m'), len), K.bin(c.strict ? '<' : '<=', K.v('m2'), K.v('m')));
-  const score: KStmt[] = [];
-  ph1.push(K.store('P', K.v('e'), K.f32(0)));
-  ph1.push(K.iff(valid, score));
-  score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
-  storeScore(x, score, K.v('pm'), K.v('pm2'), [K.v('m'), K.v('m2')]);
+  if (byCol) {
+    // A thread's E entries e = tid + n WG share the key position m2 = tid mod C: b[m2, i] is
+    // loaded once for E dots (rows past the chunk read its last row, and are not stored).
+    blk.push(K.decl('m2', 'i32', K.bin('%', K.tid('x'), K.i32(C))), K.decl('pm2', 'i32', at(K.bin('min', K.v('m2'), K.sub(len, K.i32(1))))));
+    const rowOf = (n: KExpr): KExpr => fold(K.add(r0, K.div(K.add(K.tid('x'), K.mul(n, K.i32(WG))), K.i32(C))));
+    blk.push(K.loop('n', K.i32(0), K.i32(E), [K.store('dots', K.v('n'), K.f32(0))]));
+    const dot: KStmt[] = [];
+    blk.push(K.loop('i', K.i32(0), K.i32(x.Kc), dot));
+    dot.push(K.decl('bi', 'f32', factor(x, 'b', K.v('pm2'), K.v('i'), dot)));
+    const rowsD: KStmt[] = [];
+    dot.push(K.loop('n', K.i32(0), K.i32(E), rowsD));
+    const pmn = at(K.bin('min', rowOf(K.v('n')), K.sub(len, K.i32(1))));
+    rowsD.push(K.store('dots', K.v('n'), K.add(K.load('dots', K.v('n')), K.mul(factor(x, 'a', pmn, K.v('i'), rowsD), K.v('bi', 'f32')))));
+    const put: KStmt[] = [];
+    blk.push(K.loop('n', K.i32(0), K.i32(E), put));
+    put.push(K.decl('e', 'i32', K.add(K.tid('x'), K.mul(K.v('n'), K.i32(WG)))));
+    put.push(K.decl('m', 'i32', rowOf(K.v('n'))));
+    put.push(K.store('P', K.v('e'), K.f32(0)));
+    const score: KStmt[] = [];
+    put.push(K.iff(valid, score));
+    score.push(K.decl('pm', 'i32', at(K.v('m'))));
+    const pw = byDistance ? (c.order === 1 ? K.mul(K.load('wd', K.sub(K.v('m'), K.v('m2'))), distance(x, K.v('pm'), K.v('pm2'))) : K.load('wd', K.sub(K.v('m'), K.v('m2')))) : pairWeight(x, K.v('pm'), K.v('pm2'), score, [K.v('m'), K.v('m2')]);
+    score.push(K.store('P', K.v('e'), K.mul(K.load('dots', K.v('n')), pw)));
+  } else {
+    const ph1: KStmt[] = [];
+    blk.push(K.loop('e', K.tid('x'), K.i32(RB * C), ph1, WG));
+    ph1.push(K.decl('m', 'i32', K.add(r0, K.bin('/', K.v('e'), K.i32(C)))), K.decl('m2', 'i32', K.bin('%', K.v('e'), K.i32(C))));
+    const score: KStmt[] = [];
+    ph1.push(K.store('P', K.v('e'), K.f32(0)));
+    ph1.push(K.iff(valid, score));
+    score.push(K.decl('pm', 'i32', at(K.v('m'))), K.decl('pm2', 'i32', at(K.v('m2'))));
+    storeScore(x, score, K.v('pm'), K.v('pm2'), [K.v('m'), K.v('m2')]);
+  }
   blk.push(K.barrier());
   // Phase 2: outputs = intra-chunk part + decayed state of the previous chunks.
-  const col: KStmt[] = [];
-  blk.push(K.iff(inV(Vc), col));
-  col.push(K.decl('pe', 'i32', at(K.i32(-1))));
-  const rows: KStmt[] = [];
-  col.push(K.loop('mm', K.i32(0), K.i32(RB), rows));
-  rows.push(K.decl('m', 'i32', K.add(r0, K.v('mm'))));
+  const col = blk;
+  // Rows up to the chunk's end: a loop of a run-time trip count, which lavapipe does not unroll
+  // (unrolled, its body made the kernel take seconds to compile there).
   const row: KStmt[] = [];
-  rows.push(K.iff(K.lt(K.v('m'), len), row));
+  const rowsEnd = K.bin('min', K.i32(RB), K.sub(len, r0));
+  col.push(K.loop('mm', K.i32(0), rowsEnd, row));
+  row.push(K.decl('m', 'i32', K.add(r0, K.v('mm'))));
   row.push(K.decl('pm', 'i32', at(K.v('m'))));
-  row.push(K.decl('acc', 'f32', K.f32(0)));
+  row.push(K.loop('jc', K.i32(0), K.i32(JT), accs.map((n) => K.store(n, jc, K.f32(0)))));
   const intra: KStmt[] = [];
   row.push(K.loop('m2', NK > 1 ? K.v('kt') : K.i32(0), K.add(K.v('m'), K.i32(c.strict ? 0 : 1)), intra, NK));
-  intra.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.load('P', K.add(K.mul(K.v('mm'), K.i32(C)), K.v('m2'))), factor(x, 'c', at(K.v('m2')), jv, intra)))));
+  intra.push(K.decl('pv', 'f32', K.load('P', K.add(K.mul(K.v('mm'), K.i32(C)), K.v('m2')))));
+  intra.push(K.decl('q2', 'i32', at(K.v('m2'))));
+  intra.push(perCol((b) => b.push(K.store('acc', jc, K.add(K.load('acc', jc), K.mul(K.v('pv', 'f32'), factor(x, 'c', K.v('q2'), jcv, b)))))));
   const cross: KStmt[] = [];
   row.push(K.iff(K.bin('>', c0, K.i32(0)), cross));
-  cross.push(K.decl('qs', 'f32', K.f32(0)));
-  if (c.order === 1) cross.push(K.decl('qs1', 'f32', K.f32(0)));
   const qsLoop: KStmt[] = [];
   cross.push(K.loop('i', K.i32(0), K.i32(KT), qsLoop));
   const gq = sliceIndex(x, qsLoop);
   const qsBody = inK(x, gq, qsLoop);
-  if (c.order === 1) {
-    // sum_{s <= pe} (pm - s) w b c = w(pm, pe) ((pm - pe) S + S1).
-    qsBody.push(K.decl('ai', 'f32', factor(x, 'a', K.v('pm'), gq, qsBody)));
-    qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(K.v('ai', 'f32'), K.load('S', K.v('i'))))));
-    qsBody.push(K.assign('qs1', K.add(K.v('qs1', 'f32'), K.mul(K.v('ai', 'f32'), K.load('S1', K.v('i'))))));
-    const both = K.add(K.mul(distance(x, K.v('pm'), K.v('pe')), K.v('qs', 'f32')), K.v('qs1', 'f32'));
-    cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(both, weight(x, K.v('pm'), K.v('pe'), cross, [K.v('m'), K.i32(-1)])))));
-  } else {
-    qsBody.push(K.assign('qs', K.add(K.v('qs', 'f32'), K.mul(factor(x, 'a', K.v('pm'), gq, qsBody), K.load('S', K.v('i'))))));
-    cross.push(K.assign('acc', K.add(K.v('acc', 'f32'), K.mul(K.v('qs', 'f32'), weight(x, K.v('pm'), K.v('pe'), cross, [K.v('m'), K.i32(-1)])))));
-  }
+  qsBody.push(K.decl('ai', 'f32', factor(x, 'a', K.v('pm'), gq, qsBody)));
+  const qsCols: KStmt[] = [K.store('qs', jc, K.add(K.load('qs', jc), K.mul(K.v('ai', 'f32'), K.load('S', sIdx(K.v('i'))))))];
+  if (c.order === 1) qsCols.push(K.store('qs1', jc, K.add(K.load('qs1', jc), K.mul(K.v('ai', 'f32'), K.load('S1', sIdx(K.v('i')))))));
+  qsBody.push(K.loop('jc', K.i32(0), K.i32(JT), qsCols));
+  cross.push(K.decl('wx', 'f32', K.load('wr', K.v('m'))));
+  // Order 1: sum_{s <= pe} (pm - s) w b c = w(pm, pe) ((pm - pe) S + S1).
+  const both = c.order === 1 ? K.add(K.mul(distance(x, K.v('pm'), K.v('pe')), K.load('qs', jc)), K.load('qs1', jc)) : K.load('qs', jc);
+  cross.push(K.loop('jc', K.i32(0), K.i32(JT), [K.store('acc', jc, K.add(K.load('acc', jc), K.mul(both, K.v('wx', 'f32'))))]));
   const shared = [{ name: 'P', type: 'f32' as const, size: RB * C }, ...gates];
-  if (NK === 1) storeOut(x, K.v('pm'), jv, K.v('acc', 'f32'), row);
+  // red[(mm JT + jc) WG + tid]: the thread's part of row mm, column jc.
+  if (NK === 1) row.push(perCol((b) => storeOut(x, K.v('pm'), jcv, K.load('acc', jc), b)));
   else {
-    row.push(K.store('red', K.add(K.mul(K.v('mm'), K.i32(WG)), K.tid('x')), K.v('acc', 'f32')));
-    shared.push({ name: 'red', type: 'f32', size: RB * WG });
+    row.push(K.loop('jc', K.i32(0), K.i32(JT), [K.store('red', fold(K.add(K.mul(K.add(K.mul(K.v('mm'), K.i32(JT)), jc), K.i32(WG)), K.tid('x'))), K.load('acc', jc))]));
+    shared.push({ name: 'red', type: 'f32', size: RB * WG * JT });
   }
   // The next block's scores are written after this barrier, its parts after the next one.
   blk.push(K.barrier());
   if (NK > 1) {
     const fin: KStmt[] = [];
-    blk.push(K.iff(leader(Vc), fin));
-    const outRows: KStmt[] = [];
-    fin.push(K.loop('mm', K.i32(0), K.i32(RB), outRows));
+    blk.push(K.iff(K.bin('==', K.v('kt'), K.i32(0)), fin));
     const outRow: KStmt[] = [];
-    outRows.push(K.iff(K.lt(K.add(r0, K.v('mm')), len), outRow));
-    reduceParts(x, K.mul(K.v('mm'), K.i32(WG)), at(K.add(r0, K.v('mm'))), outRow);
+    fin.push(K.loop('mm', K.i32(0), rowsEnd, outRow));
+    outRow.push(perCol((b) => reduceParts(x, fold(K.mul(K.add(K.mul(K.v('mm'), K.i32(JT)), jc), K.i32(WG))), at(K.add(r0, K.v('mm'))), b, jcv)));
   }
   // Phase 3: carry the state slice to the end of this chunk.
-  const col3: KStmt[] = [];
-  chunk.push(K.iff(inV(Vc), col3));
-  col3.push(K.decl('pe', 'i32', at(K.i32(-1))));
-  col3.push(K.decl('pl', 'i32', at(K.sub(len, K.i32(1)))));
+  const col3 = chunk;
   col3.push(K.decl('carry', 'f32', K.f32(0)));
   const carry: KStmt[] = [];
   col3.push(K.iff(K.bin('>', c0, K.i32(0)), carry));
   carry.push(K.assign('carry', weight(x, K.v('pl'), K.v('pe'), carry, [K.sub(len, K.i32(1)), K.i32(-1)], true)));
   const decayState: KStmt[] = [];
-  col3.push(K.loop('i', K.i32(0), K.i32(KT), decayState));
+  col3.push(K.loop('i', K.i32(0), K.i32(JT * KT), decayState));
   if (c.order === 1) {
     // S1 <- w(pl, pe) (S1 + (pl - pe) S), before S itself moves on.
     decayState.push(K.store('S1', K.v('i'), K.mul(K.v('carry', 'f32'), K.add(K.load('S1', K.v('i')), K.mul(distance(x, K.v('pl'), K.v('pe')), K.load('S', K.v('i')))))));
   }
   decayState.push(K.store('S', K.v('i'), K.mul(K.v('carry', 'f32'), K.load('S', K.v('i')))));
-  // One weight per position (not per state entry): S[i] += w(end, m2) c[m2, j] b[m2, gi].
+  // One weight per position and column (not per state entry): S[i] += w(end, m2) c[m2, j] b[m2, gi].
   const sum: KStmt[] = [];
   col3.push(K.loop('m2', K.i32(0), len, sum));
   sum.push(K.decl('q2', 'i32', at(K.v('m2'))));
-  sum.push(K.decl('wc', 'f32', K.mul(weight(x, K.v('pl'), K.v('q2'), sum, [K.sub(len, K.i32(1)), K.v('m2')]), factor(x, 'c', K.v('q2'), jv, sum))));
+  sum.push(K.decl('w2', 'f32', K.load('we', K.v('m2'))));
+  if (c.order === 1) sum.push(K.decl('d2', 'f32', distance(x, K.v('pl'), K.v('q2'))));
+  // Columns past V take weight 0 (their state stays 0 and is never read out).
+  if (ragged) sum.push(K.loop('jc', K.i32(0), K.i32(JT), [K.store('wc', jc, K.f32(0))]));
+  sum.push(perCol((b) => b.push(K.store('wc', jc, K.mul(K.v('w2', 'f32'), factor(x, 'c', K.v('q2'), jcv, b))))));
   const updLoop: KStmt[] = [];
   sum.push(K.loop('i', K.i32(0), K.i32(KT), updLoop));
   const gu = sliceIndex(x, updLoop);
   const upd = inK(x, gu, updLoop);
   upd.push(K.decl('bi', 'f32', factor(x, 'b', K.v('q2'), gu, upd)));
-  upd.push(K.store('S', K.v('i'), K.add(K.load('S', K.v('i')), K.mul(K.v('wc', 'f32'), K.v('bi', 'f32')))));
-  if (c.order === 1) upd.push(K.store('S1', K.v('i'), K.add(K.load('S1', K.v('i')), K.mul(K.mul(K.v('wc', 'f32'), distance(x, K.v('pl'), K.v('q2'))), K.v('bi', 'f32')))));
+  const updCols: KStmt[] = [K.store('S', sIdx(K.v('i')), K.add(K.load('S', sIdx(K.v('i'))), K.mul(K.load('wc', jc), K.v('bi', 'f32'))))];
+  if (c.order === 1) updCols.push(K.store('S1', sIdx(K.v('i')), K.add(K.load('S1', sIdx(K.v('i'))), K.mul(K.mul(K.load('wc', jc), K.v('d2', 'f32')), K.v('bi', 'f32')))));
+  upd.push(K.loop('jc', K.i32(0), K.i32(JT), updCols));
   chunk.push(K.barrier());
   return { name, workgroup: [WG, 1, 1], grid, buffers: [], scalars: [], shared, body };
 }

@@ -10,6 +10,8 @@
 //   - scalars: all in one uniform struct, 4 bytes each in kernel order (offset = 4 * i), the
 //     struct's size rounded up to 16 bytes; buffers take bindings 0..n-1 in kernel order and
 //     the uniform struct binding n;
+//   - long loops over per-thread arrays are split into loops of at most 16 trips (split-loops.ts:
+//     lavapipe keeps such arrays in registers only under loops it unrolls);
 //   - fold: WGSL dispatches at most 65535 workgroups per dimension; when the x count is not
 //     a constant within that limit the runtime dispatches (min(x, 65535), ceil(x / 65535) * y, z)
 //     and the kernel rebuilds wg.x and wg.y from the grid expression over its scalars (the
@@ -18,6 +20,7 @@
 import { anyExpr, kernelNames, NameSupply, renameKernel, stmtExprs, walkExpr, walkStmts } from '../../compiler/c-printer.js';
 import * as K from '../../compiler/kir.js';
 import type { Kernel, KExpr, KStmt, KType } from '../../compiler/kir.js';
+import { splitLongLoops } from './split-loops.js';
 
 /** Most workgroups WebGPU dispatches in one dimension (maxComputeWorkgroupsPerDimension default). */
 export const MAX_WORKGROUPS_PER_DIM = 65535;
@@ -98,7 +101,7 @@ export interface WgslLegalised {
 }
 
 export function legaliseWgsl(k: Kernel): WgslLegalised {
-  const lazy = lazySelects(k);
+  const lazy = lazySelects(splitLongLoops(k));
   const { kernel, globals } = renameKernel(lazy.kernel, { valid: validWgslIdent, reserved: WGSL_RESERVED });
   const bindings = kernel.buffers.map((b, i) => ({ name: b.name, binding: i }));
   const fields = kernel.scalars.map((s, i) => ({ name: s.name, type: s.type, offset: 4 * i }));
