@@ -35,8 +35,11 @@ fn linear_attention_0_recurrent(@builtin(local_invocation_id) lid: vec3<u32>, @b
   let b_b: i32 = rn_idiv(wg_y, size_H);
   let j: i32 = wg_x * 64 + tid_x;
   var S: array<f32, 64>;
-  for (var i: i32 = 0; i < 64; i += 1) {
-    S[i] = 0.0f;
+  for (var i_o: i32 = 0; i_o < 64; i_o += 16) {
+    for (var i_i: i32 = 0; i_i < 16; i_i += 1) {
+      let i: i32 = i_o + i_i;
+      S[i] = 0.0f;
+    }
   }
   for (var n: i32 = 0; n < size_T; n += 1) {
     let p: i32 = n;
@@ -48,10 +51,13 @@ fn linear_attention_0_recurrent(@builtin(local_invocation_id) lid: vec3<u32>, @b
     if (j < 64) {
       let cj: f32 = v[((b_b * size_H + b_h) * size_T + p) * 64 + j];
       var acc: f32 = 0.0f;
-      for (var i: i32 = 0; i < 64; i += 1) {
-        let sd: f32 = S[i];
-        S[i] = sd + sb[i] * cj;
-        acc = acc + sa[i] * S[i];
+      for (var i_o1: i32 = 0; i_o1 < 64; i_o1 += 16) {
+        for (var i_i1: i32 = 0; i_i1 < 16; i_i1 += 1) {
+          let i: i32 = i_o1 + i_i1;
+          let sd: f32 = S[i];
+          S[i] = sd + sb[i] * cj;
+          acc = acc + sa[i] * S[i];
+        }
       }
       o[((b_b * size_H + b_h) * size_T + p) * 64 + j] = acc;
     }

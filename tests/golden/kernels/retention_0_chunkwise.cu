@@ -11,9 +11,9 @@ static __device__ __forceinline__ int rn_imod(int a, int b) { return (b == 0 || 
 #endif
 
 extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(
-    const float* __restrict__ q,
-    const float* __restrict__ k,
     const float* __restrict__ gamma,
+    const float* __restrict__ k,
+    const float* __restrict__ q,
     const float* __restrict__ v,
     float* __restrict__ o,
     int size_B,
@@ -25,84 +25,143 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(
   const int wg_y = rn_blk / rn_grid_x;
   const int tid_x = threadIdx.x;
   __shared__ float P[512];
+  __shared__ float wr[64];
+  __shared__ float we[64];
+  __shared__ float wd[64];
+  __shared__ float red[2048];
   int b_h = rn_imod(wg_y, size_H);
   int b_b = rn_idiv(wg_y, size_H);
-  int j = wg_x * 64 + tid_x;
+  int j = wg_x * 64 + tid_x % 16;
+  int kt = tid_x / 16;
   float S[64];
   #pragma unroll
   for (int i = 0; i < 64; i += 1) {
     S[i] = 0.0f;
   }
+  float acc[4];
+  float qs[4];
+  float wc[4];
+  float dots[8];
   for (int c0 = 0; c0 < size_T; c0 += 64) {
     int len = min(64, size_T - c0);
+    int pe = c0 - 1;
+    int pl = c0 + (len - 1);
+    for (int m = tid_x; m < len; m += 64) {
+      int pm = c0 + m;
+      if (c0 > 0) {
+        float cse_1 = gamma[b_h];
+        float cse_0 = cse_1 - 1.0f;
+        wr[m] = expf(float(pm - pe) * (fabsf(cse_0) < 0.5f ? log1pf(cse_0) : logf(fabsf(cse_1) + 8.6736174e-19f))) * (cse_1 < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f);
+      }
+      float cse_3 = gamma[b_h];
+      float cse_2 = cse_3 - 1.0f;
+      we[m] = expf(float(pl - pm) * (fabsf(cse_2) < 0.5f ? log1pf(cse_2) : logf(fabsf(cse_3) + 8.6736174e-19f))) * (cse_3 < 0.0f && (pl - pm) % 2 != 0 ? -1.0f : 1.0f);
+      int cse_4 = pm - c0;
+      float cse_6 = gamma[b_h];
+      float cse_5 = cse_6 - 1.0f;
+      wd[m] = expf(float(cse_4) * (fabsf(cse_5) < 0.5f ? log1pf(cse_5) : logf(fabsf(cse_6) + 8.6736174e-19f))) * (cse_6 < 0.0f && cse_4 % 2 != 0 ? -1.0f : 1.0f);
+    }
+    __syncthreads();
     for (int r0 = 0; r0 < len; r0 += 8) {
-      for (int e = tid_x; e < 512; e += 64) {
-        int m = r0 + e / 64;
-        int m2 = e % 64;
+      int m2 = tid_x % 64;
+      int pm2 = c0 + min(m2, len - 1);
+      #pragma unroll
+      for (int n = 0; n < 8; n += 1) {
+        dots[n] = 0.0f;
+      }
+      for (int i = 0; i < 64; i += 1) {
+        float bi = k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+        #pragma unroll
+        for (int n = 0; n < 8; n += 1) {
+          dots[n] = dots[n] + q[((b_b * size_H + b_h) * size_T + (c0 + min(r0 + (tid_x + n * 64) / 64, len - 1))) * 64 + i] * bi;
+        }
+      }
+      #pragma unroll
+      for (int n = 0; n < 8; n += 1) {
+        int e = tid_x + n * 64;
+        int m = r0 + (tid_x + n * 64) / 64;
         P[e] = 0.0f;
         if (m < len && m2 <= m) {
           int pm = c0 + m;
-          int pm2 = c0 + m2;
-          float dot = 0.0f;
-          for (int i = 0; i < 64; i += 1) {
-            int cse_0 = (b_b * size_H + b_h) * size_T;
-            dot = dot + q[(cse_0 + pm) * 64 + i] * k[(cse_0 + pm2) * 64 + i];
-          }
-          float cse_2 = gamma[b_h];
-          float cse_1 = cse_2 - 1.0f;
-          P[e] = dot * (expf(float(pm - pm2) * (fabsf(cse_1) < 0.5f ? log1pf(cse_1) : logf(fabsf(cse_2) + 8.6736174e-19f))) * (cse_2 < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f));
+          P[e] = dots[n] * wd[m - m2];
         }
       }
       __syncthreads();
-      if (j < 64) {
-        int pe = c0 - 1;
-        for (int mm = 0; mm < 8; mm += 1) {
-          int m = r0 + mm;
-          if (m < len) {
-            int pm = c0 + m;
-            float acc = 0.0f;
-            for (int m2 = 0; m2 < m + 1; m2 += 1) {
-              acc = acc + P[mm * 64 + m2] * v[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
-            }
-            if (c0 > 0) {
-              float qs = 0.0f;
-              #pragma unroll
-              for (int i = 0; i < 64; i += 1) {
-                qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
-              }
-              float cse_4 = gamma[b_h];
-              float cse_3 = cse_4 - 1.0f;
-              acc = acc + qs * (expf(float(pm - pe) * (fabsf(cse_3) < 0.5f ? log1pf(cse_3) : logf(fabsf(cse_4) + 8.6736174e-19f))) * (cse_4 < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
-            }
-            o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
+      for (int mm = 0; mm < min(8, len - r0); mm += 1) {
+        int m = r0 + mm;
+        int pm = c0 + m;
+        #pragma unroll
+        for (int jc = 0; jc < 4; jc += 1) {
+          acc[jc] = 0.0f;
+          qs[jc] = 0.0f;
+        }
+        for (int m2_ = kt; m2_ < m + 1; m2_ += 4) {
+          float pv = P[mm * 64 + m2_];
+          int q2 = c0 + m2_;
+          #pragma unroll
+          for (int jc = 0; jc < 4; jc += 1) {
+            acc[jc] = acc[jc] + pv * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 16)];
           }
+        }
+        if (c0 > 0) {
+          #pragma unroll
+          for (int i = 0; i < 16; i += 1) {
+            int gi = kt * 16 + i;
+            float ai = q[((b_b * size_H + b_h) * size_T + pm) * 64 + gi];
+            #pragma unroll
+            for (int jc = 0; jc < 4; jc += 1) {
+              qs[jc] = qs[jc] + ai * S[jc * 16 + i];
+            }
+          }
+          float wx = wr[m];
+          #pragma unroll
+          for (int jc = 0; jc < 4; jc += 1) {
+            acc[jc] = acc[jc] + qs[jc] * wx;
+          }
+        }
+        #pragma unroll
+        for (int jc = 0; jc < 4; jc += 1) {
+          red[(mm * 4 + jc) * 64 + tid_x] = acc[jc];
         }
       }
       __syncthreads();
+      if (kt == 0) {
+        for (int mm = 0; mm < min(8, len - r0); mm += 1) {
+          for (int jc = 0; jc < 4; jc += 1) {
+            float tot = red[(mm * 4 + jc) * 64 + tid_x];
+            for (int r = 1; r < 4; r += 1) {
+              tot = tot + red[(mm * 4 + jc) * 64 + (r * 16 + tid_x)];
+            }
+            o[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + (j + jc * 16)] = tot;
+          }
+        }
+      }
     }
-    if (j < 64) {
-      int pe = c0 - 1;
-      int pl = c0 + (len - 1);
-      float carry = 0.0f;
-      if (c0 > 0) {
-        float cse_6 = gamma[b_h];
-        float cse_5 = cse_6 - 1.0f;
-        float dx = float(pl - pe) * (fabsf(cse_5) < 0.5f ? log1pf(cse_5) : logf(fabsf(cse_6) + 8.6736174e-19f));
-        carry = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : expf(dx)) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
+    float carry = 0.0f;
+    if (c0 > 0) {
+      float cse_8 = gamma[b_h];
+      float cse_7 = cse_8 - 1.0f;
+      float dx = float(pl - pe) * (fabsf(cse_7) < 0.5f ? log1pf(cse_7) : logf(fabsf(cse_8) + 8.6736174e-19f));
+      carry = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : expf(dx)) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
+    }
+    #pragma unroll
+    for (int i = 0; i < 64; i += 1) {
+      S[i] = carry * S[i];
+    }
+    for (int m2 = 0; m2 < len; m2 += 1) {
+      int q2 = c0 + m2;
+      float w2 = we[m2];
+      #pragma unroll
+      for (int jc = 0; jc < 4; jc += 1) {
+        wc[jc] = w2 * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 16)];
       }
       #pragma unroll
-      for (int i = 0; i < 64; i += 1) {
-        S[i] = carry * S[i];
-      }
-      for (int m2 = 0; m2 < len; m2 += 1) {
-        int q2 = c0 + m2;
-        float cse_8 = gamma[b_h];
-        float cse_7 = cse_8 - 1.0f;
-        float wc = expf(float(pl - q2) * (fabsf(cse_7) < 0.5f ? log1pf(cse_7) : logf(fabsf(cse_8) + 8.6736174e-19f))) * (cse_8 < 0.0f && (pl - q2) % 2 != 0 ? -1.0f : 1.0f) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+      for (int i = 0; i < 16; i += 1) {
+        int gi = kt * 16 + i;
+        float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + gi];
         #pragma unroll
-        for (int i = 0; i < 64; i += 1) {
-          float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
-          S[i] = S[i] + wc * bi;
+        for (int jc = 0; jc < 4; jc += 1) {
+          S[jc * 16 + i] = S[jc * 16 + i] + wc[jc] * bi;
         }
       }
     }

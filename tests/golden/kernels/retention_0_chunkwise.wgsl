@@ -15,9 +15,9 @@ fn rn_log1p(x: f32) -> f32 {
   return log(1.0f + x);
 }
 
-@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(0) var<storage, read> gamma: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
 struct Params {
@@ -27,6 +27,10 @@ struct Params {
 }
 @group(0) @binding(5) var<uniform> params: Params;
 var<workgroup> P: array<f32, 512>;
+var<workgroup> wr: array<f32, 64>;
+var<workgroup> we: array<f32, 64>;
+var<workgroup> wd: array<f32, 64>;
+var<workgroup> red: array<f32, 2048>;
 
 @compute @workgroup_size(64, 1, 1)
 fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -44,78 +48,129 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
   let wg_y: i32 = rn_wy;
   let b_h: i32 = rn_imod(wg_y, size_H);
   let b_b: i32 = rn_idiv(wg_y, size_H);
-  let j: i32 = wg_x * 64 + tid_x;
+  let j: i32 = wg_x * 64 + tid_x % 16;
+  let kt: i32 = tid_x / 16;
   var S: array<f32, 64>;
-  for (var i: i32 = 0; i < 64; i += 1) {
-    S[i] = 0.0f;
+  for (var i_o: i32 = 0; i_o < 64; i_o += 16) {
+    for (var i_i: i32 = 0; i_i < 16; i_i += 1) {
+      let i: i32 = i_o + i_i;
+      S[i] = 0.0f;
+    }
   }
+  var acc: array<f32, 4>;
+  var qs: array<f32, 4>;
+  var wc: array<f32, 4>;
+  var dots: array<f32, 8>;
   for (var c0: i32 = 0; c0 < size_T; c0 += 64) {
     let len: i32 = min(64, size_T - c0);
+    let pe: i32 = c0 - 1;
+    let pl: i32 = c0 + (len - 1);
+    for (var m: i32 = tid_x; m < len; m += 64) {
+      let pm: i32 = c0 + m;
+      if (c0 > 0) {
+        let cse_1: f32 = gamma[b_h];
+        let cse_0: f32 = cse_1 - 1.0f;
+        wr[m] = exp(f32(pm - pe) * select(log(abs(cse_1) + 8.6736174e-19f), rn_log1p(cse_0), abs(cse_0) < 0.5f)) * select(1.0f, -1.0f, cse_1 < 0.0f && (pm - pe) % 2 != 0);
+      }
+      let cse_3: f32 = gamma[b_h];
+      let cse_2: f32 = cse_3 - 1.0f;
+      we[m] = exp(f32(pl - pm) * select(log(abs(cse_3) + 8.6736174e-19f), rn_log1p(cse_2), abs(cse_2) < 0.5f)) * select(1.0f, -1.0f, cse_3 < 0.0f && (pl - pm) % 2 != 0);
+      let cse_4: i32 = pm - c0;
+      let cse_6: f32 = gamma[b_h];
+      let cse_5: f32 = cse_6 - 1.0f;
+      wd[m] = exp(f32(cse_4) * select(log(abs(cse_6) + 8.6736174e-19f), rn_log1p(cse_5), abs(cse_5) < 0.5f)) * select(1.0f, -1.0f, cse_6 < 0.0f && cse_4 % 2 != 0);
+    }
+    workgroupBarrier();
     for (var r0: i32 = 0; r0 < len; r0 += 8) {
-      for (var e: i32 = tid_x; e < 512; e += 64) {
-        let m: i32 = r0 + e / 64;
-        let m2: i32 = e % 64;
+      let m2: i32 = tid_x % 64;
+      let pm2: i32 = c0 + min(m2, len - 1);
+      for (var n: i32 = 0; n < 8; n += 1) {
+        dots[n] = 0.0f;
+      }
+      for (var i: i32 = 0; i < 64; i += 1) {
+        let bi: f32 = k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+        for (var n: i32 = 0; n < 8; n += 1) {
+          dots[n] = dots[n] + q[((b_b * size_H + b_h) * size_T + (c0 + min(r0 + (tid_x + n * 64) / 64, len - 1))) * 64 + i] * bi;
+        }
+      }
+      for (var n: i32 = 0; n < 8; n += 1) {
+        let e: i32 = tid_x + n * 64;
+        let m: i32 = r0 + (tid_x + n * 64) / 64;
         P[e] = 0.0f;
         if (m < len && m2 <= m) {
           let pm: i32 = c0 + m;
-          let pm2: i32 = c0 + m2;
-          var dot_: f32 = 0.0f;
-          for (var i: i32 = 0; i < 64; i += 1) {
-            let cse_0: i32 = (b_b * size_H + b_h) * size_T;
-            dot_ = dot_ + q[(cse_0 + pm) * 64 + i] * k[(cse_0 + pm2) * 64 + i];
-          }
-          let cse_2: f32 = gamma[b_h];
-          let cse_1: f32 = cse_2 - 1.0f;
-          P[e] = dot_ * (exp(f32(pm - pm2) * select(log(abs(cse_2) + 8.6736174e-19f), rn_log1p(cse_1), abs(cse_1) < 0.5f)) * select(1.0f, -1.0f, cse_2 < 0.0f && (pm - pm2) % 2 != 0));
+          P[e] = dots[n] * wd[m - m2];
         }
       }
       workgroupBarrier();
-      if (j < 64) {
-        let pe: i32 = c0 - 1;
-        for (var mm: i32 = 0; mm < 8; mm += 1) {
-          let m: i32 = r0 + mm;
-          if (m < len) {
-            let pm: i32 = c0 + m;
-            var acc: f32 = 0.0f;
-            for (var m2: i32 = 0; m2 < m + 1; m2 += 1) {
-              acc = acc + P[mm * 64 + m2] * v[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
-            }
-            if (c0 > 0) {
-              var qs: f32 = 0.0f;
-              for (var i: i32 = 0; i < 64; i += 1) {
-                qs = qs + q[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
-              }
-              let cse_4: f32 = gamma[b_h];
-              let cse_3: f32 = cse_4 - 1.0f;
-              acc = acc + qs * (exp(f32(pm - pe) * select(log(abs(cse_4) + 8.6736174e-19f), rn_log1p(cse_3), abs(cse_3) < 0.5f)) * select(1.0f, -1.0f, cse_4 < 0.0f && (pm - pe) % 2 != 0));
-            }
-            o[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
+      for (var mm: i32 = 0; mm < min(8, len - r0); mm += 1) {
+        let m: i32 = r0 + mm;
+        let pm: i32 = c0 + m;
+        for (var jc: i32 = 0; jc < 4; jc += 1) {
+          acc[jc] = 0.0f;
+          qs[jc] = 0.0f;
+        }
+        for (var m2_: i32 = kt; m2_ < m + 1; m2_ += 4) {
+          let pv: f32 = P[mm * 64 + m2_];
+          let q2: i32 = c0 + m2_;
+          for (var jc: i32 = 0; jc < 4; jc += 1) {
+            acc[jc] = acc[jc] + pv * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 16)];
           }
+        }
+        if (c0 > 0) {
+          for (var i: i32 = 0; i < 16; i += 1) {
+            let gi: i32 = kt * 16 + i;
+            let ai: f32 = q[((b_b * size_H + b_h) * size_T + pm) * 64 + gi];
+            for (var jc: i32 = 0; jc < 4; jc += 1) {
+              qs[jc] = qs[jc] + ai * S[jc * 16 + i];
+            }
+          }
+          let wx: f32 = wr[m];
+          for (var jc: i32 = 0; jc < 4; jc += 1) {
+            acc[jc] = acc[jc] + qs[jc] * wx;
+          }
+        }
+        for (var jc: i32 = 0; jc < 4; jc += 1) {
+          red[(mm * 4 + jc) * 64 + tid_x] = acc[jc];
         }
       }
       workgroupBarrier();
+      if (kt == 0) {
+        for (var mm: i32 = 0; mm < min(8, len - r0); mm += 1) {
+          for (var jc: i32 = 0; jc < 4; jc += 1) {
+            var tot: f32 = red[(mm * 4 + jc) * 64 + tid_x];
+            for (var r: i32 = 1; r < 4; r += 1) {
+              tot = tot + red[(mm * 4 + jc) * 64 + (r * 16 + tid_x)];
+            }
+            o[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + (j + jc * 16)] = tot;
+          }
+        }
+      }
     }
-    if (j < 64) {
-      let pe: i32 = c0 - 1;
-      let pl: i32 = c0 + (len - 1);
-      var carry: f32 = 0.0f;
-      if (c0 > 0) {
-        let cse_6: f32 = gamma[b_h];
-        let cse_5: f32 = cse_6 - 1.0f;
-        let dx: f32 = f32(pl - pe) * select(log(abs(cse_6) + 8.6736174e-19f), rn_log1p(cse_5), abs(cse_5) < 0.5f);
-        carry = select(exp(dx), ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f, abs(dx) < 0.5f) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
-      }
-      for (var i: i32 = 0; i < 64; i += 1) {
+    var carry: f32 = 0.0f;
+    if (c0 > 0) {
+      let cse_8: f32 = gamma[b_h];
+      let cse_7: f32 = cse_8 - 1.0f;
+      let dx: f32 = f32(pl - pe) * select(log(abs(cse_8) + 8.6736174e-19f), rn_log1p(cse_7), abs(cse_7) < 0.5f);
+      carry = select(exp(dx), ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f, abs(dx) < 0.5f) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
+    }
+    for (var i_o1: i32 = 0; i_o1 < 64; i_o1 += 16) {
+      for (var i_i1: i32 = 0; i_i1 < 16; i_i1 += 1) {
+        let i: i32 = i_o1 + i_i1;
         S[i] = carry * S[i];
       }
-      for (var m2: i32 = 0; m2 < len; m2 += 1) {
-        let q2: i32 = c0 + m2;
-        let cse_8: f32 = gamma[b_h];
-        let cse_7: f32 = cse_8 - 1.0f;
-        let wc: f32 = exp(f32(pl - q2) * select(log(abs(cse_8) + 8.6736174e-19f), rn_log1p(cse_7), abs(cse_7) < 0.5f)) * select(1.0f, -1.0f, cse_8 < 0.0f && (pl - q2) % 2 != 0) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
-        for (var i: i32 = 0; i < 64; i += 1) {
-          let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
-          S[i] = S[i] + wc * bi;
+    }
+    for (var m2: i32 = 0; m2 < len; m2 += 1) {
+      let q2: i32 = c0 + m2;
+      let w2: f32 = we[m2];
+      for (var jc: i32 = 0; jc < 4; jc += 1) {
+        wc[jc] = w2 * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 16)];
+      }
+      for (var i: i32 = 0; i < 16; i += 1) {
+        let gi: i32 = kt * 16 + i;
+        let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + gi];
+        for (var jc: i32 = 0; jc < 4; jc += 1) {
+          S[jc * 16 + i] = S[jc * 16 + i] + wc[jc] * bi;
         }
       }
     }

@@ -11,10 +11,10 @@ static __device__ __forceinline__ int rn_imod(int a, int b) { return (b == 0 || 
 #endif
 
 extern "C" __global__ void __launch_bounds__(128, 1) retention_bwd_1_chunkwise(
-    const float* __restrict__ q,
-    const float* __restrict__ k,
     const float* __restrict__ _decay1_o,
     const float* __restrict__ gamma,
+    const float* __restrict__ k,
+    const float* __restrict__ q,
     const float* __restrict__ v,
     float* __restrict__ _y1_6,
     int size_B,
@@ -26,11 +26,14 @@ extern "C" __global__ void __launch_bounds__(128, 1) retention_bwd_1_chunkwise(
   const int wg_y = rn_blk / rn_grid_x;
   const int tid_x = threadIdx.x;
   __shared__ float P[512];
-  __shared__ float red[1024];
+  __shared__ float wr[64];
+  __shared__ float we[64];
+  __shared__ float wd[64];
+  __shared__ float red[2048];
   int b_h = rn_imod(wg_y, size_H);
   int b_b = rn_idiv(wg_y, size_H);
-  int j = wg_x * 64 + tid_x % 64;
-  int kt = tid_x / 64;
+  int j = wg_x * 64 + tid_x % 32;
+  int kt = tid_x / 32;
   float S[32];
   float S1[32];
   #pragma unroll
@@ -38,88 +41,128 @@ extern "C" __global__ void __launch_bounds__(128, 1) retention_bwd_1_chunkwise(
     S[i] = 0.0f;
     S1[i] = 0.0f;
   }
+  float acc[2];
+  float qs[2];
+  float qs1[2];
+  float wc[2];
+  float dots[4];
   for (int c0 = 0; c0 < size_T; c0 += 64) {
     int len = min(64, size_T - c0);
+    int pe = c0 - 1;
+    int pl = c0 + (len - 1);
+    for (int m = tid_x; m < len; m += 128) {
+      int pm = c0 + m;
+      if (c0 > 0) {
+        wr[m] = expf(float(pm - pe) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f);
+      }
+      we[m] = expf(float(pl - pm) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pl - pm) % 2 != 0 ? -1.0f : 1.0f);
+      int cse_0 = pm - c0;
+      wd[m] = expf(float(cse_0) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && cse_0 % 2 != 0 ? -1.0f : 1.0f);
+    }
+    __syncthreads();
     for (int r0 = 0; r0 < len; r0 += 8) {
-      for (int e = tid_x; e < 512; e += 128) {
-        int m = r0 + e / 64;
-        int m2 = e % 64;
+      int m2 = tid_x % 64;
+      int pm2 = c0 + min(m2, len - 1);
+      #pragma unroll
+      for (int n = 0; n < 4; n += 1) {
+        dots[n] = 0.0f;
+      }
+      for (int i = 0; i < 64; i += 1) {
+        float bi = k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+        #pragma unroll
+        for (int n = 0; n < 4; n += 1) {
+          dots[n] = dots[n] + q[((b_b * size_H + b_h) * size_T + (c0 + min(r0 + (tid_x + n * 128) / 64, len - 1))) * 64 + i] * bi;
+        }
+      }
+      #pragma unroll
+      for (int n = 0; n < 4; n += 1) {
+        int e = tid_x + n * 128;
+        int m = r0 + (tid_x + n * 128) / 64;
         P[e] = 0.0f;
         if (m < len && m2 <= m) {
           int pm = c0 + m;
-          int pm2 = c0 + m2;
-          float dot = 0.0f;
-          for (int i = 0; i < 64; i += 1) {
-            int cse_0 = (b_b * size_H + b_h) * size_T;
-            dot = dot + q[(cse_0 + pm) * 64 + i] * k[(cse_0 + pm2) * 64 + i];
-          }
-          float cse_1 = float(pm - pm2);
-          P[e] = dot * (expf(cse_1 * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f) * cse_1);
+          P[e] = dots[n] * (wd[m - m2] * float(pm - pm2));
         }
       }
       __syncthreads();
-      if (j < 64) {
-        int pe = c0 - 1;
-        for (int mm = 0; mm < 8; mm += 1) {
-          int m = r0 + mm;
-          if (m < len) {
-            int pm = c0 + m;
-            float acc = 0.0f;
-            for (int m2 = kt; m2 < m + 1; m2 += 2) {
-              acc = acc + P[mm * 64 + m2] * v[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
-            }
-            if (c0 > 0) {
-              float qs = 0.0f;
-              float qs1 = 0.0f;
-              #pragma unroll
-              for (int i = 0; i < 32; i += 1) {
-                int gi = kt * 32 + i;
-                float ai = q[((b_b * size_H + b_h) * size_T + pm) * 64 + gi];
-                qs = qs + ai * S[i];
-                qs1 = qs1 + ai * S1[i];
-              }
-              float cse_2 = float(pm - pe);
-              acc = acc + (cse_2 * qs + qs1) * (expf(cse_2 * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
-            }
-            red[mm * 128 + tid_x] = acc;
+      for (int mm = 0; mm < min(8, len - r0); mm += 1) {
+        int m = r0 + mm;
+        int pm = c0 + m;
+        #pragma unroll
+        for (int jc = 0; jc < 2; jc += 1) {
+          acc[jc] = 0.0f;
+          qs[jc] = 0.0f;
+          qs1[jc] = 0.0f;
+        }
+        for (int m2_ = kt; m2_ < m + 1; m2_ += 4) {
+          float pv = P[mm * 64 + m2_];
+          int q2 = c0 + m2_;
+          #pragma unroll
+          for (int jc = 0; jc < 2; jc += 1) {
+            acc[jc] = acc[jc] + pv * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 32)];
           }
+        }
+        if (c0 > 0) {
+          #pragma unroll
+          for (int i = 0; i < 16; i += 1) {
+            int gi = kt * 16 + i;
+            float ai = q[((b_b * size_H + b_h) * size_T + pm) * 64 + gi];
+            #pragma unroll
+            for (int jc = 0; jc < 2; jc += 1) {
+              qs[jc] = qs[jc] + ai * S[jc * 16 + i];
+              qs1[jc] = qs1[jc] + ai * S1[jc * 16 + i];
+            }
+          }
+          float wx = wr[m];
+          #pragma unroll
+          for (int jc = 0; jc < 2; jc += 1) {
+            acc[jc] = acc[jc] + (float(pm - pe) * qs[jc] + qs1[jc]) * wx;
+          }
+        }
+        #pragma unroll
+        for (int jc = 0; jc < 2; jc += 1) {
+          red[(mm * 2 + jc) * 128 + tid_x] = acc[jc];
         }
       }
       __syncthreads();
-      if (kt == 0 && j < 64) {
-        for (int mm = 0; mm < 8; mm += 1) {
-          if (r0 + mm < len) {
-            float tot = red[mm * 128 + tid_x];
-            for (int r = 1; r < 2; r += 1) {
-              tot = tot + red[mm * 128 + (r * 64 + tid_x)];
+      if (kt == 0) {
+        for (int mm = 0; mm < min(8, len - r0); mm += 1) {
+          for (int jc = 0; jc < 2; jc += 1) {
+            float tot = red[(mm * 2 + jc) * 128 + tid_x];
+            for (int r = 1; r < 4; r += 1) {
+              tot = tot + red[(mm * 2 + jc) * 128 + (r * 32 + tid_x)];
             }
-            _y1_6[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + j] = tot;
+            _y1_6[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + (j + jc * 32)] = tot;
           }
         }
       }
     }
-    if (j < 64) {
-      int pe = c0 - 1;
-      int pl = c0 + (len - 1);
-      float carry = 0.0f;
-      if (c0 > 0) {
-        float dx = float(pl - pe) * _decay1_o[b_h];
-        carry = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : expf(dx)) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
+    float carry = 0.0f;
+    if (c0 > 0) {
+      float dx = float(pl - pe) * _decay1_o[b_h];
+      carry = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : expf(dx)) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
+    }
+    #pragma unroll
+    for (int i = 0; i < 32; i += 1) {
+      S1[i] = carry * (S1[i] + float(pl - pe) * S[i]);
+      S[i] = carry * S[i];
+    }
+    for (int m2 = 0; m2 < len; m2 += 1) {
+      int q2 = c0 + m2;
+      float w2 = we[m2];
+      float d2 = float(pl - q2);
+      #pragma unroll
+      for (int jc = 0; jc < 2; jc += 1) {
+        wc[jc] = w2 * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 32)];
       }
       #pragma unroll
-      for (int i = 0; i < 32; i += 1) {
-        S1[i] = carry * (S1[i] + float(pl - pe) * S[i]);
-        S[i] = carry * S[i];
-      }
-      for (int m2 = 0; m2 < len; m2 += 1) {
-        int q2 = c0 + m2;
-        float wc = expf(float(pl - q2) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pl - q2) % 2 != 0 ? -1.0f : 1.0f) * v[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+      for (int i = 0; i < 16; i += 1) {
+        int gi = kt * 16 + i;
+        float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + gi];
         #pragma unroll
-        for (int i = 0; i < 32; i += 1) {
-          int gi = kt * 32 + i;
-          float bi = k[((b_b * size_H + b_h) * size_T + q2) * 64 + gi];
-          S[i] = S[i] + wc * bi;
-          S1[i] = S1[i] + wc * float(pl - q2) * bi;
+        for (int jc = 0; jc < 2; jc += 1) {
+          S[jc * 16 + i] = S[jc * 16 + i] + wc[jc] * bi;
+          S1[jc * 16 + i] = S1[jc * 16 + i] + wc[jc] * d2 * bi;
         }
       }
     }

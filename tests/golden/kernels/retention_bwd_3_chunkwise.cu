@@ -11,10 +11,10 @@ static __device__ __forceinline__ int rn_imod(int a, int b) { return (b == 0 || 
 #endif
 
 extern "C" __global__ void __launch_bounds__(64, 1) retention_bwd_3_chunkwise(
-    const float* __restrict__ grad_o,
-    const float* __restrict__ v,
     const float* __restrict__ _decay1_o,
     const float* __restrict__ gamma,
+    const float* __restrict__ v,
+    const float* __restrict__ grad_o,
     const float* __restrict__ k,
     float* __restrict__ _d_q_10,
     int size_B,
@@ -26,76 +26,135 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_bwd_3_chunkwise(
   const int wg_y = rn_blk / rn_grid_x;
   const int tid_x = threadIdx.x;
   __shared__ float P[512];
+  __shared__ float wr[64];
+  __shared__ float we[64];
+  __shared__ float wd[64];
+  __shared__ float red[2048];
   int b_h = rn_imod(wg_y, size_H);
   int b_b = rn_idiv(wg_y, size_H);
-  int j = wg_x * 64 + tid_x;
+  int j = wg_x * 64 + tid_x % 16;
+  int kt = tid_x / 16;
   float S[64];
   #pragma unroll
   for (int i = 0; i < 64; i += 1) {
     S[i] = 0.0f;
   }
+  float acc[4];
+  float qs[4];
+  float wc[4];
+  float dots[8];
   for (int c0 = 0; c0 < size_T; c0 += 64) {
     int len = min(64, size_T - c0);
+    int pe = c0 - 1;
+    int pl = c0 + (len - 1);
+    for (int m = tid_x; m < len; m += 64) {
+      int pm = c0 + m;
+      if (c0 > 0) {
+        wr[m] = expf(float(pm - pe) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f);
+      }
+      we[m] = expf(float(pl - pm) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pl - pm) % 2 != 0 ? -1.0f : 1.0f);
+      int cse_0 = pm - c0;
+      wd[m] = expf(float(cse_0) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && cse_0 % 2 != 0 ? -1.0f : 1.0f);
+    }
+    __syncthreads();
     for (int r0 = 0; r0 < len; r0 += 8) {
-      for (int e = tid_x; e < 512; e += 64) {
-        int m = r0 + e / 64;
-        int m2 = e % 64;
+      int m2 = tid_x % 64;
+      int pm2 = c0 + min(m2, len - 1);
+      #pragma unroll
+      for (int n = 0; n < 8; n += 1) {
+        dots[n] = 0.0f;
+      }
+      for (int i = 0; i < 64; i += 1) {
+        float bi = v[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+        #pragma unroll
+        for (int n = 0; n < 8; n += 1) {
+          dots[n] = dots[n] + grad_o[((b_b * size_H + b_h) * size_T + (c0 + min(r0 + (tid_x + n * 64) / 64, len - 1))) * 64 + i] * bi;
+        }
+      }
+      #pragma unroll
+      for (int n = 0; n < 8; n += 1) {
+        int e = tid_x + n * 64;
+        int m = r0 + (tid_x + n * 64) / 64;
         P[e] = 0.0f;
         if (m < len && m2 <= m) {
           int pm = c0 + m;
-          int pm2 = c0 + m2;
-          float dot = 0.0f;
-          for (int i = 0; i < 64; i += 1) {
-            int cse_0 = (b_b * size_H + b_h) * size_T;
-            dot = dot + grad_o[(cse_0 + pm) * 64 + i] * v[(cse_0 + pm2) * 64 + i];
-          }
-          P[e] = dot * (expf(float(pm - pm2) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pm2) % 2 != 0 ? -1.0f : 1.0f));
+          P[e] = dots[n] * wd[m - m2];
         }
       }
       __syncthreads();
-      if (j < 64) {
-        int pe = c0 - 1;
-        for (int mm = 0; mm < 8; mm += 1) {
-          int m = r0 + mm;
-          if (m < len) {
-            int pm = c0 + m;
-            float acc = 0.0f;
-            for (int m2 = 0; m2 < m + 1; m2 += 1) {
-              acc = acc + P[mm * 64 + m2] * k[((b_b * size_H + b_h) * size_T + (c0 + m2)) * 64 + j];
-            }
-            if (c0 > 0) {
-              float qs = 0.0f;
-              #pragma unroll
-              for (int i = 0; i < 64; i += 1) {
-                qs = qs + grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + i] * S[i];
-              }
-              acc = acc + qs * (expf(float(pm - pe) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f));
-            }
-            _d_q_10[((b_b * size_H + b_h) * size_T + pm) * 64 + j] = acc;
+      for (int mm = 0; mm < min(8, len - r0); mm += 1) {
+        int m = r0 + mm;
+        int pm = c0 + m;
+        #pragma unroll
+        for (int jc = 0; jc < 4; jc += 1) {
+          acc[jc] = 0.0f;
+          qs[jc] = 0.0f;
+        }
+        for (int m2_ = kt; m2_ < m + 1; m2_ += 4) {
+          float pv = P[mm * 64 + m2_];
+          int q2 = c0 + m2_;
+          #pragma unroll
+          for (int jc = 0; jc < 4; jc += 1) {
+            acc[jc] = acc[jc] + pv * k[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 16)];
           }
+        }
+        if (c0 > 0) {
+          #pragma unroll
+          for (int i = 0; i < 16; i += 1) {
+            int gi = kt * 16 + i;
+            float ai = grad_o[((b_b * size_H + b_h) * size_T + pm) * 64 + gi];
+            #pragma unroll
+            for (int jc = 0; jc < 4; jc += 1) {
+              qs[jc] = qs[jc] + ai * S[jc * 16 + i];
+            }
+          }
+          float wx = wr[m];
+          #pragma unroll
+          for (int jc = 0; jc < 4; jc += 1) {
+            acc[jc] = acc[jc] + qs[jc] * wx;
+          }
+        }
+        #pragma unroll
+        for (int jc = 0; jc < 4; jc += 1) {
+          red[(mm * 4 + jc) * 64 + tid_x] = acc[jc];
         }
       }
       __syncthreads();
+      if (kt == 0) {
+        for (int mm = 0; mm < min(8, len - r0); mm += 1) {
+          for (int jc = 0; jc < 4; jc += 1) {
+            float tot = red[(mm * 4 + jc) * 64 + tid_x];
+            for (int r = 1; r < 4; r += 1) {
+              tot = tot + red[(mm * 4 + jc) * 64 + (r * 16 + tid_x)];
+            }
+            _d_q_10[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + (j + jc * 16)] = tot;
+          }
+        }
+      }
     }
-    if (j < 64) {
-      int pe = c0 - 1;
-      int pl = c0 + (len - 1);
-      float carry = 0.0f;
-      if (c0 > 0) {
-        float dx = float(pl - pe) * _decay1_o[b_h];
-        carry = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : expf(dx)) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
+    float carry = 0.0f;
+    if (c0 > 0) {
+      float dx = float(pl - pe) * _decay1_o[b_h];
+      carry = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : expf(dx)) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
+    }
+    #pragma unroll
+    for (int i = 0; i < 64; i += 1) {
+      S[i] = carry * S[i];
+    }
+    for (int m2 = 0; m2 < len; m2 += 1) {
+      int q2 = c0 + m2;
+      float w2 = we[m2];
+      #pragma unroll
+      for (int jc = 0; jc < 4; jc += 1) {
+        wc[jc] = w2 * k[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 16)];
       }
       #pragma unroll
-      for (int i = 0; i < 64; i += 1) {
-        S[i] = carry * S[i];
-      }
-      for (int m2 = 0; m2 < len; m2 += 1) {
-        int q2 = c0 + m2;
-        float wc = expf(float(pl - q2) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pl - q2) % 2 != 0 ? -1.0f : 1.0f) * k[((b_b * size_H + b_h) * size_T + q2) * 64 + j];
+      for (int i = 0; i < 16; i += 1) {
+        int gi = kt * 16 + i;
+        float bi = v[((b_b * size_H + b_h) * size_T + q2) * 64 + gi];
         #pragma unroll
-        for (int i = 0; i < 64; i += 1) {
-          float bi = v[((b_b * size_H + b_h) * size_T + q2) * 64 + i];
-          S[i] = S[i] + wc * bi;
+        for (int jc = 0; jc < 4; jc += 1) {
+          S[jc * 16 + i] = S[jc * 16 + i] + wc[jc] * bi;
         }
       }
     }
