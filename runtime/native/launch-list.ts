@@ -236,20 +236,50 @@ function sameShapes(list: LaunchList, plan: Plan, inputs: ReadonlyMap<string, { 
 const lists = new WeakMap<NativeEntries, Map<string, LaunchList>>();
 /** Launch lists kept per prepared plan (each holds its slots' memory): the most recently used. */
 export const LISTS_PER_PLAN = 4;
+/**
+ * All lists together keep at most this many pooled bytes ($RETNETC_NATIVE_POOL_MB, default 1024)
+ * and MAX_LISTS lists: past either, the least recently used lists of any plan are dropped (and
+ * built again when next needed).
+ */
+const POOL_BYTES = ((): number => { const mb = Number(process.env['RETNETC_NATIVE_POOL_MB'] ?? 1024); return Number.isFinite(mb) && mb >= 0 ? mb * 2 ** 20 : 2 ** 30; })();
+const MAX_LISTS = 256;
+/** Every kept list, least recently used first, with the function that removes it from its plan's map. */
+const recent = new Map<LaunchList, () => void>();
+let pooledBytes = 0;
+
+const bytesOf = (l: LaunchList): number => l.slotWords.reduce((a, w) => a + w.byteLength, 0);
+function forget(l: LaunchList): void {
+  const drop = recent.get(l);
+  if (!drop) return;
+  recent.delete(l);
+  pooledBytes -= bytesOf(l);
+  drop();
+}
 
 /** The cached launch list of a prepared plan at the shapes of `inputs`, built on first use. */
 export function launchListFor(plan: Plan, entries: NativeEntries, inputs: ReadonlyMap<string, { shape: number[] }>, reuse: boolean): LaunchList {
   let m = lists.get(entries);
   if (!m) lists.set(entries, (m = new Map()));
+  const use = (l: LaunchList): LaunchList => { const d = recent.get(l); if (d) { recent.delete(l); recent.set(l, d); } return l; };
   // The most recently used list first (the last in the map), without building the key.
   let last: LaunchList | undefined;
   for (const l of m.values()) last = l;
-  if (last && last.reuse === reuse && sameShapes(last, plan, inputs)) return last;
+  if (last && last.reuse === reuse && sameShapes(last, plan, inputs)) return use(last);
   const key = `${reuse ? 1 : 0}|${shapesKey(plan, inputs)}`;
   let l = m.get(key);
-  if (l) { m.delete(key); m.set(key, l); return l; }
+  if (l) { m.delete(key); m.set(key, l); return use(l); }
   l = buildLaunchList(plan, entries, inputs, reuse);
+  const mine = m;
   m.set(key, l);
-  if (m.size > LISTS_PER_PLAN) m.delete(m.keys().next().value!);
+  recent.set(l, () => mine.delete(key));
+  pooledBytes += bytesOf(l);
+  if (m.size > LISTS_PER_PLAN) forget(m.values().next().value!);
+  for (const old of recent.keys()) {
+    if (old === l || (pooledBytes <= POOL_BYTES && recent.size <= MAX_LISTS)) break;
+    forget(old);
+  }
   return l;
 }
+
+/** Lists and pooled bytes kept now (tests). */
+export function launchListStats(): { lists: number; pooledBytes: number } { return { lists: recent.size, pooledBytes }; }
