@@ -76,6 +76,34 @@ describe('native transcendentals against Math.fround(Math.f(x))', () => {
   }
 });
 
+describe('native sin and cos beyond the fast reduction', () => {
+  // In place (y = sin(y)): the loop stores what it loads, so it cannot re-run; the select to libm
+  // takes the large arguments. Out of place it re-runs with libm when one argument is large.
+  const inPlace = (op: 'sin' | 'cos'): Kernel => ({
+    name: `m_${op}_inplace`, workgroup: [WG, 1, 1], grid: [K.div(K.add(K.v('n'), K.i32(WG - 1)), K.i32(WG)), K.i32(1), K.i32(1)],
+    buffers: [{ name: 'y', type: 'f32', access: 'read_write' }], scalars: [{ name: 'n', type: 'i32' }], shared: [],
+    body: [K.decl('g', 'i32', gid), K.iff(K.lt(K.v('g'), K.v('n')), [K.store('y', K.v('g'), K.un(op, K.load('y', K.v('g'))))])],
+  });
+  test('the printed C re-runs a loop that can, and selects to libm in one that cannot', () => {
+    expect(printNative([unaryKernel('sin')]).code).toMatch(/int32_t rn_big = 0;[\s\S]*reduction\(\|:rn_big\)[\s\S]*rn_sin_v\([\s\S]*if \(rn_big\) \{/);
+    const code = printNative([inPlace('sin')]).code;
+    expect(code).not.toContain('rn_big = 0');
+    expect(code).toMatch(/y\[[^\]]*\] = rn_sin\(/);
+  });
+  for (const op of ['sin', 'cos'] as const) {
+    run(`${op} in place equals Math.fround(Math.${op}) with small and huge arguments mixed in one workgroup`, async () => {
+      const k = inPlace(op);
+      const p = await prepareKernels([k]);
+      const xs = [...EDGES, ...Array.from({ length: 3000 }, (_, i) => Math.fround((i % 3 ? 1 : 1e9) * Math.sin(i * 12.9898) * (i % 5 ? 100 : 3e5)))];
+      const y = Float32Array.from(xs);
+      runNativeKernel(p, k, { buffers: { y }, scalars: { n: y.length } });
+      let worst = 0;
+      xs.forEach((v, i) => { worst = Math.max(worst, ulps(y[i]!, Math.fround(Math[op](Math.fround(v))))); });
+      expect(worst).toBe(0);
+    });
+  }
+});
+
 describe('native integer division by a uniform divisor', () => {
   // q = a / (d + e), r = a % (d + e): the divisor is an expression of two scalars, the same for every work-item.
   const k: Kernel = {

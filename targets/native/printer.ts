@@ -348,14 +348,14 @@ class NativePrinter extends CPrinter {
 
   override unary(op: KUnOp, a: KExpr, type: KType): Fmt {
     if (type === 'i32' && op === 'abs') return this.call('rn_iabs', a);
-    if (this.trigFlag && !this.checked() && (op === 'sin' || op === 'cos')) return prim(`rn_${op}_v(${this.expr(a)}, &rn_big)`);
+    if (this.trigFlag && !this.scalarCode() && (op === 'sin' || op === 'cos')) return prim(`rn_${op}_v(${this.expr(a)}, &rn_big)`);
     return super.unary(op, a, type);
   }
 
   override unaryFn(op: KUnOp, type: KType): string {
     // Checked code (a branch per access) is scalar: libm's table-driven functions are faster there than
     // the polynomials, and compute the same floats (tests/native-math.test.ts compares both to the executor).
-    if (this.checked() && type === 'f32' && LIBM.has(op)) return `rn_${op}_s`;
+    if (this.scalarCode() && type === 'f32' && LIBM.has(op)) return `rn_${op}_s`;
     const f = MATH[op];
     if (!f || type !== 'f32') throw new Error(`native printer: no function for '${op}' on ${type}`);
     return f;
@@ -410,6 +410,8 @@ class NativePrinter extends CPrinter {
   /** Inside a loop printed unchecked under its versioning test (targets/native/lanes.ts versionTests). */
   private unchecked = 0;
   private checked(): boolean { return this.checks && this.unchecked === 0; }
+  /** Accesses checked one by one (a branch and a call each): code GCC does not vectorise. */
+  private scalarCode(): boolean { return this.checked() && !this.fast; }
   private lanePlanOf(s: Extract<KStmt, { k: 'for' }>) {
     return lanePlan(s, (a) => { const x = this.arrays.get(a); return x !== undefined && x.type === 'f32' && !x.storage; });
   }
