@@ -306,8 +306,10 @@ export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprL
     blk.push(K.decl('m2', 'i32', K.bin('%', K.tid('x'), K.i32(C))), K.decl('pm2', 'i32', at(K.bin('min', K.v('m2'), K.sub(len, K.i32(1))))));
     const rowOf = (n: KExpr): KExpr => fold(K.add(r0, K.div(K.add(K.tid('x'), K.mul(n, K.i32(WG))), K.i32(C))));
     blk.push(K.loop('n', K.i32(0), K.i32(E), [K.store('dots', K.v('n'), K.f32(0))]));
+    // Only key positions up to the block's last row have a score (lavapipe skips a branch that no
+    // lane of a SIMD group takes: at C = 64 half the block's dots).
     const dot: KStmt[] = [];
-    blk.push(K.loop('i', K.i32(0), K.i32(x.Kc), dot));
+    blk.push(K.iff(K.lt(K.v('m2'), K.bin('min', len, K.add(r0, K.i32(RB)))), [K.loop('i', K.i32(0), K.i32(x.Kc), dot)]));
     dot.push(K.decl('bi', 'f32', factor(x, 'b', K.v('pm2'), K.v('i'), dot)));
     const rowsD: KStmt[] = [];
     dot.push(K.loop('n', K.i32(0), K.i32(E), rowsD));

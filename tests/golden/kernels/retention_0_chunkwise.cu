@@ -69,11 +69,13 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(
       for (int n = 0; n < 8; n += 1) {
         dots[n] = 0.0f;
       }
-      for (int i = 0; i < 64; i += 1) {
-        float bi = k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
-        #pragma unroll
-        for (int n = 0; n < 8; n += 1) {
-          dots[n] = dots[n] + q[((b_b * size_H + b_h) * size_T + (c0 + min(r0 + (tid_x + n * 64) / 64, len - 1))) * 64 + i] * bi;
+      if (m2 < min(len, r0 + 8)) {
+        for (int i = 0; i < 64; i += 1) {
+          float bi = k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+          #pragma unroll
+          for (int n = 0; n < 8; n += 1) {
+            dots[n] = dots[n] + q[((b_b * size_H + b_h) * size_T + (c0 + min(r0 + (tid_x + n * 64) / 64, len - 1))) * 64 + i] * bi;
+          }
         }
       }
       #pragma unroll

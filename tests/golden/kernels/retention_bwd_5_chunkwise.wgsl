@@ -71,10 +71,12 @@ fn retention_bwd_5_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
       for (var n: i32 = 0; n < 8; n += 1) {
         dots[n] = 0.0f;
       }
-      for (var i: i32 = 0; i < 64; i += 1) {
-        let bi: f32 = q[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
-        for (var n: i32 = 0; n < 8; n += 1) {
-          dots[n] = dots[n] + k[((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + min(r0 + (tid_x + n * 64) / 64, len - 1)))) * 64 + i] * bi;
+      if (m2 < min(len, r0 + 8)) {
+        for (var i: i32 = 0; i < 64; i += 1) {
+          let bi: f32 = q[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
+          for (var n: i32 = 0; n < 8; n += 1) {
+            dots[n] = dots[n] + k[((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + min(r0 + (tid_x + n * 64) / 64, len - 1)))) * 64 + i] * bi;
+          }
         }
       }
       for (var n: i32 = 0; n < 8; n += 1) {
