@@ -297,8 +297,9 @@ describe.skipIf(!gpu)('WebGPU runtime machinery', { timeout: 60_000 }, () => {
           const on16 = plan.launches.map((l) => kernelLimitProblem(l.kernel, { schedule: plan.schedule, how: l.how }, { ...lim, maxComputeWorkgroupStorageSize: 16384 })).filter(Boolean);
           lines.push(`${form} chunk ${chunk}${backward ? ' backward' : ''}: ${mem / 1024} KiB of workgroup memory at most; ${problems.length ? problems[0] : 'fits this adapter'}; on a 16 KiB adapter: ${on16.length ? on16[0] : 'fits'}`);
           // Parallel: 4 * chunk^2 bytes of scores, chunk 64 is exactly WebGPU's default 16 KiB. Chunkwise:
-          // scores of 8 rows, and in the backward the decay gradient's sums over 2 key slices of 64 columns.
-          const want = form === 'parallel' ? 4 * chunk * chunk : 4 * (Math.min(chunk, 8) * chunk + (backward ? 8 * 128 : 0));
+          // scores of 8 rows, three decay tables of a chunk (wr, we, wd), and the sums of 8 rows over the key
+          // slices: 8 x 64 threads x 4 columns each (the decay gradient, with two states: 8 x 128 x 2).
+          const want = form === 'parallel' ? 4 * chunk * chunk : 4 * (Math.min(chunk, 8) * chunk + 3 * chunk + 8 * 256);
           expect(mem).toBe(want);
           if (want <= lim.maxComputeWorkgroupStorageSize) expect(problems).toEqual([]);
         }
