@@ -1,7 +1,8 @@
 // Common subexpressions of a kernel IR statement bound to locals. The swish backward evaluates
 // 1 / (1 + exp(-g[i])) three times in one store, the rmsnorm backward rsqrt(ms + eps) twice, a
-// scatter the same index and load per iteration: each such repeated pure subexpression that is
-// worth a register (a call, a division, a load, or four nodes or more) becomes
+// scatter the same load per iteration: each such repeated pure subexpression that is worth a
+// register (a load, or f32 arithmetic with a call, a division or a load, or of four nodes or
+// more) becomes
 //   T cse_N = <expr>;
 // declared just before the statement (the innermost scope that dominates all its uses), and its
 // occurrences read cse_N. Kernel IR arithmetic is exact per operation (compiler/kir.ts: f32
@@ -75,8 +76,13 @@ const heavy = (e: KExpr): boolean => {
   return h;
 };
 
-/** Worth a register: holds a call, a division or a load, or is large. */
-const worth = (e: KExpr): boolean => e.k !== 'const' && e.k !== 'var' && e.k !== 'builtin' && (heavy(e) || size(e) >= MIN_NODES);
+/**
+ * Worth a register: a load, or f32 arithmetic that holds a call, a division or a load or is large.
+ * Integer and boolean arithmetic (indices, guards) stays inline: every target's compiler shares
+ * it anyway, and the native printer reads affine indices off the expressions themselves (a
+ * contiguous x[(b * T + t) * C + c] vectorises; x[cse_0] does not).
+ */
+const worth = (e: KExpr): boolean => e.k === 'load' || (e.type === 'f32' && e.k !== 'const' && e.k !== 'var' && (heavy(e) || size(e) >= MIN_NODES));
 
 /** min(max(x, 0), hi) with hi free of loads and locals: an index clamped into [0, hi]. */
 const isClamp = (e: KExpr, scalars: ReadonlySet<string>): boolean =>

@@ -56,10 +56,9 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(
       float cse_3 = gamma[b_h];
       float cse_2 = cse_3 - 1.0f;
       we[m] = expf(float(pl - pm) * (fabsf(cse_2) < 0.5f ? log1pf(cse_2) : logf(fabsf(cse_3) + 8.6736174e-19f))) * (cse_3 < 0.0f && (pl - pm) % 2 != 0 ? -1.0f : 1.0f);
-      int cse_4 = pm - c0;
-      float cse_6 = gamma[b_h];
-      float cse_5 = cse_6 - 1.0f;
-      wd[m] = expf(float(cse_4) * (fabsf(cse_5) < 0.5f ? log1pf(cse_5) : logf(fabsf(cse_6) + 8.6736174e-19f))) * (cse_6 < 0.0f && cse_4 % 2 != 0 ? -1.0f : 1.0f);
+      float cse_5 = gamma[b_h];
+      float cse_4 = cse_5 - 1.0f;
+      wd[m] = expf(float(pm - c0) * (fabsf(cse_4) < 0.5f ? log1pf(cse_4) : logf(fabsf(cse_5) + 8.6736174e-19f))) * (cse_5 < 0.0f && (pm - c0) % 2 != 0 ? -1.0f : 1.0f);
     }
     __syncthreads();
     for (int r0 = 0; r0 < len; r0 += 8) {
@@ -141,9 +140,9 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_0_chunkwise(
     }
     float carry = 0.0f;
     if (c0 > 0) {
-      float cse_8 = gamma[b_h];
-      float cse_7 = cse_8 - 1.0f;
-      float dx = float(pl - pe) * (fabsf(cse_7) < 0.5f ? log1pf(cse_7) : logf(fabsf(cse_8) + 8.6736174e-19f));
+      float cse_7 = gamma[b_h];
+      float cse_6 = cse_7 - 1.0f;
+      float dx = float(pl - pe) * (fabsf(cse_6) < 0.5f ? log1pf(cse_6) : logf(fabsf(cse_7) + 8.6736174e-19f));
       carry = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : expf(dx)) * (gamma[b_h] < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
     }
     #pragma unroll

@@ -75,10 +75,9 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
       let cse_3: f32 = gamma[b_h];
       let cse_2: f32 = cse_3 - 1.0f;
       we[m] = exp(f32(pl - pm) * select(log(abs(cse_3) + 8.6736174e-19f), rn_log1p(cse_2), abs(cse_2) < 0.5f)) * select(1.0f, -1.0f, cse_3 < 0.0f && (pl - pm) % 2 != 0);
-      let cse_4: i32 = pm - c0;
-      let cse_6: f32 = gamma[b_h];
-      let cse_5: f32 = cse_6 - 1.0f;
-      wd[m] = exp(f32(cse_4) * select(log(abs(cse_6) + 8.6736174e-19f), rn_log1p(cse_5), abs(cse_5) < 0.5f)) * select(1.0f, -1.0f, cse_6 < 0.0f && cse_4 % 2 != 0);
+      let cse_5: f32 = gamma[b_h];
+      let cse_4: f32 = cse_5 - 1.0f;
+      wd[m] = exp(f32(pm - c0) * select(log(abs(cse_5) + 8.6736174e-19f), rn_log1p(cse_4), abs(cse_4) < 0.5f)) * select(1.0f, -1.0f, cse_5 < 0.0f && (pm - c0) % 2 != 0);
     }
     workgroupBarrier();
     for (var r0: i32 = 0; r0 < len; r0 += 8) {
@@ -151,9 +150,9 @@ fn retention_0_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
     }
     var carry: f32 = 0.0f;
     if (c0 > 0) {
-      let cse_8: f32 = gamma[b_h];
-      let cse_7: f32 = cse_8 - 1.0f;
-      let dx: f32 = f32(pl - pe) * select(log(abs(cse_8) + 8.6736174e-19f), rn_log1p(cse_7), abs(cse_7) < 0.5f);
+      let cse_7: f32 = gamma[b_h];
+      let cse_6: f32 = cse_7 - 1.0f;
+      let dx: f32 = f32(pl - pe) * select(log(abs(cse_7) + 8.6736174e-19f), rn_log1p(cse_6), abs(cse_6) < 0.5f);
       carry = select(exp(dx), ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f, abs(dx) < 0.5f) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
     }
     for (var i_o1: i32 = 0; i_o1 < 64; i_o1 += 16) {

@@ -61,8 +61,7 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         wr[m] = exp(f32(pm - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0);
       }
       we[m] = exp(f32(pl - pm) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pm) % 2 != 0);
-      let cse_0: i32 = pm - c0;
-      wd[m] = exp(f32(cse_0) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && cse_0 % 2 != 0);
+      wd[m] = exp(f32(pm - c0) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - c0) % 2 != 0);
     }
     workgroupBarrier();
     for (var r0: i32 = 0; r0 < len; r0 += 8) {

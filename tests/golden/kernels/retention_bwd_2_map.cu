@@ -17,8 +17,7 @@ extern "C" __global__ void __launch_bounds__(256) retention_bwd_2_map(
       for (int t3 = 0; t3 < size_T; t3 += 1) {
         float part6 = 0.0f;
         for (int j5 = 0; j5 < 64; j5 += 1) {
-          int cse_0 = ((b2 * size_H + i_h) * size_T + t3) * 64 + j5;
-          part6 = part6 + grad_o[cse_0] * _y1_6[cse_0];
+          part6 = part6 + grad_o[((b2 * size_H + i_h) * size_T + t3) * 64 + j5] * _y1_6[((b2 * size_H + i_h) * size_T + t3) * 64 + j5];
         }
         part4 = part4 + part6;
       }

@@ -37,8 +37,7 @@ fn retention_bwd_2_map(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
       for (var t3: i32 = 0; t3 < size_T; t3 += 1) {
         var part6: f32 = 0.0f;
         for (var j5: i32 = 0; j5 < 64; j5 += 1) {
-          let cse_0: i32 = ((b2 * size_H + i_h) * size_T + t3) * 64 + j5;
-          part6 = part6 + grad_o[cse_0] * _y1_6[cse_0];
+          part6 = part6 + grad_o[((b2 * size_H + i_h) * size_T + t3) * 64 + j5] * _y1_6[((b2 * size_H + i_h) * size_T + t3) * 64 + j5];
         }
         part4 = part4 + part6;
       }

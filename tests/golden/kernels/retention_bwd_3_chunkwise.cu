@@ -53,8 +53,7 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_bwd_3_chunkwise(
         wr[m] = expf(float(pm - pe) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f);
       }
       we[m] = expf(float(pl - pm) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pl - pm) % 2 != 0 ? -1.0f : 1.0f);
-      int cse_0 = pm - c0;
-      wd[m] = expf(float(cse_0) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && cse_0 % 2 != 0 ? -1.0f : 1.0f);
+      wd[m] = expf(float(pm - c0) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - c0) % 2 != 0 ? -1.0f : 1.0f);
     }
     __syncthreads();
     for (int r0 = 0; r0 < len; r0 += 8) {

@@ -53,8 +53,7 @@ extern "C" __global__ void __launch_bounds__(64, 1) retention_bwd_5_chunkwise(
         wr[m] = expf(float(pe - pm) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pe - pm) % 2 != 0 ? -1.0f : 1.0f);
       }
       we[m] = expf(float(pm - pl) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (pm - pl) % 2 != 0 ? -1.0f : 1.0f);
-      int cse_0 = size_T - 1 - c0 - pm;
-      wd[m] = expf(float(cse_0) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && cse_0 % 2 != 0 ? -1.0f : 1.0f);
+      wd[m] = expf(float(size_T - 1 - c0 - pm) * _decay1_o[b_h]) * (gamma[b_h] < 0.0f && (size_T - 1 - c0 - pm) % 2 != 0 ? -1.0f : 1.0f);
     }
     __syncthreads();
     for (int r0 = 0; r0 < len; r0 += 8) {
