@@ -11,9 +11,8 @@
 //
 // Laziness is kept: an occurrence under a select arm or the right of && / || may not be
 // evaluated at all, so a subexpression is bound only when one occurrence is evaluated
-// unconditionally anyway or it is safe to evaluate always: loads only of clamped indices
-// (every index variable inside min(max(x, 0), hi), as guarded reads are lowered; a load under
-// `i < n ? a[i] : 0` stays guarded), and nothing else can trap (x / 0 is 0 in kernel IR). Loop
+// unconditionally anyway: a load under `i < n ? a[i] : 0` stays guarded, and no work is added
+// that the program would skip (not even a clamped load or pure math in an arm). Loop
 // bounds are evaluated before every iteration and `if` conditions decide barriers, so only
 // decl, assign and store statements are rewritten, and a loop whose body is only stores keeps
 // that shape (targets/native/lanes.ts vectorises such loops). The pass runs on every kernel a plan makes
@@ -84,25 +83,6 @@ const heavy = (e: KExpr): boolean => {
  */
 const worth = (e: KExpr): boolean => e.k === 'load' || (e.type === 'f32' && e.k !== 'const' && e.k !== 'var' && (heavy(e) || size(e) >= MIN_NODES));
 
-/** min(max(x, 0), hi) with hi free of loads and locals: an index clamped into [0, hi]. */
-const isClamp = (e: KExpr, scalars: ReadonlySet<string>): boolean =>
-  e.k === 'bin' && e.op === 'min' && e.a.k === 'bin' && e.a.op === 'max' && e.a.b.k === 'const' && e.a.b.value === 0 && uniformArith(e.b, scalars) && loadFree(e.a.a);
-
-/** Constants and scalar parameters under arithmetic only. */
-const uniformArith = (e: KExpr, scalars: ReadonlySet<string>): boolean =>
-  e.k === 'const' || (e.k === 'var' && scalars.has(e.name)) || ((e.k === 'bin' || e.k === 'un' || e.k === 'cast') && children(e).every((c) => uniformArith(c, scalars)));
-
-const loadFree = (e: KExpr): boolean => e.k !== 'load' && children(e).every(loadFree);
-
-/** An index built by + and * from constants, scalar parameters and clamped terms: in bounds as guarded reads are lowered. */
-const clampedIndex = (e: KExpr, scalars: ReadonlySet<string>): boolean =>
-  isClamp(e, scalars) || e.k === 'const' || (e.k === 'var' && scalars.has(e.name))
-  || (e.k === 'bin' && (e.op === '+' || e.op === '*' || e.op === '-') && clampedIndex(e.a, scalars) && clampedIndex(e.b, scalars));
-
-/** Safe to evaluate where the program might not: its loads read clamped indices only. */
-const speculable = (e: KExpr, scalars: ReadonlySet<string>): boolean =>
-  e.k === 'load' ? clampedIndex(e.index, scalars) && loadFree(e.index) : children(e).every((c) => speculable(c, scalars));
-
 interface Seen { count: number; always: boolean; sample: KExpr; size: number }
 
 /** Occurrences of every subexpression of `roots`, and whether one is evaluated unconditionally. */
@@ -140,7 +120,7 @@ const usesVar = (e: KExpr, name: string): boolean => (e.k === 'var' && e.name ==
  * The decls that bind the repeated subexpressions of `roots` (largest first) and the rewritten
  * roots. `fresh` names a new local.
  */
-export function cseExprs(roots: readonly KExpr[], fresh: () => string, scalars: ReadonlySet<string>): { decls: { name: string; type: KType; init: KExpr }[]; roots: KExpr[] } {
+export function cseExprs(roots: readonly KExpr[], fresh: () => string): { decls: { name: string; type: KType; init: KExpr }[]; roots: KExpr[] } {
   const I = new Interner();
   let rs = [...roots];
   const decls: { name: string; type: KType; init: KExpr }[] = [];
@@ -148,7 +128,7 @@ export function cseExprs(roots: readonly KExpr[], fresh: () => string, scalars: 
     // Decl initialisers run unconditionally, before the statement.
     let best: Seen | undefined, bestId = -1;
     for (const [id, s] of census([...decls.map((d) => d.init), ...rs], I)) {
-      if (s.count < 2 || !worth(s.sample) || !(s.always || speculable(s.sample, scalars))) continue;
+      if (s.count < 2 || !worth(s.sample) || !s.always) continue;
       if (!best || s.size > best.size) { best = s; bestId = id; }
     }
     if (!best) break;
@@ -184,7 +164,6 @@ function namesOf(k: Kernel): Set<string> {
 /** The kernel with the common subexpressions of each decl, assign and store bound to locals. */
 export function cseKernel(k: Kernel): Kernel {
   const taken = namesOf(k);
-  const scalars = new Set(k.scalars.map((s) => s.name));
   let n = 0;
   const fresh = (): string => {
     let name: string;
@@ -197,9 +176,9 @@ export function cseKernel(k: Kernel): Kernel {
       case 'if': return [{ ...s, then: block(s.then), else: block(s.else) }];
       // A loop of stores only stays one (the native printer's lane loops print such loops as vectors).
       case 'for': return [s.body.every((b) => b.k === 'store' || b.k === 'comment') ? s : { ...s, body: block(s.body) }];
-      case 'decl': { const r = cseExprs([s.init], fresh, scalars); return [...r.decls.map((d) => ({ k: 'decl' as const, ...d })), { ...s, init: r.roots[0]! }]; }
-      case 'assign': { const r = cseExprs([s.value], fresh, scalars); return [...r.decls.map((d) => ({ k: 'decl' as const, ...d })), { ...s, value: r.roots[0]! }]; }
-      case 'store': { const r = cseExprs([s.index, s.value], fresh, scalars); return [...r.decls.map((d) => ({ k: 'decl' as const, ...d })), { ...s, index: r.roots[0]!, value: r.roots[1]! }]; }
+      case 'decl': { const r = cseExprs([s.init], fresh); return [...r.decls.map((d) => ({ k: 'decl' as const, ...d })), { ...s, init: r.roots[0]! }]; }
+      case 'assign': { const r = cseExprs([s.value], fresh); return [...r.decls.map((d) => ({ k: 'decl' as const, ...d })), { ...s, value: r.roots[0]! }]; }
+      case 'store': { const r = cseExprs([s.index, s.value], fresh); return [...r.decls.map((d) => ({ k: 'decl' as const, ...d })), { ...s, index: r.roots[0]!, value: r.roots[1]! }]; }
       default: return [s];
     }
   });
