@@ -145,7 +145,8 @@ function rangeOf(e: Node, extents: ReadonlyMap<string, Dim>, constants: Readonly
   }
 }
 
-const hasLoad = (n: Node): boolean => n.op === 'load' || n.src.some(hasLoad);
+const hasLoad = (n: Node): boolean => { let r = false; walk(n, (m) => { if (m.op === 'load') r = true; }); return r; };
+const hasReduce = (n: Node): boolean => { let r = false; walk(n, (m) => { if (m.op === 'reduce') r = true; }); return r; };
 
 /**
  * What a table over `n` is indexed by, in order of first occurrence: its free indices, except that
@@ -258,7 +259,12 @@ export function hoistInvariant(f0: IrFn, opts: HoistOptions): Hoisted {
       if (hit) return hit;
       let out = table(n, sc);
       if (!out) {
-        if (n.op === 'reduce') {
+        if (n.op === 'reduce' && ((n.arg as ReduceArg).vars.length > 1 || hasReduce(n.src[0]!))) {
+          // A loop nest (a sum over several indices, or with a sum inside) stays whole: its
+          // invariants are hoisted out of the loops by the targets' compilers, and a table read deep
+          // inside costs registers (nvcc spilled parallel-backward decay gradients at 32).
+          out = n;
+        } else if (n.op === 'reduce') {
           // The body sees the reduction's indices; its range constraints stay as they are.
           const r = n.arg as ReduceArg;
           const extents = new Map(sc.extents), reduced = new Set(sc.reduced);
