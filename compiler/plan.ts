@@ -14,12 +14,14 @@ import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.
 import { lowerElementwise } from './lower/generic.js';
 import { defaultTreeShape, lowerTreeReduce, treeShapeOf, treeSuits, treeSum } from './lower/reduce.js';
 import { recogniseDense } from './dense.js';
+import { fuseMaps } from './fuse-maps.js';
 import { hoistInvariant } from './hoist-invariant.js';
 import { cseKernel } from './kir-cse.js';
 import { lowerScatter, lowerScatterZero, recogniseScatter } from './lower/scatter.js';
 import { chooseDenseTile, DEFAULT_DENSE_TILE, denseTileOf, lowerDense } from './lower/dense.js';
 import { chooseDenseCpuTile, lowerDenseCpu } from './lower/dense-cpu.js';
 import { lowerDenseForMma } from './lower/dense-mma.js';
+import { eliminateOneHot } from './onehot.js';
 import { canonicalise } from './rewrite.js';
 import { type Form, type Schedule, type StatementChoice, scheduleToJson, statementSchedule } from './schedule.js';
 import { type StateSpec, statefulIr, StatefulError } from './stateful.js';
@@ -144,7 +146,8 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
       throw e;
     }
   }
-  const analysed = analyse(withoutDeadStatements(base));
+  // A gather's one-hot gradient inverted to a map where it can be (compiler/onehot.ts).
+  const analysed = analyse(eliminateOneHot(withoutDeadStatements(base)));
   const { contractions } = analysed;
   let ir = analysed.fn;
   const choose = statementChooser(fn, schedule, ir, contractions);
@@ -173,6 +176,8 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     const keep = decayGrads.size ? f32Tensors(ir, contractions, decayGrads) : decay;
     for (const cv of ir.vars.values()) if (cv.dtype !== 'i32' && cv.dtype !== 'i64' && !keep.has(cv.id)) half.set(cv.id, schedule.dtype);
   }
+  // Single-use maps inlined into their consumers (compiler/fuse-maps.ts).
+  ir = fuseMaps(ir, contractions, { keep: (s) => contractions.has(s.target) || recogniseDense(s, ir.vars) !== undefined });
   // Loop-invariant expensive subexpressions as tables of their own, f32 (not in `half`): compiler/hoist-invariant.ts.
   ir = hoistInvariant(ir, { keep: (s) => contractions.has(s.target) || recogniseDense(s, ir.vars) !== undefined, constants, storage: (id) => half.get(id) ?? 'f32', symbolic: opts.stateful && schedule.form === 'recurrent' ? 1 : undefined }).fn;
   const launches: Launch[] = [];

@@ -104,7 +104,9 @@ export function compileNative(code: string, env: NodeJS.ProcessEnv = process.env
         reject(new NativeCompileError(`native target: ${path.basename(cc.command)} failed on generated C (${src}): ${first.trim()}`));
         return;
       }
-      fs.rmSync(src, { force: true });
+      // RETNETC_NATIVE_KEEP_SOURCE=1 keeps the C beside the library (k-HASH.c), to read or profile it.
+      if (env['RETNETC_NATIVE_KEEP_SOURCE'] === '1') fs.renameSync(src, `${file.slice(0, -3)}.c`);
+      else fs.rmSync(src, { force: true });
       fs.renameSync(tmp, file); // atomic: another process compiling the same source writes the same file
       resolve({ file, cached: false, ms: performance.now() - t0 });
     });
