@@ -1,7 +1,8 @@
 // Retention on WebGPU (issue 9: chunkwise must beat recurrent at T >= 1024): models/retention.ret
-// `retention`, B = 1, H = 8, K = V (64 default), as parallel, recurrent and chunkwise (one workgroup
+// `retention`, B = 1 (--B), H = 8, K = V (64 default), as parallel, recurrent and chunkwise (one workgroup
 // walking a sequence's chunks, "seq", and parallel over chunks, "par", at chunk 16 / 32 / 64), and
-// "default" (makeSchedule('chunkwise', 64) with webgpu's schedule defaults, runtime/targets.ts),
+// "default" (makeSchedule('chunkwise'), no chunk given, with webgpu's schedule defaults and so its
+// default chunk, runtime/targets.ts),
 // forward and forward + backward. Timed as bench/run.ts times a case: the first run builds the
 // pipelines, then the median of N runs (uploads and read-backs included). Every case is checked
 // against recurrent by relative RMSE (the worst tensor: o, or grad.q/k/v).
@@ -11,7 +12,7 @@
 // `cpu`: the process's CPU time per run (lavapipe's threads are the process's), the median: on a
 // shared machine it moves less with the load than wall time does.
 //
-// Usage: npx vite-node bench/chunkwise-webgpu.ts [--T 1024,4096] [--K 64] [--dir fwd,fwdbwd]
+// Usage: npx vite-node bench/chunkwise-webgpu.ts [--T 1024,4096] [--K 64] [--B 1,4] [--dir fwd,fwdbwd]
 //          [--only recurrent,seq64,par32,...] [--reps 5] [--launches]
 import { compileFunction, sizesToSpecialise } from '../compiler/pipeline.js';
 import type { Plan } from '../compiler/plan.js';
@@ -27,12 +28,13 @@ const Ks = opt('--K', '64').split(',').map(Number);
 const dirs = opt('--dir', 'fwd,fwdbwd').split(',') as ('fwd' | 'fwdbwd')[];
 const REPS = Number(opt('--reps', '5'));
 const perLaunch = args.includes('--launches');
-const H = 8, B = 1;
+const Bs = opt('--B', '1').split(',').map(Number);
+const H = 8;
 
 interface Variant { name: string; sched: Schedule }
 const variants: Variant[] = [
   { name: 'recurrent', sched: makeSchedule('recurrent', 64) },
-  { name: 'default', sched: withTargetDefaults(makeSchedule('chunkwise', 64), 'webgpu') },
+  { name: 'default', sched: withTargetDefaults(makeSchedule('chunkwise'), 'webgpu') },
   ...[16, 32, 64].flatMap((C) => [
     { name: `seq${C}`, sched: makeSchedule('chunkwise', C) },
     { name: `par${C}`, sched: makeSchedule('chunkwise', C, { chunkParallel: true }) },
@@ -60,7 +62,7 @@ const planOf = (sched: Schedule, backward: boolean, K: number): Plan =>
 const launchInfo = (p: Plan): string => p.launches.map((l) => `${l.kernel.name.replace(/^retention_/, '')}[wg ${l.kernel.workgroup[0]}]`).join(' ');
 
 try {
-  for (const K of Ks) for (const T of Ts) {
+  for (const B of Bs) for (const K of Ks) for (const T of Ts) {
     const fwdIn = new Map<string, HostValue>([['q', uniform([B, H, T, K], 1)], ['k', uniform([B, H, T, K], 1 / Math.sqrt(K))], ['v', uniform([B, H, T, K], 1)], ['gamma', { shape: [H], data: Float32Array.from({ length: H }, (_, h) => 1 - 2 ** (-5 - h)) }]]);
     const bwdIn = new Map([...fwdIn, ['grad.o', uniform([B, H, T, K], 1)] as const]);
     for (const dir of dirs) {
@@ -89,7 +91,7 @@ try {
           const d = process.cpuUsage(c);
           cpu.push((d.user + d.system) / 1000);
         }
-        const line = `K=${K} T=${T} ${dir.padEnd(6)} ${v.name.padEnd(9)} median ${median(ms).toFixed(1).padStart(8)} ms  min ${Math.min(...ms).toFixed(1).padStart(8)}  cpu ${median(cpu).toFixed(0).padStart(6)} ms  first ${firstMs.toFixed(0).padStart(6)} (cpu ${firstCpu.toFixed(0)})  relRMSE vs recurrent ${err.toExponential(1)}`;
+        const line = `B=${B} K=${K} T=${T} ${dir.padEnd(6)} ${v.name.padEnd(9)} median ${median(ms).toFixed(1).padStart(8)} ms  min ${Math.min(...ms).toFixed(1).padStart(8)}  cpu ${median(cpu).toFixed(0).padStart(6)} ms  first ${firstMs.toFixed(0).padStart(6)} (cpu ${firstCpu.toFixed(0)})  relRMSE vs recurrent ${err.toExponential(1)}`;
         console.log(line);
         rows.push(line);
         if (perLaunch) {
@@ -108,7 +110,7 @@ try {
             }
             console.log(`    plan ${pi === 0 ? 'fwd' : 'bwd'} (best ${Math.min(...base).toFixed(1)} ms): ${parts.join(', ')}`);
           }
-        } else if (T === Ts[0] && K === Ks[0]) console.log(`    launches: ${plans.map(launchInfo).join(' | ')}`);
+        } else if (T === Ts[0] && K === Ks[0] && B === Bs[0]) console.log(`    launches: ${plans.map(launchInfo).join(' | ')}`);
       }
     }
   }

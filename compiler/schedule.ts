@@ -43,6 +43,13 @@ export interface Schedule {
   /** Chunk length (chunkwise) or tile of positions (parallel). */
   chunk: number;
   /**
+   * True where nobody chose `chunk` (makeSchedule without one, a schedule file without "chunk"):
+   * a target's own default chunk may replace it (runtime/targets.ts withTargetDefaults), which
+   * then clears this. An explicit chunk never has it, so it is always honoured. Not written to a
+   * schedule file: the file states the chunk that was used.
+   */
+  chunkDefault?: true;
+  /**
    * `cols`: positions per tile along the key axis in the parallel form. `state`: the most state
    * entries one thread keeps in the recurrent, chunkwise and chunk-parallel forms (all its state
    * arrays together; a longer key axis is split over threads or workgroups). Absent: each form's
@@ -116,7 +123,9 @@ const checkThreads = (n: unknown, what: string): number => {
   return n;
 };
 
-export function makeSchedule(form: Form, chunk = DEFAULT_CHUNK, overrides: Partial<Omit<Schedule, 'form' | 'chunk'>> = {}): Schedule {
+/** `chunk` undefined: DEFAULT_CHUNK, marked as the default (Schedule.chunkDefault) for a target to replace. */
+export function makeSchedule(form: Form, chunkGiven?: number, overrides: Partial<Omit<Schedule, 'form' | 'chunk' | 'chunkDefault'>> = {}): Schedule {
+  const chunk = chunkGiven ?? DEFAULT_CHUNK;
   if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_CHUNK) throw new RangeError(`chunk must be an integer in 1..${MAX_CHUNK}, got ${chunk}`);
   const dtype = overrides.dtype ?? 'f32';
   if (!STORAGE_DTYPES.includes(dtype)) throw new RangeError(`dtype must be one of ${STORAGE_DTYPES.join(', ')}, got ${String(dtype)}`);
@@ -128,6 +137,7 @@ export function makeSchedule(form: Form, chunk = DEFAULT_CHUNK, overrides: Parti
     s.dense = overrides.dense;
   }
   if (overrides.chunkParallel) s.chunkParallel = true;
+  if (chunkGiven === undefined) s.chunkDefault = true;
   const st = overrides.statements;
   if (st && Object.keys(st).length) s.statements = Object.fromEntries(Object.entries(st).map(([k, c]) => [k, checkChoice(c, `statement '${k}'`)]));
   if (overrides.reduce !== undefined && overrides.reduce !== 'serial') {
@@ -177,7 +187,8 @@ export function scheduleFromJson(json: unknown): Schedule {
   for (const k of Object.keys(r)) if (!known.includes(k)) throw new ScheduleFormatError(`unknown field '${k}' (a schedule has ${known.join(', ')})`);
   if (typeof r['form'] !== 'string' || !(FORMS as readonly string[]).includes(r['form'])) throw new ScheduleFormatError(`form must be one of ${FORMS.join(', ')}, got ${JSON.stringify(r['form'])}`);
   const form = r['form'] as Form;
-  const chunk = r['chunk'] === undefined ? DEFAULT_CHUNK : checkChunk(r['chunk'], 'chunk');
+  const chunkGiven = r['chunk'] === undefined ? undefined : checkChunk(r['chunk'], 'chunk');
+  const chunk = chunkGiven ?? DEFAULT_CHUNK;
   const overrides: Partial<Omit<Schedule, 'form' | 'chunk'>> = {};
   if (r['tiles'] !== undefined) {
     const t = r['tiles'] as Record<string, unknown> | null;
@@ -210,7 +221,7 @@ export function scheduleFromJson(json: unknown): Schedule {
     if (!st || typeof st !== 'object' || Array.isArray(st)) throw new ScheduleFormatError(`statements must be an object keyed by statement name, got ${JSON.stringify(st)}`);
     overrides.statements = Object.fromEntries(Object.entries(st as Record<string, unknown>).map(([k, c]) => [k, checkChoice(c, `statement '${k}'`)]));
   }
-  return makeSchedule(form, chunk, overrides);
+  return makeSchedule(form, chunkGiven, overrides);
 }
 
 /**
@@ -226,6 +237,7 @@ export function statementSchedule(s: Schedule, c: StatementChoice | undefined): 
   const workgroup = c.workgroup === undefined ? s.workgroup : { contraction: c.workgroup, elementwise: c.workgroup };
   const state = c.tiles?.['state'] ?? s.tiles.state;
   const out: Schedule = { ...base, form: c.form ?? s.form, chunk, tiles: { cols, ...(state !== undefined ? { state } : {}) }, workgroup };
+  if (c.chunk !== undefined) delete out.chunkDefault;
   if (c.chunkParallel !== undefined) {
     if (c.chunkParallel) out.chunkParallel = true;
     else delete out.chunkParallel;

@@ -63,8 +63,11 @@ export interface Runner {
    * faster there than one workgroup walking a sequence's chunks, which keeps 2 cores half idle),
    * and the whole key axis of a state per thread (tiles.state: a CPU keeps it in memory anyway,
    * and key slices split a column over work-items that then cannot share a vector).
+   * `chunk`: the chunkwise form's chunk where the schedule's is the default (Schedule.chunkDefault;
+   * an explicit chunk is kept): webgpu 16, where lavapipe ran chunk 64 1.4-1.9x slower than
+   * chunk 16 (bench/chunkwise-webgpu.ts).
    */
-  schedule?: { dense?: DenseMode; reduce?: ReduceMode; chunkParallel?: boolean; stateTile?: number };
+  schedule?: { dense?: DenseMode; reduce?: ReduceMode; chunkParallel?: boolean; stateTile?: number; chunk?: number };
   available(): Promise<Availability>;
   open(opts?: OpenOptions): TargetExec;
 }
@@ -158,6 +161,7 @@ const webgpu: Target = {
     code: 'wgsl', compiler: 'the WebGPU implementation (Dawn / Tint)',
     noDtype: { bf16: NO_BF16_IN_WGSL },
     errors: ['WebGPUUnavailableError', 'WebGPURunError'], rank: 2,
+    schedule: { chunk: 16 },
     available: webgpuAvailable,
     open: () => {
       // One device, acquired on the first run and reused by every later one.
@@ -235,6 +239,11 @@ export function withTargetDefaults(schedule: Schedule, target: string): Schedule
   if (d?.reduce && schedule.reduce === undefined) out = { ...out, reduce: d.reduce };
   if (d?.chunkParallel && !schedule.chunkParallel) out = { ...out, chunkParallel: true };
   if (d?.stateTile && schedule.tiles.state === undefined) out = { ...out, tiles: { ...out.tiles, state: d.stateTile } };
+  if (schedule.chunkDefault) {
+    // The parallel form's key tile follows the chunk where it was the chunk (makeSchedule's default).
+    const { chunkDefault: _, ...rest } = out;
+    out = d?.chunk && schedule.form === 'chunkwise' ? { ...rest, chunk: d.chunk, tiles: { ...rest.tiles, cols: rest.tiles.cols === rest.chunk ? d.chunk : rest.tiles.cols } } : rest;
+  }
   return out;
 }
 

@@ -6,7 +6,7 @@ import { type Dim, dimToString } from '../../dsl/dims.js';
 import { loadProgram, type Program, sourceFor } from '../../dsl/program.js';
 import { formatDiagnostic, type Span } from '../../dsl/source.js';
 import type { Value } from '../../dsl/reference/interpreter.js';
-import { DEFAULT_CHUNK, type Form, FORMS, makeSchedule, type Schedule, ScheduleFormatError, scheduleFromJson, STORAGE_DTYPES, type StorageDtype } from '../../compiler/schedule.js';
+import { type Form, FORMS, makeSchedule, type Schedule, ScheduleFormatError, scheduleFromJson, STORAGE_DTYPES, type StorageDtype } from '../../compiler/schedule.js';
 import { readSafetensorsFile, SafetensorsError, toFloat64 as toF64 } from '../io/safetensors.js';
 import { CheckpointPathError, weightsFile } from '../io/checkpoint-path.js';
 import { type LoadedCheckpoint, loadTorchscale, TorchscaleError } from '../io/torchscale.js';
@@ -66,7 +66,8 @@ export function parseSchedule(o: ParsedOptions, required: boolean): Schedule {
   if (!(FORMS as readonly string[]).includes(form)) throw new UsageError(`unknown schedule '${form}' (expected ${FORMS.join(', ')})${didYouMean(form, FORMS)}`);
   if (form === 'recurrent') refuse(o, ['chunk'], 'to the recurrent schedule: it steps one position at a time (--chunk sets the chunk of chunkwise and the tile of parallel)');
   const c = str(o, 'chunk');
-  const chunk = c === undefined ? DEFAULT_CHUNK : parseInteger('--chunk', c, 1, 1024);
+  // No --chunk: the default, which a target's own may replace (Schedule.chunkDefault).
+  const chunk = c === undefined ? undefined : parseInteger('--chunk', c, 1, 1024);
   const dtype = str(o, 'dtype') ?? 'f32';
   if (!(STORAGE_DTYPES as readonly string[]).includes(dtype)) throw new UsageError(`unknown --dtype '${dtype}' (expected ${STORAGE_DTYPES.join(', ')})${didYouMean(dtype, STORAGE_DTYPES)}`);
   return makeSchedule(form as Form, chunk, { dtype: dtype as StorageDtype });
