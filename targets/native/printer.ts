@@ -44,6 +44,7 @@ import { constIndex, LANE_HELPERS, type LaneHost, lanePlan, printLaneLoop, vecto
 import { accesses, type Affine, affine, type AffineEnv, loopEnv } from './affine-index.js';
 import { C_MATH } from './c-math.js';
 import { hasTrig, type PreAccess, precheck, rerunnable } from './item-versions.js';
+import { BLOCK_INNER, BLOCK_OUTER, type BlockPlan, blockPlan } from './divmod-blocks.js';
 
 /** bool is an int32_t holding 0 or 1 (a 1-byte type in a work-item loop makes GCC pick more lanes than float has). */
 const TYPE: Record<KType, string> = { f32: 'float', i32: 'int32_t', bool: 'int32_t' };
@@ -52,7 +53,7 @@ const ELEM_BYTES: Record<KType, number> = { f32: 4, i32: 4, bool: 4 };
 const C_RESERVED: ReadonlySet<string> = new Set([
   ...CUDA_RESERVED, '_Bool', '_Complex', '_Imaginary', '_Alignas', '_Alignof', '_Atomic', '_Generic', '_Noreturn', '_Static_assert',
   '_Thread_local', 'complex', 'imaginary', 'I', 'stdin', 'stdout', 'stderr', 'int64_t', 'uint64_t', 'int16_t', 'uint16_t', 'int8_t',
-  'uint8_t', 'INT32_MIN', 'INT32_MAX', 'UINT32_MAX', 'fmodf', 'signbit', 'wg_x', 'wg_y', 'wg_z', 'rn_big', 'rn_ok', 'rn_all', 'rn_div',
+  'uint8_t', 'INT32_MIN', 'INT32_MAX', 'UINT32_MAX', 'fmodf', 'signbit', 'wg_x', 'wg_y', 'wg_z', BLOCK_OUTER, BLOCK_INNER, 'rn_big', 'rn_ok', 'rn_all', 'rn_cond', 'rn_div',
 ]);
 
 /** A load or store site, for the out-of-bounds message. */
@@ -195,6 +196,8 @@ class NativePrinter extends CPrinter {
   private readonly preDone = new Set<KStmt>();
   /** Printing a work-item loop body flat (item-versions.ts Precheck.flat): every if condition holds. */
   private flat = false;
+  /** Work-item loops of one block (divmod-blocks.ts): not blocked again. */
+  private readonly blockLoops = new Set<KStmt>();
 
   constructor(readonly split: SplitKernel, readonly checks: boolean, origNames: Map<string, string>) {
     super();
@@ -426,6 +429,10 @@ class NativePrinter extends CPrinter {
 
   override stmt(s: KStmt, ind: string, out: string[]): void {
     if (this.flat && s.k === 'if') { this.stmts(s.then, ind, out); return; } // the pre-check showed the condition true
+    if (s.k === 'for' && this.split.workItemLoops.has(s) && !this.inItem && !this.blockLoops.has(s) && process.env['RETNETC_NATIVE_BLOCKS'] !== '0') {
+      const plan = blockPlan(s, this.assigned);
+      if (plan) { this.printBlocks(plan, ind, out); return; }
+    }
     if (s.k === 'for' && this.split.workItemLoops.has(s) && !this.inItem && !this.trigDone.has(s) && hasTrig(s.body) && rerunnable(s.body) && process.env['RETNETC_NATIVE_FASTTRIG'] !== '0') {
       // sin / cos on the vectorised path; the rare loop with an argument beyond it runs again with libm.
       out.push(`${ind}{`, `${ind}  int32_t rn_big = 0;`);
@@ -464,14 +471,39 @@ class NativePrinter extends CPrinter {
   }
 
   /**
+   * A work-item loop in blocks whose divisions by constants are uniform or affine (divmod-blocks.ts):
+   * each block runs the rewritten loop (in the versions of any work-item loop) where its premises
+   * hold, else the loop as written, checked: the same items in the same order either way.
+   */
+  private printBlocks(plan: BlockPlan, ind: string, out: string[]): void {
+    const I = this.indentUnit;
+    for (const l of [plan.inner, plan.plain]) { this.split.workItemLoops.add(l); this.blockLoops.add(l); }
+    out.push(`${ind}for (int32_t ${BLOCK_OUTER} = 0; ${BLOCK_OUTER} < ${plan.blocks}; ${BLOCK_OUTER}++) { /* blocks of ${plan.size} work-items */`);
+    if (!plan.premises.length) this.stmt(plan.inner, ind + I, out);
+    else {
+      out.push(`${ind}${I}if (${plan.premises.map((p) => `(${this.expr(p)})`).join(' && ')}) {`);
+      this.stmt(plan.inner, ind + I + I, out);
+      out.push(`${ind}${I}} else {`);
+      this.inItem++;
+      super.stmt(plan.plain, ind + I + I, out);
+      this.inItem--;
+      out.push(`${ind}${I}}`);
+    }
+    out.push(`${ind}}`);
+  }
+
+  /**
    * A work-item loop whose accesses a vectorisable first loop can bounds-test (item-versions.ts):
    * `rn_ok` ANDs every test, then the body runs unchecked when all pass, checked otherwise.
    * False (nothing printed) when the loop does not qualify.
    */
   private precheckLoop(s: Extract<KStmt, { k: 'for' }>, ind: string, out: string[]): boolean {
-    if (this.fastLoop(s)) return false; // affine indices: versioned by fastLoop already
+    // Affine indices: versioned by fastLoop already; but a block's loop (divmod-blocks.ts) under
+    // `if (gid < n)` runs flat first, as GCC does not vectorise its masked int64-indexed loads.
+    const affineToo = this.fastLoop(s) !== undefined;
+    if (affineToo && !this.blockLoops.has(s)) return false;
     const pre = precheck(s.body, this.assigned, s.v, (array, index) => !this.vecLocals.has(array) && this.arrays.has(array) && !(index.k === 'var' && index.name === WORK_ITEM && this.context.has(array)));
-    if (!pre) return false;
+    if (!pre || (affineToo && !pre.flat)) return false;
     this.preDone.add(s);
     const I = this.indentUnit;
     /** A vectorisable loop ANDing `tests` into `flag` (one flag per loop: GCC vectorises two reductions badly). */
@@ -510,7 +542,17 @@ class NativePrinter extends CPrinter {
     out.push(`${ind}{`);
     if (pre.flat) {
       // rn_all: every access in range whatever its guards (every full workgroup): the flat body.
-      checkLoop('rn_all', [...pre.accesses.map(inRange), ...pre.conds.map((c) => `(${this.expr(c)})`)], ind + I);
+      const conds = pre.conds.map((c) => `(${this.expr(c)})`);
+      if (affineToo) {
+        // Affine accesses: in range when the first and last work-item's are (fastLoop); a loop for the conditions only.
+        const span = this.fastLoop(s)!.test;
+        out.push(`${ind}${I}int32_t rn_all = ${span.length ? span.join(' && ') : '1'};`);
+        if (conds.length) {
+          out.push(`${ind}${I}if (rn_all) {`);
+          checkLoop('rn_cond', conds, ind + I + I);
+          out.push(`${ind}${I}${I}rn_all = rn_cond;`, `${ind}${I}}`);
+        }
+      } else checkLoop('rn_all', [...pre.accesses.map(inRange), ...conds], ind + I);
       out.push(`${ind}${I}if (rn_all) {`);
       this.unchecked++;
       this.flat = true;
@@ -520,7 +562,8 @@ class NativePrinter extends CPrinter {
       this.flat = false;
       this.unchecked--;
       out.push(`${ind}${I}} else {`);
-      okVersions(ind + I + I);
+      if (affineToo) this.stmt(s, ind + I + I, out);
+      else okVersions(ind + I + I);
       out.push(`${ind}${I}}`);
     } else okVersions(ind + I);
     out.push(`${ind}}`);
