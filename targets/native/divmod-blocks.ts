@@ -162,7 +162,7 @@ export class BlockRewriter {
         const c = this.expr(e.cond);
         // Lazy: only the chosen arm runs, so the other one goes (loads and all).
         if (c.e.k === 'const') return this.expr(c.e.value !== 0 ? e.a : e.b);
-        return { e: { ...e, cond: c.e, a: this.expr(e.a).e, b: this.expr(e.b).e } };
+        return { e: { ...e, cond: c.e, a: this.assuming(e.cond, () => this.expr(e.a)).e, b: this.expr(e.b).e } };
       }
       case 'bin': return this.binary(e);
     }
@@ -178,6 +178,8 @@ export class BlockRewriter {
       if (a.f && b.f) {
         const d = decide(e.op, this.valueRange(a.f), this.valueRange(b.f));
         if (d !== undefined) return { e: K.bool(d) };
+        const u = this.alignedCompare(e.op, a.f, b.f);
+        if (u) return { e: u };
       }
       return { e: out };
     }
@@ -252,11 +254,58 @@ export class BlockRewriter {
     return { e: K.bin('+', base, v), f: { base, coef: f.coef, tz, lo: hi < c ? lo : 0, hi: Math.min(hi, c - A) } };
   }
 
+  /**
+   * x < y and x >= y for x = u + v (u a multiple of A, 0 <= v < A: aligned) and y uniform, a
+   * multiple of A: the same as u < y and u >= y, uniform (u + v does not wrap: u <= 2^31 - A).
+   */
+  private alignedCompare(op: KBinOp, a: Form, b: Form): KExpr | undefined {
+    const flip: Partial<Record<KBinOp, KBinOp>> = { '>': '<', '<=': '>=' };
+    const [x, y, o] = a.coef !== 0 && b.coef === 0 ? [a, b, op] : b.coef !== 0 && a.coef === 0 && flip[op] ? [b, a, flip[op]!] : [undefined, undefined, op];
+    if (!x || !y || (o !== '<' && o !== '>=')) return undefined;
+    if (!this.aligned(x, Math.min(x.tz, y.tz))) return undefined;
+    return K.bin(o, x.base, y.base);
+  }
+
+  /** u + coef * rn_bi with 0 <= coef * (C - 1) < 2^tz: never wraps past u's multiple of 2^tz. */
+  private aligned(f: Form, tz = f.tz): boolean {
+    return tz <= 30 && f.coef > 0 && f.coef * (this.size - 1) < 2 ** tz;
+  }
+
+  /** Runs `fn` knowing `cond` holds: bounds `var op constant` of its conjuncts narrow those variables' ranges. */
+  private assuming<T>(cond: KExpr, fn: () => T): T {
+    const saved = new Map<string, Form>();
+    const fact = (c: KExpr): void => {
+      if (c.k !== 'bin') return;
+      if (c.op === '&&') { fact(c.a); fact(c.b); return; }
+      const flip: Partial<Record<KBinOp, KBinOp>> = { '<': '>', '<=': '>=', '>': '<', '>=': '<=', '==': '==' };
+      const [x, k, op] = c.a.k === 'var' && c.b.k === 'const' ? [c.a, c.b, c.op] : c.b.k === 'var' && c.a.k === 'const' ? [c.b, c.a, flip[c.op]] : [undefined, undefined, undefined];
+      if (!x || x.k !== 'var' || !k || k.k !== 'const' || k.type !== 'i32' || !op) return;
+      const f = this.forms.get(x.name);
+      if (!f) return;
+      let [lo, hi] = [I32_MIN, I32_MAX];
+      if (op === '<') hi = k.value - 1; else if (op === '<=') hi = k.value;
+      else if (op === '>') lo = k.value + 1; else if (op === '>=') lo = k.value;
+      else if (op === '==') lo = hi = k.value;
+      else return;
+      // The value's bounds as bounds of the base: value = base + v exactly when no addition wraps.
+      const d = f.coef * (this.size - 1);
+      const [vlo, vhi] = this.valueRange(f);
+      if (!(this.aligned(f) || f.coef === 0 || vlo > I32_MIN || vhi < I32_MAX)) return;
+      let blo = Math.max(f.lo, lo - Math.max(0, d)), bhi = Math.min(f.hi, hi - Math.min(0, d));
+      if (f.tz > 0 && f.tz <= 30) { const A = 2 ** f.tz; blo = Math.ceil(blo / A) * A; bhi = Math.floor(bhi / A) * A; }
+      if (blo > bhi) return;
+      if (!saved.has(x.name)) saved.set(x.name, f);
+      this.forms.set(x.name, { ...f, lo: blo, hi: bhi });
+    };
+    fact(cond);
+    try { return fn(); } finally { for (const [name, f] of saved) this.forms.set(name, f); }
+  }
+
   private logic(e: Extract<KExpr, { k: 'bin' }>): R {
     const and = e.op === '&&';
     const a = this.expr(e.a);
     if (a.e.k === 'const') return (a.e.value !== 0) === and ? this.expr(e.b) : { e: K.bool(!and) };
-    const b = this.expr(e.b);
+    const b = and ? this.assuming(e.a, () => this.expr(e.b)) : this.expr(e.b);
     if (b.e.k === 'const') {
       if ((b.e.value !== 0) === and) return { e: a.e }; // a && true, a || false
       if (!hasLoad(a.e)) return { e: K.bool(!and) };
@@ -274,7 +323,7 @@ export class BlockRewriter {
         }
         case 'assign': return { ...s, value: this.expr(s.value).e };
         case 'store': return { ...s, index: this.expr(s.index).e, value: this.expr(s.value).e };
-        case 'if': return { ...s, cond: this.expr(s.cond).e, then: this.stmts(s.then), else: this.stmts(s.else) };
+        case 'if': return { ...s, cond: this.expr(s.cond).e, then: this.assuming(s.cond, () => this.stmts(s.then)), else: this.stmts(s.else) };
         case 'for': return { ...s, start: this.expr(s.start).e, end: this.expr(s.end).e, body: this.stmts(s.body) };
         default: return s;
       }
