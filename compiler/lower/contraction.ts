@@ -221,6 +221,47 @@ export function lowerRecurrent(name: string, s: IrStmt, c: Contraction, L: ExprL
 
 /** Value columns a thread of the chunkwise form owns (fewer where the reduction buffer would pass RB x MAX_THREADS entries). */
 const COLS_PER_THREAD = 4;
+/**
+ * The chunkwise form's own default where the schedule sets no state tile: WIDE_COLS columns of
+ * a key slice of at most WIDE_SLICE keys per thread, WIDE_STATE state entries in all. Each key
+ * or position a thread loads then serves 8 columns, and its loops over the slice (16 trips)
+ * unroll, so the slice stays in registers on lavapipe (a 32-key slice did not: 1.6x slower).
+ * Measured on lavapipe (CPU time, chunk 16, interleaved with recurrent): 0.65x recurrent's at
+ * K = V = 64 where 4 columns x 16 keys took 0.98x; 0.60x at K = V = 128 where the 4-column
+ * tiling, cut to 1 column by its reduction buffer, took 1.66x. Taken only where the reduction
+ * buffer holds MIN_ROWS rows at once and the workgroup covers a chunk's positions (the score
+ * phase's shape, byCol); otherwise the 4-column tiling, as before (chunk 64 at K = 64, and K = 256,
+ * whose CUDA kernels nvcc keeps in registers).
+ */
+const WIDE_COLS = 8;
+const WIDE_SLICE = 16;
+const WIDE_STATE = 128;
+const MIN_ROWS = 2;
+/** Entries of the reduction buffer red (8 KiB of f32): RB x WG x JT at most. */
+const RED_MAX = ROW_BLOCK * MAX_THREADS;
+
+/** Columns per thread JT, rows per block RB and the state tile of the chunkwise form. */
+function chunkTiling(c: Contraction, Kc: number, Vc: number, sched: Schedule): { JT: number; RB: number; state: number | undefined } {
+  const C = sched.chunk;
+  const arrays = c.order === 1 ? 2 : 1;
+  const rowsFor = (t: { NK: number; WX: number }, JT: number): number => (t.NK === 1 ? Math.min(C, ROW_BLOCK) : Math.min(C, ROW_BLOCK, Math.floor(RED_MAX / (t.WX * t.NK * JT))));
+  if (sched.tiles.state === undefined) {
+    for (let JT = Math.min(WIDE_COLS, Vc); JT > COLS_PER_THREAD; JT = Math.floor(JT / 2)) {
+      const t = tiling(Kc, Vc, sched.workgroup.contraction, arrays, WIDE_STATE, JT);
+      const RB = rowsFor(t, JT);
+      if (t.KT <= WIDE_SLICE && RB >= MIN_ROWS && (t.WX * t.NK) % C === 0) return { JT, RB, state: WIDE_STATE };
+    }
+  }
+  const RB = Math.min(C, ROW_BLOCK);
+  let JT = Math.max(1, Math.min(COLS_PER_THREAD, Vc));
+  // Keep the reduction buffer RB x WG x JT within what JT = 1 may take (RB x MAX_THREADS).
+  while (JT > 1) {
+    const t = tiling(Kc, Vc, sched.workgroup.contraction, arrays, sched.tiles.state, JT);
+    if (t.NK === 1 || RB * t.WX * t.NK * JT <= RB * MAX_THREADS) break;
+    JT = Math.floor(JT / 2);
+  }
+  return { JT, RB, state: sched.tiles.state };
+}
 
 /**
  * Chunks of C positions: inside a chunk the parallel form, across chunks the state carries:
@@ -234,23 +275,15 @@ const COLS_PER_THREAD = 4;
  */
 export function lowerChunkwise(name: string, s: IrStmt, c: Contraction, L: ExprLowering, sched: Schedule): Kernel {
   const C = sched.chunk;
-  const RB = Math.min(C, ROW_BLOCK);
+  let RB = Math.min(C, ROW_BLOCK);
   let JT = 1;
+  let state = sched.tiles.state;
   {
-    const Vc = dimExpr(c.V, L.sizes);
-    if (Vc.k === 'const') {
-      JT = Math.max(1, Math.min(COLS_PER_THREAD, Vc.value));
-      const Kc = dimExpr(c.K, L.sizes);
-      const arrays = c.order === 1 ? 2 : 1;
-      // Keep the reduction buffer RB x WG x JT within what JT = 1 may take (RB x MAX_THREADS).
-      while (JT > 1 && Kc.k === 'const') {
-        const t = tiling(Kc.value, Vc.value, sched.workgroup.contraction, arrays, sched.tiles.state, JT);
-        if (t.NK === 1 || RB * t.WX * t.NK * JT <= RB * MAX_THREADS) break;
-        JT = Math.floor(JT / 2);
-      }
-    }
+    const [Vc, Kc] = [dimExpr(c.V, L.sizes), dimExpr(c.K, L.sizes)];
+    // (setup reports a key or value size that is not a constant.)
+    if (Vc.k === 'const' && Kc.k === 'const') ({ JT, RB, state } = chunkTiling(c, Kc.value, Vc.value, sched));
   }
-  const { x, body, grid, Vc } = setup(name, s, c, L, sched, true, JT);
+  const { x, body, grid, Vc } = setup(name, s, c, L, state === sched.tiles.state ? sched : { ...sched, tiles: { ...sched.tiles, state } }, true, JT);
   const { KT, NK, WG, WX } = x;
   const colOf = (jc: KExpr): KExpr => fold(K.add(jv, K.mul(jc, K.i32(WX))));
   const jc = K.v('jc');
