@@ -10,7 +10,7 @@ import * as K from '../compiler/kir.js';
 import type { Kernel, KExpr, KStmt } from '../compiler/kir.js';
 import { compileKernel, runKernel } from '../targets/cpu/executor.js';
 import { WORK_ITEM } from '../targets/native/barrier-split.js';
-import { BLOCK_OUTER, blockPlan } from '../targets/native/divmod-blocks.js';
+import { BLOCK_OUTER, blockPlan, type Form, outerForm, rangeOf, seqPlan } from '../targets/native/divmod-blocks.js';
 import { findCompiler, NO_COMPILER } from '../targets/native/compile.js';
 import { printNative } from '../targets/native/printer.js';
 import { loadNativeAddon } from '../runtime/native/addon.js';
@@ -84,6 +84,36 @@ describe('the block rewrite (divmod-blocks.ts)', () => {
   });
 });
 
+describe('sequential loops (the CPU dense kernel\'s packing: gr = m01 + pr, pr < min(32, ...))', () => {
+  const m01 = K.mul(K.v('s'), c(32)); // wg.y * 32 in the dense kernel; a scalar here, to reach the int32 wrap
+  const pvInit = K.bin('min', c(32), K.sub(c(128), K.v('m01')));
+  const outer = (name: string): Form | undefined => (name === 'm01' ? outerForm(m01, new Set()) : name === 'pv' ? outerForm(pvInit, new Set(), outer) : undefined);
+  const gr = K.add(K.v('m01'), K.v('pr'));
+  const pack = (extra: KStmt[] = []) => K.loop('pr', c(0), K.v('pv'), [K.decl('gr', 'i32', gr), ...extra,
+    K.store('out', K.add(K.mul(K.v('pk'), c(32)), K.v('pr')), K.add(mod(K.v('gr'), c(64)), K.mul(div(K.v('gr'), c(64)), c(1000))))]) as For;
+  test('gr % 64 and gr / 64 become m01 % 64 + pr and m01 / 64 under m01 >= 0', () => {
+    const p = seqPlan(pack(), new Set(), outer)!;
+    expect(p.premises).toEqual([K.bin('>=', K.v('m01'), c(0))]);
+    expect(itemDivLeft(p.loop.body, 64)).toBe(false);
+    // Without the bound on the trip count (pv unknown) or the alignment of m01, nothing.
+    expect(seqPlan(pack(), new Set(), () => undefined)).toBeUndefined();
+    expect(seqPlan(pack(), new Set(), (n) => (n === 'pv' ? outer(n) : undefined))).toBeUndefined();
+    // An end the body changes is evaluated anew each iteration: not taken.
+    expect(seqPlan(pack([K.assign('pv', c(3))]), new Set(['pv']), outer)).toBeUndefined();
+  });
+  test('computes what the loop computes on the executor, m01 negative (int32 wrap) or not', () => {
+    const p = seqPlan(pack(), new Set(), outer)!;
+    const kernelOf = (name: string, l: KStmt): Kernel => loopKernel(name, [K.decl('m01', 'i32', m01), K.decl('pv', 'i32', pvInit), K.loop('pk', c(0), c(2), [l])], 1);
+    const orig = compileKernel(kernelOf('sorig', pack())), rew = compileKernel(kernelOf('srew', K.iff(p.premises[0]!, [p.loop], [pack()])));
+    for (const sv of [0, 1, 2, 3, 4, -1, -3, 67108863, 67108864, 67108865, -67108864, 100000000]) {
+      const a = new Int32Array(64), b = new Int32Array(64);
+      orig.run({ buffers: { h: new Int32Array(1), out: a }, scalars: { s: sv, n: 0 } });
+      rew.run({ buffers: { h: new Int32Array(1), out: b }, scalars: { s: sv, n: 0 } });
+      expect(b).toEqual(a);
+    }
+  });
+});
+
 /** The kernel of a work-item loop, one work-item per workgroup thread slot, run as a sequential loop (workgroup 1). */
 function loopKernel(name: string, body: KStmt[], groups: number): Kernel {
   return {
@@ -120,6 +150,21 @@ describe('a blocked loop computes what the loop computes (CPU executor, kernel I
   test('the plan rewrites and keeps a premise (s * 64 may make the base negative or wrap)', () => {
     expect(plan.size).toBe(16);
     expect(plan.premises.length).toBeGreaterThan(0);
+  });
+  test('a ranged loop (end a variable the barrier split bounds by the workgroup) runs its last block short', () => {
+    const wi = K.bin('min', K.bin('max', K.v('n'), c(0)), c(N));
+    const ranged = { ...loop, end: K.v('rn_wi') };
+    const p = blockPlan(ranged, new Set(), (name) => (name === 'rn_wi' ? rangeOf(wi, new Set()) : undefined))!;
+    expect(p.limit).toEqual(K.v('rn_wi'));
+    expect(blockPlan(ranged, new Set())).toBeUndefined(); // no bound known: not blocked
+    const nest = K.loop(BLOCK_OUTER, c(0), c(p.blocks), [K.iff(K.lt(K.mul(K.v(BLOCK_OUTER), c(p.size)), K.v('rn_wi')), [p.premises.length ? K.iff(p.premises.reduce((a, b) => K.and(a, b)), [p.inner], [p.plain]) : p.inner])]);
+    const a = loopKernel('rorig', [K.decl('rn_wi', 'i32', wi), ranged], G), b = loopKernel('rblocked', [K.decl('rn_wi', 'i32', wi), nest], G);
+    for (const [sv, nv] of [[0, 0], [3, 1], [-5, 17], [2 ** 25 - 1, 255], [-1, 256], [7, 1000], [9, -4]]) {
+      const outA = new Int32Array(words), outB = new Int32Array(words);
+      runKernel(a, { buffers: { h, out: outA }, scalars: { s: sv!, n: nv! } });
+      runKernel(b, { buffers: { h, out: outB }, scalars: { s: sv!, n: nv! } });
+      expect(outB).toEqual(outA);
+    }
   });
   test('over shifts that make some blocks fail their premise, wrap int32, or keep every block', () => {
     const INT_MAX = 2147483647;

@@ -48,9 +48,11 @@ const SIZE_LIMIT = 400;
 export interface Form { base: KExpr; coef: number; tz: number; lo: number; hi: number }
 
 export interface BlockPlan {
-  /** Block size and number of blocks. */
+  /** Block size and number of blocks (at most: the loop's end may be a variable). */
   size: number;
   blocks: number;
+  /** A variable end of the loop: blocks run while rn_bo * size < limit. */
+  limit?: KExpr;
   /** The work-item loop of one block, rewritten: `rn_t = rn_bo * C + rn_bi` declared first. */
   inner: Extract<KStmt, { k: 'for' }>;
   /** The same block as written (for blocks whose premises fail). */
@@ -100,7 +102,15 @@ export class BlockRewriter {
    * anywhere in the kernel; `length`: the work-item loop's trip count.
    */
   constructor(readonly size: number, readonly length: number, private readonly declared: ReadonlySet<string>,
-    private readonly once: ReadonlySet<string>, private readonly assigned: ReadonlySet<string>) {}
+    private readonly once: ReadonlySet<string>, private readonly assigned: ReadonlySet<string>, private readonly seq?: SeqLoop) {}
+
+  /** The variable standing for the item (rn_t of a blocked loop, a sequential loop's own) and its form. */
+  private itemForm(name: string): Form | undefined {
+    if (this.seq) return name === this.seq.v ? { base: K.i32(0), coef: 1, tz: 32, lo: 0, hi: 0 } : undefined;
+    if (name !== WORK_ITEM) return undefined;
+    const base = K.bin('*', K.v(BLOCK_OUTER), K.i32(this.size));
+    return { base, coef: 1, tz: tzOf(this.size), lo: 0, hi: (Math.ceil(this.length / this.size) - 1) * this.size };
+  }
 
   /** The value range of a form over the block (the full int32 range where it may wrap). */
   valueRange(f: Form): [number, number] {
@@ -117,7 +127,7 @@ export class BlockRewriter {
     let ok = e.type === 'i32';
     walkExpr(e, (x) => {
       if (x.k === 'load' || (x.k === 'builtin' && x.name.startsWith('tid.'))) ok = false;
-      if (x.k === 'var' && (x.name === WORK_ITEM || this.declared.has(x.name) || this.assigned.has(x.name))) ok = false;
+      if (x.k === 'var' && (x.name === (this.seq ? this.seq.v : WORK_ITEM) || this.declared.has(x.name) || this.assigned.has(x.name))) ok = false;
       return ok;
     });
     return ok;
@@ -135,14 +145,14 @@ export class BlockRewriter {
         return e.type === 'i32' ? { e, f: { base: e, coef: 0, tz: tzOf(e.value), lo: e.value, hi: e.value } } : { e };
       case 'var': {
         if (e.type !== 'i32') return { e };
-        if (e.name === WORK_ITEM) {
-          const base = K.bin('*', K.v(BLOCK_OUTER), K.i32(this.size));
-          return { e, f: { base, coef: 1, tz: tzOf(this.size), lo: 0, hi: this.length - this.size } };
-        }
+        const it = this.itemForm(e.name);
+        if (it) return { e, f: it };
         const f = this.forms.get(e.name);
         if (f) return { e, f };
         if (this.declared.has(e.name) || this.assigned.has(e.name)) return { e };
-        return { e, f: { base: e, coef: 0, tz: 0, lo: I32_MIN, hi: I32_MAX } };
+        // A never-assigned declaration outside: its own name, with what its initialiser shows.
+        const o = this.seq?.outer(e.name);
+        return { e, f: { base: e, coef: 0, tz: o?.tz ?? 0, lo: o?.lo ?? I32_MIN, hi: o?.hi ?? I32_MAX } };
       }
       case 'builtin':
         return e.name.startsWith('wg.') ? { e, f: { base: e, coef: 0, tz: 0, lo: 0, hi: I32_MAX } } : { e };
@@ -189,7 +199,8 @@ export class BlockRewriter {
       case '+': case '-': {
         const coef = e.op === '+' ? fa.coef + fb.coef : fa.coef - fb.coef;
         const [lo, hi] = e.op === '+' ? range(fa.lo + fb.lo, fa.hi + fb.hi) : range(fa.lo - fb.hi, fa.hi - fb.lo);
-        const base = K.bin(e.op, fa.base, fb.base);
+        const zero = (x: KExpr): boolean => x.k === 'const' && x.value === 0;
+        const base = zero(fb.base) ? fa.base : zero(fa.base) && e.op === '+' ? fb.base : K.bin(e.op, fa.base, fb.base);
         if (size(base) > SIZE_LIMIT || Math.abs(coef) > this.length) return { e: out };
         return { e: out, f: { base, coef, tz: Math.min(fa.tz, fb.tz), lo, hi } };
       }
@@ -250,7 +261,8 @@ export class BlockRewriter {
       return { e: base, f: { base, coef: 0, tz: 0, lo: Math.floor(lo / c), hi: Math.floor(hi / c) } };
     }
     const base = K.bin('%', f.base, cc);
-    const v = f.coef === 1 ? K.v(BLOCK_INNER) : K.bin('*', K.v(BLOCK_INNER), K.i32(f.coef));
+    const inner = K.v(this.seq ? this.seq.v : BLOCK_INNER);
+    const v = f.coef === 1 ? inner : K.bin('*', inner, K.i32(f.coef));
     return { e: K.bin('+', base, v), f: { base, coef: f.coef, tz, lo: hi < c ? lo : 0, hi: Math.min(hi, c - A) } };
   }
 
@@ -374,14 +386,27 @@ function divisors(ss: readonly KStmt[]): number[] {
   return [...out];
 }
 
+/** A sequential loop rewritten in place: its variable, and what is known of the declarations outside it. */
+export interface SeqLoop { v: string; outer: (name: string) => Form | undefined }
+
+/** The form of a uniform i32 expression over names outside any loop (undefined where nothing is known). */
+export function outerForm(e: KExpr, assigned: ReadonlySet<string>, outer: (name: string) => Form | undefined = () => undefined): Form | undefined {
+  const f = new BlockRewriter(1, 1, new Set(), new Set(), assigned, { v: '', outer }).expr(e).f;
+  return f && f.coef === 0 ? f : undefined;
+}
+
 /**
- * The blocked form of a work-item loop `for (rn_t = 0; rn_t < N; rn_t++)` (N a constant), with
- * the smallest block size that rewrites a division or remainder; undefined when none does.
+ * A sequential loop `for (v = 0; v < end; v++)` whose trip count the ranges bound by E: inside
+ * it v is a block of E items on a base of 0, so (u + v) / c and (u + v) % c by the same rules
+ * (u a never-assigned declaration or expression outside). The loop rewritten and its premises
+ * (tested before it), or undefined when nothing is rewritten.
  */
-export function blockPlan(loop: Extract<KStmt, { k: 'for' }>, assigned: ReadonlySet<string>): BlockPlan | undefined {
-  if (loop.v !== WORK_ITEM || loop.step !== 1 || loop.start.k !== 'const' || loop.start.value !== 0 || loop.end.k !== 'const') return undefined;
-  const n = loop.end.value;
-  if (n < MIN_BLOCK || assigned.has(WORK_ITEM)) return undefined;
+export function seqPlan(loop: Extract<KStmt, { k: 'for' }>, assigned: ReadonlySet<string>, outer: (name: string) => Form | undefined):
+  { loop: Extract<KStmt, { k: 'for' }>; premises: KExpr[] } | undefined {
+  if (loop.step !== 1 || loop.start.k !== 'const' || loop.start.value !== 0 || assigned.has(loop.v)) return undefined;
+  const fe = outerForm(loop.end, assigned, outer);
+  if (!fe || fe.hi < 2 || fe.hi > 1 << 20) return undefined;
+  if (!divisors(loop.body).length) return undefined;
   const counts = new Map<string, number>();
   const walk = (ss: readonly KStmt[]): void => {
     for (const s of ss) {
@@ -392,18 +417,65 @@ export function blockPlan(loop: Extract<KStmt, { k: 'for' }>, assigned: Readonly
     }
   };
   walk(loop.body);
-  if (counts.has(WORK_ITEM) || counts.has(BLOCK_OUTER) || counts.has(BLOCK_INNER)) return undefined;
+  if (counts.has(loop.v)) return undefined;
+  // The end is evaluated before every iteration: only names the body cannot change.
+  let endOk = true;
+  walkExpr(loop.end, (x) => { if (x.k === 'var' && (counts.has(x.name) || assigned.has(x.name))) endOk = false; if (x.k === 'load') endOk = false; return endOk; });
+  if (!endOk) return undefined;
+  const once = new Set([...counts].filter(([, c]) => c === 1).map(([name]) => name));
+  const rw = new BlockRewriter(fe.hi, fe.hi, new Set(counts.keys()), once, assigned, { v: loop.v, outer });
+  const body = rw.stmts(loop.body);
+  if (!rw.rewritten) return undefined;
+  return { loop: { ...loop, body }, premises: [...rw.premises.values()] };
+}
+
+/** The range of a uniform i32 expression over names outside any loop (the full int32 range where unknown). */
+export function rangeOf(e: KExpr, assigned: ReadonlySet<string>): [number, number] {
+  const f = new BlockRewriter(1, 1, new Set(), new Set(), assigned).expr(e).f;
+  return f && f.coef === 0 ? [f.lo, f.hi] : [I32_MIN, I32_MAX];
+}
+
+/**
+ * The blocked form of a work-item loop `for (rn_t = 0; rn_t < end; rn_t++)`, end a constant or a
+ * never-assigned variable whose value `endRange` bounds (the barrier split's ranged loops), with
+ * the smallest block size that rewrites a division or remainder; undefined when none does.
+ */
+export function blockPlan(loop: Extract<KStmt, { k: 'for' }>, assigned: ReadonlySet<string>,
+  endRange: (name: string) => [number, number] | undefined = () => undefined): BlockPlan | undefined {
+  if (loop.v !== WORK_ITEM || loop.step !== 1 || loop.start.k !== 'const' || loop.start.value !== 0 || assigned.has(WORK_ITEM)) return undefined;
+  const end = loop.end;
+  const r = end.k === 'const' ? [end.value, end.value] : end.k === 'var' && end.type === 'i32' && !assigned.has(end.name) ? endRange(end.name) : undefined;
+  if (!r) return undefined;
+  const n = r[1];
+  if (n < MIN_BLOCK || n > 1 << 20) return undefined;
+  const counts = new Map<string, number>();
+  const walk = (ss: readonly KStmt[]): void => {
+    for (const s of ss) {
+      const name = s.k === 'decl' || s.k === 'local' ? s.name : s.k === 'for' ? s.v : undefined;
+      if (name !== undefined) counts.set(name, (counts.get(name) ?? 0) + 1);
+      if (s.k === 'if') { walk(s.then); walk(s.else); }
+      if (s.k === 'for') walk(s.body);
+    }
+  };
+  walk(loop.body);
+  if (counts.has(WORK_ITEM) || counts.has(BLOCK_OUTER) || counts.has(BLOCK_INNER) || (end.k === 'var' && counts.has(end.name))) return undefined;
   const declared = new Set(counts.keys());
   const once = new Set([...counts].filter(([, c]) => c === 1).map(([name]) => name));
   const sizes = [...new Set(divisors(loop.body).map((c) => 2 ** Math.min(tzOf(c), 30)))]
-    .filter((c) => c >= MIN_BLOCK && c <= n && n % c === 0).sort((x, y) => x - y);
+    .filter((c) => c >= MIN_BLOCK && c <= n && (end.k !== 'const' || n % c === 0)).sort((x, y) => x - y);
   for (const C of sizes) {
     const rw = new BlockRewriter(C, n, declared, once, assigned);
     const body = rw.stmts(loop.body);
     if (!rw.rewritten) continue;
-    const item = K.decl(WORK_ITEM, 'i32', K.bin('+', K.bin('*', K.v(BLOCK_OUTER), K.i32(C)), K.v(BLOCK_INNER)));
-    const mk = (ss: KStmt[]): Extract<KStmt, { k: 'for' }> => ({ k: 'for', v: BLOCK_INNER, start: K.i32(0), end: K.i32(C), step: 1, body: [item, ...ss] });
-    return { size: C, blocks: n / C, inner: mk(body), plain: mk([...loop.body]), premises: [...rw.premises.values()], rewritten: rw.rewritten };
+    const first = K.bin('*', K.v(BLOCK_OUTER), K.i32(C));
+    const item = K.decl(WORK_ITEM, 'i32', K.bin('+', first, K.v(BLOCK_INNER)));
+    // A variable end: the last block stops at it (end - rn_bo * C > 0 while blocks run).
+    const innerEnd = end.k === 'const' ? K.i32(C) : K.bin('min', K.i32(C), K.bin('-', end, first));
+    const mk = (ss: KStmt[]): Extract<KStmt, { k: 'for' }> => ({ k: 'for', v: BLOCK_INNER, start: K.i32(0), end: innerEnd, step: 1, body: [item, ...ss] });
+    return {
+      size: C, blocks: Math.ceil(n / C), ...(end.k === 'const' ? {} : { limit: end }),
+      inner: mk(body), plain: mk([...loop.body]), premises: [...rw.premises.values()], rewritten: rw.rewritten,
+    };
   }
   return undefined;
 }

@@ -44,7 +44,7 @@ import { constIndex, LANE_HELPERS, type LaneHost, lanePlan, printLaneLoop, vecto
 import { accesses, type Affine, affine, type AffineEnv, loopEnv } from './affine-index.js';
 import { C_MATH } from './c-math.js';
 import { hasTrig, type PreAccess, precheck, rerunnable } from './item-versions.js';
-import { BLOCK_INNER, BLOCK_OUTER, type BlockPlan, blockPlan } from './divmod-blocks.js';
+import { BLOCK_INNER, BLOCK_OUTER, type BlockPlan, blockPlan, type Form, outerForm, rangeOf, seqPlan } from './divmod-blocks.js';
 
 /** bool is an int32_t holding 0 or 1 (a 1-byte type in a work-item loop makes GCC pick more lanes than float has). */
 const TYPE: Record<KType, string> = { f32: 'float', i32: 'int32_t', bool: 'int32_t' };
@@ -198,6 +198,21 @@ class NativePrinter extends CPrinter {
   private flat = false;
   /** Work-item loops of one block (divmod-blocks.ts): not blocked again. */
   private readonly blockLoops = new Set<KStmt>();
+  /** Initialisers of the kernel's never-assigned declarations outside work-item loops (a ranged loop's end). */
+  private readonly outerDecls = new Map<string, KExpr>();
+  private readonly outerForms = new Map<string, Form | null>();
+  /** What the ranges show of such a declaration (divmod-blocks.ts), memoised. */
+  private outerFormOf(name: string): Form | undefined {
+    const known = this.outerForms.get(name);
+    if (known !== undefined) return known ?? undefined;
+    const init = this.outerDecls.get(name);
+    this.outerForms.set(name, null); // a cycle (none in valid kernel IR) knows nothing
+    const f = init ? outerForm(init, this.assigned, (n) => this.outerFormOf(n)) : undefined;
+    this.outerForms.set(name, f ?? null);
+    return f;
+  }
+  /** Sequential loops printed (or being printed) as written or already rewritten (divmod-blocks.ts seqPlan). */
+  private readonly seqDone = new Set<KStmt>();
 
   constructor(readonly split: SplitKernel, readonly checks: boolean, origNames: Map<string, string>) {
     super();
@@ -223,6 +238,16 @@ class NativePrinter extends CPrinter {
       }
     };
     walk(k.body);
+    const counts = new Map<string, number>();
+    const decls = (ss: readonly KStmt[]): void => {
+      for (const s of ss) {
+        if (s.k === 'decl') { counts.set(s.name, (counts.get(s.name) ?? 0) + 1); if (!this.assigned.has(s.name)) this.outerDecls.set(s.name, s.init); }
+        if (s.k === 'if') { decls(s.then); decls(s.else); }
+        if (s.k === 'for' && !split.workItemLoops.has(s)) decls(s.body);
+      }
+    };
+    decls(k.body);
+    for (const [name, n] of counts) if (n > 1) this.outerDecls.delete(name);
     this.scalarNames = new Set(k.scalars.map((s) => s.name));
   }
 
@@ -429,8 +454,26 @@ class NativePrinter extends CPrinter {
 
   override stmt(s: KStmt, ind: string, out: string[]): void {
     if (this.flat && s.k === 'if') { this.stmts(s.then, ind, out); return; } // the pre-check showed the condition true
+    if (s.k === 'for' && !this.split.workItemLoops.has(s) && !this.seqDone.has(s) && process.env['RETNETC_NATIVE_BLOCKS'] !== '0') {
+      // A sequential loop dividing `u + v` by constants: uniform and affine parts where its premises hold.
+      const sp = seqPlan(s, this.assigned, (n) => this.outerFormOf(n));
+      if (sp) {
+        this.seqDone.add(sp.loop);
+        if (!sp.premises.length) this.stmt(sp.loop, ind, out);
+        else {
+          out.push(`${ind}if (${sp.premises.map((p) => `(${this.expr(p)})`).join(' && ')}) {`);
+          this.stmt(sp.loop, ind + this.indentUnit, out);
+          out.push(`${ind}} else {`);
+          this.seqDone.add(s);
+          this.stmt(s, ind + this.indentUnit, out);
+          this.seqDone.delete(s);
+          out.push(`${ind}}`);
+        }
+        return;
+      }
+    }
     if (s.k === 'for' && this.split.workItemLoops.has(s) && !this.inItem && !this.blockLoops.has(s) && process.env['RETNETC_NATIVE_BLOCKS'] !== '0') {
-      const plan = blockPlan(s, this.assigned);
+      const plan = blockPlan(s, this.assigned, (name) => { const init = this.outerDecls.get(name); return init ? rangeOf(init, this.assigned) : undefined; });
       if (plan) { this.printBlocks(plan, ind, out); return; }
     }
     if (s.k === 'for' && this.split.workItemLoops.has(s) && !this.inItem && !this.trigDone.has(s) && hasTrig(s.body) && rerunnable(s.body) && process.env['RETNETC_NATIVE_FASTTRIG'] !== '0') {
@@ -478,7 +521,8 @@ class NativePrinter extends CPrinter {
   private printBlocks(plan: BlockPlan, ind: string, out: string[]): void {
     const I = this.indentUnit;
     for (const l of [plan.inner, plan.plain]) { this.split.workItemLoops.add(l); this.blockLoops.add(l); }
-    out.push(`${ind}for (int32_t ${BLOCK_OUTER} = 0; ${BLOCK_OUTER} < ${plan.blocks}; ${BLOCK_OUTER}++) { /* blocks of ${plan.size} work-items */`);
+    const limit = plan.limit ? ` && ${BLOCK_OUTER} * ${plan.size} < ${this.expr(plan.limit, 7)}` : '';
+    out.push(`${ind}for (int32_t ${BLOCK_OUTER} = 0; ${BLOCK_OUTER} < ${plan.blocks}${limit}; ${BLOCK_OUTER}++) { /* blocks of ${plan.size} work-items */`);
     if (!plan.premises.length) this.stmt(plan.inner, ind + I, out);
     else {
       out.push(`${ind}${I}if (${plan.premises.map((p) => `(${this.expr(p)})`).join(' && ')}) {`);
