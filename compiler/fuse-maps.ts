@@ -19,7 +19,7 @@
 // `vars`. In f32 the result is bit for bit the unfused plan's (the same f32 operations in the
 // same order, minus a store and a load); with half storage a fused tensor is no longer rounded
 // to 2 bytes between producer and reader (more precise, not less).
-import type { CVar, ReduceVar } from '../dsl/checked.js';
+import type { ReduceVar } from '../dsl/checked.js';
 import { deq, type Dim, devaluate, dimSymbols } from '../dsl/dims.js';
 import type { Contraction } from './analysis.js';
 import { type IrFn, type IrStmt, type Node, type ReduceArg, rebuild, substIndex, usedVars, walk, withSrc } from './ir.js';
@@ -122,7 +122,7 @@ function inline(root: Node, p: IrStmt): Node {
 }
 
 /** P is a rename: one load of a tensor at P's own indices in some order, its dimensions P's extents. */
-function isRename(p: IrStmt, vars: ReadonlyMap<string, CVar>, shapeOf: (id: string) => readonly Dim[] | undefined): boolean {
+function isRename(p: IrStmt, shapeOf: (id: string) => readonly Dim[] | undefined): boolean {
   const v = p.value;
   if (v.op !== 'load' || v.src.length !== p.indices.length) return false;
   const shape = shapeOf(v.arg as string);
@@ -135,7 +135,6 @@ function isRename(p: IrStmt, vars: ReadonlyMap<string, CVar>, shapeOf: (id: stri
     if (!i || names.has(i.name) || !deq(i.extent, shape[k]!)) return false;
     names.add(i.name);
   }
-  void vars;
   return true;
 }
 
@@ -182,7 +181,7 @@ export function fuseMaps(fn: IrFn, contractions: ReadonlyMap<string, Contraction
       const readers = body.map((_, j) => j).filter((j) => j !== i && reads[j]!.has(p.target));
       if (readers.length === 0 || readers.some((j) => j < i)) continue;
       const copy = p.value.op === 'load' && p.value.dtype === 'float';
-      const rename = copy && isRename(p, fn.vars, shapeOf);
+      const rename = copy && isRename(p, shapeOf);
       if (!copy && readers.length !== 1) continue;
       const fused = new Map<number, IrStmt>();
       let ok = true;

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, test, vi } from 'vitest';
 import type { CheckedFn, CheckedModel } from '../dsl/checked.js';
-import { devaluate } from '../dsl/dims.js';
+import { devaluate, dimSymbols } from '../dsl/dims.js';
 import { instantiateModel, loadProgram } from '../dsl/program.js';
 import { runModel } from '../dsl/reference/interpreter.js';
 import { analyse } from '../compiler/analysis.js';
@@ -305,6 +305,74 @@ describe('tiny RetNet with fusion', () => {
         const i = firstDifference(g.grads.get(k)!.data, v.data);
         expect(i, `${k}[${i}]`).toBe(-1);
       }
+    }, 60_000);
+  }
+});
+
+// ---- per-statement schedules ------------------------------------------------------------------
+
+describe('a schedule that names a fused statement', () => {
+  const fn = fnFrom(`
+fn f(x: f32[T, D]) -> y: f32[T, D] {
+  let a[t, d] = x[t, d] * 2.0
+  y[t, d] = exp(a[t, d])
+}`, 'f');
+  test('a forward map fused away: its choice is still checked (a map takes only a workgroup), and it has no kernel to apply to', () => {
+    const p = planMod.compilePlan(fn, makeSchedule('chunkwise', 8, { statements: { a: { workgroup: 64 } } }));
+    expect(p.launches.map((l) => l.target)).toEqual(['y']);
+    expect(p.launches[0]!.kernel.workgroup[0]).toBe(256);
+    expect(() => planMod.compilePlan(fn, makeSchedule('chunkwise', 8, { statements: { a: { form: 'recurrent' } } }))).toThrow(/statement 'a' is elementwise/);
+    // The reader's own choice applies to the fused kernel.
+    const q = planMod.compilePlan(fn, makeSchedule('chunkwise', 8, { statements: { y: { workgroup: 32 } } }));
+    expect(q.launches[0]!.kernel.workgroup[0]).toBe(32);
+  });
+});
+
+// ---- every function of models/ -------------------------------------------------------------------
+
+describe('every function of models/, forward, backward and stateful: bit for bit as without fusion (CPU executor)', () => {
+  let plain: Compilers;
+  beforeAll(async () => { plain = await unfusedCompiler(); });
+  const fns = new Map<string, CheckedFn>();
+  for (const m of ['retention', 'gated_retention', 'linear_attention', 'softmax_attention', 'retnet', 'train']) {
+    for (const [name, fn] of loadProgram(`models/${m}.ret`).checked!.fns) if (!fns.has(name)) fns.set(name, fn);
+  }
+  for (const [name, fn] of fns) {
+    test(name, () => {
+      const syms = new Set<string>();
+      for (const p of fn.params) for (const d of p.shape) for (const s of dimSymbols(d)) syms.add(s);
+      for (const s of fn.sizes) syms.add(s);
+      // Sizes of a function's own (sumsq[P, S] over N = P * S: a whole last block).
+      const sizes = new Map([...syms].map((s) => [s, s === 'T' ? 5 : s === 'B' ? 2 : s === 'N' ? 9 : 3] as const));
+      const constants = new Map([...sizes].filter(([s]) => s !== 'B' && s !== 'T'));
+      let compared = 0;
+      const variants: CompileOptions[] = [{}, { backward: true }, { stateful: true }];
+      for (const form of ['chunkwise', 'parallel', 'recurrent'] as const) for (const v of variants) {
+        const schedule = makeSchedule(form, 2);
+        let a: Plan;
+        try { a = planMod.compilePlan(fn, schedule, { ...v, constants }); } catch (e) {
+          if (e instanceof planMod.ScheduleError) continue; // no such schedule (softmax chunkwise), no backward (integers), no state
+          throw e;
+        }
+        const b = plain.plan.compilePlan(fn, schedule, { ...v, constants });
+        expect(elementwiseLaunches(a)).toBeLessThanOrEqual(elementwiseLaunches(b));
+        const rand = prng(41);
+        const inputs = new Map<string, Value>();
+        for (const p of a.fn.params) {
+          if (p.default !== undefined) continue;
+          const shape = p.shape.map((d) => devaluate(d, sizes)!);
+          const v = uniform(shape, rand);
+          inputs.set(p.name, p.dtype === 'i32' || p.dtype === 'i64' ? { shape, data: v.data.map((x) => Math.floor((x + 1) * 1.5)) } : v);
+        }
+        const x = runPlanCpu(a, inputs), y = runPlanCpu(b, inputs);
+        for (const [k, v] of y) {
+          const got = x.get(k)!.data;
+          expect(got.length, k).toBe(v.data.length);
+          for (let i = 0; i < v.data.length; i++) if (!Object.is(got[i], v.data[i])) expect(`${k}[${i}] = ${got[i]}`).toBe(`${k}[${i}] = ${v.data[i]}`);
+          if (Array.from(v.data).some(Number.isFinite)) compared++;
+        }
+      }
+      expect(compared).toBeGreaterThan(0);
     }, 60_000);
   }
 });
