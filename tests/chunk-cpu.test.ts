@@ -2,10 +2,13 @@
 // blocked chunk products; chosen where the schedule has chunkParallel and dense 'blocked', native's
 // defaults): every family of models/, forward and backward, against the float64 truth (relative
 // RMSE <= 1e-5, decay gradients at their natural scale) and against the recurrent schedule, on the
-// JavaScript executor and on native, at random B, H, T (ragged against the chunk), K != V and
-// chunks that are not multiples of the lane width, and at K = V = 64 and K = 256, V = 512. On
-// native the outputs are also bit for bit the executor's (the same kernel IR; lane loops are the
-// scalar loops' operations).
+// JavaScript executor and on native. On native the outputs are also bit for bit the executor's
+// (the same kernel IR; lane loops are the scalar loops' operations).
+// Compiling the C of a plan is most of a case's cost, and only K, V and the chunk make a new plan
+// (B, H and T are runtime sizes): each family's random cases share one kernel shape (SHAPES: tails
+// of K, V and the chunk against the micro tiles, together the paths of the lowering) and draw B,
+// H, T (ragged against the chunk, or below it), decays (edges 1, 1 - 2^-20, 0, negative), gates
+// and data; two fixed cases add whole tiles (K = V = 32) and the largest head (K = 256, V = 512).
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
 import { compilePlan, type Plan, specialisedSizes } from '../compiler/plan.js';
@@ -69,21 +72,44 @@ async function checkCase(f: Family, c: Case, onNative: boolean): Promise<string[
   return problems;
 }
 
-const caseArb: fc.Arbitrary<Case> = fc.record({
+/**
+ * The kernel shape of each family's cases. Rows: micro tiles of MR = 8 rows; columns: vectors of
+ * W = 16 lanes, tiles of NR = 16 (V <= 16) or 32 columns (chunk-cpu.ts). The backward's
+ * contractions swap the roles of K and V and double the state's rows (order 1 for grad.gamma).
+ */
+const SHAPES: Record<string, Pick<Case, 'K' | 'V' | 'chunk'>> = {
+  // Row tails (20 % 8, 40 % 8), column tails (40 % 32, 20 % 32), E packed; a chunk of 17: tails of both.
+  retention: { K: 20, V: 40, chunk: 17 },
+  // Values below one vector (5, 9: one tile of 16 columns, zero padded); a chunk of MR rows.
+  retention_state: { K: 9, V: 5, chunk: 8 },
+  // A chunk below MR (one partial row block), no decay; 17 = one vector and one lane.
+  linear_attention: { K: 3, V: 17, chunk: 3 },
+  // Whole rows and columns at K = 24, V = 16 (a tile's row stored as vectors), a column tail at
+  // 24 when swapped; a chunk of W; decays per pair from the gates.
+  gated_retention: { K: 24, V: 16, chunk: 16 },
+};
+
+const gammaArb = fc.oneof(fc.constant(1), fc.constant(1 - 2 ** -20), fc.constant(0), fc.constant(-0.7), fc.double({ min: 0.5, max: 1 - 2 ** -20, noNaN: true }));
+
+const caseArb = (shape: Pick<Case, 'K' | 'V' | 'chunk'>): fc.Arbitrary<Case> => fc.record({
   B: fc.integer({ min: 1, max: 2 }),
   H: fc.integer({ min: 1, max: 3 }),
-  K: fc.integer({ min: 1, max: 20 }),
-  V: fc.integer({ min: 1, max: 40 }),
-  chunk: fc.constantFrom(1, 3, 8, 16, 17, 32),
   t: fc.nat(1 << 20),
-  gammas: fc.tuple(...[0, 1, 2].map(() => fc.oneof(fc.constant(1), fc.constant(1 - 2 ** -20), fc.double({ min: 0.5, max: 1 - 2 ** -20, noNaN: true }), fc.constant(-0.7)))),
+  gammas: fc.tuple(gammaArb, gammaArb, gammaArb),
   gate: fc.constantFrom<GateMode>('uniform', 'zeros', 'mixed', 'near1'),
   data: fc.integer(),
 }).map(({ t, gammas, ...r }) => {
+  const { chunk } = shape;
   // T ragged against the chunk (a few chunks and a partial one), or below it.
-  const T = t % 4 === 0 ? 1 + (t % Math.max(1, r.chunk)) : Math.min(100, r.chunk * (1 + (t % 4)) + 1 + (t % Math.max(1, r.chunk - 1)));
-  return { ...r, T, gammas: gammas.slice(0, r.H).map((g) => Math.fround(g)), tKind: 'ragged' };
+  const T = t % 4 === 0 ? 1 + (t % Math.max(1, chunk)) : Math.min(100, chunk * (1 + (t % 4)) + 1 + (t % Math.max(1, chunk - 1)));
+  return { ...r, ...shape, T, gammas: gammas.slice(0, r.H).map((g) => Math.fround(g)), tKind: 'ragged' };
 });
+
+/** Per family, a case with every decay edge at once (three heads: 1, negative, 0) and a partial last chunk. */
+const edgeCase = (f: Family): Case[] => {
+  const sh = SHAPES[f.name]!;
+  return f.decay === 'gamma' ? [{ B: 1, H: 3, T: 2 * sh.chunk + 1, ...sh, gammas: [1, -0.7, 0], gate: 'uniform', data: 7, tKind: 'ragged' }] : [];
+};
 
 describe('the CPU chunk-parallel form (executor and native) vs the float64 truth and the recurrent schedule', () => {
   test("native's defaults pick it for chunkwise contractions", () => {
@@ -92,15 +118,16 @@ describe('the CPU chunk-parallel form (executor and native) vs the float64 truth
     expect(p.launches.map((l) => [l.kernel.name.replace(/^retention_0_chunkpar/, ''), l.kernel.workgroup[0]])).toEqual([['_h', 1], ['_scan', 1], ['_o', 1]]);
   });
   for (const f of FAMILIES) {
-    test(`${f.name}: random cases, forward and backward`, async () => {
-      const runs = await assertProperty(caseArb, async (c) => { expect(await checkCase(f, c, !noNative)).toEqual([]); }, { seed: seedFor(SEED, f.name), randomRuns: 2, examples: [], timeLimitMs: 120_000, endOnFailure: true });
-      expect(runs).toBe(2);
+    test(`${f.name} K=${SHAPES[f.name]!.K} V=${SHAPES[f.name]!.V} chunk=${SHAPES[f.name]!.chunk}: random cases, forward and backward`, async () => {
+      const examples = edgeCase(f);
+      const runs = await assertProperty(caseArb(SHAPES[f.name]!), async (c) => { expect(await checkCase(f, c, !noNative)).toEqual([]); }, { seed: seedFor(SEED, f.name), randomRuns: 3, examples, timeLimitMs: 120_000, endOnFailure: true });
+      expect(runs).toBe(3 + examples.length);
     }, 600_000);
   }
   const fixed: [Family, Case][] = [
-    [FAMILIES[0]!, { B: 1, H: 2, T: 100, K: 64, V: 64, chunk: 32, gammas: [0.97, 1 - 2 ** -20], gate: 'uniform', data: 1, tKind: 'ragged' }],
-    [FAMILIES[3]!, { B: 1, H: 1, T: 45, K: 24, V: 40, chunk: 16, gammas: [], gate: 'mixed', data: 2, tKind: 'ragged' }],
-    [FAMILIES[1]!, { B: 1, H: 2, T: 50, K: 33, V: 17, chunk: 17, gammas: [-0.7, 0], gate: 'uniform', data: 3, tKind: 'ragged' }],
+    // Whole tiles both ways (E read where it lies; the native bench's K = V = 64 takes the same
+    // paths), a partial last chunk of 4 rows.
+    [FAMILIES[0]!, { B: 1, H: 2, T: 100, K: 32, V: 32, chunk: 32, gammas: [0.97, 1 - 2 ** -20], gate: 'uniform', data: 1, tKind: 'ragged' }],
     // The largest head at a small T: two chunks, the second partial.
     [FAMILIES[0]!, { B: 1, H: 1, T: 7, K: 256, V: 512, chunk: 4, gammas: [0.9], gate: 'uniform', data: 4, tKind: 'ragged' }],
   ];

@@ -115,11 +115,21 @@ function packValues(x: ScanCtx, d: Dims, f: Fresh, out: KStmt[], len: KExpr, at:
   });
 }
 
-/** Stores the micro tile staged in `ot` (MR x NR) at rows r0 + i < rows, columns j0 + jj < V through `put(row, col, value)`. */
-function storeTile(f: Fresh, d: Dims, out: KStmt[], r0: KExpr, rows: KExpr, j0: KExpr, ot: string, put: (row: KExpr, col: KExpr, value: KExpr, b: KStmt[]) => void): void {
+/**
+ * Stores the micro tile staged in `ot` (MR x NR) at rows r0 + i < rows, columns j0 + jj < V:
+ * `rowAt(row, b)` declares what a row needs into b and gives `put(col, value)`, its store. Where V
+ * is a multiple of the tile's width, a row is one lane loop (vector copies; staging keeps the
+ * accumulators' stores in range at compile time, so that only this loop has a checked scalar
+ * fallback in C, not every accumulator), else element by element.
+ */
+function storeTile(f: Fresh, d: Dims, out: KStmt[], r0: KExpr, rows: KExpr, j0: KExpr, ot: string, rowAt: (row: KExpr, b: KStmt[]) => (col: KExpr, value: KExpr) => KStmt): void {
   loopOf(out, f, 'si', K.i32(0), min(K.i32(MR), K.sub(rows, r0)), (i, b) => {
-    const row = declI(b, f, 'sr', K.add(r0, i));
-    loopOf(b, f, 'sj', K.i32(0), min(K.i32(d.NR), K.sub(K.i32(d.Vc), j0)), (jj, bj) => put(row, K.add(j0, jj), K.load(ot, K.add(K.mul(i, K.i32(d.NR)), jj)), bj));
+    const put = rowAt(declI(b, f, 'sr', K.add(r0, i)), b);
+    const from = (jj: KExpr): KExpr => K.load(ot, K.add(K.mul(i, K.i32(d.NR)), jj));
+    if (d.Vc % d.NR === 0) {
+      const v = f('v');
+      b.push(K.loop(v, K.i32(0), K.i32(W), Array.from({ length: d.NV }, (_, c) => { const jj = K.add(K.i32(c * W), K.v(v)); return put(K.add(j0, jj), from(jj)); })));
+    } else loopOf(b, f, 'sj', K.i32(0), min(K.i32(d.NR), K.sub(K.i32(d.Vc), j0)), (jj, bj) => bj.push(put(K.add(j0, jj), from(jj))));
   });
 }
 
@@ -154,7 +164,7 @@ export function lowerChunkStatesCpu(name: string, s: IrStmt, c: Contraction, L: 
     loopOf(bi, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
       const seg: Seg = { k: f('m'), lo: K.i32(0), hi: len, a: (i, k) => K.load('Bw', K.add(K.mul(k, K.i32(RKr)), K.add(i0, K.i32(i)))), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
       bj.push(...microTile(f, d.NV, [seg], (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc)));
-      storeTile(f, d, bj, i0, K.i32(d.RK), j0, 'Ot', (row, col, value, b) => b.push(K.store(buf, stateAt(lay, x.T, ci, 0, row, col), value)));
+      storeTile(f, d, bj, i0, K.i32(d.RK), j0, 'Ot', (row) => (col, value) => K.store(buf, stateAt(lay, x.T, ci, 0, row, col), value));
     }, d.NR);
   }, MR);
   shared.push({ name: 'Bw', type: 'f32', size: d.C * RKr }, { name: 'Cv', type: 'f32', size: d.C * d.Vp }, { name: 'Ot', type: 'f32', size: MR * d.NR });
@@ -306,10 +316,9 @@ export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L:
       const intra: Seg = { k: f('m'), lo: K.i32(0), hi: min(len, K.add(r0, K.i32(MR))), a: (i, k) => K.load('P', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(Cp)), k)), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
       const carried: Seg = { k: f('e'), lo: K.i32(0), hi: nE, a: (i, k) => K.load('A2', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.RK)), k)), b: (cc, k) => (packE ? ['Ep', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] : [buf, stateAt(lay, x.T, ci, 0, k, K.add(j0, K.i32(cc * W)))]) };
       bj.push(...microTile(f, d.NV, [intra, carried], (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc)));
-      storeTile(f, d, bj, r0, len, j0, 'Ot', (row, col, value, b) => {
+      storeTile(f, d, bj, r0, len, j0, 'Ot', (row, b) => {
         const p = declI(b, f, 'op', at(row));
-        const idxs = s.indices.map((iv) => (iv.name === c.row ? p : iv.name === c.value ? col : batch.get(iv.name)!.expr));
-        b.push(K.store(out, L.offset(s.target, idxs), scaled(value)));
+        return (col, value) => K.store(out, L.offset(s.target, s.indices.map((iv) => (iv.name === c.row ? p : iv.name === c.value ? col : batch.get(iv.name)!.expr))), scaled(value));
       });
     }, d.NR);
   }, MR);
