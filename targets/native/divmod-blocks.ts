@@ -260,9 +260,11 @@ export class BlockRewriter {
       const base = K.bin('/', f.base, cc);
       return { e: base, f: { base, coef: 0, tz: 0, lo: Math.floor(lo / c), hi: Math.floor(hi / c) } };
     }
-    const base = K.bin('%', f.base, cc);
     const inner = K.v(this.seq ? this.seq.v : BLOCK_INNER);
     const v = f.coef === 1 ? inner : K.bin('*', inner, K.i32(f.coef));
+    // u a multiple of c itself (c = A, a power of two): u % c = 0.
+    if (A === c) return { e: v, f: { base: K.i32(0), coef: f.coef, tz: 32, lo: 0, hi: 0 } };
+    const base = K.bin('%', f.base, cc);
     return { e: K.bin('+', base, v), f: { base, coef: f.coef, tz, lo: hi < c ? lo : 0, hi: Math.min(hi, c - A) } };
   }
 
