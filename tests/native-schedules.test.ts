@@ -4,14 +4,15 @@
 // 1. Property tests, describe.each over the schedule forms: retention, retention_state,
 //    linear_attention and gated_retention compiled for random B, H, T, decays, chunk sizes and
 //    the real head sizes (tests/helpers/schedule-cases.ts: the cases of tests/schedules.test.ts,
-//    fewer random ones: every case is two C compilations), run natively forward and backward,
+//    fewer random ones, and those two that share K, V and the chunk: every kernel shape is two C
+//    compilations), run natively forward and backward,
 //    agree with the independent float64 computation (tests/helpers/fast-reference.ts) to relative
 //    RMSE <= 1e-5; decay gradients against max(RMS ref, their natural scale), as on the other
 //    targets. softmax_attention (parallel only) against the literal float64 interpreter.
 // 2. Fixed cases at the real head sizes K = V = 64 and 128, T ragged against the chunk, every
 //    form, forward and backward.
 // 3. Bit for bit equal to the CPU executor (targets/cpu/executor.ts) on fixed cases of every
-//    family and form, forward and backward. They are equal by construction, not by luck: the
+//    family and form, forward and backward (the property's second example: its plans are compiled once). They are equal by construction, not by luck: the
 //    barrier split runs each workgroup's threads in the executor's order (tid.x fastest, region by
 //    region), each thread's operations are the same float32 operations in the same order (C
 //    without fast-math, -ffp-contract=off: no reassociation, no fma), work-item loops are
@@ -32,7 +33,7 @@ import { loadNativeAddon } from '../runtime/native/addon.js';
 import { prepareNative, runPlanNative } from '../runtime/native/runner.js';
 import { runPlanCpu } from '../runtime/plan-runner.js';
 import { assertProperty, fcSeed, loadFn, plan, prng, reference, runsScale, seedFor, uniform } from './helpers/harness.js';
-import { caseArb, checkTensor, describeCase, FAMILIES, GAMMA_MAX, scaleOf, TOL, truthOf, Worst, type Case, type Family, type Truth } from './helpers/schedule-cases.js';
+import { caseGroupArb, checkTensor, describeCase, FAMILIES, GAMMA_MAX, scaleOf, TOL, truthOf, Worst, type Case, type Family, type Truth } from './helpers/schedule-cases.js';
 
 const cc = findCompiler();
 const addon = cc ? loadNativeAddon() : { error: NO_COMPILER };
@@ -45,13 +46,19 @@ test('a C compiler and the native addon are available (required when REQUIRE_NAT
 });
 
 const SEED = fcSeed('native-schedules');
-/** Random cases per (family, form): each costs two C compilations (~0.3 s and ~1.5 s of cc -O3). */
+/**
+ * Random cases per (family, form), NATIVE_CASES_PER_SHAPE of them sharing a kernel shape: each
+ * shape costs two C compilations (~0.3 s and ~1.5 s of cc -O3), a case only its runs.
+ */
 const NATIVE_RANDOM_RUNS = 2;
+const NATIVE_CASES_PER_SHAPE = 2;
 const TIME_LIMIT_MS = Number(process.env['FC_TIME_LIMIT_MS'] ?? 300_000);
 
+/** The case of the bit-for-bit comparison, also the properties' second example (its plans compile once). */
+const BITWISE: Case = { B: 2, H: 2, T: 37, K: 24, V: 20, chunk: 16, gammas: [0.9, GAMMA_MAX], gate: 'mixed', data: 2420, tKind: 'ragged' };
 const EXAMPLES: Case[] = [
   { B: 1, H: 2, T: 1, K: 1, V: 1, chunk: 1, gammas: [1, GAMMA_MAX], gate: 'zeros', data: 1, tKind: 'one' },
-  { B: 2, H: 2, T: 45, K: 5, V: 7, chunk: 16, gammas: [GAMMA_MAX, 0.5], gate: 'mixed', data: 3, tKind: 'ragged' },
+  BITWISE,
 ];
 /** The real head sizes, T ragged against the chunk. */
 const REAL: Case[] = [
@@ -105,11 +112,15 @@ function truthFor(f: Family, c: Case): Truth {
 
 describe.skipIf(!!why).each(FORMS)('%s schedule on native', { timeout: 600_000 }, (form) => {
   test.each(FAMILIES)(`$name: outputs and gradients agree with the float64 truth to relative RMSE <= ${TOL.toExponential(0)}`, async (f) => {
-    const randomRuns = Math.max(1, Math.round(NATIVE_RANDOM_RUNS * runsScale()));
-    const runs = await assertProperty(caseArb(128), (c) => checkCase(f, form, c, truthFor(f, c)), {
-      seed: seedFor(SEED, `${f.name} ${form}`), randomRuns, examples: EXAMPLES, timeLimitMs: TIME_LIMIT_MS, endOnFailure: true,
+    const groups = Math.max(1, Math.round((NATIVE_RANDOM_RUNS * runsScale()) / NATIVE_CASES_PER_SHAPE));
+    let cases = 0;
+    const runs = await assertProperty(caseGroupArb(128, NATIVE_CASES_PER_SHAPE), async (group) => {
+      for (const c of group) { cases++; await checkCase(f, form, c, truthFor(f, c)); }
+    }, {
+      seed: seedFor(SEED, `${f.name} ${form}`), randomRuns: groups, examples: EXAMPLES.map((c) => [c]), timeLimitMs: TIME_LIMIT_MS, endOnFailure: true,
     });
-    expect(runs).toBe(EXAMPLES.length + randomRuns);
+    expect(runs).toBe(EXAMPLES.length + groups);
+    expect(cases).toBe(EXAMPLES.length + groups * NATIVE_CASES_PER_SHAPE);
   });
 });
 
@@ -154,7 +165,7 @@ function bitsOf(a: Float32Array | Int32Array): Uint32Array {
 }
 
 describe.skipIf(!!why)('bit for bit equal to the CPU executor (fixed cases)', { timeout: 300_000 }, () => {
-  const c: Case = { B: 2, H: 2, T: 37, K: 24, V: 20, chunk: 16, gammas: [0.9, GAMMA_MAX], gate: 'mixed', data: 2420, tKind: 'ragged' };
+  const c = BITWISE;
   test.each(FAMILIES)('$name, every form, forward and backward', async (f) => {
     const fn = loadFn(f.file, f.name);
     const truth = truthFor(f, c);

@@ -7,7 +7,9 @@
 //    linear_attention and gated_retention compiled for random B, H, T, decays, chunk sizes and
 //    the real head sizes (K in {1..16, 64, 128, 256}, V in {1..16, 64, 128, 256, 432, 512}, T up
 //    to 300; tests/helpers/schedule-cases.ts, the same cases as tests/schedules.test.ts and as
-//    many random ones), run on WebGPU forward and backward, agree with an independent float64
+//    many random ones, drawn in groups of WEBGPU_CASES_PER_SHAPE that share K, V and the chunk:
+//    lavapipe's cost is compiling pipelines, one per kernel shape, and a group compiles once),
+//    run on WebGPU forward and backward, agree with an independent float64
 //    computation (the recurrent form and its reverse scan, tests/helpers/fast-reference.ts) to
 //    relative RMSE <= 1e-5. Decay gradients (grad.gamma, grad.g) are sums that can cancel far
 //    below the size of their terms; they are measured against max(RMS ref, their natural scale),
@@ -40,7 +42,7 @@ import {
 } from '../runtime/webgpu/runner.js';
 import { assertProperty, fastReference, fcSeed, loadFn, plan, prng, relErr, runPlan, runsScale, seedFor, tensor, uniform } from './helpers/harness.js';
 import {
-  caseArb, checkTensor, DECAY_GRADS, RANDOM_RUNS, describeCase, DONE_WHEN, FAMILIES, scaleOf, TOL, truthOf, Worst, type Case, type Family, type Truth,
+  caseGroupArb, checkTensor, DECAY_GRADS, RANDOM_RUNS, describeCase, DONE_WHEN, FAMILIES, scaleOf, TOL, truthOf, WEBGPU_CASES_PER_SHAPE, Worst, type Case, type Family, type Truth,
 } from './helpers/schedule-cases.js';
 import { acquireTestGpu, requireGpu } from './helpers/webgpu.js';
 import { decayScale, rmsOf } from './helpers/fast-reference.js';
@@ -429,11 +431,16 @@ async function checkCase(f: Family, form: Form, c: Case, local?: Worst, plainDec
 describe.skipIf(!gpu).each(FORMS)('%s schedule on WebGPU', { timeout: 600_000 }, (form) => {
   afterAll(() => logStats(`the ${form} schedule`));
   test.each(FAMILIES)(`$name: outputs and gradients agree with the float64 truth to relative RMSE <= ${TOL.toExponential(0)}`, async (f) => {
-    const randomRuns = Math.max(1, Math.round(RANDOM_RUNS * runsScale()));
-    const runs = await assertProperty(caseArb(MAX_CHUNK), (c) => checkCase(f, form, c), {
-      seed: seedFor(SEED, f.name), randomRuns, examples: EXAMPLES, timeLimitMs: TIME_LIMIT_MS, endOnFailure: true,
+    // Random cases in groups that share a kernel shape: one compile of a group's plans, several inputs.
+    const groups = Math.max(1, Math.round((RANDOM_RUNS * runsScale()) / WEBGPU_CASES_PER_SHAPE));
+    let cases = 0;
+    const runs = await assertProperty(caseGroupArb(MAX_CHUNK, WEBGPU_CASES_PER_SHAPE), async (group) => {
+      for (const c of group) { cases++; await checkCase(f, form, c); }
+    }, {
+      seed: seedFor(SEED, f.name), randomRuns: groups, examples: EXAMPLES.map((c) => [c]), timeLimitMs: TIME_LIMIT_MS, endOnFailure: true,
     });
-    expect(runs).toBe(EXAMPLES.length + randomRuns);
+    expect(runs).toBe(EXAMPLES.length + groups);
+    expect(cases).toBe(EXAMPLES.length + groups * WEBGPU_CASES_PER_SHAPE);
   });
 });
 

@@ -16,11 +16,13 @@ export const TOL = 1e-5;
 /**
  * Random cases per property, on the CPU executor and on WebGPU alike (scaled by FC_RUNS_SCALE;
  * the seed is fresh on every run, so CI covers new cases every time). On lavapipe a case costs
- * mostly shader compilation, ~4.5 s of CPU per case and form (~0.6 s per pipeline; every K, V
- * and chunk is a new pipeline), which sets this number: at 12 the WebGPU file takes ~320 s on
- * 2 cores (the CPU file ~33 s), within CI's budget (the whole suite under 20 minutes).
+ * mostly shader compilation, seconds of CPU per pipeline, and every K, V and chunk is a new
+ * pipeline: WebGPU draws them in groups of WEBGPU_CASES_PER_SHAPE cases that share one kernel
+ * shape (caseGroupArb), so its 12 cases compile 3 shapes.
  */
 export const RANDOM_RUNS = 12;
+/** Cases per kernel shape on WebGPU (RANDOM_RUNS / this many shapes per property). */
+export const WEBGPU_CASES_PER_SHAPE = 4;
 export const MAX_T = 300;
 export const GAMMA_MAX = 1 - 2 ** -20;
 export const SMALL_SIZES = Array.from({ length: 16 }, (_, i) => i + 1);
@@ -100,26 +102,48 @@ export function chunkArb(max: number): fc.Arbitrary<number> {
   return fc.oneof({ arbitrary: fc.constantFrom(...edges), weight: 2 }, { arbitrary: fc.integer({ min: 1, max }), weight: 1 });
 }
 
+/** What decides the kernels of a case's plans: the specialised head sizes K, V and the chunk. */
+export interface KernelShape { K: number; V: number; chunk: number }
+
+const kernelShapeArb = (maxChunk: number): fc.Arbitrary<KernelShape> =>
+  fc.record({ K: sizeArb(BIG_K), V: sizeArb(BIG_V), chunk: chunkArb(maxChunk) });
+
+/** Everything of a case but its kernel shape: sizes B, H, T (as a kind and two draws), decays, gates, data. */
+const restArb = fc.record({
+  B: fc.integer({ min: 1, max: 3 }),
+  H: fc.integer({ min: 1, max: 3 }),
+  tKind: tKindArb,
+  tx: fc.nat(1 << 20),
+  ty: fc.nat(1 << 20),
+  gammas: fc.tuple(gammaArb, gammaArb, gammaArb),
+  gate: fc.constantFrom<GateMode>('uniform', 'zeros', 'mixed', 'near1'),
+  data: fc.integer(),
+});
+
+type Rest = typeof restArb extends fc.Arbitrary<infer R> ? R : never;
+
+function caseOf(s: KernelShape, { tx, ty, gammas, ...r }: Rest): Case {
+  let { B, H } = r;
+  // Big heads: B * H <= 2 (fewer, not smaller, big cases).
+  if (s.K > 16 || s.V > 16) { if (B * H > 2) { B = Math.min(B, 2); H = B === 2 ? 1 : Math.min(H, 2); } }
+  return { ...r, ...s, B, H, T: chooseT(r.tKind, s.chunk, tx, ty), gammas: gammas.slice(0, H).map((g) => Math.fround(g)) };
+}
+
 /** Random cases with chunks up to `maxChunk`. */
 export function caseArb(maxChunk: number): fc.Arbitrary<Case> {
-  return fc.record({
-    B: fc.integer({ min: 1, max: 3 }),
-    H: fc.integer({ min: 1, max: 3 }),
-    K: sizeArb(BIG_K),
-    V: sizeArb(BIG_V),
-    chunk: chunkArb(maxChunk),
-    tKind: tKindArb,
-    tx: fc.nat(1 << 20),
-    ty: fc.nat(1 << 20),
-    gammas: fc.tuple(gammaArb, gammaArb, gammaArb),
-    gate: fc.constantFrom<GateMode>('uniform', 'zeros', 'mixed', 'near1'),
-    data: fc.integer(),
-  }).map(({ tx, ty, gammas, ...r }) => {
-    let { B, H } = r;
-    // Big heads: B * H <= 2 (fewer, not smaller, big cases).
-    if (r.K > 16 || r.V > 16) { if (B * H > 2) { B = Math.min(B, 2); H = B === 2 ? 1 : Math.min(H, 2); } }
-    return { ...r, B, H, T: chooseT(r.tKind, r.chunk, tx, ty), gammas: gammas.slice(0, H).map((g) => Math.fround(g)) };
-  });
+  return fc.tuple(kernelShapeArb(maxChunk), restArb).map(([s, r]) => caseOf(s, r));
+}
+
+/**
+ * Random groups of `perShape` cases that share one kernel shape (K, V, chunk) and draw the rest
+ * (B, H, T against the chunk, decays, gates, data) each: where compiling a kernel is most of a
+ * case's cost (WGSL on lavapipe, C on native) a group compiles its plans once and runs them on
+ * `perShape` inputs. Each case is distributed as caseArb's are; the seed is fresh on every run,
+ * so over runs the shapes cover what caseArb's do.
+ */
+export function caseGroupArb(maxChunk: number, perShape: number): fc.Arbitrary<Case[]> {
+  return fc.tuple(kernelShapeArb(maxChunk), fc.array(restArb, { minLength: perShape, maxLength: perShape }))
+    .map(([s, rs]) => rs.map((r) => caseOf(s, r)));
 }
 
 export function inputsOf(f: Family, c: Case, rand: () => number): Map<string, Value> {
