@@ -188,7 +188,8 @@ export function fuseMaps(fn: IrFn, contractions: ReadonlyMap<string, Contraction
       for (const j of readers) {
         const r = body[j]!;
         const uses = usesOf(r, p.target);
-        const inRange = (u: Use): boolean => u.load.dtype === 'float' && u.load.src.length === p.indices.length && u.load.src.every((e, k) => inDim(e, p.indices[k]!.extent, u.scope, constants));
+        if (uses.some((u) => u.load.src.length !== p.indices.length)) { ok = false; break; }
+        const inRange = (u: Use): boolean => u.load.dtype === 'float' && u.load.src.every((e, k) => inDim(e, p.indices[k]!.extent, u.scope, constants));
         if (keep(r)) {
           // A kept reader takes a rename only (a load for a load), and must stay what it was.
           if (!rename) { ok = false; break; }
