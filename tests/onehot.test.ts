@@ -19,7 +19,7 @@ import { dconst, dsym } from '../dsl/dims.js';
 import { loadProgram } from '../dsl/program.js';
 import { runFunction } from '../dsl/reference/interpreter.js';
 import { upstreamName } from '../compiler/autodiff.js';
-import { binary, cnst, idx, type IrFn, type IrStmt, ld, nodeToString, reduce, select, toChecked } from '../compiler/ir.js';
+import { binary, cnst, idx, type IrFn, type IrStmt, ld, type Node, nodeToString, reduce, select, toChecked } from '../compiler/ir.js';
 import { recogniseScatter } from '../compiler/lower/scatter.js';
 import { eliminateOneHot } from '../compiler/onehot.js';
 import { bounds, foldIndices } from '../compiler/onehot-bounds.js';
@@ -159,6 +159,25 @@ test('before the pass these lower as scatter-adds; after it none does', () => {
     const scatters = (f: IrFn) => f.body.filter((s) => s.target.startsWith(`%d.${p}.`) && recogniseScatter(s, f.vars)).length;
     expect(scatters(g), n).toBeGreaterThan(0);
     expect(scatters(e), n).toBe(0);
+  }
+});
+
+test('a mask under a product, where(e == u, x[e], 0) * (x[e] + 1), and under another where: the term at e = u, the same numbers', () => {
+  const e = idx('e'), u = idx('u');
+  const base = gradIr('offset');
+  expect(base.body.length).toBe(1);
+  expect(base.outputs.map((o) => o.v)).toEqual([base.body[0]!.target]);
+  const one = (value: Node): IrFn => ({ ...base, body: [{ ...base.body[0]!, indices: [{ name: 'u', extent: dconst(8) }], value }] });
+  const xe = ld('x', [e]);
+  const masked = binary('*', select(binary('==', e, u), xe, cnst(0)), binary('+', xe, cnst(1)));
+  const nested = select(binary('<', e, cnst(5, 'int')), masked, cnst(0));
+  const ins = inputsOf({ fn: 'offset', inputs: { x: [8] } }, 7);
+  for (const [value, want] of [[masked, '(x[u] * (x[u] + 1))'], [nested, 'where((u < 5), (x[u] * (x[u] + 1)), 0)']] as const) {
+    const f = one(reduce({ op: 'sum', vars: [{ name: 'e', extent: dconst(8) }], cons: [] }, value, []));
+    const g = eliminateOneHot(f);
+    expect(nodeToString(g.body[0]!.value)).toBe(want);
+    const [before, after] = [f, g].map((h) => runFunction(toChecked(h), ins).get(base.outputs[0]!.name)!.data);
+    expect([...after!]).toEqual([...before!]);
   }
 });
 
