@@ -177,7 +177,7 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
     for (const cv of ir.vars.values()) if (cv.dtype !== 'i32' && cv.dtype !== 'i64' && !keep.has(cv.id)) half.set(cv.id, schedule.dtype);
   }
   // Single-use maps inlined into their consumers (compiler/fuse-maps.ts).
-  ir = fuseMaps(ir, contractions, { keep: (s) => contractions.has(s.target) || recogniseDense(s, ir.vars) !== undefined });
+  ir = fuseMaps(ir, contractions, { keep: (s) => contractions.has(s.target) || recogniseDense(s, ir.vars) !== undefined, constants });
   // Loop-invariant expensive subexpressions as tables of their own, f32 (not in `half`): compiler/hoist-invariant.ts.
   ir = hoistInvariant(ir, { keep: (s) => contractions.has(s.target) || recogniseDense(s, ir.vars) !== undefined, constants, storage: (id) => half.get(id) ?? 'f32', symbolic: opts.stateful && schedule.form === 'recurrent' ? 1 : undefined }).fn;
   const launches: Launch[] = [];
