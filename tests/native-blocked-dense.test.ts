@@ -14,7 +14,7 @@ import { describe, expect, test } from 'vitest';
 import { recogniseDense } from '../compiler/dense.js';
 import * as K from '../compiler/kir.js';
 import type { Kernel, KStmt } from '../compiler/kir.js';
-import { chooseDenseCpuTile, DEFAULT_DENSE_CPU_TILE, type DenseCpuTile, denseCpuTileProblem, lowerDenseCpu } from '../compiler/lower/dense-cpu.js';
+import { chooseDenseCpuTile, DEFAULT_DENSE_CPU_TILE, type DenseCpuTile, denseCpuTileProblem, lowerDenseCpu, readsBInPlace } from '../compiler/lower/dense-cpu.js';
 import { ExprLowering, sizeParam } from '../compiler/lower/expr.js';
 import { lowerElementwise } from '../compiler/lower/generic.js';
 import { runKernel } from '../targets/cpu/executor.js';
@@ -71,14 +71,22 @@ describe('blocked dense products (compiler/lower/dense-cpu.ts)', () => {
     expect(denseCpuTileProblem({ ...DEFAULT_DENSE_CPU_TILE, n: 96, regN: 24, lanes: 16 })).toMatch(/lanes/);
     expect(denseCpuTileProblem({ ...DEFAULT_DENSE_CPU_TILE, k: 4096 })).toMatch(/workgroup memory/);
     const w = caseOf('wgrad', 8, 256, 64, 128, 1);
-    expect(chooseDenseCpuTile(recogniseDense(w.s, w.vars)!, w.sizes)).toMatchObject({ m: 32, n: 64 });
+    expect(chooseDenseCpuTile(recogniseDense(w.s, w.vars)!, w.sizes)).toMatchObject({ m: 64, n: 64 });
+    // Small outputs: at least two workgroups (both cores), the tile no larger than the output needs.
+    for (const [C, O] of [[64, 128], [128, 64], [64, 64], [64, 61], [19, 70], [512, 512]] as const) {
+      const c = caseOf('wgrad', 8, 256, C, O, 1);
+      const t = chooseDenseCpuTile(recogniseDense(c.s, c.vars)!, c.sizes);
+      expect(Math.ceil(O / t.m) * Math.ceil(C / t.n), `${O}x${C}`).toBeGreaterThanOrEqual(2);
+      expect(t.m / 2 < O && t.n - t.regN < C, `${O}x${C}: ${JSON.stringify(t)}`).toBe(true);
+    }
     expect(chooseDenseCpuTile(recogniseDense(w.s, w.vars)!, new Map())).toEqual(DEFAULT_DENSE_CPU_TILE);
     expect(chooseDenseCpuTile(recogniseDense(w.s, w.vars)!, new Map(), { k: 64, cols: 3 })).toEqual({ ...DEFAULT_DENSE_CPU_TILE, k: 64 });
   });
 
   test.each(KINDS)('%s: equals the elementwise kernel on the executor at ragged shapes, every tile', (kind) => {
     for (const [i, t] of TILES.entries()) {
-      for (const [B, T, C, O, H] of [[1, 1, 1, 1, 1], [2, 37, 19, 70, 3]] as const) {
+      // [2, 37, 32, 64, 2]: columns a multiple of every tile's regN, so B is read in place where it allows it (specialised sizes).
+      for (const [B, T, C, O, H] of [[1, 1, 1, 1, 1], [2, 37, 19, 70, 3], [2, 37, 32, 64, 2]] as const) {
         const { ew, blocked, args, out } = kernelsOf(caseOf(kind, B, T, C, O, H), t, i % 2 === 0, 3 + i);
         const a = clone(args), b = clone(args);
         runKernel(ew, a);
@@ -104,8 +112,26 @@ describe('blocked dense products (compiler/lower/dense-cpu.ts)', () => {
       runNativeKernel(p, blocked, got);
       expect(bits(got.buffers[out]!), JSON.stringify(c)).toEqual(bits(want.buffers[out]!));
       expect(relErr(got.buffers[out] as Float32Array, ref.buffers[out] as Float32Array).rel, JSON.stringify(c)).toBeLessThan(1e-6);
-    }, { seed: fcSeed('native-blocked-dense'), examples: [{ kind: 'onehot' as Kind, tile: 0, specialise: false, checks: true, B: 2, T: 70, C: 150, O: 130, H: 3 }], randomRuns: Math.max(3, Math.round(8 * runsScale())), timeLimitMs: 60_000 });
+    }, { seed: fcSeed('native-blocked-dense'), examples: [{ kind: 'onehot' as Kind, tile: 0, specialise: false, checks: true, B: 2, T: 70, C: 150, O: 130, H: 3 }, { kind: 'onehot' as Kind, tile: 0, specialise: true, checks: true, B: 2, T: 70, C: 64, O: 40, H: 2 }], randomRuns: Math.max(3, Math.round(8 * runsScale())), timeLimitMs: 60_000 });
   }, 180_000);
+
+  test('B is read in place where its columns are one unit-stride run that regN divides; the copies are pre-checked runs, no division per element', () => {
+    const w = caseOf('onehot', 8, 256, 64, 64, 2);
+    const d = recogniseDense(w.s, w.vars)!;
+    expect(readsBInPlace(d, 32, w.sizes)).toBe(true);
+    expect(readsBInPlace(d, 32, new Map())).toBe(false);
+    expect(readsBInPlace(d, 48, w.sizes)).toBe(false);
+    const nt = caseOf('nt', 8, 256, 64, 64, 1);
+    expect(readsBInPlace(recogniseDense(nt.s, nt.vars)!, 32, nt.sizes)).toBe(false);
+    // dw[u, c] = sum[b, h, t, j] dv[b, h, t, j] x[b, t, c] at runtime B and T: A's slab rows are
+    // (h, j) runs, its k the (b, t) loops; every copy is a contiguous unchecked loop once its run passes the test.
+    const { blocked } = kernelsOf(w, DEFAULT_DENSE_CPU_TILE, false, 1);
+    const code = printNative([blocked], { checks: true }).code;
+    expect(code).toMatch(/Ap_\[\(int64_t\)\([^\]]*\) \+ \(int64_t\)j\w*\] = dv\[\(int64_t\)\([^\]]*\) \+ \(int64_t\)j\w*\];/);
+    expect(code).toMatch(/Bp_\[\(int64_t\)\([^\]]*\) \+ \(int64_t\)j\w*\] = x\[\(int64_t\)\([^\]]*\) \+ \(int64_t\)j\w*\];/);
+    const k = kernelsOf(w, DEFAULT_DENSE_CPU_TILE, true, 1).blocked;
+    expect(printNative([k], { checks: true }).code).toMatch(/bv_\w*\[0\] = rn_vld16\(x \+/);
+  });
 
   test('the micro-kernel prints as vector statements with its accumulators as vector locals', () => {
     const { blocked } = kernelsOf(caseOf('nt', 1, 70, 40, 50, 1), DEFAULT_DENSE_CPU_TILE, true, 1);

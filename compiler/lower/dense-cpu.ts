@@ -71,9 +71,15 @@ export function chooseDenseCpuTile(d: Dense, constants: ReadonlyMap<string, numb
   const M = devaluate(d.M, constants), N = devaluate(d.N, constants);
   const t = { ...DEFAULT_DENSE_CPU_TILE };
   if (N !== undefined && N < t.n) t.n = Math.max(t.regN, Math.ceil(N / t.regN) * t.regN);
-  if (M !== undefined && N !== undefined) {
-    // A few workgroups for the cores (each packs its own slabs: narrower tiles pack more per flop).
-    while (t.m > 32 && Math.ceil(M / t.m) * Math.ceil(N / t.n) < 4) t.m /= 2;
+  if (M !== undefined) {
+    // Rows: no more than the output has (to the register block).
+    while (t.m > 32 && t.m / 2 >= M) t.m /= 2;
+    // Workgroups for both cores: halve the longer side of the tile (each workgroup packs its own
+    // A slab and reads its own B columns: square tiles read the least) while there is one.
+    while (N !== undefined && Math.ceil(M / t.m) * Math.ceil(N / t.n) < 2 && (t.m > 32 || t.n > t.regN)) {
+      if (t.m >= t.n && t.m > 32) t.m /= 2;
+      else t.n = Math.max(t.regN, Math.ceil(t.n / 2 / t.regN) * t.regN);
+    }
   }
   for (const k of CPU_KEYS) if (tiles && Object.hasOwn(tiles, k)) t[k] = tiles[k]!;
   return t;
@@ -138,6 +144,8 @@ export function lowerDenseCpu(name: string, s: IrStmt, d: Dense, L: ExprLowering
   const baseA = decl(body, 'baseA', off(d.groups.batch, d.a, bz, body));
   const baseB = decl(body, 'baseB', off(d.groups.batch, d.b, bz, body));
   // The rows, columns and panels this tile has (the last tile of a ragged edge has fewer).
+  // (Runtime counts even where the sizes are known: constant trip counts around the micro-kernel
+  // have GCC unroll loops there, and the micro-kernel then spills: 1.4x slower.)
   const rows = decl(body, 'rows', K.bin('min', K.i32(MC), K.sub(Mx, m0)));
   const cols = decl(body, 'cols', K.bin('min', K.i32(NC), K.sub(Nx, n0)));
   const panels = decl(body, 'panels', K.div(K.add(cols, K.i32(NR - 1)), K.i32(NR)));
@@ -267,20 +275,29 @@ export function lowerDenseCpu(name: string, s: IrStmt, d: Dense, L: ExprLowering
     const b1 = new Map(bind);
     unflat(d.groups.m, gm, row, b1);
     // Columns n0 .. n0 + cols as runs of the n group's innermost variable (extent E): run q has
-    // the outer variables of q and the innermost from max(n0, qE) - qE to min(n0 + cols, (q + 1)E) - qE.
+    // the outer variables of q and the innermost from max(n0, qE) - qE to min(n0 + cols, (q + 1)E) - qE;
+    // from 0 to E (a constant trip count) where E divides the tile, one run where there is one variable.
     const g = d.groups.n;
     const innerVar = g.at(-1)!;
     const E = dim(innerVar.extent);
-    const q0 = g.length > 1 ? decl(row, 'nq', K.div(n0, E)) : K.i32(0);
-    const nRuns = g.length > 1 ? K.add(K.sub(K.div(K.sub(K.add(n0, cols), K.i32(1)), E), q0), K.i32(1)) : K.i32(1);
+    const Ek = devaluate(innerVar.extent, L.sizes.constants);
+    const whole = Ek !== undefined && Ek > 0 && NC % Ek === 0;
     const runBody: KStmt[] = [];
-    const q = g.length > 1 ? decl(runBody, 'rq', K.add(q0, K.v('er__'))) : K.i32(0);
-    const qE = g.length > 1 ? decl(runBody, 'qe', K.mul(q, E)) : K.i32(0);
     const b2 = new Map(b1);
-    if (g.length > 1) unflat(g.slice(0, -1), q, runBody, b2);
-    const lo = decl(runBody, 'jl', K.sub(K.bin('max', n0, qE), qE));
-    const hi = decl(runBody, 'jh', K.sub(K.bin('min', K.add(n0, cols), K.add(qE, E)), qE));
-    const cBase = decl(runBody, 'cc', K.sub(K.add(K.mul(i, K.i32(NC)), qE), n0));
+    let lo: KExpr, hi: KExpr, cBase: KExpr;
+    if (g.length === 1) {
+      [lo, hi] = [n0, K.add(n0, cols)];
+      cBase = decl(row, 'cc', K.sub(K.mul(i, K.i32(NC)), n0));
+    } else {
+      const q0 = decl(row, 'nq', K.div(n0, E));
+      const nRuns = whole ? K.div(cols, E) : K.add(K.sub(K.div(K.sub(K.add(n0, cols), K.i32(1)), E), q0), K.i32(1));
+      const q = decl(runBody, 'rq', K.add(q0, K.v('er__')));
+      const qE = decl(runBody, 'qe', K.mul(q, E));
+      unflat(g.slice(0, -1), q, runBody, b2);
+      [lo, hi] = whole ? [K.i32(0), E] : [decl(runBody, 'jl', K.sub(K.bin('max', n0, qE), qE)), decl(runBody, 'jh', K.sub(K.bin('min', K.add(n0, cols), K.add(qE, E)), qE))];
+      cBase = decl(runBody, 'cc', K.sub(K.add(K.mul(i, K.i32(NC)), qE), n0));
+      row.push(K.loop('er__', K.i32(0), fold(nRuns), runBody));
+    }
     const col: KStmt[] = [];
     const b3 = new Map(b2);
     b3.set(innerVar.name, { expr: j, extent: innerVar.extent });
@@ -288,8 +305,7 @@ export function lowerDenseCpu(name: string, s: IrStmt, d: Dense, L: ExprLowering
     const value = L.expr(d.epilogue, b3, col);
     const outIdx = s.indices.map((v) => L.expr(d.outputs.get(v.name)!, b3, col));
     col.push(K.store(out, L.offset(s.target, outIdx), K.cast(value, L.buffers.get(s.target)!.type)));
-    runBody.push(K.loop('ej__', lo, hi, col));
-    row.push(K.loop('er__', K.i32(0), nRuns, runBody));
+    (g.length === 1 ? row : runBody).push(K.loop('ej__', lo, hi, col));
     epi.push(K.loop('ei__', r0, r1, row));
     return epi;
   }
