@@ -5,12 +5,14 @@
 //     [b, t] of x[b, t, c] is one), the innermost in steps of tile.k: inside a step every operand
 //     index is affine in the step's k, so the native printer pre-checks a whole loop once
 //     (targets/native/affine-index.ts) instead of a division and a bounds test per element;
-//   - A is read where it lies (a micro tile's regM values at each k are regM scalar loads, rows
-//     past the edge clamped onto the last one, whose sums the epilogue never stores); B is read
-//     where it lies when regN consecutive columns are contiguous in it (its n group is one unit
-//     stride run and regN divides N: weight gradients), else each step packs its slab into
-//     workgroup memory as panels of regN columns, Bp[panel][k][regN] (0 in the ragged edge's
-//     padding), in the loop order that reads B contiguously;
+//   - each step packs A's slab into workgroup memory in A's own order (Ap[row][k] where k is A's
+//     unit stride, else Ap[k][row]: a contiguous copy either way; 0 in the padding up to the
+//     register block), so the micro-kernel's regM values of A at each k lie at constant offsets
+//     from one base (regM row bases of A itself would spill: 1.1x slower); B is read where it lies
+//     when regN consecutive columns are contiguous in it (its n group is one unit-stride run and
+//     regN divides N: weight gradients), else it is packed as panels of regN columns,
+//     Bp[panel][k][regN] (0 in the ragged edge's padding), in the loop order that reads B
+//     contiguously; rows and columns are copied as runs of their innermost merged group;
 //   - the micro-kernel: regM rows x regN columns of accumulators in a local array, the k loop
 //     innermost; per k, regM values of A (broadcasts) and regN of B; the accumulators' updates are lane loops of `lanes` consecutive
 //     elements (for v in [0, lanes): acc[c + v] = acc[c + v] + a * b[c' + v]), which the native
@@ -187,13 +189,13 @@ export function lowerDenseCpu(name: string, s: IrStmt, d: Dense, L: ExprLowering
     const padded = decl(step, 'ap', K.bin('min', K.i32(MC), K.mul(K.div(K.add(rows, K.i32(MR - 1)), K.i32(MR)), K.i32(MR))));
     const R = runsOf(d.groups.m, d.a, m0, rows, step);
     const kk = fresh('ak'), r = fresh('ar');
-    const copy = (into: KStmt[]): KStmt => K.store('Ap__', fold(apAt(R.rel, K.v(kk))), ld(aName, K.add(K.add(kA, R.offset), K.mul(K.v(kk), sA))));
+    const copy = (): KStmt => K.store('Ap__', fold(apAt(R.rel, K.v(kk))), ld(aName, K.add(K.add(kA, R.offset), K.mul(K.v(kk), sA))));
     const zero = [K.store('Ap__', fold(apAt(K.v(r), K.v(kk))), K.f32(0))];
     if (aRowMajor) {
-      R.body.push(K.loop(R.j, R.lo, R.hi, [K.loop(kk, K.i32(0), kc, [copy([])])]));
+      R.body.push(K.loop(R.j, R.lo, R.hi, [K.loop(kk, K.i32(0), kc, [copy()])]));
       step.push(K.loop(r, rows, padded, [K.loop(kk, K.i32(0), kc, zero)]));
     } else {
-      R.body.push(K.loop(kk, K.i32(0), kc, [K.loop(R.j, R.lo, R.hi, [copy([])])]));
+      R.body.push(K.loop(kk, K.i32(0), kc, [K.loop(R.j, R.lo, R.hi, [copy()])]));
       step.push(K.loop(kk, K.i32(0), kc, [K.loop(r, rows, padded, zero)]));
     }
   }
