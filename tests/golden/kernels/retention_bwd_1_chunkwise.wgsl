@@ -16,13 +16,13 @@ struct Params {
   size_T: i32,
 }
 @group(0) @binding(6) var<uniform> params: Params;
-var<workgroup> P: array<f32, 512>;
+var<workgroup> P: array<f32, 256>;
 var<workgroup> wr: array<f32, 64>;
 var<workgroup> we: array<f32, 64>;
 var<workgroup> wd: array<f32, 64>;
 var<workgroup> red: array<f32, 2048>;
 
-@compute @workgroup_size(128, 1, 1)
+@compute @workgroup_size(64, 1, 1)
 fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let size_B: i32 = params.size_B;
   let size_H: i32 = params.size_H;
@@ -38,24 +38,27 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
   let wg_y: i32 = rn_wy;
   let b_h: i32 = rn_imod(wg_y, size_H);
   let b_b: i32 = rn_idiv(wg_y, size_H);
-  let j: i32 = wg_x * 64 + tid_x % 32;
-  let kt: i32 = tid_x / 32;
-  var S: array<f32, 32>;
-  var S1: array<f32, 32>;
-  for (var i: i32 = 0; i < 32; i += 1) {
-    S[i] = 0.0f;
-    S1[i] = 0.0f;
+  let j: i32 = wg_x * 64 + tid_x % 8;
+  let kt: i32 = tid_x / 8;
+  var S: array<f32, 64>;
+  var S1: array<f32, 64>;
+  for (var i_o: i32 = 0; i_o < 64; i_o += 16) {
+    for (var i_i: i32 = 0; i_i < 16; i_i += 1) {
+      let i: i32 = i_o + i_i;
+      S[i] = 0.0f;
+      S1[i] = 0.0f;
+    }
   }
-  var acc: array<f32, 2>;
-  var qs: array<f32, 2>;
-  var qs1: array<f32, 2>;
-  var wc: array<f32, 2>;
+  var acc: array<f32, 8>;
+  var qs: array<f32, 8>;
+  var qs1: array<f32, 8>;
+  var wc: array<f32, 8>;
   var dots: array<f32, 4>;
   for (var c0: i32 = 0; c0 < size_T; c0 += 64) {
     let len: i32 = min(64, size_T - c0);
     let pe: i32 = c0 - 1;
     let pl: i32 = c0 + (len - 1);
-    for (var m: i32 = tid_x; m < len; m += 128) {
+    for (var m: i32 = tid_x; m < len; m += 64) {
       let pm: i32 = c0 + m;
       if (c0 > 0) {
         wr[m] = exp(f32(pm - pe) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - pe) % 2 != 0);
@@ -64,23 +67,23 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
       wd[m] = exp(f32(pm - c0) * _decay1_o[b_h]) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pm - c0) % 2 != 0);
     }
     workgroupBarrier();
-    for (var r0: i32 = 0; r0 < len; r0 += 8) {
+    for (var r0: i32 = 0; r0 < len; r0 += 4) {
       let m2: i32 = tid_x % 64;
       let pm2: i32 = c0 + min(m2, len - 1);
       for (var n: i32 = 0; n < 4; n += 1) {
         dots[n] = 0.0f;
       }
-      if (m2 < min(len, r0 + 8)) {
+      if (m2 < min(len, r0 + 4)) {
         for (var i: i32 = 0; i < 64; i += 1) {
           let bi: f32 = k[((b_b * size_H + b_h) * size_T + pm2) * 64 + i];
           for (var n: i32 = 0; n < 4; n += 1) {
-            dots[n] = dots[n] + q[((b_b * size_H + b_h) * size_T + (c0 + min(r0 + (tid_x + n * 128) / 64, len - 1))) * 64 + i] * bi;
+            dots[n] = dots[n] + q[((b_b * size_H + b_h) * size_T + (c0 + min(r0 + (tid_x + n * 64) / 64, len - 1))) * 64 + i] * bi;
           }
         }
       }
       for (var n: i32 = 0; n < 4; n += 1) {
-        let e: i32 = tid_x + n * 128;
-        let m: i32 = r0 + (tid_x + n * 128) / 64;
+        let e: i32 = tid_x + n * 64;
+        let m: i32 = r0 + (tid_x + n * 64) / 64;
         P[e] = 0.0f;
         if (m < len && m2 <= m) {
           let pm: i32 = c0 + m;
@@ -88,48 +91,48 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
         }
       }
       workgroupBarrier();
-      for (var mm: i32 = 0; mm < min(8, len - r0); mm += 1) {
+      for (var mm: i32 = 0; mm < min(4, len - r0); mm += 1) {
         let m: i32 = r0 + mm;
         let pm: i32 = c0 + m;
-        for (var jc: i32 = 0; jc < 2; jc += 1) {
+        for (var jc: i32 = 0; jc < 8; jc += 1) {
           acc[jc] = 0.0f;
           qs[jc] = 0.0f;
           qs1[jc] = 0.0f;
         }
-        for (var m2_: i32 = kt; m2_ < m + 1; m2_ += 4) {
+        for (var m2_: i32 = kt; m2_ < m + 1; m2_ += 8) {
           let pv: f32 = P[mm * 64 + m2_];
           let q2: i32 = c0 + m2_;
-          for (var jc: i32 = 0; jc < 2; jc += 1) {
-            acc[jc] = acc[jc] + pv * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 32)];
+          for (var jc: i32 = 0; jc < 8; jc += 1) {
+            acc[jc] = acc[jc] + pv * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 8)];
           }
         }
         if (c0 > 0) {
-          for (var i: i32 = 0; i < 16; i += 1) {
-            let gi: i32 = kt * 16 + i;
+          for (var i: i32 = 0; i < 8; i += 1) {
+            let gi: i32 = kt * 8 + i;
             let ai: f32 = q[((b_b * size_H + b_h) * size_T + pm) * 64 + gi];
-            for (var jc: i32 = 0; jc < 2; jc += 1) {
-              qs[jc] = qs[jc] + ai * S[jc * 16 + i];
-              qs1[jc] = qs1[jc] + ai * S1[jc * 16 + i];
+            for (var jc: i32 = 0; jc < 8; jc += 1) {
+              qs[jc] = qs[jc] + ai * S[jc * 8 + i];
+              qs1[jc] = qs1[jc] + ai * S1[jc * 8 + i];
             }
           }
           let wx: f32 = wr[m];
-          for (var jc: i32 = 0; jc < 2; jc += 1) {
+          for (var jc: i32 = 0; jc < 8; jc += 1) {
             acc[jc] = acc[jc] + (f32(pm - pe) * qs[jc] + qs1[jc]) * wx;
           }
         }
-        for (var jc: i32 = 0; jc < 2; jc += 1) {
-          red[(mm * 2 + jc) * 128 + tid_x] = acc[jc];
+        for (var jc: i32 = 0; jc < 8; jc += 1) {
+          red[(mm * 8 + jc) * 64 + tid_x] = acc[jc];
         }
       }
       workgroupBarrier();
       if (kt == 0) {
-        for (var mm: i32 = 0; mm < min(8, len - r0); mm += 1) {
-          for (var jc: i32 = 0; jc < 2; jc += 1) {
-            var tot: f32 = red[(mm * 2 + jc) * 128 + tid_x];
-            for (var r: i32 = 1; r < 4; r += 1) {
-              tot = tot + red[(mm * 2 + jc) * 128 + (r * 32 + tid_x)];
+        for (var mm: i32 = 0; mm < min(4, len - r0); mm += 1) {
+          for (var jc: i32 = 0; jc < 8; jc += 1) {
+            var tot: f32 = red[(mm * 8 + jc) * 64 + tid_x];
+            for (var r: i32 = 1; r < 8; r += 1) {
+              tot = tot + red[(mm * 8 + jc) * 64 + (r * 8 + tid_x)];
             }
-            _y1_6[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + (j + jc * 32)] = tot;
+            _y1_6[((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm))) * 64 + (j + jc * 8)] = tot;
           }
         }
       }
@@ -139,23 +142,26 @@ fn retention_bwd_1_chunkwise(@builtin(local_invocation_id) lid: vec3<u32>, @buil
       let dx: f32 = f32(pl - pe) * _decay1_o[b_h];
       carry = select(exp(dx), ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f, abs(dx) < 0.5f) * select(1.0f, -1.0f, gamma[b_h] < 0.0f && (pl - pe) % 2 != 0);
     }
-    for (var i: i32 = 0; i < 32; i += 1) {
-      S1[i] = carry * (S1[i] + f32(pl - pe) * S[i]);
-      S[i] = carry * S[i];
+    for (var i_o1: i32 = 0; i_o1 < 64; i_o1 += 16) {
+      for (var i_i1: i32 = 0; i_i1 < 16; i_i1 += 1) {
+        let i: i32 = i_o1 + i_i1;
+        S1[i] = carry * (S1[i] + f32(pl - pe) * S[i]);
+        S[i] = carry * S[i];
+      }
     }
     for (var m2: i32 = 0; m2 < len; m2 += 1) {
       let q2: i32 = c0 + m2;
       let w2: f32 = we[m2];
       let d2: f32 = f32(pl - q2);
-      for (var jc: i32 = 0; jc < 2; jc += 1) {
-        wc[jc] = w2 * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 32)];
+      for (var jc: i32 = 0; jc < 8; jc += 1) {
+        wc[jc] = w2 * v[((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc * 8)];
       }
-      for (var i: i32 = 0; i < 16; i += 1) {
-        let gi: i32 = kt * 16 + i;
+      for (var i: i32 = 0; i < 8; i += 1) {
+        let gi: i32 = kt * 8 + i;
         let bi: f32 = k[((b_b * size_H + b_h) * size_T + q2) * 64 + gi];
-        for (var jc: i32 = 0; jc < 2; jc += 1) {
-          S[jc * 16 + i] = S[jc * 16 + i] + wc[jc] * bi;
-          S1[jc * 16 + i] = S1[jc * 16 + i] + wc[jc] * d2 * bi;
+        for (var jc: i32 = 0; jc < 8; jc += 1) {
+          S[jc * 8 + i] = S[jc * 8 + i] + wc[jc] * bi;
+          S1[jc * 8 + i] = S1[jc * 8 + i] + wc[jc] * d2 * bi;
         }
       }
     }

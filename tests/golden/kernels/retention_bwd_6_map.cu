@@ -2,14 +2,16 @@
 extern "C" __global__ void __launch_bounds__(256) retention_bwd_6_map(
     const float* __restrict__ gamma,
     const float* __restrict__ _d_decay1_o_7,
-    float* __restrict__ _d_gamma_13,
+    float* __restrict__ _d_gamma_total15,
     int size_H) {
   const int tid_x = threadIdx.x;
   const int wg_x = blockIdx.x;
   int gid = wg_x * 256 + tid_x;
   if (gid < size_H) {
-    int i_h = gid;
-    float cse_0 = gamma[i_h] - 1.0f;
-    _d_gamma_13[gid] = fabsf(cse_0) < 0.5f ? _d_decay1_o_7[i_h] * (1.0f / (1.0f + cse_0)) : 0.0f;
+    int i_i0 = gid;
+    float cse_2 = gamma[i_i0];
+    float cse_1 = cse_2 - 1.0f;
+    float cse_0 = fabsf(cse_1);
+    _d_gamma_total15[gid] = (cse_0 < 0.5f ? _d_decay1_o_7[i_i0] * (1.0f / (1.0f + cse_1)) : 0.0f) + (cse_0 < 0.5f ? 0.0f : _d_decay1_o_7[i_i0] * (1.0f / (fabsf(cse_2) + 8.6736174e-19f)) * (cse_2 >= 0.0f ? 1.0f : -1.0f));
   }
 }

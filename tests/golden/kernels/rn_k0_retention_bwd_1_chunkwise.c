@@ -241,7 +241,7 @@ static inline rn_vf16 rn_vld16(const float *p) { rn_vf16 v; memcpy(&v, p, sizeof
 static inline void rn_vst16(float *p, rn_vf16 v) { memcpy(p, &v, sizeof v); }
 static inline rn_vf16 rn_vsplat16(float s) { return (rn_vf16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
 
-// kernel IR 'retention_bwd_1_chunkwise': workgroup 128x1x1 (128 work-items per workgroup)
+// kernel IR 'retention_bwd_1_chunkwise': workgroup 64x1x1 (64 work-items per workgroup)
 void rn_k0_retention_bwd_1_chunkwise(void *const *rn_b, const int64_t *rn_n, const int32_t *rn_s, const int32_t *rn_g, int64_t rn_begin, int64_t rn_end, unsigned char *rn_scratch, int32_t *rn_err) {
   const float *const restrict _decay1_o = (const float *)rn_b[0];
   const float *const restrict gamma = (const float *)rn_b[1];
@@ -253,20 +253,20 @@ void rn_k0_retention_bwd_1_chunkwise(void *const *rn_b, const int64_t *rn_n, con
   const int32_t size_H = rn_s[1];
   const int32_t size_T = rn_s[2];
   float *const restrict P = (float *)(rn_scratch + 0);
-  float *const restrict wr = (float *)(rn_scratch + 2048);
-  float *const restrict we = (float *)(rn_scratch + 2304);
-  float *const restrict wd = (float *)(rn_scratch + 2560);
-  float *const restrict red = (float *)(rn_scratch + 2816);
-  float *const restrict S_ctx = (float *)(rn_scratch + 11008);
-  float *const restrict S1_ctx = (float *)(rn_scratch + 27392);
-  float *const restrict acc_ctx = (float *)(rn_scratch + 43776);
+  float *const restrict wr = (float *)(rn_scratch + 1024);
+  float *const restrict we = (float *)(rn_scratch + 1280);
+  float *const restrict wd = (float *)(rn_scratch + 1536);
+  float *const restrict red = (float *)(rn_scratch + 1792);
+  float *const restrict S_ctx = (float *)(rn_scratch + 9984);
+  float *const restrict S1_ctx = (float *)(rn_scratch + 26368);
+  float *const restrict acc_ctx = (float *)(rn_scratch + 42752);
   float *const restrict qs_ctx = (float *)(rn_scratch + 44800);
-  float *const restrict qs1_ctx = (float *)(rn_scratch + 45824);
-  float *const restrict wc_ctx = (float *)(rn_scratch + 46848);
-  float *const restrict dots_ctx = (float *)(rn_scratch + 47872);
-  float *const restrict ai_ctx = (float *)(rn_scratch + 49920);
-  float *const restrict carry_ctx = (float *)(rn_scratch + 50432);
-  float *const restrict bi1_ctx = (float *)(rn_scratch + 50944);
+  float *const restrict qs1_ctx = (float *)(rn_scratch + 46848);
+  float *const restrict wc_ctx = (float *)(rn_scratch + 48896);
+  float *const restrict dots_ctx = (float *)(rn_scratch + 50944);
+  float *const restrict ai_ctx = (float *)(rn_scratch + 51968);
+  float *const restrict carry_ctx = (float *)(rn_scratch + 52224);
+  float *const restrict bi1_ctx = (float *)(rn_scratch + 52480);
   (void)rn_n; (void)rn_s; (void)rn_scratch; (void)rn_err;
   const rn_div rn_dv0 = rn_div_make(size_H);
   const int64_t rn_gx = rn_g[0], rn_gy = rn_g[1];
@@ -277,35 +277,35 @@ void rn_k0_retention_bwd_1_chunkwise(void *const *rn_b, const int64_t *rn_n, con
     int32_t b_h = rn_divr(wg_y, rn_dv0);
     int32_t b_b = rn_divq(wg_y, rn_dv0);
     #pragma omp simd /* work-item loop */
-    for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-      int32_t j = wg_x * 64 + rn_t % 32;
-      int32_t kt = rn_t / 32;
+    for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+      int32_t j = wg_x * 64 + rn_t % 8;
+      int32_t kt = rn_t / 8;
     }
-    for (int32_t i = 0; i < 32; i += 1) {
-      if (RN_SPAN((int64_t)(i * 128) + 1 * (int64_t)(0), (int64_t)(i * 128) + 1 * ((int64_t)(128) - 1), 4096)) {
+    for (int32_t i = 0; i < 64; i += 1) {
+      if (RN_SPAN((int64_t)(i * 64) + 1 * (int64_t)(0), (int64_t)(i * 64) + 1 * ((int64_t)(64) - 1), 4096)) {
         #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-          S_ctx[(int64_t)(i * 128) + (int64_t)rn_t] = 0.0f;
-          S1_ctx[(int64_t)(i * 128) + (int64_t)rn_t] = 0.0f;
+        for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+          S_ctx[(int64_t)(i * 64) + (int64_t)rn_t] = 0.0f;
+          S1_ctx[(int64_t)(i * 64) + (int64_t)rn_t] = 0.0f;
         }
       } else {
         #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-          { const int32_t rn_i = i * 128 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 0, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
-          { const int32_t rn_i = i * 128 + rn_t; if (RN_IN(rn_i, 4096)) S1_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 1, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
+        for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+          { const int32_t rn_i = i * 64 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 0, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
+          { const int32_t rn_i = i * 64 + rn_t; if (RN_IN(rn_i, 4096)) S1_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 1, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
         }
       }
     }
     #pragma omp simd /* work-item loop */
-    for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
+    for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
     }
     for (int32_t c0 = 0; c0 < size_T; c0 += 64) {
       int32_t len = rn_imin(64, size_T - c0);
       int32_t pe = c0 - 1;
       int32_t pl = c0 + (len - 1);
       #pragma omp simd /* work-item loop */
-      for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-        for (int32_t m = rn_t; m < len; m += 128) {
+      for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+        for (int32_t m = rn_t; m < len; m += 64) {
           int32_t pm = c0 + m;
           if (c0 > 0) {
             { const int32_t rn_i = m; if (RN_IN(rn_i, 64)) wr[rn_i] = rn_exp_s((float)(pm - pe) * rn_ldf(_decay1_o, rn_n[0], b_h, rn_err, 2, wg_x, wg_y, wg_z, rn_t)) * (rn_ldf(gamma, rn_n[1], b_h, rn_err, 3, wg_x, wg_y, wg_z, rn_t) < 0.0f && (pm - pe) % 2 != 0 ? -1.0f : 1.0f); else rn_oob(rn_err, 4, rn_i, 64, wg_x, wg_y, wg_z, rn_t); }
@@ -314,245 +314,267 @@ void rn_k0_retention_bwd_1_chunkwise(void *const *rn_b, const int64_t *rn_n, con
           { const int32_t rn_i = m; if (RN_IN(rn_i, 64)) wd[rn_i] = rn_exp_s((float)(pm - (c0 + 0)) * rn_ldf(_decay1_o, rn_n[0], b_h, rn_err, 8, wg_x, wg_y, wg_z, rn_t)) * (rn_ldf(gamma, rn_n[1], b_h, rn_err, 9, wg_x, wg_y, wg_z, rn_t) < 0.0f && (pm - (c0 + 0)) % 2 != 0 ? -1.0f : 1.0f); else rn_oob(rn_err, 10, rn_i, 64, wg_x, wg_y, wg_z, rn_t); }
         }
       }
-      for (int32_t r0 = 0; r0 < len; r0 += 8) {
-        #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-          int32_t m2 = rn_t % 64;
-          int32_t pm2 = c0 + rn_imin(m2, len - 1);
+      for (int32_t r0 = 0; r0 < len; r0 += 4) {
+        for (int32_t rn_bo = 0; rn_bo < 1; rn_bo++) { /* blocks of 64 work-items */
+          #pragma omp simd /* work-item loop */
+          for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+            int32_t rn_t = rn_bo * 64 + rn_bi;
+            int32_t m2 = rn_bi;
+            int32_t pm2 = c0 + rn_imin(m2, len - 1);
+          }
         }
         for (int32_t n = 0; n < 4; n += 1) {
-          if (RN_SPAN((int64_t)(n * 128) + 1 * (int64_t)(0), (int64_t)(n * 128) + 1 * ((int64_t)(128) - 1), 512)) {
+          if (RN_SPAN((int64_t)(n * 64) + 1 * (int64_t)(0), (int64_t)(n * 64) + 1 * ((int64_t)(64) - 1), 256)) {
             #pragma omp simd /* work-item loop */
-            for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-              dots_ctx[(int64_t)(n * 128) + (int64_t)rn_t] = 0.0f;
+            for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+              dots_ctx[(int64_t)(n * 64) + (int64_t)rn_t] = 0.0f;
             }
           } else {
             #pragma omp simd /* work-item loop */
-            for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-              { const int32_t rn_i = n * 128 + rn_t; if (RN_IN(rn_i, 512)) dots_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 11, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+            for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+              { const int32_t rn_i = n * 64 + rn_t; if (RN_IN(rn_i, 256)) dots_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 11, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
             }
           }
         }
-        #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-          int32_t m2 = rn_t % 64;
-          int32_t pm2 = c0 + rn_imin(m2, len - 1);
-          if (m2 < rn_imin(len, r0 + 8)) {
-            for (int32_t i1 = 0; i1 < 64; i1 += 1) {
-              float bi = rn_ldf(k, rn_n[2], ((b_b * size_H + b_h) * size_T + pm2) * 64 + i1, rn_err, 12, wg_x, wg_y, wg_z, rn_t);
-              for (int32_t n1 = 0; n1 < 4; n1 += 1) {
-                { const int32_t rn_i = n1 * 128 + rn_t; if (RN_IN(rn_i, 512)) dots_ctx[rn_i] = rn_ldf(dots_ctx, 512, n1 * 128 + rn_t, rn_err, 13, wg_x, wg_y, wg_z, rn_t) + rn_ldf(q, rn_n[3], ((b_b * size_H + b_h) * size_T + (c0 + rn_imin(r0 + (rn_t + n1 * 128) / 64, len - 1))) * 64 + i1, rn_err, 14, wg_x, wg_y, wg_z, rn_t) * bi; else rn_oob(rn_err, 15, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+        for (int32_t rn_bo = 0; rn_bo < 1; rn_bo++) { /* blocks of 64 work-items */
+          #pragma omp simd /* work-item loop */
+          for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+            int32_t rn_t = rn_bo * 64 + rn_bi;
+            int32_t m2 = rn_bi;
+            int32_t pm2 = c0 + rn_imin(m2, len - 1);
+            if (m2 < rn_imin(len, r0 + 4)) {
+              for (int32_t i1 = 0; i1 < 64; i1 += 1) {
+                float bi = rn_ldf(k, rn_n[2], ((b_b * size_H + b_h) * size_T + pm2) * 64 + i1, rn_err, 12, wg_x, wg_y, wg_z, rn_t);
+                for (int32_t n1 = 0; n1 < 4; n1 += 1) {
+                  { const int32_t rn_i = n1 * 64 + rn_t; if (RN_IN(rn_i, 256)) dots_ctx[rn_i] = rn_ldf(dots_ctx, 256, n1 * 64 + rn_t, rn_err, 13, wg_x, wg_y, wg_z, rn_t) + rn_ldf(q, rn_n[3], ((b_b * size_H + b_h) * size_T + (c0 + rn_imin(r0 + (rn_t + n1 * 64) / 64, len - 1))) * 64 + i1, rn_err, 14, wg_x, wg_y, wg_z, rn_t) * bi; else rn_oob(rn_err, 15, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                }
               }
             }
           }
         }
         for (int32_t n2 = 0; n2 < 4; n2 += 1) {
-          {
-            int32_t rn_all = 1;
-            #pragma omp simd reduction(&:rn_all) /* bounds pre-check */
-            for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-              int32_t m2 = rn_t % 64;
-              int32_t pm2 = c0 + rn_imin(m2, len - 1);
-              int32_t e = rn_t + n2 * 128;
-              int32_t m1 = r0 + (rn_t + n2 * 128) / 64;
-              int32_t pm1 = c0 + m1;
-              rn_all &= RN_IN64((int64_t)(n2 * 128) + (int64_t)rn_t, 512) & RN_IN(m1 - m2, 64) & (m1 < len && m2 <= m1);
-            }
-            if (rn_all) {
-              #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                int32_t m2 = rn_t % 64;
-                int32_t pm2 = c0 + rn_imin(m2, len - 1);
-                int32_t e = rn_t + n2 * 128;
-                int32_t m1 = r0 + (rn_t + n2 * 128) / 64;
-                P[(int64_t)(n2 * 128) + (int64_t)rn_t] = 0.0f;
-                int32_t pm1 = c0 + m1;
-                P[(int64_t)(n2 * 128) + (int64_t)rn_t] = dots_ctx[(int64_t)(n2 * 128) + (int64_t)rn_t] * (wd[m1 - m2] * (float)(pm1 - pm2));
-              }
-            } else {
-              int32_t rn_ok = 1;
-              #pragma omp simd reduction(&:rn_ok) /* bounds pre-check */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                int32_t m2 = rn_t % 64;
-                int32_t pm2 = c0 + rn_imin(m2, len - 1);
-                int32_t e = rn_t + n2 * 128;
-                int32_t m1 = r0 + (rn_t + n2 * 128) / 64;
-                int32_t pm1 = c0 + m1;
-                rn_ok &= RN_IN64((int64_t)(n2 * 128) + (int64_t)rn_t, 512) & (!((m1 < len && m2 <= m1)) | RN_IN64((int64_t)(n2 * 128) + (int64_t)rn_t, 512)) & (!((m1 < len && m2 <= m1)) | RN_IN(m1 - m2, 64));
-              }
-              if (rn_ok) {
-                #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                  int32_t m2 = rn_t % 64;
-                  int32_t pm2 = c0 + rn_imin(m2, len - 1);
-                  int32_t e = rn_t + n2 * 128;
-                  int32_t m1 = r0 + (rn_t + n2 * 128) / 64;
-                  P[(int64_t)(n2 * 128) + (int64_t)rn_t] = 0.0f;
-                  if (m1 < len && m2 <= m1) {
+          for (int32_t rn_bo = 0; rn_bo < 1; rn_bo++) { /* blocks of 64 work-items */
+            if ((rn_bo * 64 + n2 * 64 >= 0)) {
+              {
+                int32_t rn_all = RN_SPAN((int64_t)(rn_bo * 64 + n2 * 64) + 1 * (int64_t)(0), (int64_t)(rn_bo * 64 + n2 * 64) + 1 * ((int64_t)(64) - 1), 256) && RN_SPAN((int64_t)(n2 * 64 + rn_bo * 64) + 1 * (int64_t)(0), (int64_t)(n2 * 64 + rn_bo * 64) + 1 * ((int64_t)(64) - 1), 256) && RN_SPAN((int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * ((int64_t)(64) - 1), (int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * (int64_t)(0), 64);
+                if (rn_all) {
+                  int32_t rn_cond = 1;
+                  #pragma omp simd reduction(&:rn_cond) /* bounds pre-check */
+                  for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                    int32_t rn_t = rn_bo * 64 + rn_bi;
+                    int32_t m2 = rn_bi;
+                    int32_t pm2 = c0 + rn_imin(m2, len - 1);
+                    int32_t e = rn_t + n2 * 64;
+                    int32_t m1 = r0 + (rn_bo * 64 + n2 * 64) / 64;
                     int32_t pm1 = c0 + m1;
-                    P[(int64_t)(n2 * 128) + (int64_t)rn_t] = dots_ctx[(int64_t)(n2 * 128) + (int64_t)rn_t] * (wd[m1 - m2] * (float)(pm1 - pm2));
+                    rn_cond &= (m1 < len && m2 <= m1);
+                  }
+                  rn_all = rn_cond;
+                }
+                if (rn_all) {
+                  #pragma omp simd /* work-item loop */
+                  for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                    int32_t rn_t = rn_bo * 64 + rn_bi;
+                    int32_t m2 = rn_bi;
+                    int32_t pm2 = c0 + rn_imin(m2, len - 1);
+                    int32_t e = rn_t + n2 * 64;
+                    int32_t m1 = r0 + (rn_bo * 64 + n2 * 64) / 64;
+                    P[(int64_t)(rn_bo * 64 + n2 * 64) + (int64_t)rn_bi] = 0.0f;
+                    int32_t pm1 = c0 + m1;
+                    P[(int64_t)(rn_bo * 64 + n2 * 64) + (int64_t)rn_bi] = dots_ctx[(int64_t)(n2 * 64 + rn_bo * 64) + (int64_t)rn_bi] * (wd[(int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * (int64_t)rn_bi] * (float)(pm1 - pm2));
+                  }
+                } else {
+                  if (RN_SPAN((int64_t)(rn_bo * 64 + n2 * 64) + 1 * (int64_t)(0), (int64_t)(rn_bo * 64 + n2 * 64) + 1 * ((int64_t)(64) - 1), 256) && RN_SPAN((int64_t)(n2 * 64 + rn_bo * 64) + 1 * (int64_t)(0), (int64_t)(n2 * 64 + rn_bo * 64) + 1 * ((int64_t)(64) - 1), 256) && RN_SPAN((int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * ((int64_t)(64) - 1), (int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * (int64_t)(0), 64)) {
+                    #pragma omp simd /* work-item loop */
+                    for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                      int32_t rn_t = rn_bo * 64 + rn_bi;
+                      int32_t m2 = rn_bi;
+                      int32_t pm2 = c0 + rn_imin(m2, len - 1);
+                      int32_t e = rn_t + n2 * 64;
+                      int32_t m1 = r0 + (rn_bo * 64 + n2 * 64) / 64;
+                      P[(int64_t)(rn_bo * 64 + n2 * 64) + (int64_t)rn_bi] = 0.0f;
+                      if (m1 < len && m2 <= m1) {
+                        int32_t pm1 = c0 + m1;
+                        P[(int64_t)(rn_bo * 64 + n2 * 64) + (int64_t)rn_bi] = dots_ctx[(int64_t)(n2 * 64 + rn_bo * 64) + (int64_t)rn_bi] * (wd[(int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * (int64_t)rn_bi] * (float)(pm1 - pm2));
+                      }
+                    }
+                  } else {
+                    #pragma omp simd /* work-item loop */
+                    for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                      int32_t rn_t = rn_bo * 64 + rn_bi;
+                      int32_t m2 = rn_bi;
+                      int32_t pm2 = c0 + rn_imin(m2, len - 1);
+                      int32_t e = rn_t + n2 * 64;
+                      int32_t m1 = r0 + (rn_bo * 64 + n2 * 64) / 64;
+                      { const int32_t rn_i = e; if (RN_IN(rn_i, 256)) P[rn_i] = 0.0f; else rn_oob(rn_err, 16, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                      if (m1 < len && m2 <= m1) {
+                        int32_t pm1 = c0 + m1;
+                        { const int32_t rn_i = e; if (RN_IN(rn_i, 256)) P[rn_i] = rn_ldf(dots_ctx, 256, n2 * 64 + rn_t, rn_err, 17, wg_x, wg_y, wg_z, rn_t) * (rn_ldf(wd, 64, m1 - m2, rn_err, 18, wg_x, wg_y, wg_z, rn_t) * (float)(pm1 - pm2)); else rn_oob(rn_err, 19, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                      }
+                    }
                   }
                 }
-              } else {
-                #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                  int32_t m2 = rn_t % 64;
-                  int32_t pm2 = c0 + rn_imin(m2, len - 1);
-                  int32_t e = rn_t + n2 * 128;
-                  int32_t m1 = r0 + (rn_t + n2 * 128) / 64;
-                  { const int32_t rn_i = e; if (RN_IN(rn_i, 512)) P[rn_i] = 0.0f; else rn_oob(rn_err, 16, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
-                  if (m1 < len && m2 <= m1) {
-                    int32_t pm1 = c0 + m1;
-                    { const int32_t rn_i = e; if (RN_IN(rn_i, 512)) P[rn_i] = rn_ldf(dots_ctx, 512, n2 * 128 + rn_t, rn_err, 17, wg_x, wg_y, wg_z, rn_t) * (rn_ldf(wd, 64, m1 - m2, rn_err, 18, wg_x, wg_y, wg_z, rn_t) * (float)(pm1 - pm2)); else rn_oob(rn_err, 19, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
-                  }
+              }
+            } else {
+              #pragma omp simd /* work-item loop */
+              for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                int32_t rn_t = rn_bo * 64 + rn_bi;
+                int32_t m2 = rn_t % 64;
+                int32_t pm2 = c0 + rn_imin(m2, len - 1);
+                int32_t e = rn_t + n2 * 64;
+                int32_t m1 = r0 + (rn_t + n2 * 64) / 64;
+                { const int32_t rn_i = e; if (RN_IN(rn_i, 256)) P[rn_i] = 0.0f; else rn_oob(rn_err, 20, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                if (m1 < len && m2 <= m1) {
+                  int32_t pm1 = c0 + m1;
+                  { const int32_t rn_i = e; if (RN_IN(rn_i, 256)) P[rn_i] = rn_ldf(dots_ctx, 256, n2 * 64 + rn_t, rn_err, 21, wg_x, wg_y, wg_z, rn_t) * (rn_ldf(wd, 64, m1 - m2, rn_err, 22, wg_x, wg_y, wg_z, rn_t) * (float)(pm1 - pm2)); else rn_oob(rn_err, 23, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
                 }
               }
             }
           }
         }
-        for (int32_t mm = 0; mm < rn_imin(8, len - r0); mm += 1) {
+        for (int32_t mm = 0; mm < rn_imin(4, len - r0); mm += 1) {
           int32_t m3 = r0 + mm;
           int32_t pm3 = c0 + m3;
-          for (int32_t jc = 0; jc < 2; jc += 1) {
-            if (RN_SPAN((int64_t)(jc * 128) + 1 * (int64_t)(0), (int64_t)(jc * 128) + 1 * ((int64_t)(128) - 1), 256)) {
+          for (int32_t jc = 0; jc < 8; jc += 1) {
+            if (RN_SPAN((int64_t)(jc * 64) + 1 * (int64_t)(0), (int64_t)(jc * 64) + 1 * ((int64_t)(64) - 1), 512)) {
               #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                acc_ctx[(int64_t)(jc * 128) + (int64_t)rn_t] = 0.0f;
-                qs_ctx[(int64_t)(jc * 128) + (int64_t)rn_t] = 0.0f;
-                qs1_ctx[(int64_t)(jc * 128) + (int64_t)rn_t] = 0.0f;
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                acc_ctx[(int64_t)(jc * 64) + (int64_t)rn_t] = 0.0f;
+                qs_ctx[(int64_t)(jc * 64) + (int64_t)rn_t] = 0.0f;
+                qs1_ctx[(int64_t)(jc * 64) + (int64_t)rn_t] = 0.0f;
               }
             } else {
               #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                { const int32_t rn_i = jc * 128 + rn_t; if (RN_IN(rn_i, 256)) acc_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 20, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
-                { const int32_t rn_i = jc * 128 + rn_t; if (RN_IN(rn_i, 256)) qs_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 21, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
-                { const int32_t rn_i = jc * 128 + rn_t; if (RN_IN(rn_i, 256)) qs1_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 22, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                { const int32_t rn_i = jc * 64 + rn_t; if (RN_IN(rn_i, 512)) acc_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 24, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+                { const int32_t rn_i = jc * 64 + rn_t; if (RN_IN(rn_i, 512)) qs_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 25, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+                { const int32_t rn_i = jc * 64 + rn_t; if (RN_IN(rn_i, 512)) qs1_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 26, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
               }
             }
           }
           #pragma omp simd /* work-item loop */
-          for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-            int32_t j = wg_x * 64 + rn_t % 32;
-            int32_t kt = rn_t / 32;
-            for (int32_t m2_ = kt; m2_ < m3 + 1; m2_ += 4) {
-              float pv = rn_ldf(P, 512, mm * 64 + m2_, rn_err, 23, wg_x, wg_y, wg_z, rn_t);
+          for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+            int32_t j = wg_x * 64 + rn_t % 8;
+            int32_t kt = rn_t / 8;
+            for (int32_t m2_ = kt; m2_ < m3 + 1; m2_ += 8) {
+              float pv = rn_ldf(P, 256, mm * 64 + m2_, rn_err, 27, wg_x, wg_y, wg_z, rn_t);
               int32_t q2 = c0 + m2_;
-              if (RN_SPAN((int64_t)(rn_t) + 128 * (int64_t)(0), (int64_t)(rn_t) + 128 * ((int64_t)(2) - 1), 256) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 32 * (int64_t)(0), (int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 32 * ((int64_t)(2) - 1), rn_n[4])) {
-                for (int32_t jc1 = 0; jc1 < 2; jc1 += 1) {
-                  acc_ctx[(int64_t)(rn_t) + 128 * (int64_t)jc1] = acc_ctx[(int64_t)(rn_t) + 128 * (int64_t)jc1] + pv * v[(int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 32 * (int64_t)jc1];
+              if (RN_SPAN((int64_t)(rn_t) + 64 * (int64_t)(0), (int64_t)(rn_t) + 64 * ((int64_t)(8) - 1), 512) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 8 * (int64_t)(0), (int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 8 * ((int64_t)(8) - 1), rn_n[4])) {
+                for (int32_t jc1 = 0; jc1 < 8; jc1 += 1) {
+                  acc_ctx[(int64_t)(rn_t) + 64 * (int64_t)jc1] = acc_ctx[(int64_t)(rn_t) + 64 * (int64_t)jc1] + pv * v[(int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 8 * (int64_t)jc1];
                 }
               } else {
-                for (int32_t jc1 = 0; jc1 < 2; jc1 += 1) {
-                  { const int32_t rn_i = jc1 * 128 + rn_t; if (RN_IN(rn_i, 256)) acc_ctx[rn_i] = rn_ldf(acc_ctx, 256, jc1 * 128 + rn_t, rn_err, 24, wg_x, wg_y, wg_z, rn_t) + pv * rn_ldf(v, rn_n[4], ((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc1 * 32), rn_err, 25, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 26, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                for (int32_t jc1 = 0; jc1 < 8; jc1 += 1) {
+                  { const int32_t rn_i = jc1 * 64 + rn_t; if (RN_IN(rn_i, 512)) acc_ctx[rn_i] = rn_ldf(acc_ctx, 512, jc1 * 64 + rn_t, rn_err, 28, wg_x, wg_y, wg_z, rn_t) + pv * rn_ldf(v, rn_n[4], ((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc1 * 8), rn_err, 29, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 30, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
                 }
               }
             }
           }
           if (c0 > 0) {
-            for (int32_t i2 = 0; i2 < 16; i2 += 1) {
+            for (int32_t i2 = 0; i2 < 8; i2 += 1) {
               {
                 int32_t rn_all = 1;
                 #pragma omp simd reduction(&:rn_all) /* bounds pre-check */
-                for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                  int32_t kt = rn_t / 32;
-                  int32_t gi = kt * 16 + i2;
+                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                  int32_t kt = rn_t / 8;
+                  int32_t gi = kt * 8 + i2;
                   rn_all &= RN_IN(((b_b * size_H + b_h) * size_T + pm3) * 64 + gi, rn_n[3]);
                 }
                 if (rn_all) {
                   #pragma omp simd /* work-item loop */
-                  for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                    int32_t kt = rn_t / 32;
-                    int32_t gi = kt * 16 + i2;
+                  for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                    int32_t kt = rn_t / 8;
+                    int32_t gi = kt * 8 + i2;
                     ai_ctx[(int64_t)rn_t] = q[((b_b * size_H + b_h) * size_T + pm3) * 64 + gi];
                   }
                 } else {
                   int32_t rn_ok = 1;
                   #pragma omp simd reduction(&:rn_ok) /* bounds pre-check */
-                  for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                    int32_t kt = rn_t / 32;
-                    int32_t gi = kt * 16 + i2;
+                  for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                    int32_t kt = rn_t / 8;
+                    int32_t gi = kt * 8 + i2;
                     rn_ok &= RN_IN(((b_b * size_H + b_h) * size_T + pm3) * 64 + gi, rn_n[3]);
                   }
                   if (rn_ok) {
                     #pragma omp simd /* work-item loop */
-                    for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                      int32_t kt = rn_t / 32;
-                      int32_t gi = kt * 16 + i2;
+                    for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                      int32_t kt = rn_t / 8;
+                      int32_t gi = kt * 8 + i2;
                       ai_ctx[(int64_t)rn_t] = q[((b_b * size_H + b_h) * size_T + pm3) * 64 + gi];
                     }
                   } else {
                     #pragma omp simd /* work-item loop */
-                    for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                      int32_t kt = rn_t / 32;
-                      int32_t gi = kt * 16 + i2;
-                      ai_ctx[rn_t] = rn_ldf(q, rn_n[3], ((b_b * size_H + b_h) * size_T + pm3) * 64 + gi, rn_err, 27, wg_x, wg_y, wg_z, rn_t);
+                    for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                      int32_t kt = rn_t / 8;
+                      int32_t gi = kt * 8 + i2;
+                      ai_ctx[rn_t] = rn_ldf(q, rn_n[3], ((b_b * size_H + b_h) * size_T + pm3) * 64 + gi, rn_err, 31, wg_x, wg_y, wg_z, rn_t);
                     }
                   }
                 }
               }
-              for (int32_t jc2 = 0; jc2 < 2; jc2 += 1) {
-                if (RN_SPAN((int64_t)(jc2 * 128) + 1 * (int64_t)(0), (int64_t)(jc2 * 128) + 1 * ((int64_t)(128) - 1), 256) && RN_SPAN((int64_t)((jc2 * 16 + i2) * 128) + 1 * (int64_t)(0), (int64_t)((jc2 * 16 + i2) * 128) + 1 * ((int64_t)(128) - 1), 4096)) {
+              for (int32_t jc2 = 0; jc2 < 8; jc2 += 1) {
+                if (RN_SPAN((int64_t)(jc2 * 64) + 1 * (int64_t)(0), (int64_t)(jc2 * 64) + 1 * ((int64_t)(64) - 1), 512) && RN_SPAN((int64_t)((jc2 * 8 + i2) * 64) + 1 * (int64_t)(0), (int64_t)((jc2 * 8 + i2) * 64) + 1 * ((int64_t)(64) - 1), 4096)) {
                   #pragma omp simd /* work-item loop */
-                  for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                    qs_ctx[(int64_t)(jc2 * 128) + (int64_t)rn_t] = qs_ctx[(int64_t)(jc2 * 128) + (int64_t)rn_t] + ai_ctx[(int64_t)rn_t] * S_ctx[(int64_t)((jc2 * 16 + i2) * 128) + (int64_t)rn_t];
-                    qs1_ctx[(int64_t)(jc2 * 128) + (int64_t)rn_t] = qs1_ctx[(int64_t)(jc2 * 128) + (int64_t)rn_t] + ai_ctx[(int64_t)rn_t] * S1_ctx[(int64_t)((jc2 * 16 + i2) * 128) + (int64_t)rn_t];
+                  for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                    qs_ctx[(int64_t)(jc2 * 64) + (int64_t)rn_t] = qs_ctx[(int64_t)(jc2 * 64) + (int64_t)rn_t] + ai_ctx[(int64_t)rn_t] * S_ctx[(int64_t)((jc2 * 8 + i2) * 64) + (int64_t)rn_t];
+                    qs1_ctx[(int64_t)(jc2 * 64) + (int64_t)rn_t] = qs1_ctx[(int64_t)(jc2 * 64) + (int64_t)rn_t] + ai_ctx[(int64_t)rn_t] * S1_ctx[(int64_t)((jc2 * 8 + i2) * 64) + (int64_t)rn_t];
                   }
                 } else {
                   #pragma omp simd /* work-item loop */
-                  for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                    { const int32_t rn_i = jc2 * 128 + rn_t; if (RN_IN(rn_i, 256)) qs_ctx[rn_i] = rn_ldf(qs_ctx, 256, jc2 * 128 + rn_t, rn_err, 28, wg_x, wg_y, wg_z, rn_t) + ai_ctx[rn_t] * rn_ldf(S_ctx, 4096, (jc2 * 16 + i2) * 128 + rn_t, rn_err, 29, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 30, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
-                    { const int32_t rn_i = jc2 * 128 + rn_t; if (RN_IN(rn_i, 256)) qs1_ctx[rn_i] = rn_ldf(qs1_ctx, 256, jc2 * 128 + rn_t, rn_err, 31, wg_x, wg_y, wg_z, rn_t) + ai_ctx[rn_t] * rn_ldf(S1_ctx, 4096, (jc2 * 16 + i2) * 128 + rn_t, rn_err, 32, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 33, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                  for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                    { const int32_t rn_i = jc2 * 64 + rn_t; if (RN_IN(rn_i, 512)) qs_ctx[rn_i] = rn_ldf(qs_ctx, 512, jc2 * 64 + rn_t, rn_err, 32, wg_x, wg_y, wg_z, rn_t) + ai_ctx[rn_t] * rn_ldf(S_ctx, 4096, (jc2 * 8 + i2) * 64 + rn_t, rn_err, 33, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 34, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+                    { const int32_t rn_i = jc2 * 64 + rn_t; if (RN_IN(rn_i, 512)) qs1_ctx[rn_i] = rn_ldf(qs1_ctx, 512, jc2 * 64 + rn_t, rn_err, 35, wg_x, wg_y, wg_z, rn_t) + ai_ctx[rn_t] * rn_ldf(S1_ctx, 4096, (jc2 * 8 + i2) * 64 + rn_t, rn_err, 36, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 37, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
                   }
                 }
               }
             }
-            float wx = rn_ldf(wr, 64, m3, rn_err, 34, wg_x, wg_y, wg_z, -1);
-            for (int32_t jc3 = 0; jc3 < 2; jc3 += 1) {
-              if (RN_SPAN((int64_t)(jc3 * 128) + 1 * (int64_t)(0), (int64_t)(jc3 * 128) + 1 * ((int64_t)(128) - 1), 256)) {
+            float wx = rn_ldf(wr, 64, m3, rn_err, 38, wg_x, wg_y, wg_z, -1);
+            for (int32_t jc3 = 0; jc3 < 8; jc3 += 1) {
+              if (RN_SPAN((int64_t)(jc3 * 64) + 1 * (int64_t)(0), (int64_t)(jc3 * 64) + 1 * ((int64_t)(64) - 1), 512)) {
                 #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                  acc_ctx[(int64_t)(jc3 * 128) + (int64_t)rn_t] = acc_ctx[(int64_t)(jc3 * 128) + (int64_t)rn_t] + ((float)(pm3 - pe) * qs_ctx[(int64_t)(jc3 * 128) + (int64_t)rn_t] + qs1_ctx[(int64_t)(jc3 * 128) + (int64_t)rn_t]) * wx;
+                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                  acc_ctx[(int64_t)(jc3 * 64) + (int64_t)rn_t] = acc_ctx[(int64_t)(jc3 * 64) + (int64_t)rn_t] + ((float)(pm3 - pe) * qs_ctx[(int64_t)(jc3 * 64) + (int64_t)rn_t] + qs1_ctx[(int64_t)(jc3 * 64) + (int64_t)rn_t]) * wx;
                 }
               } else {
                 #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                  { const int32_t rn_i = jc3 * 128 + rn_t; if (RN_IN(rn_i, 256)) acc_ctx[rn_i] = rn_ldf(acc_ctx, 256, jc3 * 128 + rn_t, rn_err, 35, wg_x, wg_y, wg_z, rn_t) + ((float)(pm3 - pe) * rn_ldf(qs_ctx, 256, jc3 * 128 + rn_t, rn_err, 36, wg_x, wg_y, wg_z, rn_t) + rn_ldf(qs1_ctx, 256, jc3 * 128 + rn_t, rn_err, 37, wg_x, wg_y, wg_z, rn_t)) * wx; else rn_oob(rn_err, 38, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                  { const int32_t rn_i = jc3 * 64 + rn_t; if (RN_IN(rn_i, 512)) acc_ctx[rn_i] = rn_ldf(acc_ctx, 512, jc3 * 64 + rn_t, rn_err, 39, wg_x, wg_y, wg_z, rn_t) + ((float)(pm3 - pe) * rn_ldf(qs_ctx, 512, jc3 * 64 + rn_t, rn_err, 40, wg_x, wg_y, wg_z, rn_t) + rn_ldf(qs1_ctx, 512, jc3 * 64 + rn_t, rn_err, 41, wg_x, wg_y, wg_z, rn_t)) * wx; else rn_oob(rn_err, 42, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
                 }
               }
             }
           }
-          for (int32_t jc4 = 0; jc4 < 2; jc4 += 1) {
-            if (RN_SPAN((int64_t)((mm * 2 + jc4) * 128) + 1 * (int64_t)(0), (int64_t)((mm * 2 + jc4) * 128) + 1 * ((int64_t)(128) - 1), 2048) && RN_SPAN((int64_t)(jc4 * 128) + 1 * (int64_t)(0), (int64_t)(jc4 * 128) + 1 * ((int64_t)(128) - 1), 256)) {
+          for (int32_t jc4 = 0; jc4 < 8; jc4 += 1) {
+            if (RN_SPAN((int64_t)((mm * 8 + jc4) * 64) + 1 * (int64_t)(0), (int64_t)((mm * 8 + jc4) * 64) + 1 * ((int64_t)(64) - 1), 2048) && RN_SPAN((int64_t)(jc4 * 64) + 1 * (int64_t)(0), (int64_t)(jc4 * 64) + 1 * ((int64_t)(64) - 1), 512)) {
               #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                red[(int64_t)((mm * 2 + jc4) * 128) + (int64_t)rn_t] = acc_ctx[(int64_t)(jc4 * 128) + (int64_t)rn_t];
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                red[(int64_t)((mm * 8 + jc4) * 64) + (int64_t)rn_t] = acc_ctx[(int64_t)(jc4 * 64) + (int64_t)rn_t];
               }
             } else {
               #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                { const int32_t rn_i = (mm * 2 + jc4) * 128 + rn_t; if (RN_IN(rn_i, 2048)) red[rn_i] = rn_ldf(acc_ctx, 256, jc4 * 128 + rn_t, rn_err, 39, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 40, rn_i, 2048, wg_x, wg_y, wg_z, rn_t); }
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                { const int32_t rn_i = (mm * 8 + jc4) * 64 + rn_t; if (RN_IN(rn_i, 2048)) red[rn_i] = rn_ldf(acc_ctx, 512, jc4 * 64 + rn_t, rn_err, 43, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 44, rn_i, 2048, wg_x, wg_y, wg_z, rn_t); }
               }
             }
           }
         }
         #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-          int32_t j = wg_x * 64 + rn_t % 32;
-          int32_t kt = rn_t / 32;
+        for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+          int32_t j = wg_x * 64 + rn_t % 8;
+          int32_t kt = rn_t / 8;
           if (kt == 0) {
-            for (int32_t mm1 = 0; mm1 < rn_imin(8, len - r0); mm1 += 1) {
-              for (int32_t jc5 = 0; jc5 < 2; jc5 += 1) {
-                float tot = rn_ldf(red, 2048, (mm1 * 2 + jc5) * 128 + rn_t, rn_err, 41, wg_x, wg_y, wg_z, rn_t);
-                if (RN_SPAN((int64_t)((mm1 * 2 + jc5) * 128 + rn_t) + 32 * (int64_t)(1), (int64_t)((mm1 * 2 + jc5) * 128 + rn_t) + 32 * ((int64_t)(4) - 1), 2048)) {
-                  for (int32_t r = 1; r < 4; r += 1) {
-                    tot = tot + red[(int64_t)((mm1 * 2 + jc5) * 128 + rn_t) + 32 * (int64_t)r];
+            for (int32_t mm1 = 0; mm1 < rn_imin(4, len - r0); mm1 += 1) {
+              for (int32_t jc5 = 0; jc5 < 8; jc5 += 1) {
+                float tot = rn_ldf(red, 2048, (mm1 * 8 + jc5) * 64 + rn_t, rn_err, 45, wg_x, wg_y, wg_z, rn_t);
+                if (RN_SPAN((int64_t)((mm1 * 8 + jc5) * 64 + rn_t) + 8 * (int64_t)(1), (int64_t)((mm1 * 8 + jc5) * 64 + rn_t) + 8 * ((int64_t)(8) - 1), 2048)) {
+                  for (int32_t r = 1; r < 8; r += 1) {
+                    tot = tot + red[(int64_t)((mm1 * 8 + jc5) * 64 + rn_t) + 8 * (int64_t)r];
                   }
                 } else {
-                  for (int32_t r = 1; r < 4; r += 1) {
-                    tot = tot + rn_ldf(red, 2048, (mm1 * 2 + jc5) * 128 + (r * 32 + rn_t), rn_err, 42, wg_x, wg_y, wg_z, rn_t);
+                  for (int32_t r = 1; r < 8; r += 1) {
+                    tot = tot + rn_ldf(red, 2048, (mm1 * 8 + jc5) * 64 + (r * 8 + rn_t), rn_err, 46, wg_x, wg_y, wg_z, rn_t);
                   }
                 }
-                { const int32_t rn_i = ((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm1))) * 64 + (j + jc5 * 32); if (RN_IN(rn_i, rn_n[5])) _y1_6[rn_i] = tot; else rn_oob(rn_err, 43, rn_i, rn_n[5], wg_x, wg_y, wg_z, rn_t); }
+                { const int32_t rn_i = ((b_b * size_H + b_h) * size_T + (c0 + (r0 + mm1))) * 64 + (j + jc5 * 8); if (RN_IN(rn_i, rn_n[5])) _y1_6[rn_i] = tot; else rn_oob(rn_err, 47, rn_i, rn_n[5], wg_x, wg_y, wg_z, rn_t); }
               }
             }
           }
@@ -560,7 +582,7 @@ void rn_k0_retention_bwd_1_chunkwise(void *const *rn_b, const int64_t *rn_n, con
       }
       if (RN_SPAN((int64_t)(b_h), (int64_t)(b_h), rn_n[0]) && RN_SPAN((int64_t)(b_h), (int64_t)(b_h), rn_n[1])) {
         #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
+        for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
           carry_ctx[(int64_t)rn_t] = 0.0f;
           if (c0 > 0) {
             float dx = (float)(pl - pe) * _decay1_o[b_h];
@@ -569,123 +591,123 @@ void rn_k0_retention_bwd_1_chunkwise(void *const *rn_b, const int64_t *rn_n, con
         }
       } else {
         #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
+        for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
           carry_ctx[rn_t] = 0.0f;
           if (c0 > 0) {
-            float dx = (float)(pl - pe) * rn_ldf(_decay1_o, rn_n[0], b_h, rn_err, 44, wg_x, wg_y, wg_z, rn_t);
-            carry_ctx[rn_t] = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : rn_exp_s(dx)) * (rn_ldf(gamma, rn_n[1], b_h, rn_err, 45, wg_x, wg_y, wg_z, rn_t) < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
+            float dx = (float)(pl - pe) * rn_ldf(_decay1_o, rn_n[0], b_h, rn_err, 48, wg_x, wg_y, wg_z, rn_t);
+            carry_ctx[rn_t] = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : rn_exp_s(dx)) * (rn_ldf(gamma, rn_n[1], b_h, rn_err, 49, wg_x, wg_y, wg_z, rn_t) < 0.0f && (pl - pe) % 2 != 0 ? -1.0f : 1.0f);
           }
         }
       }
-      for (int32_t i3 = 0; i3 < 32; i3 += 1) {
-        if (RN_SPAN((int64_t)(i3 * 128) + 1 * (int64_t)(0), (int64_t)(i3 * 128) + 1 * ((int64_t)(128) - 1), 4096)) {
+      for (int32_t i3 = 0; i3 < 64; i3 += 1) {
+        if (RN_SPAN((int64_t)(i3 * 64) + 1 * (int64_t)(0), (int64_t)(i3 * 64) + 1 * ((int64_t)(64) - 1), 4096)) {
           #pragma omp simd /* work-item loop */
-          for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-            S1_ctx[(int64_t)(i3 * 128) + (int64_t)rn_t] = carry_ctx[(int64_t)rn_t] * (S1_ctx[(int64_t)(i3 * 128) + (int64_t)rn_t] + (float)(pl - pe) * S_ctx[(int64_t)(i3 * 128) + (int64_t)rn_t]);
-            S_ctx[(int64_t)(i3 * 128) + (int64_t)rn_t] = carry_ctx[(int64_t)rn_t] * S_ctx[(int64_t)(i3 * 128) + (int64_t)rn_t];
+          for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+            S1_ctx[(int64_t)(i3 * 64) + (int64_t)rn_t] = carry_ctx[(int64_t)rn_t] * (S1_ctx[(int64_t)(i3 * 64) + (int64_t)rn_t] + (float)(pl - pe) * S_ctx[(int64_t)(i3 * 64) + (int64_t)rn_t]);
+            S_ctx[(int64_t)(i3 * 64) + (int64_t)rn_t] = carry_ctx[(int64_t)rn_t] * S_ctx[(int64_t)(i3 * 64) + (int64_t)rn_t];
           }
         } else {
           #pragma omp simd /* work-item loop */
-          for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-            { const int32_t rn_i = i3 * 128 + rn_t; if (RN_IN(rn_i, 4096)) S1_ctx[rn_i] = carry_ctx[rn_t] * (rn_ldf(S1_ctx, 4096, i3 * 128 + rn_t, rn_err, 46, wg_x, wg_y, wg_z, rn_t) + (float)(pl - pe) * rn_ldf(S_ctx, 4096, i3 * 128 + rn_t, rn_err, 47, wg_x, wg_y, wg_z, rn_t)); else rn_oob(rn_err, 48, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
-            { const int32_t rn_i = i3 * 128 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = carry_ctx[rn_t] * rn_ldf(S_ctx, 4096, i3 * 128 + rn_t, rn_err, 49, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 50, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
+          for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+            { const int32_t rn_i = i3 * 64 + rn_t; if (RN_IN(rn_i, 4096)) S1_ctx[rn_i] = carry_ctx[rn_t] * (rn_ldf(S1_ctx, 4096, i3 * 64 + rn_t, rn_err, 50, wg_x, wg_y, wg_z, rn_t) + (float)(pl - pe) * rn_ldf(S_ctx, 4096, i3 * 64 + rn_t, rn_err, 51, wg_x, wg_y, wg_z, rn_t)); else rn_oob(rn_err, 52, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
+            { const int32_t rn_i = i3 * 64 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = carry_ctx[rn_t] * rn_ldf(S_ctx, 4096, i3 * 64 + rn_t, rn_err, 53, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 54, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
           }
         }
       }
       for (int32_t m21 = 0; m21 < len; m21 += 1) {
         int32_t q21 = c0 + m21;
-        float w2 = rn_ldf(we, 64, m21, rn_err, 51, wg_x, wg_y, wg_z, -1);
+        float w2 = rn_ldf(we, 64, m21, rn_err, 55, wg_x, wg_y, wg_z, -1);
         float d2 = (float)(pl - q21);
-        for (int32_t jc6 = 0; jc6 < 2; jc6 += 1) {
+        for (int32_t jc6 = 0; jc6 < 8; jc6 += 1) {
           {
             int32_t rn_all = 1;
             #pragma omp simd reduction(&:rn_all) /* bounds pre-check */
-            for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-              int32_t j = wg_x * 64 + rn_t % 32;
-              rn_all &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 32), rn_n[4]) & RN_IN64((int64_t)(jc6 * 128) + (int64_t)rn_t, 256);
+            for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+              int32_t j = wg_x * 64 + rn_t % 8;
+              rn_all &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 8), rn_n[4]) & RN_IN64((int64_t)(jc6 * 64) + (int64_t)rn_t, 512);
             }
             if (rn_all) {
               #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                int32_t j = wg_x * 64 + rn_t % 32;
-                wc_ctx[(int64_t)(jc6 * 128) + (int64_t)rn_t] = w2 * v[((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 32)];
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                int32_t j = wg_x * 64 + rn_t % 8;
+                wc_ctx[(int64_t)(jc6 * 64) + (int64_t)rn_t] = w2 * v[((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 8)];
               }
             } else {
               int32_t rn_ok = 1;
               #pragma omp simd reduction(&:rn_ok) /* bounds pre-check */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                int32_t j = wg_x * 64 + rn_t % 32;
-                rn_ok &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 32), rn_n[4]) & RN_IN64((int64_t)(jc6 * 128) + (int64_t)rn_t, 256);
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                int32_t j = wg_x * 64 + rn_t % 8;
+                rn_ok &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 8), rn_n[4]) & RN_IN64((int64_t)(jc6 * 64) + (int64_t)rn_t, 512);
               }
               if (rn_ok) {
                 #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                  int32_t j = wg_x * 64 + rn_t % 32;
-                  wc_ctx[(int64_t)(jc6 * 128) + (int64_t)rn_t] = w2 * v[((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 32)];
+                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                  int32_t j = wg_x * 64 + rn_t % 8;
+                  wc_ctx[(int64_t)(jc6 * 64) + (int64_t)rn_t] = w2 * v[((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 8)];
                 }
               } else {
                 #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                  int32_t j = wg_x * 64 + rn_t % 32;
-                  { const int32_t rn_i = jc6 * 128 + rn_t; if (RN_IN(rn_i, 256)) wc_ctx[rn_i] = w2 * rn_ldf(v, rn_n[4], ((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 32), rn_err, 52, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 53, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                  int32_t j = wg_x * 64 + rn_t % 8;
+                  { const int32_t rn_i = jc6 * 64 + rn_t; if (RN_IN(rn_i, 512)) wc_ctx[rn_i] = w2 * rn_ldf(v, rn_n[4], ((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 8), rn_err, 56, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 57, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
                 }
               }
             }
           }
         }
-        for (int32_t i4 = 0; i4 < 16; i4 += 1) {
+        for (int32_t i4 = 0; i4 < 8; i4 += 1) {
           {
             int32_t rn_all = 1;
             #pragma omp simd reduction(&:rn_all) /* bounds pre-check */
-            for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-              int32_t kt = rn_t / 32;
-              int32_t gi1 = kt * 16 + i4;
+            for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+              int32_t kt = rn_t / 8;
+              int32_t gi1 = kt * 8 + i4;
               rn_all &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + gi1, rn_n[2]);
             }
             if (rn_all) {
               #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                int32_t kt = rn_t / 32;
-                int32_t gi1 = kt * 16 + i4;
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                int32_t kt = rn_t / 8;
+                int32_t gi1 = kt * 8 + i4;
                 bi1_ctx[(int64_t)rn_t] = k[((b_b * size_H + b_h) * size_T + q21) * 64 + gi1];
               }
             } else {
               int32_t rn_ok = 1;
               #pragma omp simd reduction(&:rn_ok) /* bounds pre-check */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                int32_t kt = rn_t / 32;
-                int32_t gi1 = kt * 16 + i4;
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                int32_t kt = rn_t / 8;
+                int32_t gi1 = kt * 8 + i4;
                 rn_ok &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + gi1, rn_n[2]);
               }
               if (rn_ok) {
                 #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                  int32_t kt = rn_t / 32;
-                  int32_t gi1 = kt * 16 + i4;
+                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                  int32_t kt = rn_t / 8;
+                  int32_t gi1 = kt * 8 + i4;
                   bi1_ctx[(int64_t)rn_t] = k[((b_b * size_H + b_h) * size_T + q21) * 64 + gi1];
                 }
               } else {
                 #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                  int32_t kt = rn_t / 32;
-                  int32_t gi1 = kt * 16 + i4;
-                  bi1_ctx[rn_t] = rn_ldf(k, rn_n[2], ((b_b * size_H + b_h) * size_T + q21) * 64 + gi1, rn_err, 54, wg_x, wg_y, wg_z, rn_t);
+                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                  int32_t kt = rn_t / 8;
+                  int32_t gi1 = kt * 8 + i4;
+                  bi1_ctx[rn_t] = rn_ldf(k, rn_n[2], ((b_b * size_H + b_h) * size_T + q21) * 64 + gi1, rn_err, 58, wg_x, wg_y, wg_z, rn_t);
                 }
               }
             }
           }
-          for (int32_t jc7 = 0; jc7 < 2; jc7 += 1) {
-            if (RN_SPAN((int64_t)((jc7 * 16 + i4) * 128) + 1 * (int64_t)(0), (int64_t)((jc7 * 16 + i4) * 128) + 1 * ((int64_t)(128) - 1), 4096) && RN_SPAN((int64_t)(jc7 * 128) + 1 * (int64_t)(0), (int64_t)(jc7 * 128) + 1 * ((int64_t)(128) - 1), 256)) {
+          for (int32_t jc7 = 0; jc7 < 8; jc7 += 1) {
+            if (RN_SPAN((int64_t)((jc7 * 8 + i4) * 64) + 1 * (int64_t)(0), (int64_t)((jc7 * 8 + i4) * 64) + 1 * ((int64_t)(64) - 1), 4096) && RN_SPAN((int64_t)(jc7 * 64) + 1 * (int64_t)(0), (int64_t)(jc7 * 64) + 1 * ((int64_t)(64) - 1), 512)) {
               #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                S_ctx[(int64_t)((jc7 * 16 + i4) * 128) + (int64_t)rn_t] = S_ctx[(int64_t)((jc7 * 16 + i4) * 128) + (int64_t)rn_t] + wc_ctx[(int64_t)(jc7 * 128) + (int64_t)rn_t] * bi1_ctx[(int64_t)rn_t];
-                S1_ctx[(int64_t)((jc7 * 16 + i4) * 128) + (int64_t)rn_t] = S1_ctx[(int64_t)((jc7 * 16 + i4) * 128) + (int64_t)rn_t] + wc_ctx[(int64_t)(jc7 * 128) + (int64_t)rn_t] * d2 * bi1_ctx[(int64_t)rn_t];
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                S_ctx[(int64_t)((jc7 * 8 + i4) * 64) + (int64_t)rn_t] = S_ctx[(int64_t)((jc7 * 8 + i4) * 64) + (int64_t)rn_t] + wc_ctx[(int64_t)(jc7 * 64) + (int64_t)rn_t] * bi1_ctx[(int64_t)rn_t];
+                S1_ctx[(int64_t)((jc7 * 8 + i4) * 64) + (int64_t)rn_t] = S1_ctx[(int64_t)((jc7 * 8 + i4) * 64) + (int64_t)rn_t] + wc_ctx[(int64_t)(jc7 * 64) + (int64_t)rn_t] * d2 * bi1_ctx[(int64_t)rn_t];
               }
             } else {
               #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 128; rn_t += 1) {
-                { const int32_t rn_i = (jc7 * 16 + i4) * 128 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = rn_ldf(S_ctx, 4096, (jc7 * 16 + i4) * 128 + rn_t, rn_err, 55, wg_x, wg_y, wg_z, rn_t) + rn_ldf(wc_ctx, 256, jc7 * 128 + rn_t, rn_err, 56, wg_x, wg_y, wg_z, rn_t) * bi1_ctx[rn_t]; else rn_oob(rn_err, 57, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
-                { const int32_t rn_i = (jc7 * 16 + i4) * 128 + rn_t; if (RN_IN(rn_i, 4096)) S1_ctx[rn_i] = rn_ldf(S1_ctx, 4096, (jc7 * 16 + i4) * 128 + rn_t, rn_err, 58, wg_x, wg_y, wg_z, rn_t) + rn_ldf(wc_ctx, 256, jc7 * 128 + rn_t, rn_err, 59, wg_x, wg_y, wg_z, rn_t) * d2 * bi1_ctx[rn_t]; else rn_oob(rn_err, 60, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
+              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
+                { const int32_t rn_i = (jc7 * 8 + i4) * 64 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = rn_ldf(S_ctx, 4096, (jc7 * 8 + i4) * 64 + rn_t, rn_err, 59, wg_x, wg_y, wg_z, rn_t) + rn_ldf(wc_ctx, 512, jc7 * 64 + rn_t, rn_err, 60, wg_x, wg_y, wg_z, rn_t) * bi1_ctx[rn_t]; else rn_oob(rn_err, 61, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
+                { const int32_t rn_i = (jc7 * 8 + i4) * 64 + rn_t; if (RN_IN(rn_i, 4096)) S1_ctx[rn_i] = rn_ldf(S1_ctx, 4096, (jc7 * 8 + i4) * 64 + rn_t, rn_err, 62, wg_x, wg_y, wg_z, rn_t) + rn_ldf(wc_ctx, 512, jc7 * 64 + rn_t, rn_err, 63, wg_x, wg_y, wg_z, rn_t) * d2 * bi1_ctx[rn_t]; else rn_oob(rn_err, 64, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
               }
             }
           }

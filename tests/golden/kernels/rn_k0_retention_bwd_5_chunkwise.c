@@ -274,10 +274,13 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
     (void)wg_x; (void)wg_y; (void)wg_z;
     int32_t b_h = rn_divr(wg_y, rn_dv0);
     int32_t b_b = rn_divq(wg_y, rn_dv0);
-    #pragma omp simd /* work-item loop */
-    for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-      int32_t j = wg_x * 64 + rn_t % 16;
-      int32_t kt = rn_t / 16;
+    for (int32_t rn_bo = 0; rn_bo < 4; rn_bo++) { /* blocks of 16 work-items */
+      #pragma omp simd /* work-item loop */
+      for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+        int32_t rn_t = rn_bo * 16 + rn_bi;
+        int32_t j = wg_x * 64 + rn_bi;
+        int32_t kt = rn_bo * 16 / 16;
+      }
     }
     for (int32_t i = 0; i < 64; i += 1) {
       if (RN_SPAN((int64_t)(i * 64) + 1 * (int64_t)(0), (int64_t)(i * 64) + 1 * ((int64_t)(64) - 1), 4096)) {
@@ -311,10 +314,13 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
         }
       }
       for (int32_t r0 = 0; r0 < len; r0 += 8) {
-        #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-          int32_t m2 = rn_t % 64;
-          int32_t pm2 = size_T - 1 - (c0 + rn_imin(m2, len - 1));
+        for (int32_t rn_bo = 0; rn_bo < 1; rn_bo++) { /* blocks of 64 work-items */
+          #pragma omp simd /* work-item loop */
+          for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+            int32_t rn_t = rn_bo * 64 + rn_bi;
+            int32_t m2 = rn_bi;
+            int32_t pm2 = size_T - 1 - (c0 + rn_imin(m2, len - 1));
+          }
         }
         for (int32_t n = 0; n < 8; n += 1) {
           if (RN_SPAN((int64_t)(n * 64) + 1 * (int64_t)(0), (int64_t)(n * 64) + 1 * ((int64_t)(64) - 1), 512)) {
@@ -329,73 +335,92 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
             }
           }
         }
-        #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-          int32_t m2 = rn_t % 64;
-          int32_t pm2 = size_T - 1 - (c0 + rn_imin(m2, len - 1));
-          if (m2 < rn_imin(len, r0 + 8)) {
-            for (int32_t i1 = 0; i1 < 64; i1 += 1) {
-              float bi = rn_ldf(q, rn_n[2], ((b_b * size_H + b_h) * size_T + pm2) * 64 + i1, rn_err, 11, wg_x, wg_y, wg_z, rn_t);
-              for (int32_t n1 = 0; n1 < 8; n1 += 1) {
-                { const int32_t rn_i = n1 * 64 + rn_t; if (RN_IN(rn_i, 512)) dots_ctx[rn_i] = rn_ldf(dots_ctx, 512, n1 * 64 + rn_t, rn_err, 12, wg_x, wg_y, wg_z, rn_t) + rn_ldf(k, rn_n[3], ((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + rn_imin(r0 + (rn_t + n1 * 64) / 64, len - 1)))) * 64 + i1, rn_err, 13, wg_x, wg_y, wg_z, rn_t) * bi; else rn_oob(rn_err, 14, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+        for (int32_t rn_bo = 0; rn_bo < 1; rn_bo++) { /* blocks of 64 work-items */
+          #pragma omp simd /* work-item loop */
+          for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+            int32_t rn_t = rn_bo * 64 + rn_bi;
+            int32_t m2 = rn_bi;
+            int32_t pm2 = size_T - 1 - (c0 + rn_imin(m2, len - 1));
+            if (m2 < rn_imin(len, r0 + 8)) {
+              for (int32_t i1 = 0; i1 < 64; i1 += 1) {
+                float bi = rn_ldf(q, rn_n[2], ((b_b * size_H + b_h) * size_T + pm2) * 64 + i1, rn_err, 11, wg_x, wg_y, wg_z, rn_t);
+                for (int32_t n1 = 0; n1 < 8; n1 += 1) {
+                  { const int32_t rn_i = n1 * 64 + rn_t; if (RN_IN(rn_i, 512)) dots_ctx[rn_i] = rn_ldf(dots_ctx, 512, n1 * 64 + rn_t, rn_err, 12, wg_x, wg_y, wg_z, rn_t) + rn_ldf(k, rn_n[3], ((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + rn_imin(r0 + (rn_t + n1 * 64) / 64, len - 1)))) * 64 + i1, rn_err, 13, wg_x, wg_y, wg_z, rn_t) * bi; else rn_oob(rn_err, 14, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+                }
               }
             }
           }
         }
         for (int32_t n2 = 0; n2 < 8; n2 += 1) {
-          {
-            int32_t rn_all = 1;
-            #pragma omp simd reduction(&:rn_all) /* bounds pre-check */
-            for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-              int32_t m2 = rn_t % 64;
-              int32_t e = rn_t + n2 * 64;
-              int32_t m1 = r0 + (rn_t + n2 * 64) / 64;
-              int32_t pm1 = size_T - 1 - (c0 + m1);
-              rn_all &= RN_IN64((int64_t)(n2 * 64) + (int64_t)rn_t, 512) & RN_IN(m1 - m2, 64) & (m1 < len && m2 <= m1);
-            }
-            if (rn_all) {
-              #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                int32_t m2 = rn_t % 64;
-                int32_t e = rn_t + n2 * 64;
-                int32_t m1 = r0 + (rn_t + n2 * 64) / 64;
-                P[(int64_t)(n2 * 64) + (int64_t)rn_t] = 0.0f;
-                int32_t pm1 = size_T - 1 - (c0 + m1);
-                P[(int64_t)(n2 * 64) + (int64_t)rn_t] = dots_ctx[(int64_t)(n2 * 64) + (int64_t)rn_t] * wd[m1 - m2];
-              }
-            } else {
-              int32_t rn_ok = 1;
-              #pragma omp simd reduction(&:rn_ok) /* bounds pre-check */
-              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                int32_t m2 = rn_t % 64;
-                int32_t e = rn_t + n2 * 64;
-                int32_t m1 = r0 + (rn_t + n2 * 64) / 64;
-                int32_t pm1 = size_T - 1 - (c0 + m1);
-                rn_ok &= RN_IN64((int64_t)(n2 * 64) + (int64_t)rn_t, 512) & (!((m1 < len && m2 <= m1)) | RN_IN64((int64_t)(n2 * 64) + (int64_t)rn_t, 512)) & (!((m1 < len && m2 <= m1)) | RN_IN(m1 - m2, 64));
-              }
-              if (rn_ok) {
-                #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                  int32_t m2 = rn_t % 64;
-                  int32_t e = rn_t + n2 * 64;
-                  int32_t m1 = r0 + (rn_t + n2 * 64) / 64;
-                  P[(int64_t)(n2 * 64) + (int64_t)rn_t] = 0.0f;
-                  if (m1 < len && m2 <= m1) {
+          for (int32_t rn_bo = 0; rn_bo < 1; rn_bo++) { /* blocks of 64 work-items */
+            if ((rn_bo * 64 + n2 * 64 >= 0)) {
+              {
+                int32_t rn_all = RN_SPAN((int64_t)(rn_bo * 64 + n2 * 64) + 1 * (int64_t)(0), (int64_t)(rn_bo * 64 + n2 * 64) + 1 * ((int64_t)(64) - 1), 512) && RN_SPAN((int64_t)(n2 * 64 + rn_bo * 64) + 1 * (int64_t)(0), (int64_t)(n2 * 64 + rn_bo * 64) + 1 * ((int64_t)(64) - 1), 512) && RN_SPAN((int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * ((int64_t)(64) - 1), (int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * (int64_t)(0), 64);
+                if (rn_all) {
+                  int32_t rn_cond = 1;
+                  #pragma omp simd reduction(&:rn_cond) /* bounds pre-check */
+                  for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                    int32_t rn_t = rn_bo * 64 + rn_bi;
+                    int32_t m2 = rn_bi;
+                    int32_t e = rn_t + n2 * 64;
+                    int32_t m1 = r0 + (rn_bo * 64 + n2 * 64) / 64;
                     int32_t pm1 = size_T - 1 - (c0 + m1);
-                    P[(int64_t)(n2 * 64) + (int64_t)rn_t] = dots_ctx[(int64_t)(n2 * 64) + (int64_t)rn_t] * wd[m1 - m2];
+                    rn_cond &= (m1 < len && m2 <= m1);
+                  }
+                  rn_all = rn_cond;
+                }
+                if (rn_all) {
+                  #pragma omp simd /* work-item loop */
+                  for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                    int32_t rn_t = rn_bo * 64 + rn_bi;
+                    int32_t m2 = rn_bi;
+                    int32_t e = rn_t + n2 * 64;
+                    int32_t m1 = r0 + (rn_bo * 64 + n2 * 64) / 64;
+                    P[(int64_t)(rn_bo * 64 + n2 * 64) + (int64_t)rn_bi] = 0.0f;
+                    int32_t pm1 = size_T - 1 - (c0 + m1);
+                    P[(int64_t)(rn_bo * 64 + n2 * 64) + (int64_t)rn_bi] = dots_ctx[(int64_t)(n2 * 64 + rn_bo * 64) + (int64_t)rn_bi] * wd[(int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * (int64_t)rn_bi];
+                  }
+                } else {
+                  if (RN_SPAN((int64_t)(rn_bo * 64 + n2 * 64) + 1 * (int64_t)(0), (int64_t)(rn_bo * 64 + n2 * 64) + 1 * ((int64_t)(64) - 1), 512) && RN_SPAN((int64_t)(n2 * 64 + rn_bo * 64) + 1 * (int64_t)(0), (int64_t)(n2 * 64 + rn_bo * 64) + 1 * ((int64_t)(64) - 1), 512) && RN_SPAN((int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * ((int64_t)(64) - 1), (int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * (int64_t)(0), 64)) {
+                    #pragma omp simd /* work-item loop */
+                    for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                      int32_t rn_t = rn_bo * 64 + rn_bi;
+                      int32_t m2 = rn_bi;
+                      int32_t e = rn_t + n2 * 64;
+                      int32_t m1 = r0 + (rn_bo * 64 + n2 * 64) / 64;
+                      P[(int64_t)(rn_bo * 64 + n2 * 64) + (int64_t)rn_bi] = 0.0f;
+                      if (m1 < len && m2 <= m1) {
+                        int32_t pm1 = size_T - 1 - (c0 + m1);
+                        P[(int64_t)(rn_bo * 64 + n2 * 64) + (int64_t)rn_bi] = dots_ctx[(int64_t)(n2 * 64 + rn_bo * 64) + (int64_t)rn_bi] * wd[(int64_t)(r0 + (rn_bo * 64 + n2 * 64) / 64) + -1 * (int64_t)rn_bi];
+                      }
+                    }
+                  } else {
+                    #pragma omp simd /* work-item loop */
+                    for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                      int32_t rn_t = rn_bo * 64 + rn_bi;
+                      int32_t m2 = rn_bi;
+                      int32_t e = rn_t + n2 * 64;
+                      int32_t m1 = r0 + (rn_bo * 64 + n2 * 64) / 64;
+                      { const int32_t rn_i = e; if (RN_IN(rn_i, 512)) P[rn_i] = 0.0f; else rn_oob(rn_err, 15, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+                      if (m1 < len && m2 <= m1) {
+                        int32_t pm1 = size_T - 1 - (c0 + m1);
+                        { const int32_t rn_i = e; if (RN_IN(rn_i, 512)) P[rn_i] = rn_ldf(dots_ctx, 512, n2 * 64 + rn_t, rn_err, 16, wg_x, wg_y, wg_z, rn_t) * rn_ldf(wd, 64, m1 - m2, rn_err, 17, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 18, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+                      }
+                    }
                   }
                 }
-              } else {
-                #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                  int32_t m2 = rn_t % 64;
-                  int32_t e = rn_t + n2 * 64;
-                  int32_t m1 = r0 + (rn_t + n2 * 64) / 64;
-                  { const int32_t rn_i = e; if (RN_IN(rn_i, 512)) P[rn_i] = 0.0f; else rn_oob(rn_err, 15, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
-                  if (m1 < len && m2 <= m1) {
-                    int32_t pm1 = size_T - 1 - (c0 + m1);
-                    { const int32_t rn_i = e; if (RN_IN(rn_i, 512)) P[rn_i] = rn_ldf(dots_ctx, 512, n2 * 64 + rn_t, rn_err, 16, wg_x, wg_y, wg_z, rn_t) * rn_ldf(wd, 64, m1 - m2, rn_err, 17, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 18, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
-                  }
+              }
+            } else {
+              #pragma omp simd /* work-item loop */
+              for (int32_t rn_bi = 0; rn_bi < 64; rn_bi += 1) {
+                int32_t rn_t = rn_bo * 64 + rn_bi;
+                int32_t m2 = rn_t % 64;
+                int32_t e = rn_t + n2 * 64;
+                int32_t m1 = r0 + (rn_t + n2 * 64) / 64;
+                { const int32_t rn_i = e; if (RN_IN(rn_i, 512)) P[rn_i] = 0.0f; else rn_oob(rn_err, 19, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
+                if (m1 < len && m2 <= m1) {
+                  int32_t pm1 = size_T - 1 - (c0 + m1);
+                  { const int32_t rn_i = e; if (RN_IN(rn_i, 512)) P[rn_i] = rn_ldf(dots_ctx, 512, n2 * 64 + rn_t, rn_err, 20, wg_x, wg_y, wg_z, rn_t) * rn_ldf(wd, 64, m1 - m2, rn_err, 21, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 22, rn_i, 512, wg_x, wg_y, wg_z, rn_t); }
                 }
               }
             }
@@ -414,67 +439,62 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
             } else {
               #pragma omp simd /* work-item loop */
               for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                { const int32_t rn_i = jc * 64 + rn_t; if (RN_IN(rn_i, 256)) acc_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 19, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
-                { const int32_t rn_i = jc * 64 + rn_t; if (RN_IN(rn_i, 256)) qs_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 20, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                { const int32_t rn_i = jc * 64 + rn_t; if (RN_IN(rn_i, 256)) acc_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 23, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                { const int32_t rn_i = jc * 64 + rn_t; if (RN_IN(rn_i, 256)) qs_ctx[rn_i] = 0.0f; else rn_oob(rn_err, 24, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
               }
             }
           }
-          #pragma omp simd /* work-item loop */
-          for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-            int32_t j = wg_x * 64 + rn_t % 16;
-            int32_t kt = rn_t / 16;
-            for (int32_t m2_ = kt; m2_ < m3 + 1; m2_ += 4) {
-              float pv = rn_ldf(P, 512, mm * 64 + m2_, rn_err, 21, wg_x, wg_y, wg_z, rn_t);
-              int32_t q2 = size_T - 1 - (c0 + m2_);
-              if (RN_SPAN((int64_t)(rn_t) + 64 * (int64_t)(0), (int64_t)(rn_t) + 64 * ((int64_t)(4) - 1), 256) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 16 * (int64_t)(0), (int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 16 * ((int64_t)(4) - 1), rn_n[4])) {
-                for (int32_t jc1 = 0; jc1 < 4; jc1 += 1) {
-                  acc_ctx[(int64_t)(rn_t) + 64 * (int64_t)jc1] = acc_ctx[(int64_t)(rn_t) + 64 * (int64_t)jc1] + pv * grad_o[(int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 16 * (int64_t)jc1];
-                }
-              } else {
-                for (int32_t jc1 = 0; jc1 < 4; jc1 += 1) {
-                  { const int32_t rn_i = jc1 * 64 + rn_t; if (RN_IN(rn_i, 256)) acc_ctx[rn_i] = rn_ldf(acc_ctx, 256, jc1 * 64 + rn_t, rn_err, 22, wg_x, wg_y, wg_z, rn_t) + pv * rn_ldf(grad_o, rn_n[4], ((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc1 * 16), rn_err, 23, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 24, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+          for (int32_t rn_bo = 0; rn_bo < 4; rn_bo++) { /* blocks of 16 work-items */
+            #pragma omp simd /* work-item loop */
+            for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+              int32_t rn_t = rn_bo * 16 + rn_bi;
+              int32_t j = wg_x * 64 + rn_bi;
+              int32_t kt = rn_bo * 16 / 16;
+              for (int32_t m2_ = kt; m2_ < m3 + 1; m2_ += 4) {
+                float pv = rn_ldf(P, 512, mm * 64 + m2_, rn_err, 25, wg_x, wg_y, wg_z, rn_t);
+                int32_t q2 = size_T - 1 - (c0 + m2_);
+                if (RN_SPAN((int64_t)(rn_t) + 64 * (int64_t)(0), (int64_t)(rn_t) + 64 * ((int64_t)(4) - 1), 256) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 16 * (int64_t)(0), (int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 16 * ((int64_t)(4) - 1), rn_n[4])) {
+                  for (int32_t jc1 = 0; jc1 < 4; jc1 += 1) {
+                    acc_ctx[(int64_t)(rn_t) + 64 * (int64_t)jc1] = acc_ctx[(int64_t)(rn_t) + 64 * (int64_t)jc1] + pv * grad_o[(int64_t)(((b_b * size_H + b_h) * size_T + q2) * 64 + j) + 16 * (int64_t)jc1];
+                  }
+                } else {
+                  for (int32_t jc1 = 0; jc1 < 4; jc1 += 1) {
+                    { const int32_t rn_i = jc1 * 64 + rn_t; if (RN_IN(rn_i, 256)) acc_ctx[rn_i] = rn_ldf(acc_ctx, 256, jc1 * 64 + rn_t, rn_err, 26, wg_x, wg_y, wg_z, rn_t) + pv * rn_ldf(grad_o, rn_n[4], ((b_b * size_H + b_h) * size_T + q2) * 64 + (j + jc1 * 16), rn_err, 27, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 28, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                  }
                 }
               }
             }
           }
           if (c0 > 0) {
             for (int32_t i2 = 0; i2 < 16; i2 += 1) {
-              {
-                int32_t rn_all = 1;
-                #pragma omp simd reduction(&:rn_all) /* bounds pre-check */
-                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                  int32_t kt = rn_t / 16;
-                  int32_t gi = kt * 16 + i2;
-                  rn_all &= RN_IN(((b_b * size_H + b_h) * size_T + pm3) * 64 + gi, rn_n[3]);
-                }
-                if (rn_all) {
-                  #pragma omp simd /* work-item loop */
-                  for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                    int32_t kt = rn_t / 16;
-                    int32_t gi = kt * 16 + i2;
-                    ai_ctx[(int64_t)rn_t] = k[((b_b * size_H + b_h) * size_T + pm3) * 64 + gi];
-                  }
-                } else {
-                  int32_t rn_ok = 1;
-                  #pragma omp simd reduction(&:rn_ok) /* bounds pre-check */
-                  for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                    int32_t kt = rn_t / 16;
-                    int32_t gi = kt * 16 + i2;
-                    rn_ok &= RN_IN(((b_b * size_H + b_h) * size_T + pm3) * 64 + gi, rn_n[3]);
-                  }
-                  if (rn_ok) {
+              for (int32_t rn_bo = 0; rn_bo < 4; rn_bo++) { /* blocks of 16 work-items */
+                {
+                  int32_t rn_all = RN_SPAN((int64_t)(rn_bo * 16) + 1 * (int64_t)(0), (int64_t)(rn_bo * 16) + 1 * ((int64_t)(16) - 1), 64) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + pm3) * 64 + (rn_bo * 16 / 16 * 16 + i2)), (int64_t)(((b_b * size_H + b_h) * size_T + pm3) * 64 + (rn_bo * 16 / 16 * 16 + i2)), rn_n[3]);
+                  if (rn_all) {
                     #pragma omp simd /* work-item loop */
-                    for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                      int32_t kt = rn_t / 16;
+                    for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+                      int32_t rn_t = rn_bo * 16 + rn_bi;
+                      int32_t kt = rn_bo * 16 / 16;
                       int32_t gi = kt * 16 + i2;
-                      ai_ctx[(int64_t)rn_t] = k[((b_b * size_H + b_h) * size_T + pm3) * 64 + gi];
+                      ai_ctx[(int64_t)(rn_bo * 16) + (int64_t)rn_bi] = k[((b_b * size_H + b_h) * size_T + pm3) * 64 + (rn_bo * 16 / 16 * 16 + i2)];
                     }
                   } else {
-                    #pragma omp simd /* work-item loop */
-                    for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                      int32_t kt = rn_t / 16;
-                      int32_t gi = kt * 16 + i2;
-                      ai_ctx[rn_t] = rn_ldf(k, rn_n[3], ((b_b * size_H + b_h) * size_T + pm3) * 64 + gi, rn_err, 25, wg_x, wg_y, wg_z, rn_t);
+                    if (RN_SPAN((int64_t)(rn_bo * 16) + 1 * (int64_t)(0), (int64_t)(rn_bo * 16) + 1 * ((int64_t)(16) - 1), 64) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + pm3) * 64 + (rn_bo * 16 / 16 * 16 + i2)), (int64_t)(((b_b * size_H + b_h) * size_T + pm3) * 64 + (rn_bo * 16 / 16 * 16 + i2)), rn_n[3])) {
+                      #pragma omp simd /* work-item loop */
+                      for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+                        int32_t rn_t = rn_bo * 16 + rn_bi;
+                        int32_t kt = rn_bo * 16 / 16;
+                        int32_t gi = kt * 16 + i2;
+                        ai_ctx[(int64_t)(rn_bo * 16) + (int64_t)rn_bi] = k[((b_b * size_H + b_h) * size_T + pm3) * 64 + (rn_bo * 16 / 16 * 16 + i2)];
+                      }
+                    } else {
+                      #pragma omp simd /* work-item loop */
+                      for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+                        int32_t rn_t = rn_bo * 16 + rn_bi;
+                        int32_t kt = rn_bo * 16 / 16;
+                        int32_t gi = kt * 16 + i2;
+                        ai_ctx[rn_t] = rn_ldf(k, rn_n[3], ((b_b * size_H + b_h) * size_T + pm3) * 64 + gi, rn_err, 29, wg_x, wg_y, wg_z, rn_t);
+                      }
                     }
                   }
                 }
@@ -488,12 +508,12 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
                 } else {
                   #pragma omp simd /* work-item loop */
                   for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                    { const int32_t rn_i = jc2 * 64 + rn_t; if (RN_IN(rn_i, 256)) qs_ctx[rn_i] = rn_ldf(qs_ctx, 256, jc2 * 64 + rn_t, rn_err, 26, wg_x, wg_y, wg_z, rn_t) + ai_ctx[rn_t] * rn_ldf(S_ctx, 4096, (jc2 * 16 + i2) * 64 + rn_t, rn_err, 27, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 28, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                    { const int32_t rn_i = jc2 * 64 + rn_t; if (RN_IN(rn_i, 256)) qs_ctx[rn_i] = rn_ldf(qs_ctx, 256, jc2 * 64 + rn_t, rn_err, 30, wg_x, wg_y, wg_z, rn_t) + ai_ctx[rn_t] * rn_ldf(S_ctx, 4096, (jc2 * 16 + i2) * 64 + rn_t, rn_err, 31, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 32, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
                   }
                 }
               }
             }
-            float wx = rn_ldf(wr, 64, m3, rn_err, 29, wg_x, wg_y, wg_z, -1);
+            float wx = rn_ldf(wr, 64, m3, rn_err, 33, wg_x, wg_y, wg_z, -1);
             for (int32_t jc3 = 0; jc3 < 4; jc3 += 1) {
               if (RN_SPAN((int64_t)(jc3 * 64) + 1 * (int64_t)(0), (int64_t)(jc3 * 64) + 1 * ((int64_t)(64) - 1), 256)) {
                 #pragma omp simd /* work-item loop */
@@ -503,7 +523,7 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
               } else {
                 #pragma omp simd /* work-item loop */
                 for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                  { const int32_t rn_i = jc3 * 64 + rn_t; if (RN_IN(rn_i, 256)) acc_ctx[rn_i] = rn_ldf(acc_ctx, 256, jc3 * 64 + rn_t, rn_err, 30, wg_x, wg_y, wg_z, rn_t) + rn_ldf(qs_ctx, 256, jc3 * 64 + rn_t, rn_err, 31, wg_x, wg_y, wg_z, rn_t) * wx; else rn_oob(rn_err, 32, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                  { const int32_t rn_i = jc3 * 64 + rn_t; if (RN_IN(rn_i, 256)) acc_ctx[rn_i] = rn_ldf(acc_ctx, 256, jc3 * 64 + rn_t, rn_err, 34, wg_x, wg_y, wg_z, rn_t) + rn_ldf(qs_ctx, 256, jc3 * 64 + rn_t, rn_err, 35, wg_x, wg_y, wg_z, rn_t) * wx; else rn_oob(rn_err, 36, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
                 }
               }
             }
@@ -517,29 +537,32 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
             } else {
               #pragma omp simd /* work-item loop */
               for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                { const int32_t rn_i = (mm * 4 + jc4) * 64 + rn_t; if (RN_IN(rn_i, 2048)) red[rn_i] = rn_ldf(acc_ctx, 256, jc4 * 64 + rn_t, rn_err, 33, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 34, rn_i, 2048, wg_x, wg_y, wg_z, rn_t); }
+                { const int32_t rn_i = (mm * 4 + jc4) * 64 + rn_t; if (RN_IN(rn_i, 2048)) red[rn_i] = rn_ldf(acc_ctx, 256, jc4 * 64 + rn_t, rn_err, 37, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 38, rn_i, 2048, wg_x, wg_y, wg_z, rn_t); }
               }
             }
           }
         }
-        #pragma omp simd /* work-item loop */
-        for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-          int32_t j = wg_x * 64 + rn_t % 16;
-          int32_t kt = rn_t / 16;
-          if (kt == 0) {
-            for (int32_t mm1 = 0; mm1 < rn_imin(8, len - r0); mm1 += 1) {
-              for (int32_t jc5 = 0; jc5 < 4; jc5 += 1) {
-                float tot = rn_ldf(red, 2048, (mm1 * 4 + jc5) * 64 + rn_t, rn_err, 35, wg_x, wg_y, wg_z, rn_t);
-                if (RN_SPAN((int64_t)((mm1 * 4 + jc5) * 64 + rn_t) + 16 * (int64_t)(1), (int64_t)((mm1 * 4 + jc5) * 64 + rn_t) + 16 * ((int64_t)(4) - 1), 2048)) {
-                  for (int32_t r = 1; r < 4; r += 1) {
-                    tot = tot + red[(int64_t)((mm1 * 4 + jc5) * 64 + rn_t) + 16 * (int64_t)r];
+        for (int32_t rn_bo = 0; rn_bo < 4; rn_bo++) { /* blocks of 16 work-items */
+          #pragma omp simd /* work-item loop */
+          for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+            int32_t rn_t = rn_bo * 16 + rn_bi;
+            int32_t j = wg_x * 64 + rn_bi;
+            int32_t kt = rn_bo * 16 / 16;
+            if (kt == 0) {
+              for (int32_t mm1 = 0; mm1 < rn_imin(8, len - r0); mm1 += 1) {
+                for (int32_t jc5 = 0; jc5 < 4; jc5 += 1) {
+                  float tot = rn_ldf(red, 2048, (mm1 * 4 + jc5) * 64 + rn_t, rn_err, 39, wg_x, wg_y, wg_z, rn_t);
+                  if (RN_SPAN((int64_t)((mm1 * 4 + jc5) * 64 + rn_t) + 16 * (int64_t)(1), (int64_t)((mm1 * 4 + jc5) * 64 + rn_t) + 16 * ((int64_t)(4) - 1), 2048)) {
+                    for (int32_t r = 1; r < 4; r += 1) {
+                      tot = tot + red[(int64_t)((mm1 * 4 + jc5) * 64 + rn_t) + 16 * (int64_t)r];
+                    }
+                  } else {
+                    for (int32_t r = 1; r < 4; r += 1) {
+                      tot = tot + rn_ldf(red, 2048, (mm1 * 4 + jc5) * 64 + (r * 16 + rn_t), rn_err, 40, wg_x, wg_y, wg_z, rn_t);
+                    }
                   }
-                } else {
-                  for (int32_t r = 1; r < 4; r += 1) {
-                    tot = tot + rn_ldf(red, 2048, (mm1 * 4 + jc5) * 64 + (r * 16 + rn_t), rn_err, 36, wg_x, wg_y, wg_z, rn_t);
-                  }
+                  { const int32_t rn_i = ((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + (r0 + mm1)))) * 64 + (j + jc5 * 16); if (RN_IN(rn_i, rn_n[5])) _d_v_12[rn_i] = tot; else rn_oob(rn_err, 41, rn_i, rn_n[5], wg_x, wg_y, wg_z, rn_t); }
                 }
-                { const int32_t rn_i = ((b_b * size_H + b_h) * size_T + (size_T - 1 - (c0 + (r0 + mm1)))) * 64 + (j + jc5 * 16); if (RN_IN(rn_i, rn_n[5])) _d_v_12[rn_i] = tot; else rn_oob(rn_err, 37, rn_i, rn_n[5], wg_x, wg_y, wg_z, rn_t); }
               }
             }
           }
@@ -559,8 +582,8 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
         for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
           carry_ctx[rn_t] = 0.0f;
           if (c0 > 0) {
-            float dx = (float)(pe - pl) * rn_ldf(_decay1_o, rn_n[0], b_h, rn_err, 38, wg_x, wg_y, wg_z, rn_t);
-            carry_ctx[rn_t] = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : rn_exp_s(dx)) * (rn_ldf(gamma, rn_n[1], b_h, rn_err, 39, wg_x, wg_y, wg_z, rn_t) < 0.0f && (pe - pl) % 2 != 0 ? -1.0f : 1.0f);
+            float dx = (float)(pe - pl) * rn_ldf(_decay1_o, rn_n[0], b_h, rn_err, 42, wg_x, wg_y, wg_z, rn_t);
+            carry_ctx[rn_t] = (fabsf(dx) < 0.5f ? ((((((((0.0000027557319f * dx + 0.000024801588f) * dx + 0.0001984127f) * dx + 0.0013888889f) * dx + 0.008333334f) * dx + 0.041666668f) * dx + 0.16666667f) * dx + 0.5f) * dx + 1.0f) * dx + 1.0f : rn_exp_s(dx)) * (rn_ldf(gamma, rn_n[1], b_h, rn_err, 43, wg_x, wg_y, wg_z, rn_t) < 0.0f && (pe - pl) % 2 != 0 ? -1.0f : 1.0f);
           }
         }
       }
@@ -573,87 +596,73 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
         } else {
           #pragma omp simd /* work-item loop */
           for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-            { const int32_t rn_i = i3 * 64 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = carry_ctx[rn_t] * rn_ldf(S_ctx, 4096, i3 * 64 + rn_t, rn_err, 40, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 41, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
+            { const int32_t rn_i = i3 * 64 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = carry_ctx[rn_t] * rn_ldf(S_ctx, 4096, i3 * 64 + rn_t, rn_err, 44, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 45, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
           }
         }
       }
       for (int32_t m21 = 0; m21 < len; m21 += 1) {
         int32_t q21 = size_T - 1 - (c0 + m21);
-        float w2 = rn_ldf(we, 64, m21, rn_err, 42, wg_x, wg_y, wg_z, -1);
+        float w2 = rn_ldf(we, 64, m21, rn_err, 46, wg_x, wg_y, wg_z, -1);
         for (int32_t jc6 = 0; jc6 < 4; jc6 += 1) {
-          {
-            int32_t rn_all = 1;
-            #pragma omp simd reduction(&:rn_all) /* bounds pre-check */
-            for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-              int32_t j = wg_x * 64 + rn_t % 16;
-              rn_all &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 16), rn_n[4]) & RN_IN64((int64_t)(jc6 * 64) + (int64_t)rn_t, 256);
-            }
-            if (rn_all) {
-              #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                int32_t j = wg_x * 64 + rn_t % 16;
-                wc_ctx[(int64_t)(jc6 * 64) + (int64_t)rn_t] = w2 * grad_o[((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 16)];
-              }
-            } else {
-              int32_t rn_ok = 1;
-              #pragma omp simd reduction(&:rn_ok) /* bounds pre-check */
-              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                int32_t j = wg_x * 64 + rn_t % 16;
-                rn_ok &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 16), rn_n[4]) & RN_IN64((int64_t)(jc6 * 64) + (int64_t)rn_t, 256);
-              }
-              if (rn_ok) {
+          for (int32_t rn_bo = 0; rn_bo < 4; rn_bo++) { /* blocks of 16 work-items */
+            {
+              int32_t rn_all = RN_SPAN((int64_t)(jc6 * 64 + rn_bo * 16) + 1 * (int64_t)(0), (int64_t)(jc6 * 64 + rn_bo * 16) + 1 * ((int64_t)(16) - 1), 256) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (wg_x * 64 + jc6 * 16)) + 1 * (int64_t)(0), (int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (wg_x * 64 + jc6 * 16)) + 1 * ((int64_t)(16) - 1), rn_n[4]);
+              if (rn_all) {
                 #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                  int32_t j = wg_x * 64 + rn_t % 16;
-                  wc_ctx[(int64_t)(jc6 * 64) + (int64_t)rn_t] = w2 * grad_o[((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 16)];
+                for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+                  int32_t rn_t = rn_bo * 16 + rn_bi;
+                  int32_t j = wg_x * 64 + rn_bi;
+                  wc_ctx[(int64_t)(jc6 * 64 + rn_bo * 16) + (int64_t)rn_bi] = w2 * grad_o[(int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (wg_x * 64 + jc6 * 16)) + (int64_t)rn_bi];
                 }
               } else {
-                #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                  int32_t j = wg_x * 64 + rn_t % 16;
-                  { const int32_t rn_i = jc6 * 64 + rn_t; if (RN_IN(rn_i, 256)) wc_ctx[rn_i] = w2 * rn_ldf(grad_o, rn_n[4], ((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 16), rn_err, 43, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 44, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                if (RN_SPAN((int64_t)(jc6 * 64 + rn_bo * 16) + 1 * (int64_t)(0), (int64_t)(jc6 * 64 + rn_bo * 16) + 1 * ((int64_t)(16) - 1), 256) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (wg_x * 64 + jc6 * 16)) + 1 * (int64_t)(0), (int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (wg_x * 64 + jc6 * 16)) + 1 * ((int64_t)(16) - 1), rn_n[4])) {
+                  #pragma omp simd /* work-item loop */
+                  for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+                    int32_t rn_t = rn_bo * 16 + rn_bi;
+                    int32_t j = wg_x * 64 + rn_bi;
+                    wc_ctx[(int64_t)(jc6 * 64 + rn_bo * 16) + (int64_t)rn_bi] = w2 * grad_o[(int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (wg_x * 64 + jc6 * 16)) + (int64_t)rn_bi];
+                  }
+                } else {
+                  #pragma omp simd /* work-item loop */
+                  for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+                    int32_t rn_t = rn_bo * 16 + rn_bi;
+                    int32_t j = wg_x * 64 + rn_bi;
+                    { const int32_t rn_i = jc6 * 64 + rn_t; if (RN_IN(rn_i, 256)) wc_ctx[rn_i] = w2 * rn_ldf(grad_o, rn_n[4], ((b_b * size_H + b_h) * size_T + q21) * 64 + (j + jc6 * 16), rn_err, 47, wg_x, wg_y, wg_z, rn_t); else rn_oob(rn_err, 48, rn_i, 256, wg_x, wg_y, wg_z, rn_t); }
+                  }
                 }
               }
             }
           }
         }
         for (int32_t i4 = 0; i4 < 16; i4 += 1) {
-          {
-            int32_t rn_all = 1;
-            #pragma omp simd reduction(&:rn_all) /* bounds pre-check */
-            for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-              int32_t kt = rn_t / 16;
-              int32_t gi1 = kt * 16 + i4;
-              rn_all &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + gi1, rn_n[2]);
-            }
-            if (rn_all) {
-              #pragma omp simd /* work-item loop */
-              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                int32_t kt = rn_t / 16;
-                int32_t gi1 = kt * 16 + i4;
-                bi1_ctx[(int64_t)rn_t] = q[((b_b * size_H + b_h) * size_T + q21) * 64 + gi1];
-              }
-            } else {
-              int32_t rn_ok = 1;
-              #pragma omp simd reduction(&:rn_ok) /* bounds pre-check */
-              for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                int32_t kt = rn_t / 16;
-                int32_t gi1 = kt * 16 + i4;
-                rn_ok &= RN_IN(((b_b * size_H + b_h) * size_T + q21) * 64 + gi1, rn_n[2]);
-              }
-              if (rn_ok) {
+          for (int32_t rn_bo = 0; rn_bo < 4; rn_bo++) { /* blocks of 16 work-items */
+            {
+              int32_t rn_all = RN_SPAN((int64_t)(rn_bo * 16) + 1 * (int64_t)(0), (int64_t)(rn_bo * 16) + 1 * ((int64_t)(16) - 1), 64) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (rn_bo * 16 / 16 * 16 + i4)), (int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (rn_bo * 16 / 16 * 16 + i4)), rn_n[2]);
+              if (rn_all) {
                 #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                  int32_t kt = rn_t / 16;
+                for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+                  int32_t rn_t = rn_bo * 16 + rn_bi;
+                  int32_t kt = rn_bo * 16 / 16;
                   int32_t gi1 = kt * 16 + i4;
-                  bi1_ctx[(int64_t)rn_t] = q[((b_b * size_H + b_h) * size_T + q21) * 64 + gi1];
+                  bi1_ctx[(int64_t)(rn_bo * 16) + (int64_t)rn_bi] = q[((b_b * size_H + b_h) * size_T + q21) * 64 + (rn_bo * 16 / 16 * 16 + i4)];
                 }
               } else {
-                #pragma omp simd /* work-item loop */
-                for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                  int32_t kt = rn_t / 16;
-                  int32_t gi1 = kt * 16 + i4;
-                  bi1_ctx[rn_t] = rn_ldf(q, rn_n[2], ((b_b * size_H + b_h) * size_T + q21) * 64 + gi1, rn_err, 45, wg_x, wg_y, wg_z, rn_t);
+                if (RN_SPAN((int64_t)(rn_bo * 16) + 1 * (int64_t)(0), (int64_t)(rn_bo * 16) + 1 * ((int64_t)(16) - 1), 64) && RN_SPAN((int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (rn_bo * 16 / 16 * 16 + i4)), (int64_t)(((b_b * size_H + b_h) * size_T + q21) * 64 + (rn_bo * 16 / 16 * 16 + i4)), rn_n[2])) {
+                  #pragma omp simd /* work-item loop */
+                  for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+                    int32_t rn_t = rn_bo * 16 + rn_bi;
+                    int32_t kt = rn_bo * 16 / 16;
+                    int32_t gi1 = kt * 16 + i4;
+                    bi1_ctx[(int64_t)(rn_bo * 16) + (int64_t)rn_bi] = q[((b_b * size_H + b_h) * size_T + q21) * 64 + (rn_bo * 16 / 16 * 16 + i4)];
+                  }
+                } else {
+                  #pragma omp simd /* work-item loop */
+                  for (int32_t rn_bi = 0; rn_bi < 16; rn_bi += 1) {
+                    int32_t rn_t = rn_bo * 16 + rn_bi;
+                    int32_t kt = rn_bo * 16 / 16;
+                    int32_t gi1 = kt * 16 + i4;
+                    bi1_ctx[rn_t] = rn_ldf(q, rn_n[2], ((b_b * size_H + b_h) * size_T + q21) * 64 + gi1, rn_err, 49, wg_x, wg_y, wg_z, rn_t);
+                  }
                 }
               }
             }
@@ -667,7 +676,7 @@ void rn_k0_retention_bwd_5_chunkwise(void *const *rn_b, const int64_t *rn_n, con
             } else {
               #pragma omp simd /* work-item loop */
               for (int32_t rn_t = 0; rn_t < 64; rn_t += 1) {
-                { const int32_t rn_i = (jc7 * 16 + i4) * 64 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = rn_ldf(S_ctx, 4096, (jc7 * 16 + i4) * 64 + rn_t, rn_err, 46, wg_x, wg_y, wg_z, rn_t) + rn_ldf(wc_ctx, 256, jc7 * 64 + rn_t, rn_err, 47, wg_x, wg_y, wg_z, rn_t) * bi1_ctx[rn_t]; else rn_oob(rn_err, 48, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
+                { const int32_t rn_i = (jc7 * 16 + i4) * 64 + rn_t; if (RN_IN(rn_i, 4096)) S_ctx[rn_i] = rn_ldf(S_ctx, 4096, (jc7 * 16 + i4) * 64 + rn_t, rn_err, 50, wg_x, wg_y, wg_z, rn_t) + rn_ldf(wc_ctx, 256, jc7 * 64 + rn_t, rn_err, 51, wg_x, wg_y, wg_z, rn_t) * bi1_ctx[rn_t]; else rn_oob(rn_err, 52, rn_i, 4096, wg_x, wg_y, wg_z, rn_t); }
               }
             }
           }

@@ -245,7 +245,7 @@ static inline rn_vf16 rn_vsplat16(float s) { return (rn_vf16){s, s, s, s, s, s, 
 void rn_k0_retention_bwd_6_map(void *const *rn_b, const int64_t *rn_n, const int32_t *rn_s, const int32_t *rn_g, int64_t rn_begin, int64_t rn_end, unsigned char *rn_scratch, int32_t *rn_err) {
   const float *const restrict gamma = (const float *)rn_b[0];
   const float *const restrict _d_decay1_o_7 = (const float *)rn_b[1];
-  float *const restrict _d_gamma_13 = (float *)rn_b[2];
+  float *const restrict _d_gamma_total15 = (float *)rn_b[2];
   const int32_t size_H = rn_s[0];
   (void)rn_n; (void)rn_s; (void)rn_scratch; (void)rn_err;
   const int64_t rn_gx = rn_g[0], rn_gy = rn_g[1];
@@ -258,9 +258,11 @@ void rn_k0_retention_bwd_6_map(void *const *rn_b, const int64_t *rn_n, const int
       for (int32_t rn_t = 0; rn_t < 256; rn_t += 1) {
         int32_t gid = wg_x * 256 + rn_t;
         if (gid < size_H) {
-          int32_t i_h = gid;
-          float cse_0 = gamma[(int64_t)(wg_x * 256) + (int64_t)rn_t] - 1.0f;
-          _d_gamma_13[(int64_t)(wg_x * 256) + (int64_t)rn_t] = fabsf(cse_0) < 0.5f ? _d_decay1_o_7[(int64_t)(wg_x * 256) + (int64_t)rn_t] * (1.0f / (1.0f + cse_0)) : 0.0f;
+          int32_t i_i0 = gid;
+          float cse_2 = gamma[(int64_t)(wg_x * 256) + (int64_t)rn_t];
+          float cse_1 = cse_2 - 1.0f;
+          float cse_0 = fabsf(cse_1);
+          _d_gamma_total15[(int64_t)(wg_x * 256) + (int64_t)rn_t] = (cse_0 < 0.5f ? _d_decay1_o_7[(int64_t)(wg_x * 256) + (int64_t)rn_t] * (1.0f / (1.0f + cse_1)) : 0.0f) + (cse_0 < 0.5f ? 0.0f : _d_decay1_o_7[(int64_t)(wg_x * 256) + (int64_t)rn_t] * (1.0f / (fabsf(cse_2) + 8.6736174e-19f)) * (cse_2 >= 0.0f ? 1.0f : -1.0f));
         }
       }
     } else {
@@ -268,9 +270,11 @@ void rn_k0_retention_bwd_6_map(void *const *rn_b, const int64_t *rn_n, const int
       for (int32_t rn_t = 0; rn_t < 256; rn_t += 1) {
         int32_t gid = wg_x * 256 + rn_t;
         if (gid < size_H) {
-          int32_t i_h = gid;
-          float cse_0 = rn_ldf(gamma, rn_n[0], i_h, rn_err, 0, wg_x, wg_y, wg_z, rn_t) - 1.0f;
-          { const int32_t rn_i = gid; if (RN_IN(rn_i, rn_n[2])) _d_gamma_13[rn_i] = fabsf(cse_0) < 0.5f ? rn_ldf(_d_decay1_o_7, rn_n[1], i_h, rn_err, 1, wg_x, wg_y, wg_z, rn_t) * (1.0f / (1.0f + cse_0)) : 0.0f; else rn_oob(rn_err, 2, rn_i, rn_n[2], wg_x, wg_y, wg_z, rn_t); }
+          int32_t i_i0 = gid;
+          float cse_2 = rn_ldf(gamma, rn_n[0], i_i0, rn_err, 0, wg_x, wg_y, wg_z, rn_t);
+          float cse_1 = cse_2 - 1.0f;
+          float cse_0 = fabsf(cse_1);
+          { const int32_t rn_i = gid; if (RN_IN(rn_i, rn_n[2])) _d_gamma_total15[rn_i] = (cse_0 < 0.5f ? rn_ldf(_d_decay1_o_7, rn_n[1], i_i0, rn_err, 1, wg_x, wg_y, wg_z, rn_t) * (1.0f / (1.0f + cse_1)) : 0.0f) + (cse_0 < 0.5f ? 0.0f : rn_ldf(_d_decay1_o_7, rn_n[1], i_i0, rn_err, 2, wg_x, wg_y, wg_z, rn_t) * (1.0f / (fabsf(cse_2) + 8.6736174e-19f)) * (cse_2 >= 0.0f ? 1.0f : -1.0f)); else rn_oob(rn_err, 3, rn_i, rn_n[2], wg_x, wg_y, wg_z, rn_t); }
         }
       }
     }
