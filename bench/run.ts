@@ -27,7 +27,7 @@ import { compileFunction, compileModel, modelProgram, sizesToSpecialise } from '
 import { compileModelGrad } from '../compiler/model-grad.js';
 import { boundWeights } from '../compiler/model-split.js';
 import type { Plan } from '../compiler/plan.js';
-import { type Form, makeSchedule } from '../compiler/schedule.js';
+import { DEFAULT_CHUNK, type Form, makeSchedule } from '../compiler/schedule.js';
 import { devaluate } from '../dsl/dims.js';
 import { deviceError, EXEC_TARGETS, openTarget, runnerOf, type TargetExec, withTargetDefaults } from '../runtime/targets.js';
 import { type HostValue, type ModelState, type PlanExec, runModelPlan } from '../runtime/model-runner.js';
@@ -330,11 +330,14 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
   const model = instantiateModel(netProg, 'retnet', 'tiny');
 
   const compileTimes = new Map<Plan, number>();
+  // The default chunk stays a default, so each target runs its own (runtime/targets.ts: webgpu 16),
+  // as a user's `retnetc run` without --chunk does; the peer runs cfg.chunk.
+  const ourSchedule = (form: Form) => makeSchedule(form, cfg.chunk === DEFAULT_CHUNK ? undefined : cfg.chunk);
   // `target`: the schedule takes that target's defaults (runtime/targets.ts: native tiles dense sums).
   const planFor = (fn: CheckedFn, form: Form, backward: boolean, sizes: Record<string, number>, target?: string): Plan => {
     const constants = new Map(sizesToSpecialise(fn, backward).map((s) => [s, sizes[s]!] as const));
     const t0 = performance.now();
-    const base = makeSchedule(form, cfg.chunk);
+    const base = ourSchedule(form);
     const p = compileFunction(fn, target ? withTargetDefaults(base, target) : base, { backward, constants });
     if (!compileTimes.has(p)) compileTimes.set(p, performance.now() - t0);
     return p;
@@ -578,7 +581,7 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
       const ref = peerRef(id);
       for (const t of live) {
         const c0 = performance.now();
-        const sched = withTargetDefaults(makeSchedule(form, cfg.chunk), t.name);
+        const sched = withTargetDefaults(ourSchedule(form), t.name);
         const mg = dir === 'fwdbwd' ? compileModelGrad(model, sched) : undefined;
         const mp = mg ? mg.forward : compileModel(model, sched);
         const compileMs = performance.now() - c0;
