@@ -23,7 +23,7 @@ const list = (name: string, dflt: string): string[] => (opt(name) ?? dflt).split
 const Bs = list('--B', '1').map(Number);
 const Ts = list('--T', '1024,4096').map(Number);
 const Ks = list('--K', '64,128').map(Number);
-type Variant = Form | 'chunkwise-simt';
+type Variant = Form | 'chunkwise-simt' | 'chunkwise-par' | 'chunkwise-walk';
 const forms = list('--forms', 'chunkwise,recurrent') as Variant[];
 const dirs = list('--dirs', 'fwd,fwdbwd') as ('fwd' | 'fwdbwd')[];
 const CHUNK = Number(opt('--chunk') ?? 64);
@@ -41,7 +41,10 @@ const uniform = (shape: number[], scale: number): HostValue => ({ shape, data: F
 
 const planFor = (form: Variant, backward: boolean, sizes: Record<string, number>): Plan => {
   const constants = new Map(sizesToSpecialise(fn, backward).map((s) => [s, sizes[s]!] as const));
-  const sched = withTargetDefaults(makeSchedule(form === 'chunkwise-simt' ? 'chunkwise' : form, CHUNK), 'native');
+  const sched = withTargetDefaults(makeSchedule(form.startsWith('chunkwise') ? 'chunkwise' : form as Form, CHUNK), 'native');
+  // The two CPU chunkwise kernels whatever the target's default: three phases parallel over chunks, or one walk over them.
+  if (form === 'chunkwise-par') sched.chunkParallel = true;
+  if (form === 'chunkwise-walk') delete sched.chunkParallel;
   // Without dense 'blocked' (retention has no dense sums), the chunk-parallel kernels take their GPU shape.
   if (form === 'chunkwise-simt') delete sched.dense;
   return compileFunction(fn, sched, { backward, constants });

@@ -10,6 +10,7 @@ import { type IrFn, type IrStmt, lowerFn, type Node, usedVars, walk } from './ir
 import type { KHalf, Kernel, KStorage } from './kir.js';
 import { lowerChunkwise, lowerParallel, lowerRecurrent } from './lower/contraction.js';
 import { chunkStateLayout, chunkStateShape, lowerChunkParallel } from './lower/chunk-parallel.js';
+import { lowerChunkWalkCpu } from './lower/chunk-walk-cpu.js';
 import { ExprLowering, LowerError, sizeParam, type SizeEnv } from './lower/expr.js';
 import { lowerElementwise } from './lower/generic.js';
 import { defaultTreeShape, lowerTreeReduce, treeShapeOf, treeSuits, treeSum } from './lower/reduce.js';
@@ -233,6 +234,8 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
       }
       else if (!c) kernels = [{ kernel: lowerElementwise(name, s, L, sched.workgroup.elementwise), L, target: s.target }];
       else if (sched.form === 'recurrent') kernels = [{ kernel: lowerRecurrent(name, s, c, L, sched), L, target: s.target }];
+      // CPU-like targets (dense 'blocked'): the chunks of a sequence walked by one core, blocked (compiler/lower/chunk-walk-cpu.ts).
+      else if (sched.form === 'chunkwise' && blocked) kernels = [{ kernel: lowerChunkWalkCpu(name, s, c, L, sched.chunk), L, target: s.target }];
       else if (sched.form === 'chunkwise') kernels = [{ kernel: lowerChunkwise(name, s, c, L, sched), L, target: s.target }];
       else kernels = [{ kernel: lowerParallel(name, s, c, L, sched), L, target: s.target }];
     } catch (e) {

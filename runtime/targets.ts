@@ -59,9 +59,10 @@ export interface Runner {
    * tiled products, 4-7x faster there than one thread per output; the JS executor keeps 'map';
    * cuda: sums into few outputs as tree reductions, which on 2-core CPUs (native, lavapipe)
    * measured no faster than the serial sums and on lavapipe 3x slower: bench/tree-reduce.ts);
-   * native: chunkwise contractions parallel over chunks (compiler/lower/chunk-parallel.ts; 2-3x
-   * faster there than one workgroup walking a sequence's chunks, which keeps 2 cores half idle),
-   * and the whole key axis of a state per thread (tiles.state: a CPU keeps it in memory anyway,
+   * native: chunkwise contractions as one blocked walk over a sequence's chunks per core
+   * (compiler/lower/chunk-walk-cpu.ts, chosen by dense 'blocked' without chunkParallel; it needs
+   * no chunk-state tensor; chunkParallel: true gives the three phases parallel over chunks,
+   * chunk-cpu.ts, for more cores than batch entries), and the whole key axis of a state per thread (tiles.state: a CPU keeps it in memory anyway,
    * and key slices split a column over work-items that then cannot share a vector).
    * `chunk`: the chunkwise form's chunk where the schedule's is the default (Schedule.chunkDefault;
    * an explicit chunk is kept): webgpu 16, where lavapipe ran chunk 64 1.4-1.9x slower than
@@ -148,7 +149,7 @@ const native: Target = {
     about: 'C printed from kernel IR (targets/native), work-item loops, workgroups over all cores',
     compiler: 'the system C compiler (cc, gcc or clang; $RETNETC_CC)',
     errors: ['NativeRunError', 'NativeUnavailableError'], rank: 0,
-    schedule: { dense: 'blocked', chunkParallel: true, stateTile: 1024 },
+    schedule: { dense: 'blocked', stateTile: 1024 },
     available: nativeAvailable,
     open: () => ({ exec: async (plan, inputs) => (await import('./native/runner.js')).runPlanNative(plan, inputs as ReadonlyMap<string, Value>), release: async () => {} }),
   },

@@ -1,9 +1,12 @@
-// The chunk-parallel form for CPUs (compiler/lower/chunk-cpu.ts: single-thread workgroups of
-// blocked chunk products; chosen where the schedule has chunkParallel and dense 'blocked', native's
-// defaults): every family of models/, forward and backward, against the float64 truth (relative
-// RMSE <= 1e-5, decay gradients at their natural scale) and against the recurrent schedule, on the
-// JavaScript executor and on native. On native the outputs are also bit for bit the executor's
-// (the same kernel IR; lane loops are the scalar loops' operations).
+// The chunkwise forms for CPUs (dense 'blocked', native's default): the chunk-parallel one
+// (compiler/lower/chunk-cpu.ts: single-thread workgroups of blocked chunk products; chosen where
+// the schedule has chunkParallel) and the walk over a sequence's chunks (chunk-walk-cpu.ts, native's
+// default): every family of models/, forward and backward. The chunk-parallel form on the
+// JavaScript executor against the float64 truth (relative RMSE <= 1e-5, decay gradients at their
+// natural scale) and against the recurrent schedule; the walk bit for bit the chunk-parallel form
+// (the same products and sums in the same order), on the executor and on native. On native the
+// outputs are bit for bit the executor's (the same kernel IR; lane loops are the scalar loops'
+// operations).
 // Compiling the C of a plan is most of a case's cost, and only K, V and the chunk make a new plan
 // (B, H and T are runtime sizes): each family's random cases share one kernel shape (SHAPES: tails
 // of K, V and the chunk against the micro tiles, together the paths of the lowering) and draw B,
@@ -30,9 +33,9 @@ const addon = cc ? loadNativeAddon() : { error: NO_COMPILER };
 const noNative = !cc ? NO_COMPILER : 'error' in addon ? addon.error : undefined;
 if (noNative) console.log(`[chunk-cpu] native skipped: ${noNative}`);
 
-function planOf(fn: CheckedFn, c: Pick<Case, 'K' | 'V' | 'chunk'>, backward: boolean, form: Form): Plan {
+function planOf(fn: CheckedFn, c: Pick<Case, 'K' | 'V' | 'chunk'>, backward: boolean, form: Form | 'walk'): Plan {
   const constants = new Map(specialisedSizes(fn, backward).map((s) => [s, s === 'K' ? c.K : c.V] as const));
-  const sched = form === 'chunkwise' ? makeSchedule(form, c.chunk, { chunkParallel: true, dense: 'blocked' }) : makeSchedule(form, c.chunk);
+  const sched = form === 'chunkwise' ? makeSchedule(form, c.chunk, { chunkParallel: true, dense: 'blocked' }) : form === 'walk' ? makeSchedule('chunkwise', c.chunk, { dense: 'blocked' }) : makeSchedule(form, c.chunk);
   return compilePlan(fn, sched, { backward, constants });
 }
 
@@ -46,26 +49,30 @@ async function checkCase(f: Family, c: Case, onNative: boolean): Promise<string[
   for (const backward of [false, true]) {
     const inputs = backward ? new Map([...r.inputs, ...r.ref.ups]) : r.inputs;
     const want = backward ? r.ref.grads : r.ref.outs;
-    const p = planOf(fn, c, backward, 'chunkwise');
+    const p = planOf(fn, c, backward, 'chunkwise'), w = planOf(fn, c, backward, 'walk');
     if (!p.launches.some((l) => l.kernel.name.endsWith('_o') && l.kernel.workgroup[0] === 1)) problems.push(`${f.name}: the plan has no single-thread chunk-output kernel`);
-    const runs: [string, Out][] = [['cpu', runPlanCpu(p, inputs, { poison: NaN })]];
-    if (onNative) runs.push(['native', await runPlanNative(p, inputs, { poison: NaN })]);
+    if (!w.launches.some((l) => l.kernel.name.endsWith('_chunkwise') && l.kernel.workgroup[0] === 1)) problems.push(`${f.name}: the walk's plan has no single-thread chunkwise kernel`);
+    const par = runPlanCpu(p, inputs, { poison: NaN });
+    const runs: [string, Out][] = [['cpu walk', runPlanCpu(w, inputs, { poison: NaN })]];
+    if (onNative) runs.push(['native walk', await runPlanNative(w, inputs, { poison: NaN })]);
     const rec = runPlanCpu(planOf(fn, c, backward, 'recurrent'), inputs);
     const label = (t: string, name: string) => `${f.name} ${t} ${backward ? 'backward' : 'forward'} B=${c.B} H=${c.H} T=${c.T} K=${c.K} V=${c.V} chunk=${c.chunk} ${name}`;
-    for (const [t, got] of runs) for (const [name, w] of want) {
-      checkTensor(label(t, name), `${f.name} ${name}`, got.get(name), w, problems, worst, DECAY_GRADS.has(name) ? r.scale : undefined);
-      const e = relErr(got.get(name)!.data, rec.get(name)!.data);
+    for (const [name, want1] of want) {
+      checkTensor(label('cpu', name), `${f.name} ${name}`, par.get(name), want1, problems, worst, DECAY_GRADS.has(name) ? r.scale : undefined);
+      const e = relErr(par.get(name)!.data, rec.get(name)!.data);
       const den = DECAY_GRADS.has(name) && r.scale ? Math.max(e.rmsRef, Math.sqrt(r.scale.data.reduce((a, x) => a + x * x, 0) / r.scale.data.length)) : e.rmsRef;
       const rel = den > 0 ? e.rmsDiff / den : e.rmsDiff;
       worst.note(`${f.name} ${name} vs recurrent`, rel);
-      if (!(rel <= TOL)) problems.push(`${label(t, name)}: relative RMSE ${rel.toExponential(3)} against the recurrent schedule`);
+      if (!(rel <= TOL)) problems.push(`${label('cpu', name)}: relative RMSE ${rel.toExponential(3)} against the recurrent schedule`);
     }
-    if (runs.length === 2) {
-      for (const [name, w] of runs[0]![1]) {
-        const a = runs[1]![1].get(name)!.data, b = w.data;
+    // Bit for bit: the walk (executor, native) against the chunk-parallel form on the executor.
+    for (const [t, got] of runs) {
+      for (const [name, v] of par) {
+        const a = got.get(name)?.data, b = v.data;
+        if (!a) { problems.push(`${label(t, name)}: missing`); continue; }
         let n = 0;
         for (let i = 0; i < b.length; i++) if (!Object.is(a[i], b[i]) && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) n++;
-        if (n) problems.push(`${label('native', name)}: ${n} of ${b.length} elements differ from the executor's`);
+        if (n) problems.push(`${label(t, name)}: ${n} of ${b.length} elements differ from the chunk-parallel form's`);
       }
     }
   }
@@ -111,11 +118,13 @@ const edgeCase = (f: Family): Case[] => {
   return f.decay === 'gamma' ? [{ B: 1, H: 3, T: 2 * sh.chunk + 1, ...sh, gammas: [1, -0.7, 0], gate: 'uniform', data: 7, tKind: 'ragged' }] : [];
 };
 
-describe('the CPU chunk-parallel form (executor and native) vs the float64 truth and the recurrent schedule', () => {
-  test("native's defaults pick it for chunkwise contractions", () => {
+describe('the CPU chunkwise forms (chunk-parallel and walk; executor and native) vs the float64 truth, the recurrent schedule and each other', () => {
+  test("native's defaults pick the walk for chunkwise contractions, chunkParallel the three phases", () => {
     const fn = loadFn('retention', 'retention');
-    const p = compilePlan(fn, withTargetDefaults(makeSchedule('chunkwise', 64), 'native'), { constants: new Map([['K', 64], ['V', 64]]) });
-    expect(p.launches.map((l) => [l.kernel.name.replace(/^retention_0_chunkpar/, ''), l.kernel.workgroup[0]])).toEqual([['_h', 1], ['_scan', 1], ['_o', 1]]);
+    const names = (chunkParallel: boolean) => compilePlan(fn, withTargetDefaults(makeSchedule('chunkwise', 64, chunkParallel ? { chunkParallel } : {}), 'native'), { constants: new Map([['K', 64], ['V', 64]]) })
+      .launches.map((l) => [l.kernel.name.replace(/^retention_0_/, ''), l.kernel.workgroup[0]]);
+    expect(names(false)).toEqual([['chunkwise', 1]]);
+    expect(names(true)).toEqual([['chunkpar_h', 1], ['chunkpar_scan', 1], ['chunkpar_o', 1]]);
   });
   for (const f of FAMILIES) {
     test(`${f.name} K=${SHAPES[f.name]!.K} V=${SHAPES[f.name]!.V} chunk=${SHAPES[f.name]!.chunk}: random cases, forward and backward`, async () => {

@@ -1,6 +1,6 @@
 // The schedule's state tile (Schedule.tiles.state: the most state entries one thread keeps in the
-// recurrent, chunkwise and chunk-parallel forms) and native's retention defaults (chunk-parallel,
-// a whole key axis per thread): the record round-trips, bad values are errors, and every form at
+// recurrent, chunkwise and chunk-parallel forms) and native's retention defaults (the blocked walk
+// over chunks, not chunk-parallel; a whole key axis per thread): the record round-trips, bad values are errors, and every form at
 // a small and a large tile equals the float64 truth on the CPU executor (forward and backward;
 // order-1 decay gradients included, through gated retention) and on native where it runs.
 import { describe, expect, test } from 'vitest';
@@ -34,10 +34,12 @@ describe('the state tile in the schedule record', () => {
     expect([threads(1024), threads(), threads(16)]).toEqual([64, 64, 256]);
   });
 
-  test("native's defaults: chunk-parallel and a whole key axis per thread, unless the schedule says otherwise; other targets keep theirs", () => {
+  test("native's defaults: blocked products (the chunkwise walk, not chunk-parallel) and a whole key axis per thread, unless the schedule says otherwise; other targets keep theirs", () => {
     const base = makeSchedule('chunkwise', 64);
     const n = withTargetDefaults(base, 'native');
-    expect(n.chunkParallel).toBe(true);
+    expect(n.chunkParallel).toBeUndefined();
+    expect(n.dense).toBe('blocked');
+    expect(withTargetDefaults(makeSchedule('chunkwise', 64, { chunkParallel: true }), 'native').chunkParallel).toBe(true);
     expect(n.tiles.state).toBe(1024);
     expect(withTargetDefaults(makeSchedule('chunkwise', 64, { tiles: { cols: 64, state: 32 } }), 'native').tiles.state).toBe(32);
     for (const t of ['cpu', 'webgpu', 'cuda']) {

@@ -28,24 +28,24 @@ import { type ChunkStateLayout, stateAt } from './chunk-state.js';
 import { dimExpr, type ExprLowering, fold } from './expr.js';
 
 /** Lanes per vector (16: one AVX-512 register of f32; the native printer's widest lane loop). */
-const W = 16;
+export const W = 16;
 /** Rows per micro tile. */
-const MR = 8;
+export const MR = 8;
 /** Keys per scan workgroup. */
 const SCAN_KEYS = 8;
 
-const up = (n: number, m: number): number => Math.ceil(n / m) * m;
-type Fresh = (p: string) => string;
-const freshSupply = (): Fresh => { let n = 0; return (p) => `${p}${n++}_`; };
+export const up = (n: number, m: number): number => Math.ceil(n / m) * m;
+export type Fresh = (p: string) => string;
+export const freshSupply = (): Fresh => { let n = 0; return (p) => `${p}${n++}_`; };
 
 /** One summed range of a micro tile: A's value of row i at k (a scalar), B's lane-0 index of vector c at k. */
-interface Seg { k: string; lo: KExpr; hi: KExpr; a: (i: number, k: KExpr) => KExpr; b: (c: number, k: KExpr) => [string, KExpr] }
+export interface Seg { k: string; lo: KExpr; hi: KExpr; a: (i: number, k: KExpr) => KExpr; b: (c: number, k: KExpr) => [string, KExpr] }
 
 /**
  * MR x (NV W) accumulators from 0, each segment's products added in k order (acc + a b, rounded
  * each time), then `epi(i, c, v, acc)`: a store of lane v of vector c of row i, in one lane loop.
  */
-function microTile(f: Fresh, NV: number, segs: Seg[], epi: (i: number, c: number, v: KExpr, acc: KExpr) => KStmt): KStmt[] {
+export function microTile(f: Fresh, NV: number, segs: Seg[], epi: (i: number, c: number, v: KExpr, acc: KExpr) => KStmt): KStmt[] {
   const acc = f('acc'), bv = f('bv');
   const lanes = (make: (v: KExpr) => KStmt[]): KStmt => { const v = f('v'); return K.loop(v, K.i32(0), K.i32(W), make(K.v(v))); };
   const accAt = (i: number, c: number, v: KExpr): KExpr => fold(K.add(K.i32((i * NV + c) * W), v));
@@ -65,16 +65,16 @@ function microTile(f: Fresh, NV: number, segs: Seg[], epi: (i: number, c: number
 }
 
 /** for name in [lo, hi) step: body (the loop variable as an expression). */
-function loopOf(out: KStmt[], f: Fresh, p: string, lo: KExpr, hi: KExpr, make: (i: KExpr, body: KStmt[]) => void, step = 1): void {
+export function loopOf(out: KStmt[], f: Fresh, p: string, lo: KExpr, hi: KExpr, make: (i: KExpr, body: KStmt[]) => void, step = 1): void {
   const n = f(p), body: KStmt[] = [];
   out.push(K.loop(n, lo, hi, body, step));
   make(K.v(n), body);
 }
 
-const declI = (out: KStmt[], f: Fresh, p: string, e: KExpr): KExpr => { const n = f(p); out.push(K.decl(n, 'i32', fold(e))); return K.v(n); };
-const declF = (out: KStmt[], f: Fresh, p: string, e: KExpr): KExpr => { const n = f(p); out.push(K.decl(n, 'f32', e)); return K.v(n, 'f32'); };
-const min = (a: KExpr, b: KExpr): KExpr => K.bin('min', a, b);
-const NCof = (T: KExpr, C: number): KExpr => fold(K.div(K.add(T, K.i32(C - 1)), K.i32(C)));
+export const declI = (out: KStmt[], f: Fresh, p: string, e: KExpr): KExpr => { const n = f(p); out.push(K.decl(n, 'i32', fold(e))); return K.v(n); };
+export const declF = (out: KStmt[], f: Fresh, p: string, e: KExpr): KExpr => { const n = f(p); out.push(K.decl(n, 'f32', e)); return K.v(n, 'f32'); };
+export const min = (a: KExpr, b: KExpr): KExpr => K.bin('min', a, b);
+export const NCof = (T: KExpr, C: number): KExpr => fold(K.div(K.add(T, K.i32(C - 1)), K.i32(C)));
 
 /**
  * For decays fixed per batch entry (a function of the distance only): their lambdas declared once
@@ -91,8 +91,8 @@ function distanceTable(x: ScanCtx, f: Fresh, out: KStmt[], name: string, n: numb
 }
 
 /** Shapes of a contraction's operands in the CPU form. */
-interface Dims { C: number; Kc: number; Vc: number; R: number; RK: number; NV: number; NR: number; Vp: number }
-function dimsOf(lay: ChunkStateLayout): Dims {
+export interface Dims { C: number; Kc: number; Vc: number; R: number; RK: number; NV: number; NR: number; Vp: number }
+export function dimsOf(lay: ChunkStateLayout): Dims {
   const NV = lay.Vc > W ? 2 : 1;
   return { C: lay.C, Kc: lay.Kc, Vc: lay.Vc, R: lay.R, RK: lay.R * lay.Kc, NV, NR: NV * W, Vp: up(lay.Vc, NV * W) };
 }
@@ -133,7 +133,7 @@ function storeTile(f: Fresh, d: Dims, out: KStmt[], r0: KExpr, rows: KExpr, j0: 
   });
 }
 
-const kernelOf = (name: string, grid: [KExpr, KExpr, KExpr], shared: KShared[], body: KStmt[]): Kernel =>
+export const kernelOf = (name: string, grid: [KExpr, KExpr, KExpr], shared: KShared[], body: KStmt[]): Kernel =>
   ({ name, workgroup: [1, 1, 1], grid, buffers: [], scalars: [], shared, body });
 
 /** Phase (a): H_c of every chunk, a workgroup per (batch entry, chunk). */
@@ -171,6 +171,25 @@ export function lowerChunkStatesCpu(name: string, s: IrStmt, c: Contraction, L: 
   return kernelOf(name, [K.i32(1), nb, NCof(x.T, d.C)], shared, body);
 }
 
+/**
+ * The carry w(end_c, end_{c-1}) of the chunk [c0, c0 + len) (pl, pe: the positions of its last
+ * step and of the previous chunk's), with the accurate exp (it compounds over T / C chunks): a
+ * variable declared into `chunk`, 0 for the first chunk.
+ */
+export function chunkCarry(x: ScanCtx, f: Fresh, chunk: KStmt[], ci: KExpr, c0: KExpr, len: KExpr, pl: KExpr, pe: KExpr): KExpr {
+  const carryN = f('carry');
+  chunk.push(K.decl(carryN, 'f32', K.f32(0)));
+  const carry: KStmt[] = [];
+  chunk.push(K.iff(K.bin('>', ci, K.i32(0)), carry));
+  const parts: KExpr[] = [];
+  x.c.decay.forEach((term, k) => {
+    if (term.kind === 'gated' && term.step) parts.push(kahan(x, term.step, f(`g${k}`), c0, len, carry, []));
+    else parts.push(exponent({ ...x, c: { ...x.c, decay: [term] } }, pl, pe, carry));
+  });
+  carry.push(K.assign(carryN, weightFrom(x, pl, pe, () => parts.reduce((a, b) => K.add(a, b)), carry, (e) => accurateExp(e, carry, f('dx')))));
+  return K.v(carryN, 'f32');
+}
+
 /** Phase (b): the scan over chunk states, a workgroup per (batch entry, SCAN_KEYS keys); E_c over H_c in place. */
 export function lowerChunkScanCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
   const f = freshSupply();
@@ -190,18 +209,7 @@ export function lowerChunkScanCpu(name: string, s: IrStmt, c: Contraction, L: Ex
     const len = declI(chunk, f, 'len', min(K.i32(C), K.sub(x.T, c0)));
     const pe = declI(chunk, f, 'pe', posOf(x, K.sub(c0, K.i32(1))));
     const pl = declI(chunk, f, 'pl', posOf(x, K.add(c0, K.sub(len, K.i32(1)))));
-    // The carry w(end_c, end_{c-1}) with the accurate exp (it compounds over T / C chunks); 0 before the first chunk.
-    const carryN = f('carry');
-    chunk.push(K.decl(carryN, 'f32', K.f32(0)));
-    const carry: KStmt[] = [];
-    chunk.push(K.iff(K.bin('>', ci, K.i32(0)), carry));
-    const parts: KExpr[] = [];
-    x.c.decay.forEach((term, k) => {
-      if (term.kind === 'gated' && term.step) parts.push(kahan(x, term.step, f(`g${k}`), c0, len, carry, []));
-      else parts.push(exponent({ ...x, c: { ...c, decay: [term] } }, pl, pe, carry));
-    });
-    carry.push(K.assign(carryN, weightFrom(x, pl, pe, () => parts.reduce((a, b) => K.add(a, b)), carry, (e) => accurateExp(e, carry, f('dx')))));
-    const cw = K.v(carryN, 'f32');
+    const cw = chunkCarry(x, f, chunk, ci, c0, len, pl, pe);
     const dist = d.R === 2 ? declF(chunk, f, 'dd', distance(x, pl, pe)) : undefined;
     loopOf(chunk, f, 'ii', K.i32(0), nk, (ii, bk) => {
       const gi = declI(bk, f, 'gi', K.add(gk0, ii));
@@ -227,47 +235,68 @@ export function lowerChunkScanCpu(name: string, s: IrStmt, c: Contraction, L: Ex
   return kernelOf(name, [K.i32(NKT), nb, K.i32(1)], shared, body);
 }
 
-/** Phase (c): every chunk's outputs, a workgroup per (batch entry, chunk). */
-export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
-  const f = freshSupply();
-  const d = dimsOf(lay);
-  const C = d.C, Cr = up(C, MR), Cp = up(C, W);
-  const body: KStmt[] = [K.comment(`chunk outputs (blocked for CPUs): scores ${C} x ${C} over ${d.Kc}, outputs over ${C} + ${d.RK}; micro ${MR}x${W} and ${MR}x${d.NR}, lanes ${W}`)];
-  const { batch, nb } = batchOf(c, L, body);
-  const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
-  const { ci, len, at, shared } = chunkOf(x, C, body, f);
-  const pe = declI(body, f, 'pe', at(K.i32(-1)));
-  const strictLo = c.strict ? 1 : 0;
-  // The decay of scores: for decays fixed per batch entry a table by distance, Dt[(Cr - 1) - m + m2]
-  // = w over m - m2 steps (times m - m2 for order 1; 0 where m2 is not before m), else one entry per pair.
-  const byDistance = c.decay.every((t) => t.kind === 'fixed');
-  let dAt: (row: KExpr, col: KExpr) => KExpr;
-  if (byDistance) {
-    shared.push(distanceTable(x, f, body, 'Wt', Cr + 1));
-    loopOf(body, f, 'di', K.i32(0), K.i32(Cr + Cp - 1), (e, b) => {
-      const dd = declI(b, f, 'dd', K.sub(K.i32(Cr - 1), e));
-      b.push(K.store('Dt', e, K.f32(0)));
+/** The decay of scores in a chunk as the table Dt, and where entry (row, col) of it lies. */
+export interface ScoreDecay { shared: KShared[]; dAt: (row: KExpr, col: KExpr) => KExpr }
+
+/**
+ * For decays fixed per batch entry, a table by distance (built once per workgroup): Wt (Cr + 1
+ * distances) and Dt[(Cr - 1) - m + m2] = w over m - m2 steps (times m - m2 for order 1; 0 where m2
+ * is not before m).
+ */
+export function scoreDecayByDistance(x: ScanCtx, f: Fresh, body: KStmt[], C: number): ScoreDecay {
+  const Cr = up(C, MR), Cp = up(C, W);
+  const shared = [distanceTable(x, f, body, 'Wt', Cr + 1)];
+  loopOf(body, f, 'di', K.i32(0), K.i32(Cr + Cp - 1), (e, b) => {
+    const dd = declI(b, f, 'dd', K.sub(K.i32(Cr - 1), e));
+    b.push(K.store('Dt', e, K.f32(0)));
+    const put: KStmt[] = [];
+    b.push(K.iff(K.bin('>=', dd, K.i32(x.c.strict ? 1 : 0)), put));
+    const w = K.load('Wt', dd);
+    put.push(K.store('Dt', e, x.c.order === 1 ? K.mul(w, K.cast(dd, 'f32')) : w));
+  });
+  shared.push({ name: 'Dt', type: 'f32', size: Cr + Cp - 1 });
+  return { shared, dAt: (row, col) => K.add(K.sub(K.i32(Cr - 1), row), col) };
+}
+
+/** Otherwise one entry per pair of the chunk's steps (built per chunk): Dt[m Cp + m2]. */
+export function scoreDecayByPair(x: ScanCtx, f: Fresh, body: KStmt[], C: number, len: KExpr, at: (m: KExpr) => KExpr): ScoreDecay {
+  const Cr = up(C, MR), Cp = up(C, W), c = x.c;
+  loopOf(body, f, 'dm', K.i32(0), K.i32(Cr), (m, b) => {
+    loopOf(b, f, 'dn', K.i32(0), K.i32(Cp), (m2, b2) => {
+      b2.push(K.store('Dt', K.add(K.mul(m, K.i32(Cp)), m2), K.f32(0)));
       const put: KStmt[] = [];
-      b.push(K.iff(K.bin('>=', dd, K.i32(strictLo)), put));
-      const w = K.load('Wt', dd);
-      put.push(K.store('Dt', e, c.order === 1 ? K.mul(w, K.cast(dd, 'f32')) : w));
+      b2.push(K.iff(K.and(K.and(K.lt(m, len), K.lt(m2, len)), K.bin(c.strict ? '<' : '<=', m2, m)), put));
+      const pm = declI(put, f, 'pm', at(m)), pm2 = declI(put, f, 'pn', at(m2));
+      const w = weight(x, pm, pm2, put, [m, m2]);
+      put.push(K.store('Dt', K.add(K.mul(m, K.i32(Cp)), m2), c.order === 1 ? K.mul(w, distance(x, pm, pm2)) : w));
     });
-    shared.push({ name: 'Dt', type: 'f32', size: Cr + Cp - 1 });
-    dAt = (row, col) => K.add(K.sub(K.i32(Cr - 1), row), col);
-  } else {
-    loopOf(body, f, 'dm', K.i32(0), K.i32(Cr), (m, b) => {
-      loopOf(b, f, 'dn', K.i32(0), K.i32(Cp), (m2, b2) => {
-        b2.push(K.store('Dt', K.add(K.mul(m, K.i32(Cp)), m2), K.f32(0)));
-        const put: KStmt[] = [];
-        b2.push(K.iff(K.and(K.and(K.lt(m, len), K.lt(m2, len)), K.bin(c.strict ? '<' : '<=', m2, m)), put));
-        const pm = declI(put, f, 'pm', at(m)), pm2 = declI(put, f, 'pn', at(m2));
-        const w = weight(x, pm, pm2, put, [m, m2]);
-        put.push(K.store('Dt', K.add(K.mul(m, K.i32(Cp)), m2), c.order === 1 ? K.mul(w, distance(x, pm, pm2)) : w));
-      });
-    });
-    shared.push({ name: 'Dt', type: 'f32', size: Cr * Cp });
-    dAt = (row, col) => K.add(K.mul(row, K.i32(Cp)), col);
-  }
+  });
+  return { shared: [{ name: 'Dt', type: 'f32', size: Cr * Cp }], dAt: (row, col) => K.add(K.mul(row, K.i32(Cp)), col) };
+}
+
+/** One chunk of a contraction, for chunkOutputs. */
+export interface ChunkAt {
+  ci: KExpr;
+  len: KExpr;
+  /** The position of scan step m of the chunk, and of the previous chunk's last (pe). */
+  at: (m: KExpr) => KExpr;
+  pe: KExpr;
+  byDistance: boolean;
+  decay: ScoreDecay;
+  /**
+   * Where the carried state E_c's row k (of R K), column j lies; `prepare` runs first, after the
+   * first chunk only; `shared`: workgroup arrays it needs.
+   */
+  state: { at: (k: KExpr, j: KExpr) => [string, KExpr]; prepare?: (out: KStmt[]) => void; shared?: KShared[] };
+}
+
+/**
+ * A chunk's outputs into the statement's target: scores P = (A B^T) * D over the lower triangle,
+ * then [P | A'] [Cv ; E_c]. Packs Ap, Bt and Cv (which the caller may read afterwards); returns the
+ * workgroup arrays it uses.
+ */
+export function chunkOutputs(x: ScanCtx, d: Dims, f: Fresh, body: KStmt[], q: ChunkAt): KShared[] {
+  const C = d.C, Cr = up(C, MR), Cp = up(C, W), { ci, len, at, pe } = q, { L, s, c, batch } = x;
   // Packed operands: Ap[m][i] = a[m, i] (rows zero to Cr), Bt[i][m2] = b[m2, i] (columns zero to Cp), Cv[m2][j].
   loopOf(body, f, 'pm', K.i32(0), len, (m, b) => {
     const p = declI(b, f, 'pp', at(m));
@@ -279,22 +308,17 @@ export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L:
   loopOf(body, f, 'zm', len, K.i32(Cr), (m, b) => loopOf(b, f, 'zi', K.i32(0), K.i32(d.Kc), (i, bi) => bi.push(K.store('Ap', K.add(K.mul(m, K.i32(d.Kc)), i), K.f32(0)))));
   loopOf(body, f, 'zi', K.i32(0), K.i32(d.Kc), (i, b) => loopOf(b, f, 'zm', len, K.i32(Cp), (m, bm) => bm.push(K.store('Bt', K.add(K.mul(i, K.i32(Cp)), m), K.f32(0)))));
   packValues(x, d, f, body, len, at, 'Cv');
-  // The cross term's operands after the first chunk: Ep = E_c (R K x V, columns zero to Vp) and
-  // A'[m][r K + i] = a[m, i] w(m, end_{c-1}) (times the distance to end_{c-1} for r = 0 in order 1).
+  // The cross term's operand after the first chunk: A'[m][r K + i] = a[m, i] w(m, end_{c-1})
+  // (times the distance to end_{c-1} for r = 0 in order 1).
   const nE = declI(body, f, 'nE', K.select(K.bin('>', ci, K.i32(0)), K.i32(d.RK), K.i32(0)));
   const cross: KStmt[] = [];
   body.push(K.iff(K.bin('>', ci, K.i32(0)), cross));
-  // E_c is read where it lies when its rows hold whole vectors, else packed with zero columns.
-  const packE = d.Vp > d.Vc;
-  if (packE) loopOf(cross, f, 'ei', K.i32(0), K.i32(d.RK), (i, b) => {
-    loopOf(b, f, 'ej', K.i32(0), K.i32(d.Vc), (j, bj) => bj.push(K.store('Ep', K.add(K.mul(i, K.i32(d.Vp)), j), K.load(buf, stateAt(lay, x.T, ci, 0, i, j)))));
-    if (d.Vp > d.Vc) loopOf(b, f, 'ez', K.i32(d.Vc), K.i32(d.Vp), (j, bj) => bj.push(K.store('Ep', K.add(K.mul(i, K.i32(d.Vp)), j), K.f32(0))));
-  });
+  q.state.prepare?.(cross);
   loopOf(cross, f, 'am', K.i32(0), K.i32(Cr), (m, b) => {
     const live: KStmt[] = [], dead: KStmt[] = [];
     b.push(K.iff(K.lt(m, len), live, dead));
     const pm = declI(live, f, 'pm', at(m));
-    const wr = declF(live, f, 'wr', byDistance ? K.load('Wt', K.add(m, K.i32(1))) : weight(x, pm, pe, live, [m, K.i32(-1)]));
+    const wr = declF(live, f, 'wr', q.byDistance ? K.load('Wt', K.add(m, K.i32(1))) : weight(x, pm, pe, live, [m, K.i32(-1)]));
     const ws = d.R === 2 ? [declF(live, f, 'wr', K.mul(wr, distance(x, pm, pe))), wr] : [wr];
     loopOf(live, f, 'ai', K.i32(0), K.i32(d.Kc), (i, bi) => ws.forEach((w, r) => bi.push(K.store('A2', K.add(K.mul(m, K.i32(d.RK)), K.add(K.i32(r * d.Kc), i)), K.mul(K.load('Ap', K.add(K.mul(m, K.i32(d.Kc)), i)), w)))));
     loopOf(dead, f, 'az', K.i32(0), K.i32(d.RK), (i, bi) => bi.push(K.store('A2', K.add(K.mul(m, K.i32(d.RK)), i), K.f32(0))));
@@ -308,13 +332,13 @@ export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L:
       const seg: Seg = { k: f('i'), lo: K.i32(0), hi: K.i32(d.Kc), a: (i, k) => K.load('Ap', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.Kc)), k)), b: (_, k) => ['Bt', K.add(K.mul(k, K.i32(Cp)), n0)] };
       bn.push(...microTile(f, 1, [seg], (i, _, v, acc) => {
         const row = K.add(r0, K.i32(i));
-        return K.store('P', K.add(K.add(K.mul(row, K.i32(Cp)), n0), v), K.mul(acc, K.load('Dt', K.add(dAt(row, n0), v))));
+        return K.store('P', K.add(K.add(K.mul(row, K.i32(Cp)), n0), v), K.mul(acc, K.load('Dt', K.add(q.decay.dAt(row, n0), v))));
       }));
     }, W);
-    // Outputs: [P | A'] [Cv ; Ep], the scores' columns up to the block's last row, then the state's rows.
+    // Outputs: [P | A'] [Cv ; E_c], the scores' columns up to the block's last row, then the state's rows.
     loopOf(blk, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
       const intra: Seg = { k: f('m'), lo: K.i32(0), hi: min(len, K.add(r0, K.i32(MR))), a: (i, k) => K.load('P', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(Cp)), k)), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
-      const carried: Seg = { k: f('e'), lo: K.i32(0), hi: nE, a: (i, k) => K.load('A2', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.RK)), k)), b: (cc, k) => (packE ? ['Ep', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] : [buf, stateAt(lay, x.T, ci, 0, k, K.add(j0, K.i32(cc * W)))]) };
+      const carried: Seg = { k: f('e'), lo: K.i32(0), hi: nE, a: (i, k) => K.load('A2', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.RK)), k)), b: (cc, k) => q.state.at(k, K.add(j0, K.i32(cc * W))) };
       bj.push(...microTile(f, d.NV, [intra, carried], (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc)));
       storeTile(f, d, bj, r0, len, j0, 'Ot', (row, b) => {
         const p = declI(b, f, 'op', at(row));
@@ -322,10 +346,37 @@ export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L:
       });
     }, d.NR);
   }, MR);
-  shared.push(
+  return [
     { name: 'Ap', type: 'f32', size: Cr * d.Kc }, { name: 'Bt', type: 'f32', size: d.Kc * Cp }, { name: 'P', type: 'f32', size: Cr * Cp },
-    { name: 'Cv', type: 'f32', size: C * d.Vp }, ...(packE ? [{ name: 'Ep', type: 'f32' as const, size: d.RK * d.Vp }] : []), { name: 'A2', type: 'f32', size: Cr * d.RK },
-    { name: 'Ot', type: 'f32', size: MR * d.NR },
-  );
+    { name: 'Cv', type: 'f32', size: C * d.Vp }, ...(q.state.shared ?? []), { name: 'A2', type: 'f32', size: Cr * d.RK }, { name: 'Ot', type: 'f32', size: MR * d.NR },
+  ];
+}
+
+/** Phase (c): every chunk's outputs, a workgroup per (batch entry, chunk). */
+export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
+  const f = freshSupply();
+  const d = dimsOf(lay);
+  const C = d.C;
+  const body: KStmt[] = [K.comment(`chunk outputs (blocked for CPUs): scores ${C} x ${C} over ${d.Kc}, outputs over ${C} + ${d.RK}; micro ${MR}x${W} and ${MR}x${d.NR}, lanes ${W}`)];
+  const { batch, nb } = batchOf(c, L, body);
+  const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
+  const { ci, len, at, shared } = chunkOf(x, C, body, f);
+  const pe = declI(body, f, 'pe', at(K.i32(-1)));
+  const byDistance = c.decay.every((t) => t.kind === 'fixed');
+  const decay = byDistance ? scoreDecayByDistance(x, f, body, C) : scoreDecayByPair(x, f, body, C, len, at);
+  shared.push(...decay.shared);
+  // E_c is read where it lies when its rows hold whole vectors, else packed with zero columns.
+  const packE = d.Vp > d.Vc;
+  const state: ChunkAt['state'] = packE
+    ? {
+        at: (k, j) => ['Ep', K.add(K.mul(k, K.i32(d.Vp)), j)],
+        prepare: (cross) => loopOf(cross, f, 'ei', K.i32(0), K.i32(d.RK), (i, b) => {
+          loopOf(b, f, 'ej', K.i32(0), K.i32(d.Vc), (j, bj) => bj.push(K.store('Ep', K.add(K.mul(i, K.i32(d.Vp)), j), K.load(buf, stateAt(lay, x.T, ci, 0, i, j)))));
+          loopOf(b, f, 'ez', K.i32(d.Vc), K.i32(d.Vp), (j, bj) => bj.push(K.store('Ep', K.add(K.mul(i, K.i32(d.Vp)), j), K.f32(0))));
+        }),
+        shared: [{ name: 'Ep', type: 'f32', size: d.RK * d.Vp }],
+      }
+    : { at: (k, j) => [buf, stateAt(lay, x.T, ci, 0, k, j)] };
+  shared.push(...chunkOutputs(x, d, f, body, { ci, len, at, pe, byDistance, decay, state }));
   return kernelOf(name, [K.i32(1), nb, NCof(x.T, C)], shared, body);
 }
