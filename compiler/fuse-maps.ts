@@ -22,6 +22,7 @@
 import type { ReduceVar } from '../dsl/checked.js';
 import { deq, type Dim, devaluate, dimSymbols } from '../dsl/dims.js';
 import type { Contraction } from './analysis.js';
+import { type Constants, inExtent } from './index-range.js';
 import { type IrFn, type IrStmt, type Node, type ReduceArg, rebuild, substIndex, usedVars, walk, withSrc } from './ir.js';
 
 export interface FuseOptions {
@@ -64,40 +65,9 @@ function usesOf(s: IrStmt, id: string): Use[] {
   return out;
 }
 
-/** The integer range of an index expression, when known: [lo, hi] numerically. */
-function rangeOf(e: Node, extents: ReadonlyMap<string, Dim>, constants: ReadonlyMap<string, number>): [number, number] | undefined {
-  if (e.op === 'const') return e.dtype === 'int' && Number.isInteger(e.arg) ? [e.arg as number, e.arg as number] : undefined;
-  if (e.op === 'size') { const x = devaluate(e.arg as Dim, constants); return x === undefined ? undefined : [x, x]; }
-  if (e.op === 'index') {
-    const d = extents.get(e.arg as string);
-    const x = d && devaluate(d, constants);
-    return x !== undefined && x >= 1 ? [0, x - 1] : undefined;
-  }
-  if (e.op !== 'binary' || e.dtype !== 'int') return undefined;
-  const a = rangeOf(e.src[0]!, extents, constants), b = rangeOf(e.src[1]!, extents, constants);
-  if (!a || !b) return undefined;
-  const k = b[0] === b[1] && b[0] > 0 ? b[0] : undefined;
-  switch (e.arg) {
-    case '+': return [a[0] + b[0], a[1] + b[1]];
-    case '-': return [a[0] - b[1], a[1] - b[0]];
-    case '*': return a[0] >= 0 && b[0] >= 0 ? [a[0] * b[0], a[1] * b[1]] : undefined;
-    // Floor division and modulo (the tensor IR's), by a positive constant.
-    case '//': return k ? [Math.floor(a[0] / k), Math.floor(a[1] / k)] : undefined;
-    case '%': return k ? (a[0] >= 0 && a[1] < k ? a : [0, k - 1]) : undefined;
-    default: return undefined;
-  }
-}
-
 /** Whether index expression `e` (over `scope`) stays inside a dimension of extent `d`. */
-function inDim(e: Node, d: Dim, scope: readonly ReduceVar[], constants: ReadonlyMap<string, number>): boolean {
-  if (e.op === 'index') {
-    const v = scope.find((x) => x.name === e.arg);
-    if (v && deq(v.extent, d)) return true;
-  }
-  const n = devaluate(d, constants);
-  const r = n === undefined ? undefined : rangeOf(e, new Map(scope.map((v) => [v.name, v.extent] as const)), constants);
-  return n !== undefined && r !== undefined && r[0] >= 0 && r[1] < n;
-}
+const inDim = (e: Node, d: Dim, scope: readonly ReduceVar[], constants: Constants): boolean =>
+  inExtent(e, new Map(scope.map((v) => [v.name, v.extent] as const)), d, constants);
 
 /** Whether the product of extents `a` is at most that of `b` at every guess for the run-time sizes. */
 function atMost(a: readonly Dim[], b: readonly Dim[], constants: ReadonlyMap<string, number>): boolean {

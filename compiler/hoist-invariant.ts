@@ -18,6 +18,7 @@
 // tables are f32 whatever the schedule's storage dtype.
 import type { CVar, ReduceVar } from '../dsl/checked.js';
 import { dconst, type Dim, devaluate, dimSymbols } from '../dsl/dims.js';
+import { inExtent } from './index-range.js';
 import { dimKey, freeIndices, idx, type IrFn, type IrStmt, ld, type Node, rebuild, type ReduceArg, substIndex, usedVars, walk, withSrc } from './ir.js';
 import { match, type Pat } from './rewrite.js';
 
@@ -121,30 +122,6 @@ function mergeDuplicates(f: IrFn, opts: HoistOptions): { fn: IrFn; merged: Map<s
 
 interface Atom { node: Node; name: string; extent: Dim }
 
-/** The integer range of an index expression, given index extents, when it is known. */
-function rangeOf(e: Node, extents: ReadonlyMap<string, Dim>, constants: ReadonlyMap<string, number>): [number, number] | undefined {
-  if (e.op === 'const') return e.dtype === 'int' && Number.isInteger(e.arg) ? [e.arg as number, e.arg as number] : undefined;
-  if (e.op === 'size') { const x = devaluate(e.arg as Dim, constants); return x === undefined ? undefined : [x, x]; }
-  if (e.op === 'index') {
-    const d = extents.get(e.arg as string);
-    const x = d && devaluate(d, constants);
-    return x !== undefined && x >= 1 ? [0, x - 1] : undefined;
-  }
-  if (e.op !== 'binary' || e.dtype !== 'int') return undefined;
-  const a = rangeOf(e.src[0]!, extents, constants), b = rangeOf(e.src[1]!, extents, constants);
-  if (!a || !b) return undefined;
-  const k = b[0] === b[1] && b[0] > 0 ? b[0] : undefined;
-  switch (e.arg) {
-    case '+': return [a[0] + b[0], a[1] + b[1]];
-    case '-': return [a[0] - b[1], a[1] - b[0]];
-    case '*': return a[0] >= 0 && b[0] >= 0 ? [a[0] * b[0], a[1] * b[1]] : undefined;
-    // Floor division and modulo (the tensor IR's), by a positive constant.
-    case '//': return k ? [Math.floor(a[0] / k), Math.floor(a[1] / k)] : undefined;
-    case '%': return k ? (a[0] >= 0 && a[1] < k ? a : [0, k - 1]) : undefined;
-    default: return undefined;
-  }
-}
-
 const hasLoad = (n: Node): boolean => { let r = false; walk(n, (m) => { if (m.op === 'load') r = true; }); return r; };
 const hasReduce = (n: Node): boolean => { let r = false; walk(n, (m) => { if (m.op === 'reduce') r = true; }); return r; };
 
@@ -165,8 +142,9 @@ function atomsOf(n: Node, free: ReadonlySet<string>, extents: ReadonlyMap<string
       if (x.op === 'index' || composite.has(x.id) || x.dtype !== 'int' || hasLoad(x)) return;
       const fv = freeIndices(x);
       if (fv.size === 0 || [...fv].some((v) => bound.has(v) || !free.has(v))) return;
-      const ext = devaluate(shape[k]!, constants), r = rangeOf(x, extents, constants);
-      if (ext !== undefined && r && r[0] >= 0 && r[1] < ext) composite.set(x.id, dconst(ext));
+      // The table's dimension is the loaded one's, as a number.
+      const ext = devaluate(shape[k]!, constants);
+      if (ext !== undefined && inExtent(x, extents, dconst(ext), constants)) composite.set(x.id, dconst(ext));
     });
   });
   // An index read outside the composite ones makes those that read it plain indices too.

@@ -1,79 +1,19 @@
-// Ranges of integer index expressions, for the one-hot elimination (compiler/onehot.ts): which
-// guards of an inverted index hold by the extents, and index arithmetic folded once an index is
-// substituted ((u*64 + j) // 64 is u where 0 <= j < 64). Bounds are inclusive size polynomials;
-// sizes are never negative, so a polynomial whose coefficients are all >= 0 is >= 0 (the only
-// comparison made: sound for every value of the sizes, never complete).
-import { type Dim, constValue, dadd, dconst, ddiv, deq, dmul, dsub, isConst } from '../dsl/dims.js';
+// Index arithmetic for the one-hot elimination (compiler/onehot.ts): which guards of an inverted
+// index hold by the extents, and index arithmetic folded once an index is substituted
+// ((u*64 + j) // 64 is u where 0 <= j < 64). The ranges are compiler/index-range.ts's, shared
+// with map fusion and hoisting; they are re-exported here for the elimination's callers.
+import { type Dim, constValue, dconst, ddiv, deq, dmul, isConst } from '../dsl/dims.js';
+import { inExtent, type Scope } from './index-range.js';
 import { binary, cnst, dimKey, type Node, size } from './ir.js';
 import { type Pat, type Rule, SIMPLIFY, rewriteToFixpoint } from './rewrite.js';
 
-/** Extents of the index variables in scope (statement indices and enclosing sums). */
-export type Scope = ReadonlyMap<string, Dim>;
+export { bounds, proven, type Scope } from './index-range.js';
 
-export interface Bounds { lo: Dim; hi: Dim }
-
-/** a <= b for every (non-negative) value of the sizes, as far as the coefficients show. */
-export function dle(a: Dim, b: Dim): boolean {
-  for (const v of dsub(b, a).values()) if (v < 0) return false;
-  return true;
-}
-
-const point = (d: Dim): Bounds => ({ lo: d, hi: d });
 /** The integer an int node is: a constant, or a size that is a number (a model's `e // dh`). */
 export function constOf(n: Node): number | undefined {
   if (n.op === 'const') return n.dtype === 'int' && Number.isInteger(n.arg) ? (n.arg as number) : undefined;
   if (n.op === 'size') return isConst(n.arg as Dim) ? constValue(n.arg as Dim) : undefined;
   return undefined;
-}
-
-/** Inclusive bounds of an int expression over the scope's ranges, or undefined where unknown. */
-export function bounds(n: Node, scope: Scope): Bounds | undefined {
-  if (n.dtype !== 'int') return undefined;
-  switch (n.op) {
-    case 'const': return constOf(n) === undefined ? undefined : point(dconst(constOf(n)!));
-    case 'size': return point(n.arg as Dim);
-    case 'index': {
-      const e = scope.get(n.arg as string);
-      return e ? { lo: dconst(0), hi: dsub(e, dconst(1)) } : undefined;
-    }
-    case 'unary': {
-      if (n.arg !== 'neg') return undefined;
-      const a = bounds(n.src[0]!, scope);
-      return a && { lo: dmul(a.hi, dconst(-1)), hi: dmul(a.lo, dconst(-1)) };
-    }
-    case 'binary': {
-      const [x, y] = n.src as [Node, Node];
-      const k = constOf(y);
-      if ((n.arg === '//' || n.arg === '%') && (k === undefined || k <= 0)) return undefined;
-      const a = bounds(x, scope);
-      if (n.arg === '%') return a && dle(dconst(0), a.lo) && dle(a.hi, dconst(k! - 1)) ? a : { lo: dconst(0), hi: dconst(k! - 1) };
-      if (!a) return undefined;
-      if (n.arg === '//') return isConst(a.lo) && isConst(a.hi) ? { lo: dconst(Math.floor(constValue(a.lo) / k!)), hi: dconst(Math.floor(constValue(a.hi) / k!)) } : undefined;
-      const b = bounds(y, scope);
-      if (!b) return undefined;
-      switch (n.arg) {
-        case '+': return { lo: dadd(a.lo, b.lo), hi: dadd(a.hi, b.hi) };
-        case '-': return { lo: dsub(a.lo, b.hi), hi: dsub(a.hi, b.lo) };
-        case '*': {
-          for (const [p, q] of [[a, b], [b, a]] as const) {
-            if (!isConst(q.lo) || !isConst(q.hi) || constValue(q.lo) !== constValue(q.hi)) continue;
-            const c = dconst(constValue(q.lo));
-            return constValue(q.lo) >= 0 ? { lo: dmul(p.lo, c), hi: dmul(p.hi, c) } : { lo: dmul(p.hi, c), hi: dmul(p.lo, c) };
-          }
-          const zero = dconst(0);
-          return dle(zero, a.lo) && dle(zero, b.lo) ? { lo: dmul(a.lo, b.lo), hi: dmul(a.hi, b.hi) } : undefined;
-        }
-        default: return undefined;
-      }
-    }
-    default: return undefined;
-  }
-}
-
-/** `lo <= x < hi` proven from the scope (either side undefined: not asked). */
-export function proven(x: Node, scope: Scope, lo?: Dim, hi?: Dim): { lo: boolean; hi: boolean } {
-  const b = bounds(x, scope);
-  return { lo: lo === undefined || (b !== undefined && dle(lo, b.lo)), hi: hi === undefined || (b !== undefined && dle(b.hi, dsub(hi, dconst(1)))) };
 }
 
 /** A size polynomial as an int node. */
@@ -111,7 +51,7 @@ export function indexRules(scope: Scope, positive: ReadonlySet<string> = new Set
   const K = (name: string): Pat => ({ name, pred: (n) => divisorOf(n, positive) !== undefined });
   const times = (x: string, c: string): Pat => bin('*', I(x), K(c), true);
   const same = (m: Record<string, Node>, a: string, b: string): boolean => deq(divisorOf(m[a]!, positive)!, divisorOf(m[b]!, positive)!);
-  const small = (y: Node, c: Node): boolean => { const p = proven(y, scope, dconst(0), divisorOf(c, positive)); return p.lo && p.hi; };
+  const small = (y: Node, c: Node): boolean => inExtent(y, scope, divisorOf(c, positive)!);
   return [
     [bin('//', times('x', 'c'), K('d')), (m) => (same(m, 'c', 'd') ? m.x : undefined)],
     [bin('%', times('x', 'c'), K('d')), (m) => (same(m, 'c', 'd') ? cnst(0, 'int') : undefined)],
