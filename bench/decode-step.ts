@@ -2,10 +2,12 @@
 // token at a time, runtime/generate/generate.ts) timed alone: random weights, a chunkwise stateful
 // prefill of --prompt bytes, then --steps decode steps (greedy: the argmax of each step's logits is
 // the next token), --runs times over. Reports the median and minimum ms per step, wall and process
-// CPU (process.cpuUsage, user + system) per step, the step's launches and distinct kernels, and
-// with --profile the per kernel time per step (runtime/native setNativeProfile, one profile per
-// step of the last run: the median over the steps of each kernel's time in a step, which a step
-// preempted by another process does not move, beside the mean). --generate also runs generate() itself as the demo does (temperature 0.8,
+// CPU (process.cpuUsage, user + system) per step, the mean, p90 and max step, the GC pauses in the
+// loop, the step's launches and distinct kernels, and with --profile the per kernel time per step
+// (runtime/native setNativeProfile, one profile per step of the last run: the median over the steps
+// of each kernel's time in a step, which a step preempted by another process does not move, beside
+// the mean). --sample draws the next token as the demo does (temperature 0.8, top-k 40) and times
+// the draw apart. --generate also runs generate() itself as the demo calls it (temperature 0.8,
 // top-k 40, --steps + 1 tokens) alternating with greedy generate(), and prints their decode
 // tokens/s: what the demo reports (sampling included) and what it would be with an argmax.
 // Written to run unchanged in an older checkout too (A/B: git archive REV | tar -x -C DIR).
