@@ -4,6 +4,7 @@
 // is prefilled (parallel, chunkwise, recurrent) and equal the argmax of one full parallel
 // forward over prompt + continuation at every position; byte tokens back to text across
 // multi-byte characters. On the cpu target, and on native when a C compiler is there.
+import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { findCompiler, NO_COMPILER } from '../targets/native/compile.js';
 import { loadNativeAddon } from '../runtime/native/addon.js';
@@ -40,6 +41,14 @@ describe('sampler', () => {
     for (const bad of [{ temperature: -1 }, { temperature: NaN }, { temperature: 1, topP: 0 }, { temperature: 1, topP: 1.5 }, { temperature: 1, topK: 1.5 }]) {
       expect(() => candidates(logits, bad)).toThrow(RangeError);
     }
+  });
+
+  test('top-k by one pass of selection is the full sort\'s first k, ties (many equal logits) included', () => {
+    const logit = fc.oneof(fc.integer({ min: -3, max: 3 }), fc.double({ min: -50, max: 50, noNaN: true }));
+    fc.assert(fc.property(fc.array(logit, { minLength: 1, maxLength: 300 }), fc.integer({ min: 1, max: 320 }), (xs, k) => {
+      const order = xs.map((_, i) => i).sort((a, b) => xs[b]! - xs[a]! || a - b);
+      expect(candidates(xs, { temperature: 1, topK: k }).ids).toEqual(order.slice(0, Math.min(k, xs.length)));
+    }), { seed: 9, numRuns: 300 });
   });
 
   test('a tiny temperature is greedy without overflow; huge logits are safe', () => {
