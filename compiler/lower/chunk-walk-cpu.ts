@@ -15,14 +15,14 @@ import * as K from '../kir.js';
 import type { Kernel, KExpr, KShared, KStmt } from '../kir.js';
 import { chunkCarry, chunkOutputs, declF, declI, dimsOf, freshSupply, kernelOf, loopOf, microTile, min, MR, NCof, scoreDecayByDistance, scoreDecayByPair, type Seg, up, W } from './chunk-cpu.js';
 import { chunkStateLayout } from './chunk-state.js';
-import { batchOf, distance, localGates, posOf, type ScanCtx, weight } from './contraction-common.js';
+import { batchOf, distance, factor, localGates, posOf, type ScanCtx, weight } from './contraction-common.js';
 import { dimExpr, type ExprLowering, fold } from './expr.js';
 
 /** A chunkwise contraction at chunk C as one kernel walking each batch entry's chunks. */
 export function lowerChunkWalkCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, C: number): Kernel {
   const f = freshSupply();
   const d = dimsOf(chunkStateLayout(name, c, L, C));
-  const Cp = up(C, W), RKr = up(d.RK, MR);
+  const RKr = up(d.RK, MR);
   const body: KStmt[] = [K.comment(`chunkwise walk (blocked for CPUs): chunks of ${C}, state ${d.RK} x ${d.Vc} in workgroup memory; micro ${MR}x${W} and ${MR}x${d.NR}, lanes ${W}`)];
   const { batch, nb } = batchOf(c, L, body);
   const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
@@ -42,15 +42,16 @@ export function lowerChunkWalkCpu(name: string, s: IrStmt, c: Contraction, L: Ex
     const decay = fixed ?? scoreDecayByPair(x, f, chunk, C, len, at);
     if (!fixed) shared.push(...decay.shared);
     shared.push(...chunkOutputs(x, d, f, chunk, { ci, len, at, pe, byDistance, decay, state: { at: (k, j) => ['Ss', sAt(k, j)] } }));
-    // H_c = Bw^T Cv with Bw[m][r K + i] = b[m, i] w(end, m) (times the distance for S1), b from
-    // the packed Bt; rows zero to RKr.
+    // H_c = Bw^T Cv with Bw[m][r K + i] = b[m, i] w(end, m) (times the distance for S1); rows zero
+    // to RKr. b is read again where it lies (just packed, so cached), not from Bt: a row of it is
+    // contiguous there, a column of Bt is strided (that loop was an eighth of the kernel's time).
     const pl = declI(chunk, f, 'pl', at(K.sub(len, K.i32(1))));
     loopOf(chunk, f, 'bm', K.i32(0), len, (m, b) => {
       const q = declI(b, f, 'bq', at(m));
       const w = declF(b, f, 'sw', byDistance ? K.load('Wt', K.sub(K.sub(len, K.i32(1)), m)) : weight(x, pl, q, b, [K.sub(len, K.i32(1)), m]));
       const ws = d.R === 2 ? [w, declF(b, f, 'sw', K.mul(w, distance(x, pl, q)))] : [w];
       loopOf(b, f, 'bi', K.i32(0), K.i32(d.Kc), (i, bi) => {
-        const bv = declF(bi, f, 'bk', K.load('Bt', K.add(K.mul(i, K.i32(Cp)), m)));
+        const bv = declF(bi, f, 'bk', factor(x, 'b', q, i, bi));
         ws.forEach((wr, r) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), K.add(K.i32(r * d.Kc), i)), K.mul(bv, wr))));
       });
       if (RKr > d.RK) loopOf(b, f, 'bz', K.i32(d.RK), K.i32(RKr), (i, bi) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), i), K.f32(0))));
