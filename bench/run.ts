@@ -32,6 +32,7 @@ import { devaluate } from '../dsl/dims.js';
 import { deviceError, EXEC_TARGETS, openTarget, runnerOf, type TargetExec, withTargetDefaults } from '../runtime/targets.js';
 import { type HostValue, type ModelState, type PlanExec, runModelPlan } from '../runtime/model-runner.js';
 import { runModelBackward } from '../runtime/model-backward.js';
+import { peerCoreType } from './peer-blas.js';
 import { barPlot, linePlot, type Series } from './plot.js';
 
 // ---- targets ----------------------------------------------------------------------------------
@@ -403,12 +404,16 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
     const env = { ...process.env };
     delete env['OPENBLAS_CORETYPE'];
     delete env['OPENBLAS_L2_SIZE'];
-    log(`peer: ${o.python} bench/peer_torch.py (${peerCases.length} cases; OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset)`);
+    // Where OpenBLAS does not know this CPU it falls back to SSE3 kernels (bench/peer-blas.ts).
+    const fix = peerCoreType(o.python, env);
+    if (fix) env['OPENBLAS_CORETYPE'] = fix.core;
+    log(`peer: ${o.python} bench/peer_torch.py (${peerCases.length} cases; ${fix ? `OPENBLAS_CORETYPE=${fix.core}: OpenBLAS detected ${fix.detected} (its fallback) on a CPU with the vector units for ${fix.core}` : 'OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset'})`);
     const t0 = performance.now();
     // Its progress lines go to the terminal as they come (the quick run keeps them for an error).
     const r = spawnSync(o.python, [path.join(ROOT, 'bench', 'peer_torch.py'), spec, outFile], { env, stdio: ['ignore', 'inherit', o.quick ? 'pipe' : 'inherit'], encoding: 'utf8', maxBuffer: 64 << 20 });
     const stderr = r.stderr ?? '';
     if (fs.existsSync(outFile)) peer = JSON.parse(fs.readFileSync(outFile, 'utf8')) as PeerOut;
+    if (fix && peer.available) peer.blas = `${peer.blas}, OPENBLAS_CORETYPE=${fix.core} (OpenBLAS detected ${fix.detected})`;
     else peer = { available: false, reason: r.error ? `cannot run ${o.python}: ${r.error.message}` : `the peer exited ${r.status} without results: ${stderr.trim().split('\n').pop() ?? ''}`, cases: {} };
     log(peer.available ? `peer: PyTorch ${peer.torch}, ${peer.threads} thread(s), ${peer.blas}; ${((performance.now() - t0) / 1000).toFixed(1)} s` : `peer: skipped: ${peer.reason}`);
   }
