@@ -412,9 +412,10 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
     // Its progress lines go to the terminal as they come (the quick run keeps them for an error).
     const r = spawnSync(o.python, [path.join(ROOT, 'bench', 'peer_torch.py'), spec, outFile], { env, stdio: ['ignore', 'inherit', o.quick ? 'pipe' : 'inherit'], encoding: 'utf8', maxBuffer: 64 << 20 });
     const stderr = r.stderr ?? '';
-    if (fs.existsSync(outFile)) peer = JSON.parse(fs.readFileSync(outFile, 'utf8')) as PeerOut;
-    if (fix && peer.available) peer.blas = `${peer.blas}, OPENBLAS_CORETYPE=${fix.core} (OpenBLAS detected ${fix.detected})`;
-    else peer = { available: false, reason: r.error ? `cannot run ${o.python}: ${r.error.message}` : `the peer exited ${r.status} without results: ${stderr.trim().split('\n').pop() ?? ''}`, cases: {} };
+    if (fs.existsSync(outFile)) {
+      peer = JSON.parse(fs.readFileSync(outFile, 'utf8')) as PeerOut;
+      if (fix && peer.available) peer.blas = `${peer.blas}, OPENBLAS_CORETYPE=${fix.core} (OpenBLAS detected ${fix.detected})`;
+    } else peer = { available: false, reason: r.error ? `cannot run ${o.python}: ${r.error.message}` : `the peer exited ${r.status} without results: ${stderr.trim().split('\n').pop() ?? ''}`, cases: {} };
     log(peer.available ? `peer: PyTorch ${peer.torch}, ${peer.threads} thread(s), ${peer.blas}; ${((performance.now() - t0) / 1000).toFixed(1)} s` : `peer: skipped: ${peer.reason}`);
   }
   const peerResult = (id: string): Result | undefined => {
