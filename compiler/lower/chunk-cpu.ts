@@ -136,6 +136,34 @@ function storeTile(f: Fresh, d: Dims, out: KStmt[], r0: KExpr, rows: KExpr, j0: 
 export const kernelOf = (name: string, grid: [KExpr, KExpr, KExpr], shared: KShared[], body: KStmt[]): Kernel =>
   ({ name, workgroup: [1, 1, 1], grid, buffers: [], scalars: [], shared, body });
 
+/**
+ * H = Bw^T Cv over a chunk's steps (Cv packed), Bw[m][r K + i] = b[m, i] w(end, m) (times the
+ * distance for S1), rows zero to RKr; as micro tiles of rows i0.., columns j0.., each given to
+ * `store` (the micro tile's epilogue, and what follows it). Returns Bw's declaration.
+ */
+export function chunkStateProduct(x: ScanCtx, d: Dims, f: Fresh, body: KStmt[], q: { len: KExpr; at: (m: KExpr) => KExpr; pl: KExpr; byDistance: boolean },
+  store: { epi: (i0: KExpr, j0: KExpr) => (i: number, c: number, v: KExpr, acc: KExpr) => KStmt; after?: (i0: KExpr, j0: KExpr, out: KStmt[]) => void }): KShared {
+  const { len, at, pl } = q, RKr = up(d.RK, MR);
+  loopOf(body, f, 'pm', K.i32(0), len, (m, b) => {
+    const p = declI(b, f, 'pq', at(m));
+    const w = declF(b, f, 'sw', q.byDistance ? K.load('Wt', K.sub(K.sub(len, K.i32(1)), m)) : weight(x, pl, p, b, [K.sub(len, K.i32(1)), m]));
+    const ws = d.R === 2 ? [w, declF(b, f, 'sw', K.mul(w, distance(x, pl, p)))] : [w];
+    loopOf(b, f, 'pi', K.i32(0), K.i32(d.Kc), (i, bi) => {
+      const bv = declF(bi, f, 'bk', factor(x, 'b', p, i, bi));
+      ws.forEach((wr, r) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), K.add(K.i32(r * d.Kc), i)), K.mul(bv, wr))));
+    });
+    if (RKr > d.RK) loopOf(b, f, 'pz', K.i32(d.RK), K.i32(RKr), (i, bi) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), i), K.f32(0))));
+  });
+  loopOf(body, f, 'i0', K.i32(0), K.i32(d.RK), (i0, bi) => {
+    loopOf(bi, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
+      const seg: Seg = { k: f('m'), lo: K.i32(0), hi: len, a: (i, k) => K.load('Bw', K.add(K.mul(k, K.i32(RKr)), K.add(i0, K.i32(i)))), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
+      bj.push(...microTile(f, d.NV, [seg], store.epi(i0, j0)));
+      store.after?.(i0, j0, bj);
+    }, d.NR);
+  }, MR);
+  return { name: 'Bw', type: 'f32', size: d.C * RKr };
+}
+
 /** Phase (a): H_c of every chunk, a workgroup per (batch entry, chunk). */
 export function lowerChunkStatesCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
   const f = freshSupply();
@@ -144,30 +172,15 @@ export function lowerChunkStatesCpu(name: string, s: IrStmt, c: Contraction, L: 
   const { batch, nb } = batchOf(c, L, body);
   const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
   const { ci, len, at, shared } = chunkOf(x, d.C, body, f);
-  const RKr = up(d.RK, MR);
   const pl = declI(body, f, 'pl', at(K.sub(len, K.i32(1))));
   const byDistance = c.decay.every((t) => t.kind === 'fixed');
   if (byDistance) shared.push(distanceTable(x, f, body, 'Wt', d.C));
-  // Bw[m][r K + i] = b[m, i] w(end, m) (times the distance for S1), zero rows to RKr.
-  loopOf(body, f, 'pm', K.i32(0), len, (m, b) => {
-    const q = declI(b, f, 'pq', at(m));
-    const w = declF(b, f, 'sw', byDistance ? K.load('Wt', K.sub(K.sub(len, K.i32(1)), m)) : weight(x, pl, q, b, [K.sub(len, K.i32(1)), m]));
-    const ws = d.R === 2 ? [w, declF(b, f, 'sw', K.mul(w, distance(x, pl, q)))] : [w];
-    loopOf(b, f, 'pi', K.i32(0), K.i32(d.Kc), (i, bi) => {
-      const bv = declF(bi, f, 'bk', factor(x, 'b', q, i, bi));
-      ws.forEach((wr, r) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), K.add(K.i32(r * d.Kc), i)), K.mul(bv, wr))));
-    });
-    if (RKr > d.RK) loopOf(b, f, 'pz', K.i32(d.RK), K.i32(RKr), (i, bi) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), i), K.f32(0))));
-  });
   packValues(x, d, f, body, len, at, 'Cv');
-  loopOf(body, f, 'i0', K.i32(0), K.i32(d.RK), (i0, bi) => {
-    loopOf(bi, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
-      const seg: Seg = { k: f('m'), lo: K.i32(0), hi: len, a: (i, k) => K.load('Bw', K.add(K.mul(k, K.i32(RKr)), K.add(i0, K.i32(i)))), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
-      bj.push(...microTile(f, d.NV, [seg], (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc)));
-      storeTile(f, d, bj, i0, K.i32(d.RK), j0, 'Ot', (row) => (col, value) => K.store(buf, stateAt(lay, x.T, ci, 0, row, col), value));
-    }, d.NR);
-  }, MR);
-  shared.push({ name: 'Bw', type: 'f32', size: d.C * RKr }, { name: 'Cv', type: 'f32', size: d.C * d.Vp }, { name: 'Ot', type: 'f32', size: MR * d.NR });
+  shared.push(chunkStateProduct(x, d, f, body, { len, at, pl, byDistance }, {
+    epi: () => (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc),
+    after: (i0, j0, bj) => storeTile(f, d, bj, i0, K.i32(d.RK), j0, 'Ot', (row) => (col, value) => K.store(buf, stateAt(lay, x.T, ci, 0, row, col), value)),
+  }));
+  shared.push({ name: 'Cv', type: 'f32', size: d.C * d.Vp }, { name: 'Ot', type: 'f32', size: MR * d.NR });
   return kernelOf(name, [K.i32(1), nb, NCof(x.T, d.C)], shared, body);
 }
 

@@ -13,9 +13,9 @@ import type { Contraction } from '../analysis.js';
 import type { IrStmt } from '../ir.js';
 import * as K from '../kir.js';
 import type { Kernel, KExpr, KShared, KStmt } from '../kir.js';
-import { chunkCarry, chunkOutputs, declF, declI, dimsOf, freshSupply, kernelOf, loopOf, microTile, min, MR, NCof, scoreDecayByDistance, scoreDecayByPair, type Seg, up, W } from './chunk-cpu.js';
+import { chunkCarry, chunkOutputs, chunkStateProduct, declF, declI, dimsOf, freshSupply, kernelOf, loopOf, min, MR, NCof, scoreDecayByDistance, scoreDecayByPair, up, W } from './chunk-cpu.js';
 import { chunkStateLayout } from './chunk-state.js';
-import { batchOf, distance, factor, localGates, posOf, type ScanCtx, weight } from './contraction-common.js';
+import { batchOf, distance, localGates, posOf, type ScanCtx } from './contraction-common.js';
 import { dimExpr, type ExprLowering, fold } from './expr.js';
 
 /** A chunkwise contraction at chunk C as one kernel walking each batch entry's chunks. */
@@ -42,26 +42,9 @@ export function lowerChunkWalkCpu(name: string, s: IrStmt, c: Contraction, L: Ex
     const decay = fixed ?? scoreDecayByPair(x, f, chunk, C, len, at);
     if (!fixed) shared.push(...decay.shared);
     shared.push(...chunkOutputs(x, d, f, chunk, { ci, len, at, pe, byDistance, decay, state: { at: (k, j) => ['Ss', sAt(k, j)] } }));
-    // H_c = Bw^T Cv with Bw[m][r K + i] = b[m, i] w(end, m) (times the distance for S1); rows zero
-    // to RKr. b is read again where it lies (just packed, so cached), not from Bt: a row of it is
-    // contiguous there, a column of Bt is strided (that loop was an eighth of the kernel's time).
+    // H_c into Hn (b read again where it lies, just packed and so cached: its rows are contiguous there).
     const pl = declI(chunk, f, 'pl', at(K.sub(len, K.i32(1))));
-    loopOf(chunk, f, 'bm', K.i32(0), len, (m, b) => {
-      const q = declI(b, f, 'bq', at(m));
-      const w = declF(b, f, 'sw', byDistance ? K.load('Wt', K.sub(K.sub(len, K.i32(1)), m)) : weight(x, pl, q, b, [K.sub(len, K.i32(1)), m]));
-      const ws = d.R === 2 ? [w, declF(b, f, 'sw', K.mul(w, distance(x, pl, q)))] : [w];
-      loopOf(b, f, 'bi', K.i32(0), K.i32(d.Kc), (i, bi) => {
-        const bv = declF(bi, f, 'bk', factor(x, 'b', q, i, bi));
-        ws.forEach((wr, r) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), K.add(K.i32(r * d.Kc), i)), K.mul(bv, wr))));
-      });
-      if (RKr > d.RK) loopOf(b, f, 'bz', K.i32(d.RK), K.i32(RKr), (i, bi) => bi.push(K.store('Bw', K.add(K.mul(m, K.i32(RKr)), i), K.f32(0))));
-    });
-    loopOf(chunk, f, 'i0', K.i32(0), K.i32(d.RK), (i0, bi) => {
-      loopOf(bi, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
-        const seg: Seg = { k: f('m'), lo: K.i32(0), hi: len, a: (i, k) => K.load('Bw', K.add(K.mul(k, K.i32(RKr)), K.add(i0, K.i32(i)))), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
-        bj.push(...microTile(f, d.NV, [seg], (i, cc, v, acc) => K.store('Hn', fold(K.add(sAt(K.add(i0, K.i32(i)), j0), K.add(K.i32(cc * W), v))), acc)));
-      }, d.NR);
-    }, MR);
+    shared.push(chunkStateProduct(x, d, f, chunk, { len, at, pl, byDistance }, { epi: (i0, j0) => (i, cc, v, acc) => K.store('Hn', fold(K.add(sAt(K.add(i0, K.i32(i)), j0), K.add(K.i32(cc * W), v))), acc) }));
     // S1 <- carry (S1 + d S) + H1; S <- carry S + H0, lane loops over whole rows (the padding stays 0).
     const cw = chunkCarry(x, f, chunk, ci, c0, len, pl, pe);
     const dist = d.R === 2 ? declF(chunk, f, 'dd', distance(x, pl, pe)) : undefined;
@@ -76,6 +59,6 @@ export function lowerChunkWalkCpu(name: string, s: IrStmt, c: Contraction, L: Ex
       }, W);
     });
   });
-  shared.push({ name: 'Ss', type: 'f32', size: d.RK * d.Vp }, { name: 'Bw', type: 'f32', size: C * RKr }, { name: 'Hn', type: 'f32', size: RKr * d.Vp });
+  shared.push({ name: 'Ss', type: 'f32', size: d.RK * d.Vp }, { name: 'Hn', type: 'f32', size: RKr * d.Vp });
   return kernelOf(name, [K.i32(1), nb, K.i32(1)], shared, body);
 }
