@@ -16,7 +16,7 @@ import { runPlanCpu } from '../runtime/plan-runner.js';
 import { type HostValue, runModelPlan } from '../runtime/model-runner.js';
 import { runPlanWebGPU } from '../runtime/webgpu/runner.js';
 import { acquireTestGpu, requireGpu } from './helpers/webgpu.js';
-import { assertProperty, fcSeed, prng, relErr, runsScale, seedFor, uniform } from './helpers/harness.js';
+import { assertProperty, f32Conditioning, fcSeed, prng, relErr, runsScale, seedFor, uniform } from './helpers/harness.js';
 
 const SEED = fcSeed('stateful');
 const TOL = 1e-5;
@@ -174,11 +174,16 @@ async function checkModelCase(c: ModelCase, exec: Exec): Promise<void> {
     expect(state!.t0).toBe(to);
   }
   const e = relErr(concatAxis(blocks, 1).data, whole.data);
-  if (!(e.rel <= TOL)) throw new Error(`retnet ${JSON.stringify(c)}: logits rel. RMSE ${e.rel.toExponential(2)} > ${TOL} (reproduce with FC_SEED=${SEED})`);
+  // The f32 plans meet TOL wherever the model itself allows it; where one f32 rounding of the
+  // weights already moves the float64 logits by more (the group norm at t = 0 when q.k is near
+  // 0: FC_SEED=1170603561), the bar is a multiple of that conditioning instead.
+  const cond = f32Conditioning(weights, whole.data, (w) => runModel(model, w, new Map([['tokens', tokens]])).get('logits')!.data, rand);
+  const bar = Math.max(TOL, 8 * cond);
+  if (!(e.rel <= bar)) throw new Error(`retnet ${JSON.stringify(c)}: logits rel. RMSE ${e.rel.toExponential(2)} > ${bar.toExponential(2)} (max of ${TOL} and 8x the f32 conditioning ${cond.toExponential(2)}; reproduce with FC_SEED=${SEED})`);
 }
 
 describe('stateful form of the whole RetNet', () => {
-  test(`prefill of a random prefix, then recurrent decoding token by token, equals one full forward (float64 interpreter, <= ${TOL})`, async () => {
+  test(`prefill of a random prefix, then recurrent decoding token by token, equals one full forward (f32 plans against the float64 interpreter, <= ${TOL} or 8x the f32 conditioning)`, async () => {
     await assertProperty(modelCase, (c) => checkModelCase(c, cpuExec), { seed: seedFor(SEED, 'retnet'), randomRuns: 8, examples: MODEL_EXAMPLES, timeLimitMs: 150_000 });
   }, 200_000);
 });

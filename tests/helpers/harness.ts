@@ -68,6 +68,22 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): Err {
   return { rel: rmsRef > 0 ? rmsDiff / rmsRef : rmsDiff, rmsDiff, rmsRef, maxAbs, at, nonFinite };
 }
 
+/**
+ * The float32 conditioning of a float64 reference: how far its result moves when every input is
+ * perturbed by one float32 rounding (relative 2^-24, random sign). An f32 implementation cannot
+ * get closer to the reference than that, whatever its quality, so a bar below it is noise: e.g. a
+ * RetNet's group norm at t = 0 sees o = (q.k) v and returns about sign(q.k) v / rms(v), which is
+ * steep where q.k is near 0. Bars then read max(bar, factor * conditioning): the f32 plans land at
+ * 0.5-2.5x of it; a wrong kernel still fails, since its error is not made of roundings.
+ */
+export function f32Conditioning(
+  inputs: ReadonlyMap<string, Value>, ref: Float64Array | ArrayLike<number>, run: (perturbed: Map<string, Value>) => ArrayLike<number>, rand: () => number,
+): number {
+  const perturbed = new Map<string, Value>();
+  for (const [name, v] of inputs) perturbed.set(name, { shape: v.shape, data: Float64Array.from(v.data, (x) => x * (1 + (rand() < 0.5 ? -1 : 1) * 2 ** -24)) });
+  return relErr(run(perturbed), ref).rel;
+}
+
 /** Multi-index of a flat position, for messages. */
 export function unflat(i: number, shape: readonly number[]): number[] {
   const out: number[] = [];
