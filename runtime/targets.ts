@@ -66,7 +66,9 @@ export interface Runner {
    * and key slices split a column over work-items that then cannot share a vector).
    * `chunk`: the chunkwise form's chunk where the schedule's is the default (Schedule.chunkDefault;
    * an explicit chunk is kept): webgpu 16, where lavapipe ran chunk 64 1.4-1.9x slower than
-   * chunk 16 (bench/chunkwise-webgpu.ts).
+   * chunk 16 (bench/chunkwise-webgpu.ts); native 32: chunkwise costs C(K+V) + 2KV multiply-adds
+   * per position against recurrent's 2KV, so at K = V = 64 chunk 64 does twice recurrent's work
+   * and ran no faster than it on one core, chunk 32 1.3x faster (bench/chunkwise-native.ts).
    */
   schedule?: { dense?: DenseMode; reduce?: ReduceMode; chunkParallel?: boolean; stateTile?: number; chunk?: number };
   available(): Promise<Availability>;
@@ -149,7 +151,7 @@ const native: Target = {
     about: 'C printed from kernel IR (targets/native), work-item loops, workgroups over all cores',
     compiler: 'the system C compiler (cc, gcc or clang; $RETNETC_CC)',
     errors: ['NativeRunError', 'NativeUnavailableError'], rank: 0,
-    schedule: { dense: 'blocked', stateTile: 1024 },
+    schedule: { dense: 'blocked', stateTile: 1024, chunk: 32 },
     available: nativeAvailable,
     open: () => ({ exec: async (plan, inputs) => (await import('./native/runner.js')).runPlanNative(plan, inputs as ReadonlyMap<string, Value>), release: async () => {} }),
   },

@@ -22,6 +22,7 @@
 //   abiVersion
 #include <napi.h>
 #include <dlfcn.h>
+#include <sys/mman.h>
 
 #include <atomic>
 #include <chrono>
@@ -173,6 +174,21 @@ void *viewData(const Napi::Value &v, int64_t *elements, const char *what) {
   return static_cast<unsigned char *>(t.ArrayBuffer().Data()) + t.ByteOffset();
 }
 
+// Large tensors are mostly fresh outputs (zero pages V8 has not touched): asking for
+// transparent huge pages over their 2 MiB-aligned interior lets the kernels that first write
+// them fault 2 MiB at a time instead of 4 KiB (on Linux with THP in 'madvise' mode; advice only,
+// pages already there are left as they are).
+void adviseHugePages(void *data, int64_t bytes) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t HUGE = uintptr_t{1} << 21;
+  if (bytes < static_cast<int64_t>(4 * HUGE)) return;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(data), from = (a + HUGE - 1) & ~(HUGE - 1), to = (a + static_cast<uintptr_t>(bytes)) & ~(HUGE - 1);
+  if (to > from) madvise(reinterpret_cast<void *>(from), to - from, MADV_HUGEPAGE);
+#else
+  (void)data; (void)bytes;
+#endif
+}
+
 Napi::Value Open(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "open(path)");
@@ -235,7 +251,10 @@ Napi::Value RunList(const Napi::CallbackInfo &info) {
   const uint32_t nt = arr.Length();
   std::vector<void *> ptrs(nt);
   std::vector<int64_t> lens(nt);
-  for (uint32_t i = 0; i < nt; i++) ptrs[i] = viewData(arr.Get(i), &lens[i], "a tensor");
+  for (uint32_t i = 0; i < nt; i++) {
+    ptrs[i] = viewData(arr.Get(i), &lens[i], "a tensor");
+    adviseHugePages(ptrs[i], static_cast<int64_t>(arr.Get(i).As<Napi::TypedArray>().ByteLength()));
+  }
   int64_t nc = 0, ne = 0, nm = 0;
   const int32_t *code = static_cast<const int32_t *>(viewData(info[1], &nc, "code"));
   int32_t *err = static_cast<int32_t *>(viewData(info[2], &ne, "err"));
