@@ -17,7 +17,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Plan } from '../compiler/plan.js';
-import type { DenseMode, ReduceMode, Schedule, StorageDtype } from '../compiler/schedule.js';
+import { DEFAULT_CHUNK, type DenseMode, type Form, type ReduceMode, type Schedule, type StorageDtype } from '../compiler/schedule.js';
 import type { Value } from '../dsl/reference/interpreter.js';
 import { PRINTERS, type Printer } from '../targets/emit.js';
 import type { TargetName } from '../targets/emitted.js';
@@ -248,6 +248,15 @@ export function withTargetDefaults(schedule: Schedule, target: string): Schedule
     out = d?.chunk && schedule.form === 'chunkwise' ? { ...rest, chunk: d.chunk, tiles: { ...rest.tiles, cols: rest.tiles.cols === rest.chunk ? d.chunk : rest.tiles.cols } } : rest;
   }
   return out;
+}
+
+/**
+ * The chunk a command uses on `target` when the user gives none: the target's own for the
+ * chunkwise form (withTargetDefaults), else DEFAULT_CHUNK (parallel's key tile too).
+ */
+export function targetChunk(target: string | undefined, form: Form): number {
+  const d = target === undefined ? undefined : targetNamed(target)?.run?.schedule?.chunk;
+  return form === 'chunkwise' && d ? d : DEFAULT_CHUNK;
 }
 
 /** The print spec of a printing target (its name is a TargetName of targets/emitted.ts). */

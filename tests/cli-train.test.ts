@@ -62,7 +62,7 @@ describe.skipIf(!!why)('retnetc train on native', { timeout: 600_000 }, () => {
     const r = await cli(['train', ...ARGS, '--steps', '60', '--out', whole], { timeoutMs: 500_000 });
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(/^training retnet tiny \(147,776 parameters\) on .*words\.txt .* with native \(.*\): 60 steps of 2 x 16 bytes, lr 0\.003, chunkwise chunk 64; checkpoints in /);
+    expect(r.stdout).toMatch(/^training retnet tiny \(147,776 parameters\) on .*words\.txt .* with native \(.*\): 60 steps of 2 x 16 bytes, lr 0\.003, chunkwise chunk 32; checkpoints in /);
     expect(r.stdout).toMatch(/^step +20\/60  loss \d\.\d{4}  val \d\.\d{4}  \S+ tokens\/s  lr \S+  eta \S+$/m);
     expect(r.stdout).toMatch(new RegExp(`^trained 60 steps \\(60 in all\\) in \\S+ on native \\(.*\\): loss \\d\\.\\d{3}, validation loss \\d\\.\\d{3} nats/byte, \\d+ tokens/s; checkpoint in ${escapeRe(whole)}, loss plot ${escapeRe(path.join(whole, 'loss.png'))}$`, 'm'));
     expect(readFileSync(path.join(whole, 'loss.svg'), 'utf8')).toMatch(/^<svg/);

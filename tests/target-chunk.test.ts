@@ -1,4 +1,4 @@
-// A target's own default chunk (runtime/targets.ts Runner.schedule.chunk: webgpu's 16) replaces
+// A target's own default chunk (runtime/targets.ts Runner.schedule.chunk: webgpu's 16, native's 32) replaces
 // the chunkwise chunk only where nobody chose one (Schedule.chunkDefault): an explicit chunk, from
 // makeSchedule, a schedule file, --chunk or a statement's choice, is always honoured, and a plan's
 // launches and a schedule file written from it state the chunk that was used. Lowering only: no device needed.
@@ -7,7 +7,7 @@ import { compilePlan } from '../compiler/plan.js';
 import { DEFAULT_CHUNK, makeSchedule, scheduleFromJson, scheduleKey, scheduleToJson, statementSchedule } from '../compiler/schedule.js';
 import { parseSchedule, SCHEDULE_OPTIONS } from '../runtime/cli/common.js';
 import { parseOptions } from '../runtime/cli/options.js';
-import { targetNamed, withTargetDefaults } from '../runtime/targets.js';
+import { targetChunk, targetNamed, withTargetDefaults } from '../runtime/targets.js';
 import { loadFn } from './helpers/harness.js';
 
 const webgpuChunk = targetNamed('webgpu')!.run!.schedule!.chunk!;
@@ -29,7 +29,8 @@ describe("a target's default chunk", () => {
     }
     // Other forms (parallel's tile), and targets without a default chunk, keep DEFAULT_CHUNK.
     expect(withTargetDefaults(makeSchedule('parallel'), 'webgpu').chunk).toBe(DEFAULT_CHUNK);
-    for (const t of ['cpu', 'native', 'cuda']) expect(withTargetDefaults(d, t).chunk).toBe(DEFAULT_CHUNK);
+    for (const t of ['cpu', 'cuda']) expect(withTargetDefaults(d, t).chunk).toBe(DEFAULT_CHUNK);
+    expect(withTargetDefaults(d, 'native').chunk).toBe(targetNamed('native')!.run!.schedule!.chunk);
     // The mark is not part of the key or the file: equal lowering, equal key.
     expect(scheduleKey(d)).toBe(scheduleKey(makeSchedule('chunkwise', DEFAULT_CHUNK)));
     expect(scheduleToJson(d)).not.toHaveProperty('chunkDefault');
@@ -46,6 +47,14 @@ describe("a target's default chunk", () => {
     expect(withTargetDefaults(cli(['--schedule', 'chunkwise']), 'webgpu').chunk).toBe(webgpuChunk);
     expect(withTargetDefaults(cli(['--schedule', 'chunkwise', '--chunk', '64']), 'webgpu').chunk).toBe(64);
     expect(statementSchedule(makeSchedule('chunkwise'), { chunk: 64 }).chunkDefault).toBeUndefined();
+  });
+
+  test('train, generate and logits take the same chunk without --chunk (targetChunk)', () => {
+    for (const t of ['cpu', 'native', 'webgpu', 'cuda']) {
+      expect(targetChunk(t, 'chunkwise')).toBe(withTargetDefaults(makeSchedule('chunkwise'), t).chunk);
+      expect(targetChunk(t, 'parallel')).toBe(DEFAULT_CHUNK);
+    }
+    expect([targetChunk('native', 'chunkwise'), targetChunk('webgpu', 'chunkwise'), targetChunk(undefined, 'chunkwise')]).toEqual([32, 16, DEFAULT_CHUNK]);
   });
 
   test("webgpu's plans lower with its chunk unless one is given", () => {

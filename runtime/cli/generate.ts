@@ -5,7 +5,7 @@
 // (bytes as UTF-8 text for byte-level checkpoints; token ids otherwise); prefill and decode
 // tokens/s go to stderr at the end (after a warm-up run of each plan, which compiles the kernels).
 import { ScheduleError } from '../../compiler/plan.js';
-import { DEFAULT_CHUNK, MAX_CHUNK } from '../../compiler/schedule.js';
+import { MAX_CHUNK } from '../../compiler/schedule.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
 import { type Mode, MODES } from '../exec.js';
 import { deviceError, EXEC_TARGETS } from '../targets.js';
@@ -74,7 +74,7 @@ export async function cmdGenerate(args: string[]): Promise<number> {
   const mode = modeText as Mode;
   const chunkText = str(o, 'chunk');
   if (chunkText !== undefined && mode === 'recurrent') throw new UsageError('--chunk does not apply to --mode recurrent: it prefills one token at a time (--chunk sets the chunk of chunkwise and the tile of parallel)');
-  const chunk = chunkText === undefined ? DEFAULT_CHUNK : parseInteger('--chunk', chunkText, 1, MAX_CHUNK);
+  const chunk = chunkText === undefined ? undefined : parseInteger('--chunk', chunkText, 1, MAX_CHUNK);
   const targetText = str(o, 'target');
   if (targetText !== undefined && !EXEC_TARGETS.includes(targetText)) throw new UsageError(`unknown target '${targetText}' (expected ${EXEC_TARGETS.join(', ')})${didYouMean(targetText, EXEC_TARGETS)}`);
 

@@ -4,10 +4,10 @@
 // directory of retnetc train is read as its model.safetensors.
 import * as path from 'node:path';
 import { ScheduleError } from '../../compiler/plan.js';
-import { DEFAULT_CHUNK, MAX_CHUNK } from '../../compiler/schedule.js';
+import { MAX_CHUNK } from '../../compiler/schedule.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
 import { type Mode, MODES, runModelMode } from '../exec.js';
-import { deviceError, EXEC_TARGETS, openTarget, targetNamed } from '../targets.js';
+import { deviceError, EXEC_TARGETS, openTarget, targetChunk, targetNamed } from '../targets.js';
 import { readSafetensorsFile, SafetensorsError, fromFloat64, writeSafetensorsFile } from '../io/safetensors.js';
 import { readCheckpoint } from './common.js';
 import { tokenProblem, tokensOf, TorchscaleError } from '../io/torchscale.js';
@@ -40,7 +40,7 @@ export async function cmdLogits(args: string[]): Promise<number> {
   if (!EXEC_TARGETS.includes(target)) throw new UsageError(`unknown target '${target}' (expected ${EXEC_TARGETS.join(', ')})${didYouMean(target, EXEC_TARGETS)}`);
   const chunkText = str(o, 'chunk');
   if (chunkText !== undefined && mode === 'recurrent') throw new UsageError('--chunk does not apply to --mode recurrent: it steps one token at a time (--chunk sets the chunk of chunkwise and the tile of parallel)');
-  const chunk = chunkText === undefined ? DEFAULT_CHUNK : parseInteger('--chunk', chunkText, 1, MAX_CHUNK);
+  const chunk = chunkText === undefined ? targetChunk(target, mode) : parseInteger('--chunk', chunkText, 1, MAX_CHUNK);
   const tokPath = str(o, 'tokens');
   for (const [opt, p] of [['--checkpoint', ckPath], ['--tokens', tokPath]] as const) {
     if (p !== undefined && sameFile(p, outPath)) throw new UsageError(`--out ${outPath} is the ${opt} file ${p}; writing it would destroy it (choose another --out)`);

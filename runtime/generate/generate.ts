@@ -9,7 +9,7 @@ import { DEFAULT_CHUNK, type DenseMode, makeSchedule } from '../../compiler/sche
 import type { Mode } from '../exec.js';
 import { type HostValue, type ModelState, type PlanExec, runModelPlan } from '../model-runner.js';
 import { bestTarget } from '../best-target.js';
-import { openTarget, targetNamed } from '../targets.js';
+import { openTarget, targetChunk, targetNamed } from '../targets.js';
 import { Rng } from '../train/rng.js';
 import { sampleToken, type SamplerOptions, samplerProblem } from './sampler.js';
 
@@ -32,7 +32,7 @@ export interface GenerateOptions {
   exec?: PlanExec;
   /** An executing target of runtime/targets.ts (default: defaultTarget()). */
   target?: string;
-  /** chunkwise's chunk, parallel's tile (default DEFAULT_CHUNK). */
+  /** chunkwise's chunk, parallel's tile (default: the target's, runtime/targets.ts targetChunk). */
   chunk?: number;
   /** Dense sums as maps or tiled products (default: the target's schedule default). */
   dense?: DenseMode;
@@ -102,7 +102,6 @@ export async function generate(opts: GenerateOptions, onToken?: (id: number) => 
   const bad = prompt.findIndex((t) => !(t >= 0 && t < vocab));
   if (bad >= 0) throw new GenerateError(`prompt token ${bad} is ${prompt[bad]}, outside the vocabulary [0, ${vocab})`);
   const mode = opts.mode ?? 'chunkwise';
-  const chunk = opts.chunk ?? DEFAULT_CHUNK;
 
   let exec = opts.exec;
   let release = async (): Promise<void> => {};
@@ -112,6 +111,7 @@ export async function generate(opts: GenerateOptions, onToken?: (id: number) => 
     ({ exec, release } = openTarget(target));
   }
   const dense = opts.dense ?? (target ? targetNamed(target)?.run?.schedule?.dense : undefined);
+  const chunk = opts.chunk ?? targetChunk(target, mode);
   const extra = dense ? { dense } : {};
   try {
     const step = compileModel(model, makeSchedule('recurrent', DEFAULT_CHUNK, extra), { stateful: true });

@@ -14,13 +14,13 @@ import * as path from 'node:path';
 import type { CheckedModel } from '../../dsl/checked.js';
 import { RunError } from '../../dsl/reference/interpreter.js';
 import { compileModelGrad, type ModelGrad } from '../../compiler/model-grad.js';
-import { DEFAULT_CHUNK, type Form, makeSchedule } from '../../compiler/schedule.js';
+import { type Form, makeSchedule } from '../../compiler/schedule.js';
 import { packagedProgram, instantiate } from '../io/torchscale.js';
 import type { HostValue, PlanExec } from '../model-runner.js';
 import { runModelPlan } from '../model-runner.js';
 import { runModelBackward } from '../model-backward.js';
 import { bestTarget } from '../best-target.js';
-import { openTarget, targetNamed, withTargetDefaults } from '../targets.js';
+import { openTarget, targetChunk, targetNamed, withTargetDefaults } from '../targets.js';
 import type { Tensor } from '../io/safetensors.js';
 import { type CheckpointIo, CheckpointWriteError, holdsCheckpoint, loadCheckpoint, realIo, saveCheckpoint, TRAINER_FORMAT, TRAINER_VERSION, type TrainerJson } from './checkpoint.js';
 import { type Batch, BatchSampler, BYTE_VOCAB, type Corpus, mobyDick, readCorpus, splitCorpus, validationBatches } from './data.js';
@@ -73,13 +73,14 @@ export type TrainOptions = Partial<RunDefinition> & Partial<RunControl> & {
 };
 
 /**
- * Defaults. lr NaN: defaultLr(size). warmup NaN: defaultWarmup(steps). On Moby Dick the tiny model
+ * Defaults. lr NaN: defaultLr(size). warmup NaN: defaultWarmup(steps). chunk NaN: the target's
+ * (runtime/targets.ts targetChunk: native 32, webgpu 16, else 64). On Moby Dick the tiny model
  * at B = 8, T = 256 reached validation loss 2.0 nats/byte after ~200 steps at lr 4e-3 (~250 at
  * 2e-3) and 1.74 after 600-800 steps.
  */
 export const DEFAULTS: RunDefinition & RunControl = {
   size: 'tiny', data: undefined, batch: 8, seq: 256, accum: 1, lr: NaN, warmup: NaN, lrFloor: 0.1, weightDecay: 0.1, seed: 0,
-  steps: 1000, schedule: 'chunkwise', chunk: DEFAULT_CHUNK, target: '', evalEvery: 100, saveEvery: 200,
+  steps: 1000, schedule: 'chunkwise', chunk: NaN, target: '', evalEvery: 100, saveEvery: 200,
 };
 
 export interface StepMetrics {
@@ -320,6 +321,7 @@ export async function train(given: TrainOptions, hooks: TrainHooks = {}): Promis
   if (Number.isNaN(o.warmup)) o.warmup = defaultWarmup(o.steps);
   if (Number.isNaN(o.lr)) o.lr = defaultLr(o.size);
   if (!o.target) o.target = await defaultTarget();
+  if (Number.isNaN(o.chunk)) o.chunk = targetChunk(o.target, o.schedule);
   checkNumbers(o);
   const startStep = resumed?.step ?? 0;
   if (resumed && o.steps <= startStep) throw new TrainError(`--resume ${given.resume}: the checkpoint is at step ${startStep} of ${saved!.control.steps}; give --steps above ${startStep} to train on`);
