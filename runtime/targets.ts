@@ -77,6 +77,8 @@ export interface Runner {
 
 export interface PrintSpec {
   printer: Printer;
+  /** The executing target that runs what it prints: `compile` takes that target's schedule defaults. */
+  runsOn?: string;
   /** Limit profiles its kernels are checked against; the first is the default, the last the roomiest. */
   limits: readonly LimitProfile[];
   /** Storage dtypes its language does not have, with why. */
@@ -204,17 +206,17 @@ const cuda: Target = {
       release: async () => {},
     }),
   },
-  print: { printer: PRINTERS.cuda, limits: ['sm_80', 'sm_90'] },
+  print: { printer: PRINTERS.cuda, limits: ['sm_80', 'sm_90'], runsOn: 'cuda' },
 };
 
 const wgsl: Target = {
   name: 'wgsl',
-  print: { printer: PRINTERS.wgsl, limits: ['default', 'lavapipe'], noDtype: { bf16: NO_BF16_IN_WGSL } },
+  print: { printer: PRINTERS.wgsl, limits: ['default', 'lavapipe'], noDtype: { bf16: NO_BF16_IN_WGSL }, runsOn: 'webgpu' },
 };
 
 const c: Target = {
   name: 'c',
-  print: { printer: PRINTERS.c, limits: ['cpu'] },
+  print: { printer: PRINTERS.c, limits: ['cpu'], runsOn: 'native' },
 };
 
 /** Every target, in the order they are listed. */

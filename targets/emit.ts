@@ -8,7 +8,7 @@ import { exprToString } from '../compiler/kir-print.js';
 import type { Kernel, KExpr, KHalf, KStorage } from '../compiler/kir.js';
 import type { Plan } from '../compiler/plan.js';
 import { planBuffers, tensorStorage } from '../compiler/plan.js';
-import type { Schedule } from '../compiler/schedule.js';
+import { type Schedule, scheduleToJson } from '../compiler/schedule.js';
 import { dimToString } from '../dsl/dims.js';
 import { printCuda } from './cuda/printer.js';
 import type { EmittedKernel, TargetName } from './emitted.js';
@@ -212,7 +212,7 @@ export function emitPlan(plan: Plan, target: TargetName): EmittedPlan {
   for (const l of plan.launches) for (const a of Object.values(l.scalars)) sizes.add(a);
 
   const manifest: PlanManifest = {
-    format: 'retnetc-plan', version: 1, target, fn: fn.name, schedule: plan.schedule,
+    format: 'retnetc-plan', version: 1, target, fn: fn.name, schedule: scheduleToJson(plan.schedule),
     constants: Object.fromEntries(plan.constants), sizes: [...sizes].sort(),
     inputs: fn.params.map((p) => p.v), outputs: fn.outputs.map((p) => p.v), tensors,
     kernels: [...byKernel].map(([k, e]) => ({

@@ -13,6 +13,10 @@ import { findCompiler, NO_COMPILER } from '../targets/native/compile.js';
 import type { PlanManifest } from '../targets/emit.js';
 import { acquireWebGPU, type AcquiredWebGPU, validateWGSL, WebGPUUnavailableError } from '../runtime/webgpu/device.js';
 import { cli, ensureBuilt, expectOk } from './helpers/cli.js';
+import { compilePlan } from '../compiler/plan.js';
+import { makeSchedule } from '../compiler/schedule.js';
+import { withTargetDefaults } from '../runtime/targets.js';
+import { loadFn } from './helpers/harness.js';
 
 const REQUIRE_WEBGPU = process.env['REQUIRE_WEBGPU'] === '1';
 
@@ -191,7 +195,7 @@ describe.concurrent('retnetc compile', { timeout: 120_000 }, () => {
     const { out, files } = await compile('models/retention.ret', '--fn', 'retention', '--schedule', 'chunkwise', '--backward', '--dtype', 'f16', '--target', 'wgsl', '--emit', 'ts', '--size', 'K=8', '--size', 'V=4');
     expect(files).toContain('retention.grad.wgsl.json');
     expect(files).toContain('retention.grad.wgsl.ts');
-    const m = await checkManifest(out, files, 'retention.grad.wgsl.json', { target: 'wgsl', fn: 'retention.grad', form: 'chunkwise', chunk: 64, dtype: 'f16', constants: { K: 8, V: 4 } });
+    const m = await checkManifest(out, files, 'retention.grad.wgsl.json', { target: 'wgsl', fn: 'retention.grad', form: 'chunkwise', chunk: 16, dtype: 'f16', constants: { K: 8, V: 4 } });
     expect(m.tensors.find((t) => t.name === 'q')!.type).toBe('f16');
     expect(m.tensors.filter((t) => t.role === 'output').map((t) => t.name).sort()).toEqual(['grad.gamma', 'grad.k', 'grad.q', 'grad.v']);
     checkBindings(read(out, 'retention.grad.wgsl.ts'), m);
@@ -219,6 +223,16 @@ describe.concurrent('retnetc compile', { timeout: 120_000 }, () => {
       const r = spawnSync(cc!.command, [...cc!.args, '-std=gnu11', '-fsyntax-only', '-fopenmp-simd', '-Werror=implicit-function-declaration', path.join(out, k.file)], { encoding: 'utf8' });
       expect(r.status, `${k.file}: ${r.stderr}`).toBe(0);
     }
+  });
+
+  it("--target c writes the kernels native runs: native's defaults (blocked sums, the chunkwise walk, chunk 32), the manifest says so", async () => {
+    const { out, files } = await compile('models/retention.ret', '--fn', 'retention', '--schedule', 'chunkwise', '--target', 'c', '--size', 'K=64', '--size', 'V=64');
+    const m = await checkManifest(out, files, 'retention.c.json', { target: 'c', fn: 'retention', form: 'chunkwise', chunk: 32, dtype: 'f32', constants: { K: 64, V: 64 } });
+    expect(m.schedule).toMatchObject({ dense: 'blocked', tiles: { cols: 32, state: 1024 } });
+    expect(m.schedule).not.toHaveProperty('chunkDefault');
+    const fn = loadFn('retention', 'retention');
+    const native = compilePlan(fn, withTargetDefaults(makeSchedule('chunkwise'), 'native'), { constants: new Map([['K', 64], ['V', 64]]) });
+    expect(m.kernels.map((k) => k.entry.replace(/^rn_k\d+_/, '')).sort()).toEqual([...new Set(native.launches.map((l) => l.kernel.name))].sort());
   });
 
   it('nothing is written when compile refuses', async () => {

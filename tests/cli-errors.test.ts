@@ -84,7 +84,7 @@ describe.concurrent('compile checks what run checks', { timeout: 90_000 }, () =>
     const need = Math.max(...p64.launches.map((x) => sharedBytes(x.kernel)));
     const file = path.join(dir, 'small-device.json');
     writeFileSync(file, JSON.stringify({ maxComputeWorkgroupStorageSize: need / 2, maxComputeInvocationsPerWorkgroup: 256 }));
-    const small = await compile('--schedule', 'chunkwise', '--target', 'wgsl', '--size', 'K=8', '--size', 'V=4', '--limits', file, '--out', out('lim-file'));
+    const small = await compile('--schedule', 'chunkwise', '--chunk', '64', '--target', 'wgsl', '--size', 'K=8', '--size', 'V=4', '--limits', file, '--out', out('lim-file'));
     expectUserError(small, /^retnetc: error: kernel retention_0_chunkwise: chunk 64 needs .* of workgroup memory .*; small-device\.json allows .* \(maxComputeWorkgroupStorageSize\); use chunk \d+ or smaller/);
     const chunk = /use chunk (\d+) or smaller/.exec(small.stderr)![1]!;
     expect(Number(chunk)).toBeLessThan(64);

@@ -11,14 +11,14 @@ import { mmaStatement } from '../../compiler/kir-verify.js';
 import { memoryLine, modelMemoryLine } from '../../compiler/memory.js';
 import { compileFunction, compileModel, type ModelState, modelProgram } from '../../compiler/pipeline.js';
 import { forwardStatementNames, instanceFreeName, type Launch, type Plan, ScheduleError, specialisedSizes, spelledOutSchedule, toIr, unknownStatementKeys, withoutDeadStatements } from '../../compiler/plan.js';
-import { type Schedule, STORAGE_DTYPES } from '../../compiler/schedule.js';
+import { type Schedule, scheduleToJson, STORAGE_DTYPES } from '../../compiler/schedule.js';
 import { type StateSpec, StatefulError, statefulIr } from '../../compiler/stateful.js';
 import type { CheckedFn, CheckedModel } from '../../dsl/checked.js';
 import { constValue, dconst, type Dim, dimToString, dmul, dsubst, isConst } from '../../dsl/dims.js';
 import type { Program } from '../../dsl/program.js';
 import type { TargetName } from '../../targets/emitted.js';
 import { kernelLimitProblem, type KernelLimits, LIMIT_PROFILES } from '../webgpu/limits.js';
-import { dtypeProblem, orList, PRINT_TARGETS, printSpecOf, TARGETS } from '../targets.js';
+import { dtypeProblem, orList, PRINT_TARGETS, printSpecOf, TARGETS, withTargetDefaults } from '../targets.js';
 import { fail, failAt, findFn, loadChecked, parseSchedule, parseSizeOptions, SCHEDULE_FILE_OPTION, SCHEDULE_OPTIONS, scheduleFromFile, unknownSize, wroteFile } from './common.js';
 import { at, didYouMean, flag, list, type OptionSpecs, type ParsedOptions, parseOptions, refuse, str, UsageError } from './options.js';
 
@@ -101,7 +101,11 @@ export async function cmdCompile(args: string[]): Promise<number> {
   if (emit === 'state') refuse(o, ['backward', 'chunk', 'dtype', 'schedule-file'], 'to --emit state: the state layout does not depend on them');
   if (emit === 'ir') refuse(o, ['dtype'], "to --emit ir: the tensor IR does not depend on them (use --emit kernel-ir or a --target)");
   if (!target) refuse(o, ['limits'], `without a --target (the limits are a target's: --target ${orList(PRINT_TARGETS)})`);
-  const schedule = str(o, 'schedule-file') !== undefined ? scheduleFromFile(o) : parseSchedule(o, emit !== 'state');
+  const given = str(o, 'schedule-file') !== undefined ? scheduleFromFile(o) : parseSchedule(o, emit !== 'state');
+  // The kernels a target prints are the ones its runtime runs: that target's defaults for what
+  // the user left unset (native's blocked dense sums and chunk 32, webgpu's chunk 16, cuda's tree sums).
+  const runsOn = target ? printSpecOf(target).runsOn : undefined;
+  const schedule = runsOn ? withTargetDefaults(given, runsOn) : given;
   const badDtype = target ? dtypeProblem(target, schedule.dtype, 'print', STORAGE_DTYPES) : undefined;
   if (badDtype) throw new UsageError(badDtype);
   const limits = target ? await limitsFor(target, str(o, 'limits')) : undefined;
@@ -259,7 +263,7 @@ async function writeUnits(outDir: string, units: readonly Unit[], w: WriteOpts):
       } else {
         for (const l of plan.launches) await write(`${l.kernel.name}.kir`, kernelToString(l.kernel) + '\n', `kernel IR of ${l.kernel.name}`);
         const manifest = {
-          fn: fn.name, backward: w.backward, stateful: plan.states.length > 0 || undefined, schedule: plan.schedule, constants: Object.fromEntries(plan.constants),
+          fn: fn.name, backward: w.backward, stateful: plan.states.length > 0 || undefined, schedule: scheduleToJson(plan.schedule), constants: Object.fromEntries(plan.constants),
           launches: plan.launches.map((l) => ({ kernel: l.kernel.name, target: l.target, how: l.how, ...(l.schedule ? { choice: launchChoice(l) } : {}), workgroup: l.kernel.workgroup, buffers: l.buffers, scalars: l.scalars })),
           ...(plan.states.length ? { states: plan.states.map((st) => ({ name: st.name, input: st.input, output: st.output, shape: st.shape.map(dimToString) })) } : {}),
         };
