@@ -8,7 +8,7 @@
 // 'chunkwise-simt' is chunkwise with the SIMT-shaped chunk-parallel kernels that GPUs run
 // (compiler/lower/chunk-parallel.ts), instead of native's blocked ones (chunk-cpu.ts).
 // Usage: npx vite-node bench/chunkwise-native.ts [--B 1,4] [--T 1024,4096] [--K 64,128] [--forms chunkwise,recurrent,parallel,chunkwise-simt]
-//        [--dirs fwd,fwdbwd] [--chunk 64] [--runs 5] [--profile]
+//        [--dirs fwd,fwdbwd] [--chunk N (default native's)] [--runs 5] [--profile]
 import { compileFunction, sizesToSpecialise } from '../compiler/pipeline.js';
 import type { Plan } from '../compiler/plan.js';
 import { type Form, makeSchedule } from '../compiler/schedule.js';
@@ -26,7 +26,8 @@ const Ks = list('--K', '64,128').map(Number);
 type Variant = Form | 'chunkwise-simt' | 'chunkwise-par' | 'chunkwise-walk';
 const forms = list('--forms', 'chunkwise,recurrent') as Variant[];
 const dirs = list('--dirs', 'fwd,fwdbwd') as ('fwd' | 'fwdbwd')[];
-const CHUNK = Number(opt('--chunk') ?? 64);
+/** The chunk: native's own (runtime/targets.ts, as `npm run bench` takes it) unless --chunk names one. */
+const CHUNK = opt('--chunk') === undefined ? undefined : Number(opt('--chunk'));
 const RUNS = Number(opt('--runs') ?? 5);
 const PROFILE = args.includes('--profile');
 const H = 8;
@@ -59,7 +60,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length
 
 const dev = openTarget('native');
 try {
-  console.log(`retention on native, H=${H}, chunk ${CHUNK}, median of ${RUNS} runs (wall ms / CPU ms, min CPU ms), rRMSE vs recurrent`);
+  console.log(`retention on native, H=${H}, chunk ${CHUNK ?? `${withTargetDefaults(makeSchedule('chunkwise'), 'native').chunk} (native's)`}, median of ${RUNS} runs (wall ms / CPU ms, min CPU ms), rRMSE vs recurrent`);
   for (const B of Bs) for (const T of Ts) for (const Kd of Ks) {
     const sizes = { B, H, T, K: Kd, V: Kd };
     const inputs = new Map<string, HostValue>([
