@@ -23,7 +23,9 @@
 // Without a WebGPU adapter everything is skipped with the reason printed, unless
 // REQUIRE_WEBGPU=1, which makes that a failure. The fast-check seed is fresh on every run and
 // printed (`[webgpu-schedules] fast-check seed N`); FC_SEED=N reproduces it; FC_RUNS_SCALE scales
-// the number of random cases; RN_CASES=1 logs every case with its WebGPU time.
+// the number of random cases; RN_CASES=1 logs every case with its WebGPU time. Lavapipe compiles
+// with its fast-JIT settings (tests/helpers/lavapipe-jit.ts; RN_LAVAPIPE_OPT=1 keeps its defaults).
+import { lavapipeJit } from './helpers/lavapipe-jit.js'; // first: before the device exists
 import { afterAll, describe, expect, test } from 'vitest';
 import * as K from '../compiler/kir.js';
 import { compilePlan, type Plan } from '../compiler/plan.js';
@@ -48,6 +50,7 @@ import { acquireTestGpu, requireGpu } from './helpers/webgpu.js';
 import { decayScale, rmsOf } from './helpers/fast-reference.js';
 
 const gpuInfo = await acquireTestGpu('webgpu-schedules');
+if (lavapipeJit.length) console.log(`[webgpu-schedules] lavapipe fast JIT (where the adapter is lavapipe): ${lavapipeJit.join(' ')}`);
 const gpu = gpuInfo.gpu;
 
 function logStats(when: string): void {
