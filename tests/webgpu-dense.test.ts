@@ -5,7 +5,10 @@
 // with every tile; then a timing printout (not an assertion) of [4096, 512] x [512, 512]
 // tiled against elementwise on WebGPU and, smaller, on the CPU executor.
 // Without a WebGPU adapter the device cases are skipped with the reason printed, unless
-// REQUIRE_WEBGPU=1, which makes that a failure. FC_SEED=N reproduces the random cases.
+// REQUIRE_WEBGPU=1, which makes that a failure. FC_SEED=N reproduces the random cases. Lavapipe
+// compiles with its fast-JIT setting (tests/helpers/lavapipe-jit.ts: msr's pipelines are most of
+// the file's time), which the timing printout names; RN_LAVAPIPE_OPT=1 times the driver's default.
+import { lavapipeJit } from './helpers/lavapipe-jit.js'; // first: before the device exists
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
 import { recogniseDense } from '../compiler/dense.js';
@@ -161,7 +164,7 @@ describe.skipIf(!gpu)('tiled dense kernels on WebGPU agree with elementwise ones
     const tiled = await time(() => runPlanWebGPU(big.dp, big.inputs, { device: gpu! }), 3);
     const unstagedPlan = densePlan(big.p, UNSTAGED).plan;
     const unstaged = await time(() => runPlanWebGPU(unstagedPlan, big.inputs, { device: gpu! }), 3);
-    console.log(`[webgpu-dense] ${gpu!.info.summary}: [4096, 512] x [512, 512] (whole run incl. upload/readback): elementwise ${ew.toFixed(0)} ms = ${gflop(4096, 512, 512, ew)} GFLOP/s; tiled (default tile, 128x128x16, 8x8 a thread) ${tiled.toFixed(0)} ms = ${gflop(4096, 512, 512, tiled)} GFLOP/s (${(ew / tiled).toFixed(1)}x); unstaged 64x64, 8x8 a thread ${unstaged.toFixed(0)} ms = ${gflop(4096, 512, 512, unstaged)} GFLOP/s (${(ew / unstaged).toFixed(1)}x)`);
+    console.log(`[webgpu-dense] ${gpu!.info.summary}: [4096, 512] x [512, 512] (whole run incl. upload/readback): elementwise ${ew.toFixed(0)} ms = ${gflop(4096, 512, 512, ew)} GFLOP/s; tiled (default tile, 128x128x16, 8x8 a thread) ${tiled.toFixed(0)} ms = ${gflop(4096, 512, 512, tiled)} GFLOP/s (${(ew / tiled).toFixed(1)}x); unstaged 64x64, 8x8 a thread ${unstaged.toFixed(0)} ms = ${gflop(4096, 512, 512, unstaged)} GFLOP/s (${(ew / unstaged).toFixed(1)}x)${lavapipeJit.length && /llvmpipe/.test(gpu!.info.summary) ? ` (on lavapipe with ${lavapipeJit.join(' ')}, slower kernels than its default; RN_LAVAPIPE_OPT=1 for that)` : ''}`);
     const small = at(512, 256, 256);
     const cew = await time(() => runPlanCpu(small.p, small.inputs), 1);
     const ctiled = await time(() => runPlanCpu(small.dp, small.inputs), 1);
