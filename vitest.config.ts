@@ -1,4 +1,5 @@
-// Test runner settings for `npm test` (vitest run tests/): the defaults, except the order in
+// Test runner settings for `npm test` (vitest run tests/): the defaults, except lavapipe's JIT
+// setting (below) and the order in
 // which files start. Vitest starts a file on each core as one frees up; without timings from an
 // earlier run (a clean CI clone has none) it starts the largest files first, and a file that is
 // short in bytes but long in time (tests/independent.test.ts runs the CLI 46 times) started near
@@ -7,6 +8,7 @@
 // and the rest follow in vitest's own order.
 import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
+import { lavapipeJitEnv } from './tests/helpers/lavapipe-jit.js';
 
 const SLOW_FIRST = [
   'tests/webgpu-schedules.test.ts', // ~250 s: WGSL pipelines compiled by lavapipe
@@ -33,5 +35,8 @@ class SlowFirstSequencer extends BaseSequencer {
 export default defineConfig({
   test: {
     sequence: { sequencer: SlowFirstSequencer },
+    // lavapipe's faster shader JIT in every worker (tests/helpers/lavapipe-jit.ts: compiling
+    // pipelines is most of the WebGPU files' time); RN_LAVAPIPE_OPT=1 keeps the driver's default.
+    env: lavapipeJitEnv(),
   },
 });

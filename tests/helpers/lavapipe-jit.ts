@@ -14,14 +14,17 @@
 // kept, and RN_LAVAPIPE_OPT=1 keeps the driver's default (e.g. to time kernels). Other drivers
 // ignore the variable.
 
-/** The settings applied (name=value), empty where none were. */
-export const lavapipeJit: string[] = [];
+const SETTINGS: Readonly<Record<string, string>> = { LP_NATIVE_VECTOR_WIDTH: '128' };
 
-if (process.env['RN_LAVAPIPE_OPT'] !== '1') {
-  for (const [k, v] of [['LP_NATIVE_VECTOR_WIDTH', '128']] as const) {
-    if (process.env[k] === undefined) {
-      process.env[k] = v;
-      lavapipeJit.push(`${k}=${v}`);
-    }
-  }
+/** The settings to add to `env`: those it does not set already; none with RN_LAVAPIPE_OPT=1. */
+export function lavapipeJitEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  if (env['RN_LAVAPIPE_OPT'] === '1') return {};
+  return Object.fromEntries(Object.entries(SETTINGS).filter(([k]) => env[k] === undefined));
 }
+
+// vitest.config.ts gives them to every test worker (and so to the CLI runs tests spawn); a file
+// that imports this module first gets them even when run another way.
+Object.assign(process.env, lavapipeJitEnv());
+
+/** The settings in effect (name=value), for printouts of WebGPU timings. */
+export const lavapipeJit: string[] = Object.entries(SETTINGS).filter(([k, v]) => process.env[k] === v).map(([k, v]) => `${k}=${v}`);
