@@ -75,15 +75,18 @@ def write_safetensors(path, tensors):
 
 # ---- timing -------------------------------------------------------------------------------------
 
-def timed(fn, reps, budget_ms):
-    """One warm-up run (its time is first_ms), then the median of up to `reps` runs within budget.
-    A warm-up longer than the whole budget is the one measurement (n = 1, warmup_only)."""
+def timed(fn, reps, opts):
+    """One warm-up run (its time is first_ms), then the median of `reps` runs, more for short cases
+    (min_ms of them, at most max_short_reps: bench/run.ts runCount), within budget_ms. A warm-up
+    longer than the whole budget is the one measurement (n = 1, warmup_only)."""
+    budget_ms = opts["budget_ms"]
     t0 = time.perf_counter()
     fn()
     first = (time.perf_counter() - t0) * 1e3
     if first >= budget_ms:
         return {"status": "ok", "first_ms": first, "median_ms": first, "min_ms": first, "max_ms": first, "n": 1, "warmup_only": True}
-    n = max(1, min(reps, int(budget_ms // max(first, 1e-3))))
+    per = max(first, 1e-3)
+    n = max(1, min(max(reps, min(opts["max_short_reps"], int(opts["min_ms"] // per))), int(budget_ms // per)))
     ms = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -201,7 +204,7 @@ def run_retention(case, opts):
             o = f(qq, kk, vv, gamma)
             o.backward(do)
             out.update({"o": o.detach(), "grad.q": qq.grad, "grad.k": kk.grad, "grad.v": vv.grad})
-    r = timed(once, opts["reps"], opts["budget_ms"])
+    r = timed(once, opts["reps"], opts)
     if not seen or units >= seen[0]:
         COST[key] = (units, r["median_ms"])
     if case.get("ref_out"):
@@ -220,7 +223,7 @@ def run_matmul(case, opts):
     out = {}
     def once():
         out["y"] = torch.matmul(a2, w.t()).reshape(*a.shape[:-1], w.shape[0])
-    r = timed(once, opts["reps"], opts["budget_ms"])
+    r = timed(once, opts["reps"], opts)
     r["gflops"] = 2 * a2.shape[0] * a2.shape[1] * w.shape[0] / (r["median_ms"] * 1e6)
     if case.get("ref_out"):
         write_safetensors(case["ref_out"], out)
@@ -325,7 +328,7 @@ def run_retnet(case, opts):
             out["logits"] = logits.detach()
             for n, prm in model.w.items():
                 out["grad." + n.replace("__", ".")] = prm.grad if prm.grad is not None else torch.zeros_like(prm)
-    r = timed(once, opts["reps"], opts["budget_ms"])
+    r = timed(once, opts["reps"], opts)
     if case.get("ref_out"):
         write_safetensors(case["ref_out"], out)
         r["ref_out"] = case["ref_out"]
@@ -347,7 +350,7 @@ def run_decode(case, opts):
                 t0 = L
             def once():
                 refs[f"logits.{L}"] = model(step, "recurrent", states, t0)[0]
-            r = timed(once, opts["reps_decode"], opts["budget_ms"])
+            r = timed(once, opts["reps_decode"], opts)
             r["context"] = L
             results.append(r)
     r = {"status": "ok", "points": results}
@@ -367,6 +370,7 @@ def main():
     global CHUNK
     CHUNK = spec.get("chunk", 64)
     opts = {"reps": spec.get("reps", 5), "reps_decode": spec.get("reps_decode", 20), "budget_ms": spec.get("budget_ms", 10000),
+            "min_ms": spec.get("min_ms", 0), "max_short_reps": spec.get("max_short_reps", 50),
             "mem_cap": spec.get("mem_cap_bytes", 6 * 2**30), "max_recurrent_steps": spec.get("max_recurrent_steps", 50000),
             "cap_ms": spec.get("cap_ms", 6000)}
     res = {"available": TORCH_ERROR is None, "cases": {}}

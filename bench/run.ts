@@ -2,13 +2,15 @@
 // the peer a user would pick instead (PyTorch eager, bench/peer_torch.py) at the same shapes, in
 // the same run. Writes <out>/latest.json, <out>/latest.md (a Markdown table) and SVG plots.
 //
-//   node dist/bench/run.js [--quick] [--targets native,webgpu,cpu] [--out DIR] [--reps N]
+//   node dist/bench/run.js [--quick] [--targets native,webgpu,cpu] [--out DIR] [--reps N] [--min-ms MS]
 //                          [--cap-ms MS] [--budget-ms MS] [--no-peer] [--python PATH] [--peer-threads N]
 //
 // Timing is `retnetc run --repeat N`'s (runtime/cli/run.ts): compile time, the first run (which
 // on WebGPU builds the pipelines), then the median of N more runs, each including the uploads and
 // read-backs a caller of the runtime pays. N is --reps, fewer where the first run is long
-// (N = floor(budget / first run), at least 1). The peer times the same way (one warm-up run,
+// (N = floor(budget / first run), at least 1), more where it is short: a case of a few ms repeats
+// for --min-ms (default 400, at most 50 runs), as a median of 5 such runs moved by 5-10% between
+// bench runs. The peer times the same way (one warm-up run,
 // then the median).
 //
 // Every retnetc case is checked once, before it is timed, against the peer's output at that
@@ -55,6 +57,8 @@ interface Options {
   targets: string[] | undefined;
   out: string;
   reps: number;
+  /** Short cases repeat for this long (at most MAX_SHORT_REPS runs). */
+  minMs: number;
   capMs: number;
   budgetMs: number;
   peer: boolean;
@@ -67,11 +71,11 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** The repository root: the folder above bench/ (bench/run.ts) or above dist/bench/ (built), else the working directory. */
 const ROOT = [path.resolve(HERE, '..'), path.resolve(HERE, '..', '..'), process.cwd()].find((d) => fs.existsSync(path.join(d, 'models', 'retention.ret'))) ?? process.cwd();
 
-const USAGE = `usage: npm run bench -- [--quick] [--targets ${BENCH_TARGETS.join(',')}] [--out DIR] [--reps N] [--cap-ms MS] [--budget-ms MS] [--no-peer] [--python PATH] [--peer-threads N]`;
+const USAGE = `usage: npm run bench -- [--quick] [--targets ${BENCH_TARGETS.join(',')}] [--out DIR] [--reps N] [--min-ms MS] [--cap-ms MS] [--budget-ms MS] [--no-peer] [--python PATH] [--peer-threads N]`;
 
 export function parseArgs(argv: string[]): Options {
-  const o: Options = { quick: false, targets: undefined, out: path.join(ROOT, 'bench', 'results'), reps: 5, capMs: 6000, budgetMs: 8000, peer: true, python: fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3', peerThreads: undefined };
-  let cap: number | undefined, budget: number | undefined, reps: number | undefined;
+  const o: Options = { quick: false, targets: undefined, out: path.join(ROOT, 'bench', 'results'), reps: 5, minMs: 400, capMs: 6000, budgetMs: 8000, peer: true, python: fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3', peerThreads: undefined };
+  let cap: number | undefined, budget: number | undefined, reps: number | undefined, minMs: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`${a} needs a value\n${USAGE}`); return v; };
@@ -80,6 +84,7 @@ export function parseArgs(argv: string[]): Options {
     else if (a === '--targets') o.targets = val().split(',').map((s) => s.trim()).filter(Boolean);
     else if (a === '--out') o.out = path.resolve(val());
     else if (a === '--reps') reps = Math.round(num('--reps', val()));
+    else if (a === '--min-ms') minMs = num('--min-ms', val());
     else if (a === '--cap-ms') cap = num('--cap-ms', val());
     else if (a === '--budget-ms') budget = num('--budget-ms', val());
     else if (a === '--no-peer') o.peer = false;
@@ -90,6 +95,7 @@ export function parseArgs(argv: string[]): Options {
   }
   for (const t of o.targets ?? []) if (!BENCH_TARGETS.includes(t)) throw new Error(`unknown target '${t}' (the bench knows ${BENCH_TARGETS.join(', ')})`);
   o.reps = reps ?? (o.quick ? 2 : 5);
+  o.minMs = minMs ?? (o.quick ? 0 : 400);
   o.capMs = cap ?? (o.quick ? 3000 : 6000);
   o.budgetMs = budget ?? (o.quick ? 1000 : 8000);
   return o;
@@ -214,12 +220,19 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
-/** The first run (returned, for the check), then the median of up to `reps` runs within the budget. */
+/** Runs after the first: `reps`, more for short cases (minMs of them, at most MAX_SHORT_REPS), fewer to stay in the budget; at least 1. */
+export const MAX_SHORT_REPS = 50;
+export function runCount(firstMs: number, reps: number, minMs: number, budgetMs: number): number {
+  const per = Math.max(firstMs, 1e-3);
+  return Math.max(1, Math.min(Math.max(reps, Math.min(MAX_SHORT_REPS, Math.floor(minMs / per))), Math.floor(budgetMs / per)));
+}
+
+/** The first run (returned, for the check), then the median of `runCount` runs. */
 async function measure<T>(once: () => Promise<T>, o: Options): Promise<{ first: T; firstMs: number; medianMs: number; minMs: number; maxMs: number; n: number }> {
   const t0 = performance.now();
   const first = await once();
   const firstMs = performance.now() - t0;
-  const n = Math.max(1, Math.min(o.reps, Math.floor(o.budgetMs / Math.max(firstMs, 1e-3))));
+  const n = runCount(firstMs, o.reps, o.minMs, o.budgetMs);
   const ms: number[] = [];
   for (let i = 0; i < n; i++) { const t = performance.now(); await once(); ms.push(performance.now() - t); }
   return { first, firstMs, medianMs: median(ms), minMs: Math.min(...ms), maxMs: Math.max(...ms), n };
@@ -400,7 +413,7 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
   if (o.peer) {
     const spec = path.join(tmp, 'peer-spec.json');
     const outFile = path.join(tmp, 'peer-out.json');
-    fs.writeFileSync(spec, JSON.stringify({ chunk: cfg.chunk, cap_ms: o.capMs, ...(o.peerThreads ? { threads: o.peerThreads } : {}), reps: o.reps, reps_decode: o.quick ? 3 : 20, budget_ms: o.budgetMs, cases: peerCases }));
+    fs.writeFileSync(spec, JSON.stringify({ chunk: cfg.chunk, cap_ms: o.capMs, ...(o.peerThreads ? { threads: o.peerThreads } : {}), reps: o.reps, min_ms: o.minMs, max_short_reps: MAX_SHORT_REPS, reps_decode: o.quick ? 3 : 20, budget_ms: o.budgetMs, cases: peerCases }));
     const env = { ...process.env };
     delete env['OPENBLAS_CORETYPE'];
     delete env['OPENBLAS_L2_SIZE'];
@@ -439,10 +452,10 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
       node: process.version,
       cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
       load: os.loadavg().map((x) => Number(x.toFixed(1))),
-      options: { reps: o.reps, capMs: o.capMs, budgetMs: o.budgetMs, chunk: cfg.chunk, bar: BAR },
+      options: { reps: o.reps, minMs: o.minMs, capMs: o.capMs, budgetMs: o.budgetMs, chunk: cfg.chunk, bar: BAR },
       targets: targets.map((t) => ({ name: t.name, available: !!t.exec, ...(t.reason ? { reason: t.reason } : {}) })),
       peer: peer.available ? { name: 'PyTorch eager', torch: peer.torch, threads: peer.threads, blas: peer.blas, python: peer.python } : { name: 'PyTorch eager', skipped: peer.reason },
-      timing: 'compile once; first run (WebGPU: builds pipelines); then the median of N runs (N = min(reps, budget / first run), at least 1), uploads and read-backs included. Peer: one warm-up, then the median of N. Ratios: retnetc median / PyTorch median (above 1: retnetc is slower).',
+      timing: 'compile once; first run (WebGPU: builds pipelines); then the median of N runs (N = reps, up to 50 for short cases so that they run for min_ms, at most budget / first run, at least 1), uploads and read-backs included. Peer: one warm-up, then the median of N. Ratios: retnetc median / PyTorch median (above 1: retnetc is slower).',
     };
     const names = live.map((t) => t.name);
     const curves = curveData(cases, names, cfg);

@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { main } from '../bench/run.js';
+import { main, MAX_SHORT_REPS, parseArgs, runCount } from '../bench/run.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'retnetc-bench-smoke-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -95,5 +95,20 @@ describe('bench --quick --targets cpu', () => {
       expect(svg.replace(/<[^>]*>/g, '')).not.toMatch(/[<]|&(?!amp;|lt;|gt;|quot;)/);
       expect(svg, f).toMatch(/<polyline|<rect x=/);
     }
+  });
+});
+
+describe('how often the bench repeats a case', () => {
+  test('reps, more for short cases (min-ms of them, at most MAX_SHORT_REPS), fewer within the budget, at least one', () => {
+    const o = parseArgs([]);
+    expect([o.reps, o.minMs, o.budgetMs]).toEqual([5, 400, 8000]);
+    expect(parseArgs(['--quick']).minMs).toBe(0);
+    expect(parseArgs(['--min-ms', '1000']).minMs).toBe(1000);
+    expect(runCount(3, 5, 400, 8000)).toBe(MAX_SHORT_REPS);
+    expect(runCount(10, 5, 400, 8000)).toBe(40);
+    expect(runCount(100, 5, 400, 8000)).toBe(5);
+    expect(runCount(3000, 5, 400, 8000)).toBe(2);
+    expect(runCount(9000, 5, 400, 8000)).toBe(1);
+    expect(runCount(3, 2, 0, 1000)).toBe(2);
   });
 });
