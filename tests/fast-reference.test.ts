@@ -52,14 +52,17 @@ function inputsOf(name: FamilyName, c: Shape, rand: () => number): Map<string, V
 function directScale(name: FamilyName, c: Shape, inputs: ReadonlyMap<string, Value>, ups: ReadonlyMap<string, Value>): Float64Array {
   const { B, H, T, K, V } = c;
   const q = inputs.get('q')!.data, k = inputs.get('k')!.data, v = inputs.get('v')!.data, dO = ups.get('grad.o')!.data;
-  // (q[t].k[s]) (v[s].do[t]) as the double sum over i, j of q k v do, for every (bh, t, s).
+  // |q[t].k[s]| |v[s].do[t]| for every (bh, t, s), each dot product raised to the root sum of
+  // squares of its products where that is larger (a dot product that cancels keeps an f32 error of
+  // the size of its products).
   const terms = new Float64Array(B * H * T * T);
+  const sized = (xs: number[]): number => Math.sqrt(Math.max(xs.reduce((a, b) => a + b, 0) ** 2, xs.reduce((a, b) => a + b * b, 0)));
   for (let bh = 0; bh < B * H; bh++) {
     for (let t = 0; t < T; t++) {
       for (let s = 0; s <= t; s++) {
-        let x = 0;
-        for (let i = 0; i < K; i++) for (let j = 0; j < V; j++) x += q[(bh * T + t) * K + i]! * k[(bh * T + s) * K + i]! * v[(bh * T + s) * V + j]! * dO[(bh * T + t) * V + j]!;
-        terms[(bh * T + t) * T + s] = x;
+        const qk = Array.from({ length: K }, (_, i) => q[(bh * T + t) * K + i]! * k[(bh * T + s) * K + i]!);
+        const vd = Array.from({ length: V }, (_, j) => v[(bh * T + s) * V + j]! * dO[(bh * T + t) * V + j]!);
+        terms[(bh * T + t) * T + s] = sized(qk) * sized(vd);
       }
     }
   }

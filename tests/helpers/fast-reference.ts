@@ -185,7 +185,8 @@ export function fastRun(fn: FamilyName, inputs: ReadonlyMap<string, Value>, ups?
  * evaluation, however careful, can reach 1e-5 relative to the result. Float32 summation errors
  * scale with the root sum of squares of the summed terms, so decay gradients are measured
  * relative to max(RMS(reference), RMS(scale)), scale being that root sum of squares per element:
- *   gamma: the terms (t-s) gamma^(t-s-1) (q[t].k[s]) (v[s].do[t]) for s < t, summed over b, and
+ *   gamma: the terms (t-s) gamma^(t-s-1) (q[t].k[s]) (v[s].do[t]) for s < t, summed over b (each
+ *          dot product as the larger of itself and the root sum of squares of its products), and
  *          with a state (t+1) gamma^t q[t] s0 do[t],  T gamma^(T-1) (s0 . dsT),
  *          (T-1-s) gamma^(T-2-s) k[s] dsT v[s]
  *   g[u]:  the terms exp(G[t] - G[s]) (q[t].k[s]) (v[s].do[t]) for s < u <= t (G = cumsum g),
@@ -203,17 +204,22 @@ export function decayScale(fn: FamilyName, inputs: ReadonlyMap<string, Value>, u
   const { B, H, T, K, V } = dimsOf(fn, inputs);
   const q = inputs.get('q')!.data, k = inputs.get('k')!.data, v = inputs.get('v')!.data, dO = ups.get('grad.o')!.data;
   const qk = new Float64Array(T), vd = new Float64Array(T);
-  /** qk[s] = q[t].k[s], vd[s] = v[s].do[t] for s < t. */
+  /**
+   * qk[s] = q[t].k[s], vd[s] = v[s].do[t] for s < t, each as the larger of the dot product and the
+   * root sum of squares of its products: float32 leaves a dot product that cancels with an error of
+   * the size of its products (a CI seed drew v.do = 7e-4 at V = 64, T = 2, and grad.gamma missed
+   * 1e-5 by 1.2e-5 on the CPU executor and WebGPU alike).
+   */
   const rows = (bh: number, t: number): void => {
     const qt = (bh * T + t) * K, dt = (bh * T + t) * V;
     for (let s = 0; s < t; s++) {
       const ks = (bh * T + s) * K, vs = (bh * T + s) * V;
-      let x = 0;
-      for (let i = 0; i < K; i++) x += q[qt + i]! * k[ks + i]!;
-      let y = 0;
-      for (let j = 0; j < V; j++) y += v[vs + j]! * dO[dt + j]!;
-      qk[s] = x;
-      vd[s] = y;
+      let x = 0, x2 = 0;
+      for (let i = 0; i < K; i++) { const p = q[qt + i]! * k[ks + i]!; x += p; x2 += p * p; }
+      let y = 0, y2 = 0;
+      for (let j = 0; j < V; j++) { const p = v[vs + j]! * dO[dt + j]!; y += p; y2 += p * p; }
+      qk[s] = Math.sqrt(Math.max(x * x, x2));
+      vd[s] = Math.sqrt(Math.max(y * y, y2));
     }
   };
   if (fn === 'gated_retention') {
