@@ -465,7 +465,7 @@ describe('through the built CLI', () => {
       expect(r.status, r.stderr).toBe(0);
       expectClose({ data: (await read(out)).get('o')! }, ref, `cli ${form}`);
     }
-  });
+  }, 60_000); // three CLI runs: over vitest's 5 s default on a loaded 2-core machine
 
   test('run --target webgpu: gamma = 0 and a negative gamma give the reference values (chunkwise, with --grad)', async (ctx) => {
     if (!gpuOk) ctx.skip();
