@@ -17,7 +17,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Plan } from '../compiler/plan.js';
-import { DEFAULT_CHUNK, type DenseMode, type Form, type ReduceMode, type Schedule, type StorageDtype } from '../compiler/schedule.js';
+import { type DenseMode, type Form, makeSchedule, type ReduceMode, type Schedule, type StorageDtype } from '../compiler/schedule.js';
 import type { Value } from '../dsl/reference/interpreter.js';
 import { PRINTERS, type Printer } from '../targets/emit.js';
 import type { TargetName } from '../targets/emitted.js';
@@ -253,12 +253,12 @@ export function withTargetDefaults(schedule: Schedule, target: string): Schedule
 }
 
 /**
- * The chunk a command uses on `target` when the user gives none: the target's own for the
- * chunkwise form (withTargetDefaults), else DEFAULT_CHUNK (parallel's key tile too).
+ * The chunk a command uses on `target` when the user gives none: what withTargetDefaults makes
+ * of the default chunk (the target's own for the chunkwise form, else DEFAULT_CHUNK).
  */
 export function targetChunk(target: string | undefined, form: Form): number {
-  const d = target === undefined ? undefined : targetNamed(target)?.run?.schedule?.chunk;
-  return form === 'chunkwise' && d ? d : DEFAULT_CHUNK;
+  const s = makeSchedule(form);
+  return target === undefined ? s.chunk : withTargetDefaults(s, target).chunk;
 }
 
 /** The print spec of a printing target (its name is a TargetName of targets/emitted.ts). */

@@ -252,8 +252,9 @@ Napi::Value RunList(const Napi::CallbackInfo &info) {
   std::vector<void *> ptrs(nt);
   std::vector<int64_t> lens(nt);
   for (uint32_t i = 0; i < nt; i++) {
-    ptrs[i] = viewData(arr.Get(i), &lens[i], "a tensor");
-    adviseHugePages(ptrs[i], static_cast<int64_t>(arr.Get(i).As<Napi::TypedArray>().ByteLength()));
+    const Napi::Value t = arr.Get(i);
+    ptrs[i] = viewData(t, &lens[i], "a tensor");
+    adviseHugePages(ptrs[i], static_cast<int64_t>(t.As<Napi::TypedArray>().ByteLength()));
   }
   int64_t nc = 0, ne = 0, nm = 0;
   const int32_t *code = static_cast<const int32_t *>(viewData(info[1], &nc, "code"));
