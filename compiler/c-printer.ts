@@ -10,6 +10,7 @@
 // over statements and expressions, and a scope-aware renamer that gives every identifier a
 // spelling the target accepts (no keyword, no reserved word, no shadowing).
 import type { KBinOp, KBuiltin, Kernel, KExpr, KMma, KStmt, KType, KUnOp } from './kir.js';
+import { fmaParts } from './kir.js';
 
 // ---- precedence ----------------------------------------------------------------------
 
@@ -94,7 +95,16 @@ export class CPrinter {
     return side === 'a' ? p : p + 1;
   }
 
+  /** The kernel contracts f32 multiply-adds (Kernel.contract): set by kernel() before the body. */
+  protected contract = false;
+  /** The fused multiply-add function of f32 (x, y, z) = x * y + z, rounded once. */
+  fmaFn(): string { return 'fma'; }
+
   binary(op: KBinOp, a: KExpr, b: KExpr, type: KType): Fmt {
+    if (this.contract && op === '+' && type === 'f32') {
+      const f = fmaParts(a, b);
+      if (f) return this.call(this.fmaFn(), ...f);
+    }
     if (!BIN_OPS.has(op)) return this.call(this.binaryFn(op, type), a, b);
     return this.infix(op, a, b);
   }
@@ -219,6 +229,7 @@ export class CPrinter {
   footer(_k: Kernel): string[] { return []; }
 
   kernel(k: Kernel): string {
+    this.contract = k.contract === true;
     const out = [...this.header(k)];
     for (const l of this.prologue(k)) out.push(this.indentUnit + l);
     this.stmts(k.body, this.indentUnit, out);

@@ -18,6 +18,9 @@
 //     array may have half storage too (KShared.storage), with the same load and store rules.
 //   - mma (tensor cores, CUDA only): a warp-level tile product over shared half arrays into f32
 //     accumulators in a per-thread local array; see the statement below for its exact meaning.
+//   - contraction (Kernel.contract): in a kernel that sets it, an f32 sum with a product as an
+//     operand, x * y + z or z + x * y, is one fused multiply-add, rounded once (fmaParts says
+//     which product where both operands are products). Elsewhere every operation rounds.
 
 export type KType = 'f32' | 'i32' | 'bool';
 
@@ -105,6 +108,24 @@ export interface Kernel {
   scalars: KScalar[];
   shared: KShared[];
   body: KStmt[];
+  /**
+   * f32 `x * y + z` and `z + x * y` are fused multiply-adds (see the header): set by the blocked
+   * dense products for CPUs, whose micro-kernel is multiply-adds (twice the peak of a multiply
+   * then an add). Every target and the CPU executor honour it, so they still agree bit for bit.
+   */
+  contract?: boolean;
+}
+
+/**
+ * Under contraction, the fused multiply-add [x, y, z] = x * y + z that the f32 sum `a + b` is
+ * (the right operand's product where both are products), else undefined.
+ */
+export function fmaParts(a: KExpr, b: KExpr): [KExpr, KExpr, KExpr] | undefined {
+  const prod = (e: KExpr): e is Extract<KExpr, { k: 'bin' }> => e.k === 'bin' && e.op === '*' && e.type === 'f32';
+  if (a.type !== 'f32') return undefined;
+  if (prod(b)) return [b.a, b.b, a];
+  if (prod(a)) return [a.a, a.b, b];
+  return undefined;
 }
 
 // ---- builders: short names keep the lowering code readable ----------------------------

@@ -133,11 +133,11 @@ describe('blocked dense products (compiler/lower/dense-cpu.ts)', () => {
     expect(printNative([k], { checks: true }).code).toMatch(/bv_\w*\[0\] = rn_vld16\(x \+/);
   });
 
-  test('the micro-kernel prints as vector statements with its accumulators as vector locals', () => {
+  test('the micro-kernel prints as vector fused multiply-adds with its accumulators as vector locals', () => {
     const { blocked } = kernelsOf(caseOf('nt', 1, 70, 40, 50, 1), DEFAULT_DENSE_CPU_TILE, true, 1);
     const code = printNative([blocked], { checks: true }).code;
     expect(code).toMatch(/rn_vf16 acc_\w*\[16\];/);
-    expect(code).toMatch(/acc_\w*\[15\] = \(acc_\w*\[15\] \+ \(\(a7_\w*\) \* bv_\w*\[1\]\)\);/);
+    expect(code).toMatch(/acc_\w*\[15\] = rn_vfmas16\(a7_\w*, bv_\w*\[1\], acc_\w*\[15\]\);/);
   });
 });
 

@@ -20,7 +20,11 @@
 //   - partial sums live in workgroup memory Cc[tile.m][tile.n] between K steps (f32, exact);
 //   - the epilogue: the statement's elementwise tail on each sum, stored where the output has it,
 //     columns walked as runs of the n group's innermost variable (affine stores, pre-checked).
-// Every output is one f32 sum in k order from 0 (acc + a * b, no fma): the map lowering's sum.
+// Every output is one f32 sum in k order from 0, as the map lowering's, but each step is a fused
+// multiply-add acc = fma(a, b, acc), rounded once (the kernel contracts: Kernel.contract): an FMA
+// is one instruction where a multiply then an add are two, so this doubles the micro-kernel's
+// peak. The sums therefore differ from the map kernel's by rounding (closer to the exact ones);
+// every target and the executor contract alike, so they still agree bit for bit.
 import { type Dense, type DenseOperand, type DenseVar, mergedGroup, unitStride } from '../dense.js';
 import type { IrStmt } from '../ir.js';
 import * as K from '../kir.js';
@@ -317,6 +321,6 @@ export function lowerDenseCpu(name: string, s: IrStmt, d: Dense, L: ExprLowering
   return {
     name, workgroup: [1, 1, 1],
     grid: [ceil(Nx, NC), ceil(Mx, MC), dim(d.batch)],
-    buffers: [], scalars: [], shared, body,
+    buffers: [], scalars: [], shared, body, contract: true,
   };
 }

@@ -28,10 +28,12 @@
 //   - Half-precision buffers (KBuffer.storage f16 / bf16) are Uint16Arrays of the bits: a load
 //     looks the value up in a table (exact), a store rounds to nearest even (targets/half.ts);
 //     shared arrays with half storage too (poisoned with the half NaN).
+//   - contraction (Kernel.contract): a fused multiply-add x * y + z is fma32 below, the correctly
+//     rounded f32 result (what fmaf and the hardware's fma give).
 //   - mma (kir.ts KMma): each thread computes its own fragment from the shared operands, in the
 //     documented order (kk = 0 .. 15, f32 rounding after each addition; products are exact),
 //     bounds-checked like any load; lane = tid.x % 32.
-import type { KHalf, Kernel, KExpr, KStmt, KType } from '../../compiler/kir.js';
+import { fmaParts, type KHalf, type Kernel, type KExpr, type KStmt, type KType } from '../../compiler/kir.js';
 import { erf } from '../../dsl/math.js';
 import { verifyKernel } from '../../compiler/kir-verify.js';
 import { bf16Values, f16Values, toBF16Bits, toF16Bits } from '../half.js';
@@ -96,6 +98,32 @@ function mmaStep(a: Uint16Array, b: Uint16Array, c: Float32Array, table: Float32
   }
 }
 const ARRAY: Record<KType, string> = { f32: 'Float32Array', i32: 'Int32Array', bool: 'Uint8Array' };
+
+// ---- fused multiply-add ------------------------------------------------------------------
+
+/** p + z, p and z doubles, is their rounded sum s plus this error, exactly (TwoSum). */
+const sumError = (p: number, z: number, s: number): number => { const bb = s - p; return (p - (s - bb)) + (z - bb); };
+/** Halfway between the largest finite f32 and 2^128: above it, f32 rounding overflows. */
+const F32_OVERFLOW = 2 ** 128 - 2 ** 103;
+const F32_MAX = 2 ** 128 - 2 ** 104;
+
+/**
+ * The correctly rounded f32 x * y + z of f32 values. The product is exact in a double (24 + 24
+ * bits) and the sum is rounded to a double, s; rounding s to f32 is then the right answer but
+ * where s fell exactly halfway between two f32 values while the exact sum was not there (double
+ * rounding): then the exact sum lies on its error's side.
+ */
+export function fma32(x: number, y: number, z: number): number {
+  const p = x * y, s = p + z;
+  const r = Math.fround(s);
+  if (r === s || Number.isNaN(s) || !Number.isFinite(p) || !Number.isFinite(z)) return r;
+  const err = sumError(p, z, s);
+  if (err === 0) return r;
+  if (!Number.isFinite(r)) return Math.abs(s) === F32_OVERFLOW && (err > 0) !== (s > 0) ? Math.sign(s) * F32_MAX : r;
+  const o = r + 2 * (s - r); // the other f32 neighbour of s, where s is halfway
+  if (Math.fround(o) !== o) return r;
+  return (err > 0) === (o > r) ? o : r;
+}
 
 // ---- code generation -----------------------------------------------------------------
 
@@ -209,6 +237,10 @@ class Gen {
         }
       }
       case 'bin': {
+        if (this.k.contract && e.op === '+' && e.type === 'f32' && e.a.type === 'f32' && e.b.type === 'f32') {
+          const f = fmaParts(e.a, e.b);
+          if (f && f[0].type === 'f32' && f[1].type === 'f32') return `fma32(${f.map((x) => this.expr(x)).join(', ')})`;
+        }
         const a = this.expr(e.a), b = this.expr(e.b);
         const ta = e.a.type, tb = e.b.type;
         if (ta !== tb) this.err(`'${e.op}' on ${ta} and ${tb}`);
@@ -488,8 +520,8 @@ function compile(k: Kernel): CompiledKernel {
   let fn: (B: KernelArgs['buffers'], S: KernelArgs['scalars']) => void;
   try {
     const half = k.buffers.some((b) => b.storage) || k.shared.some((s) => s.storage);
-    fn = new Function('erf', 'idiv', 'imod', 'f2i', 'oob', 'badGrid', 'schedule', 'h16', 'hb16', 'r16', 'rb16', 'mma', source)(
-      erf, idiv, imod, f2i, oob, badGrid, schedule, half ? f16Values() : null, half ? bf16Values() : null, toF16Bits, toBF16Bits, mmaStep);
+    fn = new Function('erf', 'idiv', 'imod', 'f2i', 'oob', 'badGrid', 'schedule', 'h16', 'hb16', 'r16', 'rb16', 'mma', 'fma32', source)(
+      erf, idiv, imod, f2i, oob, badGrid, schedule, half ? f16Values() : null, half ? bf16Values() : null, toF16Bits, toBF16Bits, mmaStep, fma32);
   } catch (e) {
     throw new Error(`internal error: generated code for kernel ${k.name} does not compile: ${(e as Error).message}\n${source}`);
   }

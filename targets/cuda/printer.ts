@@ -173,6 +173,8 @@ export class CudaPrinter extends CPrinter {
     return f;
   }
 
+  override fmaFn(): string { return '__fmaf_rn'; }
+
   override binary(op: KBinOp, a: KExpr, b: KExpr, type: KType): Fmt {
     if ((op === '/' || op === '%') && type === 'i32') {
       // A constant divisor other than 0 and -1 needs no guard.
@@ -276,6 +278,7 @@ export class CudaPrinter extends CPrinter {
   }
 
   override kernel(k: Kernel): string {
+    this.contract = k.contract === true;
     // The body first: it decides which helpers and ids the header and prologue declare.
     const body: string[] = [];
     this.stmts(k.body, this.indentUnit, body);

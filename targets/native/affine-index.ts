@@ -35,6 +35,37 @@ export interface AffineEnv {
 
 const LIMIT = 1 << 16;
 
+/** e as rest + c: the constant of a sum of products by constants pulled out (rest undefined: e is c). */
+function splitConst(e: KExpr): [KExpr | undefined, number] {
+  if (e.k === 'const') return [undefined, e.value];
+  if (e.k === 'bin' && (e.op === '+' || e.op === '-')) {
+    const [ra, ca] = splitConst(e.a), [rb, cb] = splitConst(e.b);
+    const rest = ra && rb ? K.bin(e.op, ra, rb) : ra ?? (rb && (e.op === '+' ? rb : K.un('neg', rb)));
+    return [rest, e.op === '+' ? ca + cb : ca - cb];
+  }
+  if (e.k === 'bin' && e.op === '*' && (e.a.k === 'const' || e.b.k === 'const')) {
+    const [x, k] = e.b.k === 'const' ? [e.a, e.b] : [e.b, e.a];
+    const [r, c] = splitConst(x);
+    return [r && K.bin('*', r, k), c * (k as Extract<KExpr, { k: 'const' }>).value];
+  }
+  return [e, 0];
+}
+
+/**
+ * An int32 base as int64 C text: `(int64_t)(rest) + c`, its constant pulled out, so that accesses
+ * at bases a constant apart ((i0 + 1) * 128 + kk, (i0 + 2) * 128 + kk) share one address register
+ * and differ by a displacement (eight row bases would otherwise take eight registers). Equal to
+ * (int64_t)(base) modulo 2^32, so, as for the work-item term, it is the kernel IR's index wherever
+ * it lies in [0, length); the bounds tests are printed in the same form.
+ */
+export function int64Base(base: KExpr, expr: (e: KExpr) => string): string {
+  const [rest, c] = splitConst(base);
+  if (!Number.isSafeInteger(c) || Math.abs(c) >= 2 ** 31) return `(int64_t)(${expr(base)})`;
+  if (!rest) return `(int64_t)(${c})`;
+  const r = `(int64_t)(${expr(rest)})`;
+  return c === 0 ? r : `${r} ${c < 0 ? '-' : '+'} ${Math.abs(c)}`;
+}
+
 /** `e` as base + coef * item, or undefined when it is not of that form. */
 export function affine(e: KExpr, env: AffineEnv, depth = 0): Affine | undefined {
   if (e.type !== 'i32' || depth > 64) return undefined;

@@ -5,15 +5,16 @@
 // for all lanes, then statement 2, ... is the loop's own result when no lane reads or writes
 // what another lane writes: every array stored in the loop is accessed at one base only, or at
 // constant bases W or more apart. Each lane's operations are the scalar ones (IEEE f32, rounded
-// per operation, no contraction), so the results are bit for bit the loop's.
+// per operation, no contraction but where the kernel contracts: a fused multiply-add is a vector
+// fma, rn_vfmaW, rounded once per lane as fmaf), so the results are bit for bit the loop's.
 //
 // Vector locals: a local f32 array accessed only in lane loops of one width W, always at constant
 // bases that are multiples of W, is declared as an array of vectors (the accumulators of the
 // blocked dense products, compiler/lower/dense-cpu.ts: GCC keeps them in registers).
 import { anyExpr, mapExpr } from '../../compiler/c-printer.js';
-import type { KBinOp, KExpr, KStmt } from '../../compiler/kir.js';
+import { fmaParts, type KBinOp, type KExpr, type KStmt } from '../../compiler/kir.js';
 import * as K from '../../compiler/kir.js';
-import { affine, type AffineEnv } from './affine-index.js';
+import { affine, type AffineEnv, int64Base } from './affine-index.js';
 
 export type ForStmt = Extract<KStmt, { k: 'for' }>;
 export const LANE_WIDTHS: readonly number[] = [4, 8, 16];
@@ -22,7 +23,9 @@ export type LaneExpr =
   | { k: 'vload'; array: string; base: KExpr }
   | { k: 'scalar'; e: KExpr }
   | { k: 'bin'; op: KBinOp; a: LaneExpr; b: LaneExpr }
-  | { k: 'neg'; a: LaneExpr };
+  | { k: 'neg'; a: LaneExpr }
+  /** x * y + z rounded once (a contracting kernel's multiply-add: kir.ts fmaParts). */
+  | { k: 'fma'; x: LaneExpr; y: LaneExpr; z: LaneExpr };
 
 export interface LanePlan { width: number; v: string; stores: { array: string; base: KExpr; value: LaneExpr }[] }
 
@@ -74,7 +77,7 @@ const LANE_OPS: ReadonlySet<KBinOp> = new Set(['+', '-', '*', '/']);
  * The vector form of lane loop `s`, or undefined where it is not one. `f32Array(name)`: the
  * array holds f32 as f32 (no half storage), so a vector load or store reads it as it is.
  */
-export function lanePlan(s: ForStmt, f32Array: (name: string) => boolean): LanePlan | undefined {
+export function lanePlan(s: ForStmt, f32Array: (name: string) => boolean, contract = false): LanePlan | undefined {
   const width = laneWidth(s);
   if (width === undefined || s.body.length === 0) return undefined;
   const v = s.v;
@@ -96,6 +99,11 @@ export function lanePlan(s: ForStmt, f32Array: (name: string) => boolean): LaneP
       return { k: 'vload', array: e.array, base };
     }
     if (e.k === 'bin' && LANE_OPS.has(e.op)) {
+      const f = contract && e.op === '+' ? fmaParts(e.a, e.b) : undefined;
+      if (f) {
+        const [x, y, z] = f.map(lane);
+        return x && y && z ? { k: 'fma', x, y, z } : undefined;
+      }
       const a = lane(e.a), b = lane(e.b);
       return a && b ? { k: 'bin', op: e.op, a, b } : undefined;
     }
@@ -175,15 +183,33 @@ export function vectorLocals(body: readonly KStmt[]): Map<string, number> {
   return out;
 }
 
+const FMA_GUARD: Record<number, string> = { 4: 'defined(__FMA__)', 8: 'defined(__FMA__) && defined(__AVX__)', 16: 'defined(__AVX512F__)' };
+const FMA_INTRINSIC: Record<number, string> = { 4: '_mm_fmadd_ps', 8: '_mm256_fmadd_ps', 16: '_mm512_fmadd_ps' };
+const M_TYPE: Record<number, string> = { 4: '__m128', 8: '__m256', 16: '__m512' };
+const SET1: Record<number, string> = { 4: '_mm_set1_ps', 8: '_mm256_set1_ps', 16: '_mm512_set1_ps' };
+
 /** C helpers of the printed lane loops (after the native printer's own). */
 export const LANE_HELPERS = [
   '/* Lane loops (targets/native/lanes.ts) as vectors: an access of w elements at i is in range. */',
+  '#if defined(__FMA__) || defined(__AVX512F__)',
+  '#include <immintrin.h>',
+  '#endif',
   '#define RN_VIN(i, w, n) ((uint64_t)(uint32_t)(i) + (uint64_t)(w) <= (uint64_t)(n))',
   ...LANE_WIDTHS.flatMap((w) => [
     `typedef float rn_vf${w} __attribute__((vector_size(${4 * w})));`,
     `static inline rn_vf${w} rn_vld${w}(const float *p) { rn_vf${w} v; memcpy(&v, p, sizeof v); return v; }`,
     `static inline void rn_vst${w}(float *p, rn_vf${w} v) { memcpy(p, &v, sizeof v); }`,
     `static inline rn_vf${w} rn_vsplat${w}(float s) { return (rn_vf${w}){${Array(w).fill('s').join(', ')}}; }`,
+    // Vector fma: the intrinsic where the CPU has it (-march=native; GCC then broadcasts a scalar
+    // operand straight from memory, where its own vectorised fmaf loop loads a vector and shuffles,
+    // on the port the fma needs: 1.4x slower micro-kernel), else fmaf lane by lane (libm: exact).
+    `#if ${FMA_GUARD[w]}`,
+    `static inline rn_vf${w} rn_vfma${w}(rn_vf${w} x, rn_vf${w} y, rn_vf${w} z) { return (rn_vf${w})${FMA_INTRINSIC[w]}((${M_TYPE[w]})x, (${M_TYPE[w]})y, (${M_TYPE[w]})z); }`,
+    `static inline rn_vf${w} rn_vfmas${w}(float x, rn_vf${w} y, rn_vf${w} z) { return (rn_vf${w})${FMA_INTRINSIC[w]}(${SET1[w]}(x), (${M_TYPE[w]})y, (${M_TYPE[w]})z); }`,
+    '#else',
+    `static inline rn_vf${w} rn_vfma${w}(rn_vf${w} x, rn_vf${w} y, rn_vf${w} z) { rn_vf${w} r; for (int i = 0; i < ${w}; i++) r[i] = fmaf(x[i], y[i], z[i]); return r; }`,
+    `static inline rn_vf${w} rn_vfmas${w}(float x, rn_vf${w} y, rn_vf${w} z) { rn_vf${w} r; for (int i = 0; i < ${w}; i++) r[i] = fmaf(x, y[i], z[i]); return r; }`,
+    '#endif',
   ]),
   '',
 ].join('\n');
@@ -192,6 +218,8 @@ export const LANE_HELPERS = [
 export interface LaneHost {
   /** A scalar expression at least at precedence `min`. */
   expr(e: KExpr, min?: number): string;
+  /** An index as the printer prints it (int64 where it is affine in a versioned loop), if not expr's. */
+  index?(e: KExpr): string | undefined;
   /** The C pointer expression and element count of an array. */
   array(name: string): { c: string; len: string };
   /** The lanes of a vector local (declared as vectors), or undefined. */
@@ -226,7 +254,7 @@ export function printLaneLoop(s: ForStmt, plan: LanePlan, h: LaneHost, ind: stri
   const at = (array: string, base: KExpr): { vec?: string; ptr?: string } => {
     if (h.vectorLocal(array) === W && base.k === 'const') return { vec: `${array}[${base.value / W}]` };
     const a = h.array(array);
-    const b = h.expr(base);
+    const b = h.index?.(base) ?? h.expr(base);
     if (h.checks) conds.add(`RN_VIN(${b}, ${W}, ${a.len})`);
     return { ptr: `${a.c} + (${b})` };
   };
@@ -236,6 +264,12 @@ export function printLaneLoop(s: ForStmt, plan: LanePlan, h: LaneHost, ind: stri
       case 'vload': { const r = at(e.array, e.base); return r.vec ?? `rn_vld${W}(${r.ptr})`; }
       case 'bin': return `(${vx(e.a)} ${e.op} ${vx(e.b)})`;
       case 'neg': return `(-${vx(e.a)})`;
+      case 'fma': {
+        // A broadcast operand first (x * y = y * x exactly, and fma rounds the exact x * y + z once).
+        const [x, y] = e.y.k === 'scalar' && e.x.k !== 'scalar' ? [e.y, e.x] : [e.x, e.y];
+        const v = (o: LaneExpr): string => (o.k === 'scalar' ? `rn_vsplat${W}(${h.expr(o.e)})` : vx(o));
+        return x.k === 'scalar' ? `rn_vfmas${W}(${h.expr(x.e)}, ${v(y)}, ${v(e.z)})` : `rn_vfma${W}(${v(x)}, ${v(y)}, ${v(e.z)})`;
+      }
     }
   };
   const lines = plan.stores.map((st) => {
@@ -267,7 +301,7 @@ export function versionTests(s: ForStmt, env: AffineEnv, h: { expr(e: KExpr): st
     if (len === undefined) return true; // a vector local: constant indices in range
     const a = affine(index, env);
     if (!a) return false;
-    const b = `(int64_t)(${h.expr(a.base)})`;
+    const b = int64Base(a.base, (e) => h.expr(e));
     const at = (x: string): string => (a.coef === 0 ? b : `${b} + ${a.coef} * ${x}`);
     const [lo, hi] = a.coef >= 0 ? [at(first), at(last)] : [at(last), at(first)];
     tests.add(`RN_SPAN(${lo}, ${w > 1 ? `${hi} + ${w - 1}` : hi}, ${len})`);

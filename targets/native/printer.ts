@@ -14,7 +14,8 @@
 // The kernel IR semantics (compiler/kir.ts; targets/cpu/executor.ts is their definition), in C
 // compiled with -fwrapv -ffp-contract=off and without fast-math (targets/native/compile.ts):
 //   - f32 is float, computed in float (x86-64 SSE: FLT_EVAL_METHOD 0), so + - * / sqrt round
-//     once to float32, as the executor's Math.fround does; no contraction into fma.
+//     once to float32, as the executor's Math.fround does; no contraction into fma, but where
+//     the kernel asks for it (Kernel.contract: kir.ts fmaParts), fmaf (vector fma in lane loops).
 //   - transcendentals (exp exp2 log log2 log1p sin cos tanh pow rsqrt erf) are computed in double
 //     and rounded once, as the executor computes them (float64 function, then fround): in code
 //     that may vectorise by the branch-free polynomials of c-math.ts, in checked (scalar) code by
@@ -41,7 +42,7 @@ import { CUDA_RESERVED, validCudaIdent } from '../cuda/legalise.js';
 import { rewriteDeltaSums } from './delta.js';
 import { splitBarriers, type SplitKernel, WORK_ITEM } from './barrier-split.js';
 import { constIndex, LANE_HELPERS, type LaneHost, lanePlan, printLaneLoop, vectorLocals, versionTests } from './lanes.js';
-import { accesses, type Affine, affine, type AffineEnv, loopEnv } from './affine-index.js';
+import { accesses, type Affine, affine, type AffineEnv, int64Base, loopEnv } from './affine-index.js';
 import { C_MATH } from './c-math.js';
 import { hasTrig, type PreAccess, precheck, rerunnable } from './item-versions.js';
 import { BLOCK_INNER, BLOCK_OUTER, type BlockPlan, blockPlan, type Form, outerForm, rangeOf, seqPlan } from './divmod-blocks.js';
@@ -249,7 +250,11 @@ class NativePrinter extends CPrinter {
     decls(k.body);
     for (const [name, n] of counts) if (n > 1) this.outerDecls.delete(name);
     this.scalarNames = new Set(k.scalars.map((s) => s.name));
+    this.contract = k.contract === true;
   }
+
+  // C's fmaf: one vfmadd where the CPU has fma (-march=native), else libm's correctly rounded one.
+  override fmaFn(): string { return 'fmaf'; }
 
   /** Integer arithmetic on kernel scalars and constants only: the same for every work-item of a launch. */
   private uniform(e: KExpr): boolean {
@@ -276,7 +281,7 @@ class NativePrinter extends CPrinter {
     const a = affine(index, env)!;
     if (a.coef === 0) return this.expr(a.base);
     const v = `${a.coef === 1 ? '' : `${a.coef} * `}(int64_t)${env.item}`;
-    return a.base.k === 'const' && a.base.value === 0 ? v : `(int64_t)(${this.expr(a.base)}) + ${v}`;
+    return a.base.k === 'const' && a.base.value === 0 ? v : `${int64Base(a.base, (e) => this.expr(e))} + ${v}`;
   }
 
   /**
@@ -294,7 +299,7 @@ class NativePrinter extends CPrinter {
       const info = this.arrays.get(acc.array);
       if (!info) return undefined;
       if (this.context.has(acc.array) && a.coef === 1 && a.base.k === 'const' && a.base.value === 0 && s.v === WORK_ITEM) continue;
-      const b = `(int64_t)(${this.expr(a.base)})`;
+      const b = int64Base(a.base, (e) => this.expr(e));
       if (a.coef === 0) { test.add(`RN_SPAN(${b}, ${b}, ${info.len})`); continue; }
       const at = (x: string): string => `${b} + ${a.coef} * ${x}`;
       test.add(a.coef > 0 ? `RN_SPAN(${at(first)}, ${at(last)}, ${info.len})` : `RN_SPAN(${at(last)}, ${at(first)}, ${info.len})`);
@@ -441,13 +446,13 @@ class NativePrinter extends CPrinter {
   /** Accesses checked one by one (a branch and a call each): code GCC does not vectorise. */
   private scalarCode(): boolean { return this.checked() && !this.fast; }
   private lanePlanOf(s: Extract<KStmt, { k: 'for' }>) {
-    return lanePlan(s, (a) => { const x = this.arrays.get(a); return x !== undefined && x.type === 'f32' && !x.storage; });
+    return lanePlan(s, (a) => { const x = this.arrays.get(a); return x !== undefined && x.type === 'f32' && !x.storage; }, this.contract);
   }
 
   /** Lane loops print as vector statements (targets/native/lanes.ts). */
   private laneHost(): LaneHost {
     return {
-      expr: (e, min) => this.expr(e, min), array: (n) => this.arrays.get(n)!, vectorLocal: (n) => this.vecLocals.get(n),
+      expr: (e, min) => this.expr(e, min), index: (e) => this.partialIndex(e), array: (n) => this.arrays.get(n)!, vectorLocal: (n) => this.vecLocals.get(n),
       checks: this.checked(), indent: this.indentUnit, stmt: (s, ind, out) => this.stmt(s, ind, out),
     };
   }
@@ -497,8 +502,12 @@ class NativePrinter extends CPrinter {
       const tests = this.checked() ? versionTests(s, loopEnv(s, this.assigned), { expr: (e) => this.expr(e), len: (a) => (this.vecLocals.has(a) ? undefined : this.arrays.get(a)?.len) }, (f) => this.lanePlanOf(f)) : undefined;
       if (tests?.length) {
         out.push(`${ind}if (${tests.join(' && ')}) {`);
+        // Unchecked, with the loop's affine indices in int64 as the tests have them (one address register for A's rows).
         this.unchecked++;
+        const outer = this.partial;
+        this.partial = loopEnv(s, this.assigned);
         super.stmt(s, ind + this.indentUnit, out);
+        this.partial = outer;
         this.unchecked--;
         out.push(`${ind}} else {`);
         super.stmt(s, ind + this.indentUnit, out);

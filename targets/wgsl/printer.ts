@@ -278,6 +278,7 @@ export class WgslPrinter extends CPrinter {
   }
 
   override kernel(k: Kernel): string {
+    this.contract = k.contract === true;
     const body: string[] = [];
     this.stmts(k.body, this.indentUnit, body);
     const prologue = this.prologue(k); // may use helpers (the grid expression)

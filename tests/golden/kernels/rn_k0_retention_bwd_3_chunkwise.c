@@ -227,19 +227,43 @@ RN_INLINE int32_t rn_divq(int32_t a, rn_div v) {
 RN_INLINE int32_t rn_divr(int32_t a, rn_div v) { return (int32_t)(((uint32_t)a - (uint32_t)rn_divq(a, v) * (uint32_t)v.d) & (uint32_t)v.nz); }
 
 /* Lane loops (targets/native/lanes.ts) as vectors: an access of w elements at i is in range. */
+#if defined(__FMA__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #define RN_VIN(i, w, n) ((uint64_t)(uint32_t)(i) + (uint64_t)(w) <= (uint64_t)(n))
 typedef float rn_vf4 __attribute__((vector_size(16)));
 static inline rn_vf4 rn_vld4(const float *p) { rn_vf4 v; memcpy(&v, p, sizeof v); return v; }
 static inline void rn_vst4(float *p, rn_vf4 v) { memcpy(p, &v, sizeof v); }
 static inline rn_vf4 rn_vsplat4(float s) { return (rn_vf4){s, s, s, s}; }
+#if defined(__FMA__)
+static inline rn_vf4 rn_vfma4(rn_vf4 x, rn_vf4 y, rn_vf4 z) { return (rn_vf4)_mm_fmadd_ps((__m128)x, (__m128)y, (__m128)z); }
+static inline rn_vf4 rn_vfmas4(float x, rn_vf4 y, rn_vf4 z) { return (rn_vf4)_mm_fmadd_ps(_mm_set1_ps(x), (__m128)y, (__m128)z); }
+#else
+static inline rn_vf4 rn_vfma4(rn_vf4 x, rn_vf4 y, rn_vf4 z) { rn_vf4 r; for (int i = 0; i < 4; i++) r[i] = fmaf(x[i], y[i], z[i]); return r; }
+static inline rn_vf4 rn_vfmas4(float x, rn_vf4 y, rn_vf4 z) { rn_vf4 r; for (int i = 0; i < 4; i++) r[i] = fmaf(x, y[i], z[i]); return r; }
+#endif
 typedef float rn_vf8 __attribute__((vector_size(32)));
 static inline rn_vf8 rn_vld8(const float *p) { rn_vf8 v; memcpy(&v, p, sizeof v); return v; }
 static inline void rn_vst8(float *p, rn_vf8 v) { memcpy(p, &v, sizeof v); }
 static inline rn_vf8 rn_vsplat8(float s) { return (rn_vf8){s, s, s, s, s, s, s, s}; }
+#if defined(__FMA__) && defined(__AVX__)
+static inline rn_vf8 rn_vfma8(rn_vf8 x, rn_vf8 y, rn_vf8 z) { return (rn_vf8)_mm256_fmadd_ps((__m256)x, (__m256)y, (__m256)z); }
+static inline rn_vf8 rn_vfmas8(float x, rn_vf8 y, rn_vf8 z) { return (rn_vf8)_mm256_fmadd_ps(_mm256_set1_ps(x), (__m256)y, (__m256)z); }
+#else
+static inline rn_vf8 rn_vfma8(rn_vf8 x, rn_vf8 y, rn_vf8 z) { rn_vf8 r; for (int i = 0; i < 8; i++) r[i] = fmaf(x[i], y[i], z[i]); return r; }
+static inline rn_vf8 rn_vfmas8(float x, rn_vf8 y, rn_vf8 z) { rn_vf8 r; for (int i = 0; i < 8; i++) r[i] = fmaf(x, y[i], z[i]); return r; }
+#endif
 typedef float rn_vf16 __attribute__((vector_size(64)));
 static inline rn_vf16 rn_vld16(const float *p) { rn_vf16 v; memcpy(&v, p, sizeof v); return v; }
 static inline void rn_vst16(float *p, rn_vf16 v) { memcpy(p, &v, sizeof v); }
 static inline rn_vf16 rn_vsplat16(float s) { return (rn_vf16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
+#if defined(__AVX512F__)
+static inline rn_vf16 rn_vfma16(rn_vf16 x, rn_vf16 y, rn_vf16 z) { return (rn_vf16)_mm512_fmadd_ps((__m512)x, (__m512)y, (__m512)z); }
+static inline rn_vf16 rn_vfmas16(float x, rn_vf16 y, rn_vf16 z) { return (rn_vf16)_mm512_fmadd_ps(_mm512_set1_ps(x), (__m512)y, (__m512)z); }
+#else
+static inline rn_vf16 rn_vfma16(rn_vf16 x, rn_vf16 y, rn_vf16 z) { rn_vf16 r; for (int i = 0; i < 16; i++) r[i] = fmaf(x[i], y[i], z[i]); return r; }
+static inline rn_vf16 rn_vfmas16(float x, rn_vf16 y, rn_vf16 z) { rn_vf16 r; for (int i = 0; i < 16; i++) r[i] = fmaf(x, y[i], z[i]); return r; }
+#endif
 
 // kernel IR 'retention_bwd_3_chunkwise': workgroup 64x1x1 (64 work-items per workgroup)
 void rn_k0_retention_bwd_3_chunkwise(void *const *rn_b, const int64_t *rn_n, const int32_t *rn_s, const int32_t *rn_g, int64_t rn_begin, int64_t rn_end, unsigned char *rn_scratch, int32_t *rn_err) {
