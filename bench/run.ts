@@ -35,6 +35,7 @@ import { deviceError, EXEC_TARGETS, openTarget, runnerOf, type TargetExec, withT
 import { type HostValue, type ModelState, type PlanExec, runModelPlan } from '../runtime/model-runner.js';
 import { runModelBackward } from '../runtime/model-backward.js';
 import { peerCoreType } from './peer-blas.js';
+import { hostLanes } from '../targets/native/compile.js';
 import { barPlot, linePlot, type Series } from './plot.js';
 
 // ---- targets ----------------------------------------------------------------------------------
@@ -451,6 +452,8 @@ async function bench(o: Options, cfg: Config, started: Date, t00: number, tmp: s
       quick: o.quick,
       node: process.version,
       cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
+      // The vector width native's micro tiles take on this machine (Schedule.lanes).
+      nativeLanes: hostLanes(),
       load: os.loadavg().map((x) => Number(x.toFixed(1))),
       options: { reps: o.reps, minMs: o.minMs, capMs: o.capMs, budgetMs: o.budgetMs, chunk: cfg.chunk, bar: BAR },
       targets: targets.map((t) => ({ name: t.name, available: !!t.exec, ...(t.reason ? { reason: t.reason } : {}) })),
@@ -755,10 +758,10 @@ function curveData(cases: CaseRecord[], targets: string[], cfg: Config): Curves 
 const cell = (r: Result | undefined): string => (!r ? '—' : r.status === 'ok' ? ms(r.medianMs) : r.status === 'skipped' ? 'skip' : r.status);
 
 function markdown(json: { meta: Record<string, unknown>; cases: CaseRecord[]; curves: Curves }, targets: string[]): string {
-  const m = json.meta as { started: string; seconds: number; complete: boolean; load: number[]; cpus: string; node: string; targets: { name: string; available: boolean; reason?: string }[]; peer: Record<string, unknown>; options: Record<string, number>; timing: string };
+  const m = json.meta as { started: string; seconds: number; complete: boolean; load: number[]; cpus: string; nativeLanes: number; node: string; targets: { name: string; available: boolean; reason?: string }[]; peer: Record<string, unknown>; options: Record<string, number>; timing: string };
   const lines: string[] = [];
   lines.push(`# retnetc bench, ${m.started}${m.complete ? '' : ' (incomplete: the run was still going or was stopped)'}`, '');
-  lines.push(`${m.cpus}, Node ${m.node}; ${m.seconds} s; load average at the end ${m.load.join(', ')}. Targets: ${m.targets.map((t) => (t.available ? t.name : `${t.name} (skipped: ${t.reason})`)).join('; ')}.`);
+  lines.push(`${m.cpus} (native micro tiles of ${m.nativeLanes} f32 lanes), Node ${m.node}; ${m.seconds} s; load average at the end ${m.load.join(', ')}. Targets: ${m.targets.map((t) => (t.available ? t.name : `${t.name} (skipped: ${t.reason})`)).join('; ')}.`);
   lines.push(`Peer: ${m.peer['skipped'] ? `skipped: ${m.peer['skipped']}` : `PyTorch ${m.peer['torch']} eager, ${m.peer['threads']} thread(s), ${m.peer['blas']}`}.`);
   lines.push('', `Times in ms (median of n; n per cell in latest.json). ${m.timing} Cap on the estimated time per run: ${m.options['capMs']} ms; relative RMSE bar ${m.options['bar']}.`, '');
   const head = ['case', 'form', ...targets.map((t) => `${t} ms`), 'torch ms', ...targets.map((t) => `${t}/torch`), 'check (rel RMSE)'];

@@ -214,7 +214,7 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
         const { kernels: ks, lowerings: [La, Lb, Lc] } = lowerChunkParallel(name, s, c, mkL, sched, id);
         kernels = [{ kernel: ks.states, L: La, target: id }, { kernel: ks.scan, L: Lb, target: id }, { kernel: ks.outputs, L: Lc, target: s.target }];
       } else if (dense && blocked) {
-        kernels = [{ kernel: lowerDenseCpu(name, s, dense, L, chooseDenseCpuTile(dense, constants, chosenTiles)), L, target: s.target }];
+        kernels = [{ kernel: lowerDenseCpu(name, s, dense, L, chooseDenseCpuTile(dense, constants, chosenTiles, sched.lanes)), L, target: s.target }];
       } else if (dense && sched.dense === 'mma') {
         kernels = [{ kernel: lowerDenseForMma(name, s, dense, L, { dtype: sched.dtype, half, constants, ...(chosenTiles ? { tiles: chosenTiles } : {}) }), L, target: s.target }];
       } else if (dense) {
@@ -235,7 +235,7 @@ export function compilePlan(fn: CheckedFn, schedule: Schedule, opts: CompileOpti
       else if (!c) kernels = [{ kernel: lowerElementwise(name, s, L, sched.workgroup.elementwise), L, target: s.target }];
       else if (sched.form === 'recurrent') kernels = [{ kernel: lowerRecurrent(name, s, c, L, sched), L, target: s.target }];
       // CPU-like targets (dense 'blocked'): the chunks of a sequence walked by one core, blocked (compiler/lower/chunk-walk-cpu.ts).
-      else if (sched.form === 'chunkwise' && blocked) kernels = [{ kernel: lowerChunkWalkCpu(name, s, c, L, sched.chunk), L, target: s.target }];
+      else if (sched.form === 'chunkwise' && blocked) kernels = [{ kernel: lowerChunkWalkCpu(name, s, c, L, sched.chunk, sched.lanes), L, target: s.target }];
       else if (sched.form === 'chunkwise') kernels = [{ kernel: lowerChunkwise(name, s, c, L, sched), L, target: s.target }];
       else kernels = [{ kernel: lowerParallel(name, s, c, L, sched), L, target: s.target }];
     } catch (e) {

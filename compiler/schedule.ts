@@ -95,7 +95,17 @@ export interface Schedule {
    * (compiler/lower/reduce.ts), where the sizes suit it (compiler/lower/reduce.ts treeSuits).
    */
   reduce?: ReduceMode;
+  /**
+   * f32 lanes of the CPU vector registers the blocked CPU lowerings (dense 'blocked': dense-cpu.ts,
+   * chunk-cpu.ts, chunk-walk-cpu.ts) shape their micro tiles for: 16 (AVX-512, 32 registers; the
+   * default where absent), 8 (AVX and AVX2, 16 registers), 4 (SSE, NEON). Native fills it from the
+   * host's compiler (targets/native/compile.ts hostLanes).
+   */
+  lanes?: number;
 }
+
+/** The values Schedule.lanes takes. */
+export const CPU_LANES: readonly number[] = [4, 8, 16];
 
 export type DenseMode = 'map' | 'tiled' | 'blocked' | 'mma';
 export const DENSE_MODES: readonly DenseMode[] = ['map', 'tiled', 'blocked', 'mma'];
@@ -138,6 +148,10 @@ export function makeSchedule(form: Form, chunkGiven?: number, overrides: Partial
   }
   if (overrides.chunkParallel) s.chunkParallel = true;
   if (chunkGiven === undefined) s.chunkDefault = true;
+  if (overrides.lanes !== undefined) {
+    if (!CPU_LANES.includes(overrides.lanes)) throw new ScheduleFormatError(`lanes must be one of ${CPU_LANES.join(', ')}, got ${JSON.stringify(overrides.lanes)}`);
+    s.lanes = overrides.lanes;
+  }
   const st = overrides.statements;
   if (st && Object.keys(st).length) s.statements = Object.fromEntries(Object.entries(st).map(([k, c]) => [k, checkChoice(c, `statement '${k}'`)]));
   if (overrides.reduce !== undefined && overrides.reduce !== 'serial') {
@@ -183,7 +197,7 @@ export function checkChoice(c: unknown, where: string): StatementChoice {
 export function scheduleFromJson(json: unknown): Schedule {
   if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ScheduleFormatError(`expected a JSON object such as {"form": "chunkwise", "chunk": 64, "statements": {...}}, got ${JSON.stringify(json)}`);
   const r = json as Record<string, unknown>;
-  const known = ['form', 'chunk', 'tiles', 'workgroup', 'dtype', 'dense', 'chunkParallel', 'reduce', 'statements'];
+  const known = ['form', 'chunk', 'tiles', 'workgroup', 'dtype', 'dense', 'chunkParallel', 'reduce', 'lanes', 'statements'];
   for (const k of Object.keys(r)) if (!known.includes(k)) throw new ScheduleFormatError(`unknown field '${k}' (a schedule has ${known.join(', ')})`);
   if (typeof r['form'] !== 'string' || !(FORMS as readonly string[]).includes(r['form'])) throw new ScheduleFormatError(`form must be one of ${FORMS.join(', ')}, got ${JSON.stringify(r['form'])}`);
   const form = r['form'] as Form;
@@ -216,6 +230,7 @@ export function scheduleFromJson(json: unknown): Schedule {
     if (typeof r['reduce'] !== 'string' || !(REDUCE_MODES as readonly string[]).includes(r['reduce'])) throw new ScheduleFormatError(`reduce must be one of ${REDUCE_MODES.join(', ')}, got ${JSON.stringify(r['reduce'])}`);
     overrides.reduce = r['reduce'] as ReduceMode;
   }
+  if (r['lanes'] !== undefined) overrides.lanes = r['lanes'] as number;
   if (r['statements'] !== undefined) {
     const st = r['statements'];
     if (!st || typeof st !== 'object' || Array.isArray(st)) throw new ScheduleFormatError(`statements must be an object keyed by statement name, got ${JSON.stringify(st)}`);
@@ -271,6 +286,7 @@ export function scheduleToJson(s: Schedule, sort = false): Schedule {
   if (s.dense && s.dense !== 'map') out.dense = s.dense;
   if (s.chunkParallel) out.chunkParallel = true;
   if (s.reduce && s.reduce !== 'serial') out.reduce = s.reduce;
+  if (s.lanes !== undefined) out.lanes = s.lanes;
   const st = Object.entries(s.statements ?? {}).map(([k, c]) => [k, sortedChoice(c)] as const).filter(([, c]) => Object.keys(c).length > 0);
   if (st.length) out.statements = Object.fromEntries(sort ? st.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : st);
   return out;

@@ -20,6 +20,7 @@ import type { Plan } from '../compiler/plan.js';
 import { type DenseMode, type Form, makeSchedule, type ReduceMode, type Schedule, type StorageDtype } from '../compiler/schedule.js';
 import type { Value } from '../dsl/reference/interpreter.js';
 import { PRINTERS, type Printer } from '../targets/emit.js';
+import { hostLanes } from '../targets/native/compile.js';
 import type { TargetName } from '../targets/emitted.js';
 import type { HostValue, PlanExec } from './model-runner.js';
 import { runPlanCpu } from './plan-runner.js';
@@ -69,8 +70,9 @@ export interface Runner {
    * chunk 16 (bench/chunkwise-webgpu.ts); native 32: chunkwise costs C(K+V) + 2KV multiply-adds
    * per position against recurrent's 2KV, so at K = V = 64 chunk 64 does twice recurrent's work
    * and ran no faster than it on one core, chunk 32 1.3x faster (bench/chunkwise-native.ts).
+   * `lanes`: Schedule.lanes for the machine it runs on (native: the host compiler's vector width).
    */
-  schedule?: { dense?: DenseMode; reduce?: ReduceMode; chunkParallel?: boolean; stateTile?: number; chunk?: number };
+  schedule?: { dense?: DenseMode; reduce?: ReduceMode; chunkParallel?: boolean; stateTile?: number; chunk?: number; lanes?: () => number };
   available(): Promise<Availability>;
   open(opts?: OpenOptions): TargetExec;
 }
@@ -112,7 +114,7 @@ async function nativeAvailable(): Promise<Availability> {
   const a = (await import('./native/addon.js')).loadNativeAddon();
   if ('error' in a) return { ok: false, reason: a.error };
   const n = cores();
-  return { ok: true, detail: `${compilerName(cc.command, cc.version)}, ${n} core${n === 1 ? '' : 's'}` };
+  return { ok: true, detail: `${compilerName(cc.command, cc.version)}, ${n} core${n === 1 ? '' : 's'}, ${hostLanes()}-lane f32 vectors` };
 }
 
 async function webgpuAvailable(): Promise<Availability> {
@@ -153,7 +155,7 @@ const native: Target = {
     about: 'C printed from kernel IR (targets/native), work-item loops, workgroups over all cores',
     compiler: 'the system C compiler (cc, gcc or clang; $RETNETC_CC)',
     errors: ['NativeRunError', 'NativeUnavailableError'], rank: 0,
-    schedule: { dense: 'blocked', stateTile: 1024, chunk: 32 },
+    schedule: { dense: 'blocked', stateTile: 1024, chunk: 32, lanes: () => hostLanes() },
     available: nativeAvailable,
     open: () => ({ exec: async (plan, inputs) => (await import('./native/runner.js')).runPlanNative(plan, inputs as ReadonlyMap<string, Value>), release: async () => {} }),
   },
@@ -244,6 +246,7 @@ export function withTargetDefaults(schedule: Schedule, target: string): Schedule
   if (d?.reduce && schedule.reduce === undefined) out = { ...out, reduce: d.reduce };
   if (d?.chunkParallel && !schedule.chunkParallel) out = { ...out, chunkParallel: true };
   if (d?.stateTile && schedule.tiles.state === undefined) out = { ...out, tiles: { ...out.tiles, state: d.stateTile } };
+  if (d?.lanes && schedule.lanes === undefined) out = { ...out, lanes: d.lanes() };
   if (schedule.chunkDefault) {
     // The parallel form's key tile follows the chunk where it was the chunk (makeSchedule's default).
     const { chunkDefault: _, ...rest } = out;

@@ -33,16 +33,20 @@ const addon = cc ? loadNativeAddon() : { error: NO_COMPILER };
 const noNative = !cc ? NO_COMPILER : 'error' in addon ? addon.error : undefined;
 if (noNative) console.log(`[chunk-cpu] native skipped: ${noNative}`);
 
-function planOf(fn: CheckedFn, c: Pick<Case, 'K' | 'V' | 'chunk'>, backward: boolean, form: Form | 'walk'): Plan {
+/** A case with the vector width of its CPU micro tiles (Schedule.lanes: 16 AVX-512, 8 AVX2, 4 SSE/NEON; absent 16). */
+type LCase = Case & { lanes?: number };
+
+function planOf(fn: CheckedFn, c: Pick<LCase, 'K' | 'V' | 'chunk' | 'lanes'>, backward: boolean, form: Form | 'walk'): Plan {
   const constants = new Map(specialisedSizes(fn, backward).map((s) => [s, s === 'K' ? c.K : c.V] as const));
-  const sched = form === 'chunkwise' ? makeSchedule(form, c.chunk, { chunkParallel: true, dense: 'blocked' }) : form === 'walk' ? makeSchedule('chunkwise', c.chunk, { dense: 'blocked' }) : makeSchedule(form, c.chunk);
+  const lanes = c.lanes !== undefined ? { lanes: c.lanes } : {};
+  const sched = form === 'chunkwise' ? makeSchedule(form, c.chunk, { chunkParallel: true, dense: 'blocked', ...lanes }) : form === 'walk' ? makeSchedule('chunkwise', c.chunk, { dense: 'blocked', ...lanes }) : makeSchedule(form, c.chunk);
   return compilePlan(fn, sched, { backward, constants });
 }
 
 type Out = Map<string, { shape: number[]; data: ArrayLike<number> }>;
 
 /** Forward and backward of `f` at `c`: the CPU form on the executor (and native) against the truth, the recurrent schedule and each other. */
-async function checkCase(f: Family, c: Case, onNative: boolean): Promise<string[]> {
+async function checkCase(f: Family, c: LCase, onNative: boolean): Promise<string[]> {
   const fn = loadFn(f.file, f.name);
   const r = truthOf(fn, f, c);
   const problems: string[] = [];
@@ -56,7 +60,7 @@ async function checkCase(f: Family, c: Case, onNative: boolean): Promise<string[
     const runs: [string, Out][] = [['cpu walk', runPlanCpu(w, inputs, { poison: NaN })]];
     if (onNative) runs.push(['native walk', await runPlanNative(w, inputs, { poison: NaN })]);
     const rec = runPlanCpu(planOf(fn, c, backward, 'recurrent'), inputs);
-    const label = (t: string, name: string) => `${f.name} ${t} ${backward ? 'backward' : 'forward'} B=${c.B} H=${c.H} T=${c.T} K=${c.K} V=${c.V} chunk=${c.chunk} ${name}`;
+    const label = (t: string, name: string) => `${f.name} ${t} ${backward ? 'backward' : 'forward'} B=${c.B} H=${c.H} T=${c.T} K=${c.K} V=${c.V} chunk=${c.chunk} lanes=${c.lanes ?? 16} ${name}`;
     for (const [name, want1] of want) {
       checkTensor(label('cpu', name), `${f.name} ${name}`, par.get(name), want1, problems, worst, DECAY_GRADS.has(name) ? r.scale : undefined);
       const e = relErr(par.get(name)!.data, rec.get(name)!.data);
@@ -80,8 +84,8 @@ async function checkCase(f: Family, c: Case, onNative: boolean): Promise<string[
 }
 
 /**
- * The kernel shape of each family's cases. Rows: micro tiles of MR = 8 rows; columns: vectors of
- * W = 16 lanes, tiles of NR = 16 (V <= 16) or 32 columns (chunk-cpu.ts). The backward's
+ * The kernel shape of each family's cases. Rows: micro tiles of MR = 8 rows (4 at 8 and 4 lanes); columns: vectors of
+ * W = 16 lanes (or the case's lanes), tiles of NR = 16 (V <= 16) or 32 columns (chunk-cpu.ts). The backward's
  * contractions swap the roles of K and V and double the state's rows (order 1 for grad.gamma).
  */
 const SHAPES: Record<string, Pick<Case, 'K' | 'V' | 'chunk'>> = {
@@ -98,7 +102,9 @@ const SHAPES: Record<string, Pick<Case, 'K' | 'V' | 'chunk'>> = {
 
 const gammaArb = fc.oneof(fc.constant(1), fc.constant(1 - 2 ** -20), fc.constant(0), fc.constant(-0.7), fc.double({ min: 0.5, max: 1 - 2 ** -20, noNaN: true }));
 
-const caseArb = (shape: Pick<Case, 'K' | 'V' | 'chunk'>): fc.Arbitrary<Case> => fc.record({
+const caseArb = (shape: Pick<Case, 'K' | 'V' | 'chunk'>): fc.Arbitrary<LCase> => fc.record({
+  // Every vector width the native target picks for its host (each case one).
+  lanes: fc.constantFrom(16, 8, 4),
   B: fc.integer({ min: 1, max: 2 }),
   H: fc.integer({ min: 1, max: 3 }),
   t: fc.nat(1 << 20),
@@ -133,15 +139,17 @@ describe('the CPU chunkwise forms (chunk-parallel and walk; executor and native)
       expect(runs).toBe(3 + examples.length);
     }, 600_000);
   }
-  const fixed: [Family, Case][] = [
+  const fixed: [Family, LCase][] = [
     // Whole tiles both ways (E read where it lies; the native bench's K = V = 64 takes the same
     // paths), a partial last chunk of 4 rows.
     [FAMILIES[0]!, { B: 1, H: 2, T: 100, K: 32, V: 32, chunk: 32, gammas: [0.97, 1 - 2 ** -20], gate: 'uniform', data: 1, tKind: 'ragged' }],
+    // The same at AVX2's micro tiles (8 lanes, 4 rows).
+    [FAMILIES[0]!, { B: 1, H: 2, T: 100, K: 32, V: 32, chunk: 32, gammas: [0.97, 1 - 2 ** -20], gate: 'uniform', data: 1, tKind: 'ragged', lanes: 8 }],
     // The largest head at a small T: two chunks, the second partial.
     [FAMILIES[0]!, { B: 1, H: 1, T: 7, K: 256, V: 512, chunk: 4, gammas: [0.9], gate: 'uniform', data: 4, tKind: 'ragged' }],
   ];
   for (const [f, c] of fixed) {
-    test(`${f.name} B=${c.B} H=${c.H} T=${c.T} K=${c.K} V=${c.V} chunk=${c.chunk}: forward and backward`, async () => {
+    test(`${f.name} B=${c.B} H=${c.H} T=${c.T} K=${c.K} V=${c.V} chunk=${c.chunk} lanes=${c.lanes ?? 16}: forward and backward`, async () => {
       expect(await checkCase(f, c, !noNative)).toEqual([]);
     }, 300_000);
   }

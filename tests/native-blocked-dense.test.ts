@@ -14,7 +14,7 @@ import { describe, expect, test } from 'vitest';
 import { recogniseDense } from '../compiler/dense.js';
 import * as K from '../compiler/kir.js';
 import type { Kernel, KStmt } from '../compiler/kir.js';
-import { chooseDenseCpuTile, DEFAULT_DENSE_CPU_TILE, type DenseCpuTile, denseCpuTileProblem, lowerDenseCpu, readsBInPlace } from '../compiler/lower/dense-cpu.js';
+import { chooseDenseCpuTile, DEFAULT_DENSE_CPU_TILE, type DenseCpuTile, denseCpuTileFor, denseCpuTileProblem, lowerDenseCpu, readsBInPlace } from '../compiler/lower/dense-cpu.js';
 import { ExprLowering, sizeParam } from '../compiler/lower/expr.js';
 import { lowerElementwise } from '../compiler/lower/generic.js';
 import { runKernel } from '../targets/cpu/executor.js';
@@ -62,6 +62,9 @@ const TILES: DenseCpuTile[] = [
   { m: 16, n: 32, k: 8, regM: 8, regN: 16, lanes: 8 },
   { m: 12, n: 16, k: 5, regM: 3, regN: 16, lanes: 16 }, // regM not a lane width: A values one by one
   { m: 8, n: 8, k: 3, regM: 4, regN: 8, lanes: 4 },
+  // The defaults for 8 and 4 lanes (AVX2, SSE/NEON: 6 x 2 vectors), a k step cut to the test's sizes.
+  { ...denseCpuTileFor(8), k: 7 },
+  { ...denseCpuTileFor(4), m: 24, n: 16, k: 4 },
 ];
 
 describe('blocked dense products (compiler/lower/dense-cpu.ts)', () => {
@@ -78,6 +81,16 @@ describe('blocked dense products (compiler/lower/dense-cpu.ts)', () => {
       const t = chooseDenseCpuTile(recogniseDense(c.s, c.vars)!, c.sizes);
       expect(Math.ceil(O / t.m) * Math.ceil(C / t.n), `${O}x${C}`).toBeGreaterThanOrEqual(2);
       expect(t.m / 2 < O && t.n - t.regN < C, `${O}x${C}: ${JSON.stringify(t)}`).toBe(true);
+    }
+    // Narrower vectors: their own register block, the same narrowing (rows stay whole register blocks).
+    for (const lanes of [8, 4]) {
+      for (const [C, O] of [[64, 128], [64, 61], [19, 70], [512, 512], [512, 4096]] as const) {
+        const c = caseOf('wgrad', 8, 256, C, O, 1);
+        const t = chooseDenseCpuTile(recogniseDense(c.s, c.vars)!, c.sizes, undefined, lanes);
+        expect(t, `${O}x${C}`).toMatchObject({ regM: 6, regN: 2 * lanes, lanes });
+        expect(denseCpuTileProblem(t), `${O}x${C}: ${JSON.stringify(t)}`).toBeUndefined();
+        expect(Math.ceil(O / t.m) * Math.ceil(C / t.n), `${O}x${C}`).toBeGreaterThanOrEqual(2);
+      }
     }
     expect(chooseDenseCpuTile(recogniseDense(w.s, w.vars)!, new Map())).toEqual(DEFAULT_DENSE_CPU_TILE);
     expect(chooseDenseCpuTile(recogniseDense(w.s, w.vars)!, new Map(), { k: 64, cols: 3 })).toEqual({ ...DEFAULT_DENSE_CPU_TILE, k: 64 });

@@ -27,10 +27,13 @@ import { accurateExp, batchOf, distance, exponent, factor, kahan, localGates, po
 import { type ChunkStateLayout, stateAt } from './chunk-state.js';
 import { dimExpr, type ExprLowering, fold } from './expr.js';
 
-/** Lanes per vector (16: one AVX-512 register of f32; the native printer's widest lane loop). */
-export const W = 16;
-/** Rows per micro tile. */
-export const MR = 8;
+/**
+ * A micro tile's shape for Schedule.lanes: W lanes per vector (the native printer prints a lane
+ * loop of 4, 8 or 16 as one vector operation), MR rows. MR x NV (at most 2) vectors of
+ * accumulators: 16 of AVX-512's 32 registers (W 16, MR 8), 8 of AVX2's 16 (W 8, MR 4; MR 8 spilled).
+ */
+export interface Vec { W: number; MR: number }
+export const vecOf = (lanes = 16): Vec => ({ W: lanes, MR: lanes >= 16 ? 8 : 4 });
 /** Keys per scan workgroup. */
 const SCAN_KEYS = 8;
 
@@ -45,19 +48,19 @@ export interface Seg { k: string; lo: KExpr; hi: KExpr; a: (i: number, k: KExpr)
  * MR x (NV W) accumulators from 0, each segment's products added in k order (acc + a b, rounded
  * each time), then `epi(i, c, v, acc)`: a store of lane v of vector c of row i, in one lane loop.
  */
-export function microTile(f: Fresh, NV: number, segs: Seg[], epi: (i: number, c: number, v: KExpr, acc: KExpr) => KStmt): KStmt[] {
+export function microTile(f: Fresh, d: Vec, NV: number, segs: Seg[], epi: (i: number, c: number, v: KExpr, acc: KExpr) => KStmt): KStmt[] {
   const acc = f('acc'), bv = f('bv');
-  const lanes = (make: (v: KExpr) => KStmt[]): KStmt => { const v = f('v'); return K.loop(v, K.i32(0), K.i32(W), make(K.v(v))); };
-  const accAt = (i: number, c: number, v: KExpr): KExpr => fold(K.add(K.i32((i * NV + c) * W), v));
-  const all = <T>(g: (i: number, c: number) => T): T[] => Array.from({ length: MR * NV }, (_, x) => g(Math.floor(x / NV), x % NV));
-  const out: KStmt[] = [K.local(acc, 'f32', MR * NV * W), K.local(bv, 'f32', NV * W)];
+  const lanes = (make: (v: KExpr) => KStmt[]): KStmt => { const v = f('v'); return K.loop(v, K.i32(0), K.i32(d.W), make(K.v(v))); };
+  const accAt = (i: number, c: number, v: KExpr): KExpr => fold(K.add(K.i32((i * NV + c) * d.W), v));
+  const all = <T>(g: (i: number, c: number) => T): T[] => Array.from({ length: d.MR * NV }, (_, x) => g(Math.floor(x / NV), x % NV));
+  const out: KStmt[] = [K.local(acc, 'f32', d.MR * NV * d.W), K.local(bv, 'f32', NV * d.W)];
   out.push(lanes((v) => all((i, c) => K.store(acc, accAt(i, c, v), K.f32(0)))));
   for (const s of segs) {
     const body: KStmt[] = [];
     const k = K.v(s.k);
-    body.push(lanes((v) => Array.from({ length: NV }, (_, c) => { const [arr, at] = s.b(c, k); return K.store(bv, fold(K.add(K.i32(c * W), v)), K.load(arr, K.add(at, v))); })));
-    const as = Array.from({ length: MR }, (_, i) => { const n = f('a'); body.push(K.decl(n, 'f32', s.a(i, k))); return K.v(n, 'f32'); });
-    body.push(lanes((v) => all((i, c) => K.store(acc, accAt(i, c, v), K.add(K.load(acc, accAt(i, c, v)), K.mul(as[i]!, K.load(bv, fold(K.add(K.i32(c * W), v)))))))));
+    body.push(lanes((v) => Array.from({ length: NV }, (_, c) => { const [arr, at] = s.b(c, k); return K.store(bv, fold(K.add(K.i32(c * d.W), v)), K.load(arr, K.add(at, v))); })));
+    const as = Array.from({ length: d.MR }, (_, i) => { const n = f('a'); body.push(K.decl(n, 'f32', s.a(i, k))); return K.v(n, 'f32'); });
+    body.push(lanes((v) => all((i, c) => K.store(acc, accAt(i, c, v), K.add(K.load(acc, accAt(i, c, v)), K.mul(as[i]!, K.load(bv, fold(K.add(K.i32(c * d.W), v)))))))));
     out.push(K.loop(s.k, s.lo, s.hi, body));
   }
   out.push(lanes((v) => all((i, c) => epi(i, c, v, K.load(acc, accAt(i, c, v))))));
@@ -91,10 +94,11 @@ function distanceTable(x: ScanCtx, f: Fresh, out: KStmt[], name: string, n: numb
 }
 
 /** Shapes of a contraction's operands in the CPU form. */
-export interface Dims { C: number; Kc: number; Vc: number; R: number; RK: number; NV: number; NR: number; Vp: number }
-export function dimsOf(lay: ChunkStateLayout): Dims {
-  const NV = lay.Vc > W ? 2 : 1;
-  return { C: lay.C, Kc: lay.Kc, Vc: lay.Vc, R: lay.R, RK: lay.R * lay.Kc, NV, NR: NV * W, Vp: up(lay.Vc, NV * W) };
+export interface Dims extends Vec { C: number; Kc: number; Vc: number; R: number; RK: number; NV: number; NR: number; Vp: number }
+export function dimsOf(lay: ChunkStateLayout, lanes?: number): Dims {
+  const d = vecOf(lanes);
+  const NV = lay.Vc > d.W ? 2 : 1;
+  return { ...d, C: lay.C, Kc: lay.Kc, Vc: lay.Vc, R: lay.R, RK: lay.R * lay.Kc, NV, NR: NV * d.W, Vp: up(lay.Vc, NV * d.W) };
 }
 
 /** The workgroup's chunk: ci = wg.z, c0, len; local gates; `at(m)`: the position of step m. */
@@ -123,12 +127,12 @@ function packValues(x: ScanCtx, d: Dims, f: Fresh, out: KStmt[], len: KExpr, at:
  * fallback in C, not every accumulator), else element by element.
  */
 function storeTile(f: Fresh, d: Dims, out: KStmt[], r0: KExpr, rows: KExpr, j0: KExpr, ot: string, rowAt: (row: KExpr, b: KStmt[]) => (col: KExpr, value: KExpr) => KStmt): void {
-  loopOf(out, f, 'si', K.i32(0), min(K.i32(MR), K.sub(rows, r0)), (i, b) => {
+  loopOf(out, f, 'si', K.i32(0), min(K.i32(d.MR), K.sub(rows, r0)), (i, b) => {
     const put = rowAt(declI(b, f, 'sr', K.add(r0, i)), b);
     const from = (jj: KExpr): KExpr => K.load(ot, K.add(K.mul(i, K.i32(d.NR)), jj));
     if (d.Vc % d.NR === 0) {
       const v = f('v');
-      b.push(K.loop(v, K.i32(0), K.i32(W), Array.from({ length: d.NV }, (_, c) => { const jj = K.add(K.i32(c * W), K.v(v)); return put(K.add(j0, jj), from(jj)); })));
+      b.push(K.loop(v, K.i32(0), K.i32(d.W), Array.from({ length: d.NV }, (_, c) => { const jj = K.add(K.i32(c * d.W), K.v(v)); return put(K.add(j0, jj), from(jj)); })));
     } else loopOf(b, f, 'sj', K.i32(0), min(K.i32(d.NR), K.sub(K.i32(d.Vc), j0)), (jj, bj) => bj.push(put(K.add(j0, jj), from(jj))));
   });
 }
@@ -143,7 +147,7 @@ export const kernelOf = (name: string, grid: [KExpr, KExpr, KExpr], shared: KSha
  */
 export function chunkStateProduct(x: ScanCtx, d: Dims, f: Fresh, body: KStmt[], q: { len: KExpr; at: (m: KExpr) => KExpr; pl: KExpr; byDistance: boolean },
   store: { epi: (i0: KExpr, j0: KExpr) => (i: number, c: number, v: KExpr, acc: KExpr) => KStmt; after?: (i0: KExpr, j0: KExpr, out: KStmt[]) => void }): KShared {
-  const { len, at, pl } = q, RKr = up(d.RK, MR);
+  const { len, at, pl } = q, RKr = up(d.RK, d.MR);
   loopOf(body, f, 'pm', K.i32(0), len, (m, b) => {
     const p = declI(b, f, 'pq', at(m));
     const w = declF(b, f, 'sw', q.byDistance ? K.load('Wt', K.sub(K.sub(len, K.i32(1)), m)) : weight(x, pl, p, b, [K.sub(len, K.i32(1)), m]));
@@ -156,19 +160,19 @@ export function chunkStateProduct(x: ScanCtx, d: Dims, f: Fresh, body: KStmt[], 
   });
   loopOf(body, f, 'i0', K.i32(0), K.i32(d.RK), (i0, bi) => {
     loopOf(bi, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
-      const seg: Seg = { k: f('m'), lo: K.i32(0), hi: len, a: (i, k) => K.load('Bw', K.add(K.mul(k, K.i32(RKr)), K.add(i0, K.i32(i)))), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
-      bj.push(...microTile(f, d.NV, [seg], store.epi(i0, j0)));
+      const seg: Seg = { k: f('m'), lo: K.i32(0), hi: len, a: (i, k) => K.load('Bw', K.add(K.mul(k, K.i32(RKr)), K.add(i0, K.i32(i)))), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * d.W)))] };
+      bj.push(...microTile(f, d, d.NV, [seg], store.epi(i0, j0)));
       store.after?.(i0, j0, bj);
     }, d.NR);
-  }, MR);
+  }, d.MR);
   return { name: 'Bw', type: 'f32', size: d.C * RKr };
 }
 
 /** Phase (a): H_c of every chunk, a workgroup per (batch entry, chunk). */
-export function lowerChunkStatesCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
+export function lowerChunkStatesCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string, lanes?: number): Kernel {
   const f = freshSupply();
-  const d = dimsOf(lay);
-  const body: KStmt[] = [K.comment(`chunk states (blocked for CPUs): H (${d.RK} x ${d.Vc}) over ${d.C} steps; micro ${MR}x${d.NR}, lanes ${W}`)];
+  const d = dimsOf(lay, lanes);
+  const body: KStmt[] = [K.comment(`chunk states (blocked for CPUs): H (${d.RK} x ${d.Vc}) over ${d.C} steps; micro ${d.MR}x${d.NR}, lanes ${d.W}`)];
   const { batch, nb } = batchOf(c, L, body);
   const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
   const { ci, len, at, shared } = chunkOf(x, d.C, body, f);
@@ -177,10 +181,10 @@ export function lowerChunkStatesCpu(name: string, s: IrStmt, c: Contraction, L: 
   if (byDistance) shared.push(distanceTable(x, f, body, 'Wt', d.C));
   packValues(x, d, f, body, len, at, 'Cv');
   shared.push(chunkStateProduct(x, d, f, body, { len, at, pl, byDistance }, {
-    epi: () => (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc),
+    epi: () => (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * d.W), v)), acc),
     after: (i0, j0, bj) => storeTile(f, d, bj, i0, K.i32(d.RK), j0, 'Ot', (row) => (col, value) => K.store(buf, stateAt(lay, x.T, ci, 0, row, col), value)),
   }));
-  shared.push({ name: 'Cv', type: 'f32', size: d.C * d.Vp }, { name: 'Ot', type: 'f32', size: MR * d.NR });
+  shared.push({ name: 'Cv', type: 'f32', size: d.C * d.Vp }, { name: 'Ot', type: 'f32', size: d.MR * d.NR });
   return kernelOf(name, [K.i32(1), nb, NCof(x.T, d.C)], shared, body);
 }
 
@@ -204,11 +208,11 @@ export function chunkCarry(x: ScanCtx, f: Fresh, chunk: KStmt[], ci: KExpr, c0: 
 }
 
 /** Phase (b): the scan over chunk states, a workgroup per (batch entry, SCAN_KEYS keys); E_c over H_c in place. */
-export function lowerChunkScanCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
+export function lowerChunkScanCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string, lanes?: number): Kernel {
   const f = freshSupply();
-  const d = dimsOf(lay);
-  const KT = Math.min(SCAN_KEYS, d.Kc), NKT = Math.ceil(d.Kc / KT), Vw = up(d.Vc, W);
-  const body: KStmt[] = [K.comment(`chunk scan (blocked for CPUs): ${KT} keys x ${d.Vc} columns, ${d.R} state array(s), lanes ${W}`)];
+  const d = dimsOf(lay, lanes);
+  const KT = Math.min(SCAN_KEYS, d.Kc), NKT = Math.ceil(d.Kc / KT), Vw = up(d.Vc, d.W);
+  const body: KStmt[] = [K.comment(`chunk scan (blocked for CPUs): ${KT} keys x ${d.Vc} columns, ${d.R} state array(s), lanes ${d.W}`)];
   const { batch, nb } = batchOf(c, L, body);
   const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
   const gk0 = declI(body, f, 'gk0', K.mul(K.wg('x'), K.i32(KT)));
@@ -228,23 +232,23 @@ export function lowerChunkScanCpu(name: string, s: IrStmt, c: Contraction, L: Ex
       const gi = declI(bk, f, 'gi', K.add(gk0, ii));
       // One column, or W of them in a lane loop (j = j0 + v): h = H; H <- E = S; S1 <- carry (S1 + d S) + h1; S <- carry S + h.
       const step = (j: KExpr, lane: KExpr, out: KStmt[]): void => {
-        for (let r = 0; r < d.R; r++) out.push(K.store('Hs', K.add(K.i32(r * W), lane), K.load(buf, stateAt(lay, x.T, ci, r, gi, j))));
+        for (let r = 0; r < d.R; r++) out.push(K.store('Hs', K.add(K.i32(r * d.W), lane), K.load(buf, stateAt(lay, x.T, ci, r, gi, j))));
         for (let r = 0; r < d.R; r++) out.push(K.store(buf, stateAt(lay, x.T, ci, r, gi, j), K.load('Ss', sAt(r, ii, j))));
-        const h = (r: number): KExpr => K.load('Hs', K.add(K.i32(r * W), lane));
+        const h = (r: number): KExpr => K.load('Hs', K.add(K.i32(r * d.W), lane));
         if (dist) out.push(K.store('Ss', sAt(1, ii, j), K.add(K.mul(cw, K.add(K.load('Ss', sAt(1, ii, j)), K.mul(dist, K.load('Ss', sAt(0, ii, j))))), h(1))));
         out.push(K.store('Ss', sAt(0, ii, j), K.add(K.mul(cw, K.load('Ss', sAt(0, ii, j))), h(0))));
       };
       loopOf(bk, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
         const full: KStmt[] = [], part: KStmt[] = [];
-        bj.push(K.iff(K.bin('<=', K.add(j0, K.i32(W)), K.i32(d.Vc)), full, part));
+        bj.push(K.iff(K.bin('<=', K.add(j0, K.i32(d.W)), K.i32(d.Vc)), full, part));
         const v = f('v'), lane: KStmt[] = [];
-        full.push(K.loop(v, K.i32(0), K.i32(W), lane));
+        full.push(K.loop(v, K.i32(0), K.i32(d.W), lane));
         step(K.add(j0, K.v(v)), K.v(v), lane);
         loopOf(part, f, 'j', j0, K.i32(d.Vc), (j, b) => step(j, K.sub(j, j0), b));
-      }, W);
+      }, d.W);
     });
   });
-  const shared: KShared[] = [{ name: 'Ss', type: 'f32', size: d.R * KT * Vw }, { name: 'Hs', type: 'f32', size: d.R * W }];
+  const shared: KShared[] = [{ name: 'Ss', type: 'f32', size: d.R * KT * Vw }, { name: 'Hs', type: 'f32', size: d.R * d.W }];
   return kernelOf(name, [K.i32(NKT), nb, K.i32(1)], shared, body);
 }
 
@@ -256,8 +260,8 @@ export interface ScoreDecay { shared: KShared[]; dAt: (row: KExpr, col: KExpr) =
  * distances) and Dt[(Cr - 1) - m + m2] = w over m - m2 steps (times m - m2 for order 1; 0 where m2
  * is not before m).
  */
-export function scoreDecayByDistance(x: ScanCtx, f: Fresh, body: KStmt[], C: number): ScoreDecay {
-  const Cr = up(C, MR), Cp = up(C, W);
+export function scoreDecayByDistance(x: ScanCtx, d: Vec, f: Fresh, body: KStmt[], C: number): ScoreDecay {
+  const Cr = up(C, d.MR), Cp = up(C, d.W);
   const shared = [distanceTable(x, f, body, 'Wt', Cr + 1)];
   loopOf(body, f, 'di', K.i32(0), K.i32(Cr + Cp - 1), (e, b) => {
     const dd = declI(b, f, 'dd', K.sub(K.i32(Cr - 1), e));
@@ -272,8 +276,8 @@ export function scoreDecayByDistance(x: ScanCtx, f: Fresh, body: KStmt[], C: num
 }
 
 /** Otherwise one entry per pair of the chunk's steps (built per chunk): Dt[m Cp + m2]. */
-export function scoreDecayByPair(x: ScanCtx, f: Fresh, body: KStmt[], C: number, len: KExpr, at: (m: KExpr) => KExpr): ScoreDecay {
-  const Cr = up(C, MR), Cp = up(C, W), c = x.c;
+export function scoreDecayByPair(x: ScanCtx, d: Vec, f: Fresh, body: KStmt[], C: number, len: KExpr, at: (m: KExpr) => KExpr): ScoreDecay {
+  const Cr = up(C, d.MR), Cp = up(C, d.W), c = x.c;
   loopOf(body, f, 'dm', K.i32(0), K.i32(Cr), (m, b) => {
     loopOf(b, f, 'dn', K.i32(0), K.i32(Cp), (m2, b2) => {
       b2.push(K.store('Dt', K.add(K.mul(m, K.i32(Cp)), m2), K.f32(0)));
@@ -309,7 +313,7 @@ export interface ChunkAt {
  * workgroup arrays it uses.
  */
 export function chunkOutputs(x: ScanCtx, d: Dims, f: Fresh, body: KStmt[], q: ChunkAt): KShared[] {
-  const C = d.C, Cr = up(C, MR), Cp = up(C, W), { ci, len, at, pe } = q, { L, s, c, batch } = x;
+  const C = d.C, Cr = up(C, d.MR), Cp = up(C, d.W), { ci, len, at, pe } = q, { L, s, c, batch } = x;
   // Packed operands: Ap[m][i] = a[m, i] (rows zero to Cr), Bt[i][m2] = b[m2, i] (columns zero to Cp), Cv[m2][j].
   loopOf(body, f, 'pm', K.i32(0), len, (m, b) => {
     const p = declI(b, f, 'pp', at(m));
@@ -341,42 +345,42 @@ export function chunkOutputs(x: ScanCtx, d: Dims, f: Fresh, body: KStmt[], q: Ch
   const out = L.buffer(s.target, true);
   loopOf(body, f, 'r0', K.i32(0), len, (r0, blk) => {
     // Scores of the block's rows, vectors of W columns up to its last row (the lower triangle).
-    loopOf(blk, f, 'n0', K.i32(0), min(len, K.add(r0, K.i32(MR))), (n0, bn) => {
+    loopOf(blk, f, 'n0', K.i32(0), min(len, K.add(r0, K.i32(d.MR))), (n0, bn) => {
       const seg: Seg = { k: f('i'), lo: K.i32(0), hi: K.i32(d.Kc), a: (i, k) => K.load('Ap', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.Kc)), k)), b: (_, k) => ['Bt', K.add(K.mul(k, K.i32(Cp)), n0)] };
-      bn.push(...microTile(f, 1, [seg], (i, _, v, acc) => {
+      bn.push(...microTile(f, d, 1, [seg], (i, _, v, acc) => {
         const row = K.add(r0, K.i32(i));
         return K.store('P', K.add(K.add(K.mul(row, K.i32(Cp)), n0), v), K.mul(acc, K.load('Dt', K.add(q.decay.dAt(row, n0), v))));
       }));
-    }, W);
+    }, d.W);
     // Outputs: [P | A'] [Cv ; E_c], the scores' columns up to the block's last row, then the state's rows.
     loopOf(blk, f, 'j0', K.i32(0), K.i32(d.Vc), (j0, bj) => {
-      const intra: Seg = { k: f('m'), lo: K.i32(0), hi: min(len, K.add(r0, K.i32(MR))), a: (i, k) => K.load('P', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(Cp)), k)), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * W)))] };
-      const carried: Seg = { k: f('e'), lo: K.i32(0), hi: nE, a: (i, k) => K.load('A2', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.RK)), k)), b: (cc, k) => q.state.at(k, K.add(j0, K.i32(cc * W))) };
-      bj.push(...microTile(f, d.NV, [intra, carried], (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * W), v)), acc)));
+      const intra: Seg = { k: f('m'), lo: K.i32(0), hi: min(len, K.add(r0, K.i32(d.MR))), a: (i, k) => K.load('P', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(Cp)), k)), b: (cc, k) => ['Cv', K.add(K.mul(k, K.i32(d.Vp)), K.add(j0, K.i32(cc * d.W)))] };
+      const carried: Seg = { k: f('e'), lo: K.i32(0), hi: nE, a: (i, k) => K.load('A2', K.add(K.mul(K.add(r0, K.i32(i)), K.i32(d.RK)), k)), b: (cc, k) => q.state.at(k, K.add(j0, K.i32(cc * d.W))) };
+      bj.push(...microTile(f, d, d.NV, [intra, carried], (i, cc, v, acc) => K.store('Ot', fold(K.add(K.i32(i * d.NR + cc * d.W), v)), acc)));
       storeTile(f, d, bj, r0, len, j0, 'Ot', (row, b) => {
         const p = declI(b, f, 'op', at(row));
         return (col, value) => K.store(out, L.offset(s.target, s.indices.map((iv) => (iv.name === c.row ? p : iv.name === c.value ? col : batch.get(iv.name)!.expr))), scaled(value));
       });
     }, d.NR);
-  }, MR);
+  }, d.MR);
   return [
     { name: 'Ap', type: 'f32', size: Cr * d.Kc }, { name: 'Bt', type: 'f32', size: d.Kc * Cp }, { name: 'P', type: 'f32', size: Cr * Cp },
-    { name: 'Cv', type: 'f32', size: C * d.Vp }, ...(q.state.shared ?? []), { name: 'A2', type: 'f32', size: Cr * d.RK }, { name: 'Ot', type: 'f32', size: MR * d.NR },
+    { name: 'Cv', type: 'f32', size: C * d.Vp }, ...(q.state.shared ?? []), { name: 'A2', type: 'f32', size: Cr * d.RK }, { name: 'Ot', type: 'f32', size: d.MR * d.NR },
   ];
 }
 
 /** Phase (c): every chunk's outputs, a workgroup per (batch entry, chunk). */
-export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string): Kernel {
+export function lowerChunkOutputsCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, lay: ChunkStateLayout, buf: string, lanes?: number): Kernel {
   const f = freshSupply();
-  const d = dimsOf(lay);
+  const d = dimsOf(lay, lanes);
   const C = d.C;
-  const body: KStmt[] = [K.comment(`chunk outputs (blocked for CPUs): scores ${C} x ${C} over ${d.Kc}, outputs over ${C} + ${d.RK}; micro ${MR}x${W} and ${MR}x${d.NR}, lanes ${W}`)];
+  const body: KStmt[] = [K.comment(`chunk outputs (blocked for CPUs): scores ${C} x ${C} over ${d.Kc}, outputs over ${C} + ${d.RK}; micro ${d.MR}x${d.W} and ${d.MR}x${d.NR}, lanes ${d.W}`)];
   const { batch, nb } = batchOf(c, L, body);
   const x: ScanCtx = { c, s, L, T: dimExpr(c.T, L.sizes), batch };
   const { ci, len, at, shared } = chunkOf(x, C, body, f);
   const pe = declI(body, f, 'pe', at(K.i32(-1)));
   const byDistance = c.decay.every((t) => t.kind === 'fixed');
-  const decay = byDistance ? scoreDecayByDistance(x, f, body, C) : scoreDecayByPair(x, f, body, C, len, at);
+  const decay = byDistance ? scoreDecayByDistance(x, d, f, body, C) : scoreDecayByPair(x, d, f, body, C, len, at);
   shared.push(...decay.shared);
   // E_c is read where it lies when its rows hold whole vectors, else packed with zero columns.
   const packE = d.Vp > d.Vc;

@@ -370,9 +370,9 @@ export function lowerChunkParallel(name: string, s: IrStmt, c: Contraction, mkL:
   const lay = chunkStateLayout(name, c, Ls[0], sched.chunk);
   if (sched.dense === 'blocked') {
     // CPU-like targets (dense 'blocked', with chunkParallel; native's default is the walk, chunk-walk-cpu.ts): single-thread workgroups of blocked chunk products.
-    const states = lowerChunkStatesCpu(`${name}_h`, s, c, Ls[0], lay, Ls[0].buffer(stateId, true));
-    const scan = lowerChunkScanCpu(`${name}_scan`, s, c, Ls[1], lay, Ls[1].buffer(stateId, true));
-    const outputs = lowerChunkOutputsCpu(`${name}_o`, s, c, Ls[2], lay, Ls[2].buffer(stateId));
+    const states = lowerChunkStatesCpu(`${name}_h`, s, c, Ls[0], lay, Ls[0].buffer(stateId, true), sched.lanes);
+    const scan = lowerChunkScanCpu(`${name}_scan`, s, c, Ls[1], lay, Ls[1].buffer(stateId, true), sched.lanes);
+    const outputs = lowerChunkOutputsCpu(`${name}_o`, s, c, Ls[2], lay, Ls[2].buffer(stateId), sched.lanes);
     return { kernels: { states, scan, outputs }, lowerings: Ls };
   }
   const states = lowerChunkStates(`${name}_h`, s, c, Ls[0], sched, lay, Ls[0].buffer(stateId, true));

@@ -41,7 +41,7 @@ export interface DenseCpuTile {
   k: number;
   /** The micro tile: regM rows x regN columns of accumulators. */
   regM: number; regN: number;
-  /** Elements per lane loop (16: one AVX-512 register of f32). */
+  /** Elements per lane loop (Schedule.lanes: 16, one AVX-512 register of f32; 8 AVX; 4 SSE, NEON). */
   lanes: number;
 }
 
@@ -51,6 +51,14 @@ export interface DenseCpuTile {
  * the less.
  */
 export const DEFAULT_DENSE_CPU_TILE: DenseCpuTile = { m: 256, n: 256, k: 128, regM: 8, regN: 32, lanes: 16 };
+/**
+ * The default for narrower vectors (Schedule.lanes 8 or 4), whose CPUs have 16 vector registers
+ * (AVX2, SSE): 6 x 2 vectors of accumulators, a broadcast and two of B, as BLIS's Haswell kernel
+ * (8 x 32 at 8 lanes is 32 accumulators: they spilled, and the dense case ran 20x slower); rows by 6.
+ */
+const NARROW_DENSE_CPU_TILE = (lanes: number): DenseCpuTile => ({ m: 192, n: 256, k: 128, regM: 6, regN: 2 * lanes, lanes });
+/** The default blocking for Schedule.lanes (absent: 16). */
+export const denseCpuTileFor = (lanes = 16): DenseCpuTile => (lanes >= 16 ? { ...DEFAULT_DENSE_CPU_TILE } : NARROW_DENSE_CPU_TILE(lanes));
 /** Workgroup memory one workgroup may use (the native runner's scratch per workgroup). */
 export const DENSE_CPU_SCRATCH = 1 << 20;
 
@@ -73,9 +81,9 @@ const CPU_KEYS = ['m', 'n', 'k', 'regM', 'regN', 'lanes'] as const;
  * fewer (known sizes: fewer padded columns), and to fewer rows where the output is small, so
  * that the cores get a few workgroups. `tiles` (a statement's choice: m, n, k, regM, regN, lanes) override it.
  */
-export function chooseDenseCpuTile(d: Dense, constants: ReadonlyMap<string, number>, tiles?: Readonly<Record<string, number>>): DenseCpuTile {
+export function chooseDenseCpuTile(d: Dense, constants: ReadonlyMap<string, number>, tiles?: Readonly<Record<string, number>>, lanes?: number): DenseCpuTile {
   const M = devaluate(d.M, constants), N = devaluate(d.N, constants);
-  const t = { ...DEFAULT_DENSE_CPU_TILE };
+  const t = denseCpuTileFor(lanes);
   if (N !== undefined && N < t.n) t.n = Math.max(t.regN, Math.ceil(N / t.regN) * t.regN);
   if (M !== undefined) {
     // Rows: no more than the output has (to the register block).

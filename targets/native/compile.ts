@@ -69,6 +69,29 @@ export function nativeFlags(env: NodeJS.ProcessEnv = process.env): string[] {
   return ['-std=gnu11', '-O3', `-march=${march}`, '-fno-fast-math', '-fno-trapping-math', '-ffp-contract=off', '-fwrapv', '-fno-math-errno', '-fopenmp-simd', '-fno-strict-aliasing', '-fPIC', '-shared', '-w'];
 }
 
+const lanesByFlags = new Map<string, number>();
+
+/**
+ * f32 lanes of the widest vector registers the compiled kernels get (-march as nativeFlags has
+ * it): 16 where the compiler targets AVX-512, 8 for AVX, 4 otherwise (SSE, NEON). The blocked CPU
+ * lowerings shape their micro tiles by it (Schedule.lanes): 16-lane tiles on an AVX2 CPU spill
+ * their 32 accumulators and ran 20x slower. Asked of the compiler's predefined macros, cached per
+ * compiler and flags; 16 where there is no compiler (nothing runs then) or it does not answer.
+ */
+export function hostLanes(env: NodeJS.ProcessEnv = process.env): number {
+  const cc = findCompiler(env);
+  if (!cc) return 16;
+  const flags = [...cc.args, `-march=${env['RETNETC_NATIVE_MARCH'] || 'native'}`];
+  const key = `${cc.command}\0${flags.join(' ')}`;
+  const known = lanesByFlags.get(key);
+  if (known !== undefined) return known;
+  const r = spawnSync(cc.command, [...flags, '-dM', '-E', '-x', 'c', '-'], { input: '', encoding: 'utf8', env, timeout: 30_000 });
+  const macros = r.status === 0 ? r.stdout : '';
+  const lanes = r.status !== 0 || /#define __AVX512F__ 1/.test(macros) ? 16 : /#define __AVX__ 1/.test(macros) ? 8 : 4;
+  lanesByFlags.set(key, lanes);
+  return lanes;
+}
+
 export interface CompiledLibrary { file: string; cached: boolean; ms: number }
 
 const inFlight = new Map<string, Promise<CompiledLibrary>>();

@@ -206,6 +206,12 @@ export const LANE_HELPERS = [
     `#if ${FMA_GUARD[w]}`,
     `static inline rn_vf${w} rn_vfma${w}(rn_vf${w} x, rn_vf${w} y, rn_vf${w} z) { return (rn_vf${w})${FMA_INTRINSIC[w]}((${M_TYPE[w]})x, (${M_TYPE[w]})y, (${M_TYPE[w]})z); }`,
     `static inline rn_vf${w} rn_vfmas${w}(float x, rn_vf${w} y, rn_vf${w} z) { return (rn_vf${w})${FMA_INTRINSIC[w]}(${SET1[w]}(x), (${M_TYPE[w]})y, (${M_TYPE[w]})z); }`,
+    // A vector twice the hardware's (16 lanes on an AVX2 CPU): two fmas of the half width.
+    ...(w > 4 ? [
+      `#elif ${FMA_GUARD[w / 2]}`,
+      `static inline rn_vf${w} rn_vfma${w}(rn_vf${w} x, rn_vf${w} y, rn_vf${w} z) { rn_vf${w / 2} a[2], b[2], c[2]; memcpy(a, &x, sizeof a); memcpy(b, &y, sizeof b); memcpy(c, &z, sizeof c); c[0] = rn_vfma${w / 2}(a[0], b[0], c[0]); c[1] = rn_vfma${w / 2}(a[1], b[1], c[1]); memcpy(&z, c, sizeof c); return z; }`,
+      `static inline rn_vf${w} rn_vfmas${w}(float x, rn_vf${w} y, rn_vf${w} z) { rn_vf${w / 2} b[2], c[2]; memcpy(b, &y, sizeof b); memcpy(c, &z, sizeof c); c[0] = rn_vfmas${w / 2}(x, b[0], c[0]); c[1] = rn_vfmas${w / 2}(x, b[1], c[1]); memcpy(&z, c, sizeof c); return z; }`,
+    ] : []),
     '#else',
     `static inline rn_vf${w} rn_vfma${w}(rn_vf${w} x, rn_vf${w} y, rn_vf${w} z) { rn_vf${w} r; for (int i = 0; i < ${w}; i++) r[i] = fmaf(x[i], y[i], z[i]); return r; }`,
     `static inline rn_vf${w} rn_vfmas${w}(float x, rn_vf${w} y, rn_vf${w} z) { rn_vf${w} r; for (int i = 0; i < ${w}; i++) r[i] = fmaf(x, y[i], z[i]); return r; }`,

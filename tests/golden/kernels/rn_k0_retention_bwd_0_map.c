@@ -249,6 +249,9 @@ static inline rn_vf8 rn_vsplat8(float s) { return (rn_vf8){s, s, s, s, s, s, s, 
 #if defined(__FMA__) && defined(__AVX__)
 static inline rn_vf8 rn_vfma8(rn_vf8 x, rn_vf8 y, rn_vf8 z) { return (rn_vf8)_mm256_fmadd_ps((__m256)x, (__m256)y, (__m256)z); }
 static inline rn_vf8 rn_vfmas8(float x, rn_vf8 y, rn_vf8 z) { return (rn_vf8)_mm256_fmadd_ps(_mm256_set1_ps(x), (__m256)y, (__m256)z); }
+#elif defined(__FMA__)
+static inline rn_vf8 rn_vfma8(rn_vf8 x, rn_vf8 y, rn_vf8 z) { rn_vf4 a[2], b[2], c[2]; memcpy(a, &x, sizeof a); memcpy(b, &y, sizeof b); memcpy(c, &z, sizeof c); c[0] = rn_vfma4(a[0], b[0], c[0]); c[1] = rn_vfma4(a[1], b[1], c[1]); memcpy(&z, c, sizeof c); return z; }
+static inline rn_vf8 rn_vfmas8(float x, rn_vf8 y, rn_vf8 z) { rn_vf4 b[2], c[2]; memcpy(b, &y, sizeof b); memcpy(c, &z, sizeof c); c[0] = rn_vfmas4(x, b[0], c[0]); c[1] = rn_vfmas4(x, b[1], c[1]); memcpy(&z, c, sizeof c); return z; }
 #else
 static inline rn_vf8 rn_vfma8(rn_vf8 x, rn_vf8 y, rn_vf8 z) { rn_vf8 r; for (int i = 0; i < 8; i++) r[i] = fmaf(x[i], y[i], z[i]); return r; }
 static inline rn_vf8 rn_vfmas8(float x, rn_vf8 y, rn_vf8 z) { rn_vf8 r; for (int i = 0; i < 8; i++) r[i] = fmaf(x, y[i], z[i]); return r; }
@@ -260,6 +263,9 @@ static inline rn_vf16 rn_vsplat16(float s) { return (rn_vf16){s, s, s, s, s, s, 
 #if defined(__AVX512F__)
 static inline rn_vf16 rn_vfma16(rn_vf16 x, rn_vf16 y, rn_vf16 z) { return (rn_vf16)_mm512_fmadd_ps((__m512)x, (__m512)y, (__m512)z); }
 static inline rn_vf16 rn_vfmas16(float x, rn_vf16 y, rn_vf16 z) { return (rn_vf16)_mm512_fmadd_ps(_mm512_set1_ps(x), (__m512)y, (__m512)z); }
+#elif defined(__FMA__) && defined(__AVX__)
+static inline rn_vf16 rn_vfma16(rn_vf16 x, rn_vf16 y, rn_vf16 z) { rn_vf8 a[2], b[2], c[2]; memcpy(a, &x, sizeof a); memcpy(b, &y, sizeof b); memcpy(c, &z, sizeof c); c[0] = rn_vfma8(a[0], b[0], c[0]); c[1] = rn_vfma8(a[1], b[1], c[1]); memcpy(&z, c, sizeof c); return z; }
+static inline rn_vf16 rn_vfmas16(float x, rn_vf16 y, rn_vf16 z) { rn_vf8 b[2], c[2]; memcpy(b, &y, sizeof b); memcpy(c, &z, sizeof c); c[0] = rn_vfmas8(x, b[0], c[0]); c[1] = rn_vfmas8(x, b[1], c[1]); memcpy(&z, c, sizeof c); return z; }
 #else
 static inline rn_vf16 rn_vfma16(rn_vf16 x, rn_vf16 y, rn_vf16 z) { rn_vf16 r; for (int i = 0; i < 16; i++) r[i] = fmaf(x[i], y[i], z[i]); return r; }
 static inline rn_vf16 rn_vfmas16(float x, rn_vf16 y, rn_vf16 z) { rn_vf16 r; for (int i = 0; i < 16; i++) r[i] = fmaf(x, y[i], z[i]); return r; }
