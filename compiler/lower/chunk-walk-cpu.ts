@@ -18,8 +18,7 @@ import { chunkStateLayout } from './chunk-state.js';
 import { batchOf, distance, localGates, posOf, type ScanCtx } from './contraction-common.js';
 import { dimExpr, type ExprLowering, fold } from './expr.js';
 
-/** A chunkwise contraction at chunk C as one kernel walking each batch entry's chunks. */
-/** `lanes`: Schedule.lanes (the micro tiles' vector width). */
+/** A chunkwise contraction at chunk C as one kernel walking each batch entry's chunks; `lanes`: Schedule.lanes (the micro tiles' vector width). */
 export function lowerChunkWalkCpu(name: string, s: IrStmt, c: Contraction, L: ExprLowering, C: number, lanes?: number): Kernel {
   const f = freshSupply();
   const d = dimsOf(chunkStateLayout(name, c, L, C), lanes);
