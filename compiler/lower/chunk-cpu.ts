@@ -30,7 +30,8 @@ import { dimExpr, type ExprLowering, fold } from './expr.js';
 /**
  * A micro tile's shape for Schedule.lanes: W lanes per vector (the native printer prints a lane
  * loop of 4, 8 or 16 as one vector operation), MR rows. MR x NV (at most 2) vectors of
- * accumulators: 16 of AVX-512's 32 registers (W 16, MR 8), 8 of AVX2's 16 (W 8, MR 4; MR 8 spilled).
+ * accumulators: 16 of AVX-512's 32 registers (W 16, MR 8), 8 of AVX2's 16 (W 8, MR 4: MR 8 would
+ * fill all 16 and leave none for the operands; not measured against MR 6).
  */
 export interface Vec { W: number; MR: number }
 export const vecOf = (lanes = 16): Vec => ({ W: lanes, MR: lanes >= 16 ? 8 : 4 });

@@ -64,9 +64,11 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
   throw new NativeCompileError(`native target: no writable cache directory (tried ${candidates.join(', ')})`);
 }
 
+/** The -march the kernels are compiled for (RETNETC_NATIVE_MARCH, else native). */
+const marchOf = (env: NodeJS.ProcessEnv): string => `-march=${env['RETNETC_NATIVE_MARCH'] || 'native'}`;
+
 export function nativeFlags(env: NodeJS.ProcessEnv = process.env): string[] {
-  const march = env['RETNETC_NATIVE_MARCH'] || 'native';
-  return ['-std=gnu11', '-O3', `-march=${march}`, '-fno-fast-math', '-fno-trapping-math', '-ffp-contract=off', '-fwrapv', '-fno-math-errno', '-fopenmp-simd', '-fno-strict-aliasing', '-fPIC', '-shared', '-w'];
+  return ['-std=gnu11', '-O3', marchOf(env), '-fno-fast-math', '-fno-trapping-math', '-ffp-contract=off', '-fwrapv', '-fno-math-errno', '-fopenmp-simd', '-fno-strict-aliasing', '-fPIC', '-shared', '-w'];
 }
 
 const lanesByFlags = new Map<string, number>();
@@ -81,7 +83,7 @@ const lanesByFlags = new Map<string, number>();
 export function hostLanes(env: NodeJS.ProcessEnv = process.env): number {
   const cc = findCompiler(env);
   if (!cc) return 16;
-  const flags = [...cc.args, `-march=${env['RETNETC_NATIVE_MARCH'] || 'native'}`];
+  const flags = [...cc.args, marchOf(env)];
   const key = `${cc.command}\0${flags.join(' ')}`;
   const known = lanesByFlags.get(key);
   if (known !== undefined) return known;
